@@ -57,7 +57,10 @@ mod tests {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(days_from_civil(2000, 3, 1), 11_017);
         assert_eq!(civil_from_days(days_from_civil(2024, 2, 29)), (2024, 2, 29));
-        assert_eq!(civil_from_days(days_from_civil(2023, 2, 28) + 1), (2023, 3, 1));
+        assert_eq!(
+            civil_from_days(days_from_civil(2023, 2, 28) + 1),
+            (2023, 3, 1)
+        );
         assert_eq!(weekday_from_days(0), 3); // Thursday
         assert_eq!(weekday_from_days(days_from_civil(2026, 11, 23)), 0); // a Monday
     }

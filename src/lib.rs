@@ -3,5 +3,12 @@
 //! The pure core (everything but `host` and `filter`) knows nothing of proxy-wasm and is
 //! unit-tested natively; `host` and `filter` exist only in the wasm build.
 
+pub mod access_log;
 pub mod calendar;
+pub mod config;
+pub mod cors;
 pub mod error;
+pub mod gateway;
+pub mod keys;
+pub mod routes;
+pub mod throttle;

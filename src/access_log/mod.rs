@@ -1,0 +1,394 @@
+//! Access log lines: one line per request, in `access_log.format` (contract, "Access log and
+//! metrics"): `json` (default), `clf`, `csv`, `xml`, or a template with `$context.*` variables.
+//!
+//! Pure and allocation-light: [`LogFormat::parse`] runs once at configuration time (templates are
+//! split into segments there); [`LogFormat::format_into`] appends to a caller-provided `String`
+//! and never panics. Every format writes exactly one line: no format ever emits a raw CR or LF
+//! (or any other control character), so a request value cannot forge a second record.
+//!
+//! Choices worth knowing (the module's tests pin every one of them):
+//! - `json`: keys are the variable names (`"identity.sourceIp"`), all 18 in [`Field::ALL`] order,
+//!   unknown values are `null`; numbers are numbers; `requestTime` is the CLF time string.
+//! - `clf`: API Gateway's CLF with the actual request path instead of `resourcePath`.
+//! - `csv`: RFC 4180 quoting, one record per line (control characters are written as `\xHH`).
+//! - `xml`: element names are the variable names verbatim (dots are legal in XML names).
+//! - template: values raw except control characters (`\xHH`); unknown or empty values are `-`.
+
+mod template;
+mod text;
+
+#[cfg(test)]
+mod tests;
+
+pub use template::{Segment, Template};
+pub use text::{json_escape_into, write_clf_time};
+
+use crate::error::FieldError;
+use text::{
+    csv_field_into, push_u64, quoted_escape_into, text_escape_into, token_escape_into,
+    xml_escape_into,
+};
+
+/// One request's access record. Fields are None when unknown ("-" in text formats, null in JSON).
+#[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub request_id: Option<&'a str>,
+    pub request_time_epoch_ms: Option<u64>,
+    pub http_method: Option<&'a str>,
+    /// The matched route template, e.g. "/pets/{id}".
+    pub resource_path: Option<&'a str>,
+    pub path: Option<&'a str>,
+    /// "HTTP/1.1"
+    pub protocol: Option<&'a str>,
+    pub status: Option<u16>,
+    pub response_length: Option<u64>,
+    pub response_latency_ms: Option<u64>,
+    pub integration_latency_ms: Option<u64>,
+    pub source_ip: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+    pub api_key_id: Option<&'a str>,
+    pub stage: Option<&'a str>,
+    pub error_message: Option<&'a str>,
+    /// THROTTLED, QUOTA_EXCEEDED, INVALID_API_KEY, ...
+    pub error_response_type: Option<&'a str>,
+    /// hit | miss | bypass | -
+    pub cache_status: Option<&'a str>,
+}
+
+/// The $context variables, in the contract's order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Field {
+    RequestId,
+    RequestTime,
+    RequestTimeEpoch,
+    HttpMethod,
+    ResourcePath,
+    Path,
+    Protocol,
+    Status,
+    ResponseLength,
+    ResponseLatency,
+    IntegrationLatency,
+    SourceIp,
+    UserAgent,
+    ApiKeyId,
+    Stage,
+    ErrorMessage,
+    ErrorResponseType,
+    CacheStatus,
+}
+
+/// A field's value, before a format decides how to write it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Value<'a> {
+    Text(&'a str),
+    Number(u64),
+    /// Milliseconds since the Unix epoch, written as CLF time (`requestTime`).
+    Time(u64),
+}
+
+impl Field {
+    pub const ALL: [Field; 18] = [
+        Field::RequestId,
+        Field::RequestTime,
+        Field::RequestTimeEpoch,
+        Field::HttpMethod,
+        Field::ResourcePath,
+        Field::Path,
+        Field::Protocol,
+        Field::Status,
+        Field::ResponseLength,
+        Field::ResponseLatency,
+        Field::IntegrationLatency,
+        Field::SourceIp,
+        Field::UserAgent,
+        Field::ApiKeyId,
+        Field::Stage,
+        Field::ErrorMessage,
+        Field::ErrorResponseType,
+        Field::CacheStatus,
+    ];
+
+    /// Variable name without the "$context." prefix, e.g. "identity.sourceIp", "error.responseType".
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::RequestId => "requestId",
+            Field::RequestTime => "requestTime",
+            Field::RequestTimeEpoch => "requestTimeEpoch",
+            Field::HttpMethod => "httpMethod",
+            Field::ResourcePath => "resourcePath",
+            Field::Path => "path",
+            Field::Protocol => "protocol",
+            Field::Status => "status",
+            Field::ResponseLength => "responseLength",
+            Field::ResponseLatency => "responseLatency",
+            Field::IntegrationLatency => "integrationLatency",
+            Field::SourceIp => "identity.sourceIp",
+            Field::UserAgent => "identity.userAgent",
+            Field::ApiKeyId => "identity.apiKeyId",
+            Field::Stage => "stage",
+            Field::ErrorMessage => "error.message",
+            Field::ErrorResponseType => "error.responseType",
+            Field::CacheStatus => "cacheStatus",
+        }
+    }
+
+    /// The field named `name` (without the "$context." prefix; case-sensitive, as in API Gateway).
+    pub fn from_name(name: &str) -> Option<Field> {
+        Field::ALL.iter().copied().find(|f| f.name() == name)
+    }
+
+    /// Appends the field's value as text (None => nothing appended; returns false when absent).
+    /// Text is appended as is, unescaped; numbers in decimal; `requestTime` in CLF form
+    /// (`14/Nov/2023:22:13:20 +0000`).
+    pub fn write_value(self, rec: &Record, out: &mut String) -> bool {
+        match self.value(rec) {
+            None => false,
+            Some(Value::Text(s)) => {
+                out.push_str(s);
+                true
+            }
+            Some(Value::Number(n)) => {
+                push_u64(n, out);
+                true
+            }
+            Some(Value::Time(ms)) => {
+                write_clf_time(ms, out);
+                true
+            }
+        }
+    }
+
+    fn value<'a>(self, rec: &Record<'a>) -> Option<Value<'a>> {
+        match self {
+            Field::RequestId => rec.request_id.map(Value::Text),
+            Field::RequestTime => rec.request_time_epoch_ms.map(Value::Time),
+            Field::RequestTimeEpoch => rec.request_time_epoch_ms.map(Value::Number),
+            Field::HttpMethod => rec.http_method.map(Value::Text),
+            Field::ResourcePath => rec.resource_path.map(Value::Text),
+            Field::Path => rec.path.map(Value::Text),
+            Field::Protocol => rec.protocol.map(Value::Text),
+            Field::Status => rec.status.map(|s| Value::Number(u64::from(s))),
+            Field::ResponseLength => rec.response_length.map(Value::Number),
+            Field::ResponseLatency => rec.response_latency_ms.map(Value::Number),
+            Field::IntegrationLatency => rec.integration_latency_ms.map(Value::Number),
+            Field::SourceIp => rec.source_ip.map(Value::Text),
+            Field::UserAgent => rec.user_agent.map(Value::Text),
+            Field::ApiKeyId => rec.api_key_id.map(Value::Text),
+            Field::Stage => rec.stage.map(Value::Text),
+            Field::ErrorMessage => rec.error_message.map(Value::Text),
+            Field::ErrorResponseType => rec.error_response_type.map(Value::Text),
+            Field::CacheStatus => rec.cache_status.map(Value::Text),
+        }
+    }
+}
+
+/// The header line matching the `csv` format's columns (the variable names in [`Field::ALL`]
+/// order). tollgate never writes it itself; it is here for documentation and log tooling.
+pub const CSV_HEADER: &str = "requestId,requestTime,requestTimeEpoch,httpMethod,resourcePath,\
+path,protocol,status,responseLength,responseLatency,integrationLatency,identity.sourceIp,\
+identity.userAgent,identity.apiKeyId,stage,error.message,error.responseType,cacheStatus";
+
+/// How access log lines are written (`access_log.format`).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Clf,
+    Csv,
+    Xml,
+    Template(Template),
+}
+
+impl LogFormat {
+    /// "json" | "clf" | "csv" | "xml" | a template string containing $context.* variables.
+    /// Errors (path relative to the access_log section, i.e. "format") for unknown variables
+    /// ("unknown variable $context.foo"), a template with no variable, an empty string, and a
+    /// template with line breaks or other control characters (tab is allowed).
+    pub fn parse(s: &str) -> Result<LogFormat, FieldError> {
+        match s {
+            "" => Err(FieldError::new("format", "must not be empty")),
+            "json" => Ok(LogFormat::Json),
+            "clf" => Ok(LogFormat::Clf),
+            "csv" => Ok(LogFormat::Csv),
+            "xml" => Ok(LogFormat::Xml),
+            _ => {
+                let template = Template::parse(s)?;
+                if template.fields().next().is_none() {
+                    return Err(FieldError::new(
+                        "format",
+                        "must be \"json\", \"clf\", \"csv\", \"xml\" or a template with at least \
+                         one $context variable",
+                    ));
+                }
+                Ok(LogFormat::Template(template))
+            }
+        }
+    }
+
+    /// Appends one line (no trailing newline) for the record.
+    pub fn format_into(&self, rec: &Record, out: &mut String) {
+        match self {
+            LogFormat::Json => format_json(rec, out),
+            LogFormat::Clf => format_clf(rec, out),
+            LogFormat::Csv => format_csv(rec, out),
+            LogFormat::Xml => format_xml(rec, out),
+            LogFormat::Template(t) => t.format_into(rec, out),
+        }
+    }
+}
+
+fn format_json(rec: &Record, out: &mut String) {
+    out.reserve(512);
+    out.push('{');
+    for (i, field) in Field::ALL.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        out.push_str(field.name()); // names need no JSON escaping
+        out.push_str("\":");
+        match field.value(rec) {
+            None => out.push_str("null"),
+            Some(Value::Text(s)) => {
+                out.push('"');
+                json_escape_into(s, out);
+                out.push('"');
+            }
+            Some(Value::Number(n)) => push_u64(n, out),
+            Some(Value::Time(ms)) => {
+                out.push('"');
+                write_clf_time(ms, out); // digits, letters, '/', ':', ' ', '+': nothing to escape
+                out.push('"');
+            }
+        }
+    }
+    out.push('}');
+}
+
+/// API Gateway's CLF:
+/// `$context.identity.sourceIp - - [$context.requestTime] "$context.httpMethod $context.path
+/// $context.protocol" $context.status $context.responseLength $context.requestId`.
+///
+/// API Gateway puts `$context.resourcePath` (the route template, `/pets/{id}`) in the request
+/// line; tollgate logs the actual request path (`/pets/42`), which is what CLF means by the
+/// request line and what log analysers expect. The template stays available as
+/// `$context.resourcePath` in every other format.
+///
+/// Unknown or empty values are `-` (`[-]` for the time). The unquoted fields (source IP,
+/// request id) have spaces, `"`, `\` and control characters written as `\xHH`; the quoted
+/// request line has `"`, `\` and control characters written as `\xHH`, so no value can end a
+/// field early or start a new line.
+fn format_clf(rec: &Record, out: &mut String) {
+    out.reserve(160);
+    clf_token(rec.source_ip, out);
+    out.push_str(" - - [");
+    match rec.request_time_epoch_ms {
+        Some(ms) => write_clf_time(ms, out),
+        None => out.push('-'),
+    }
+    out.push_str("] \"");
+    clf_quoted(rec.http_method, out);
+    out.push(' ');
+    clf_quoted(rec.path, out);
+    out.push(' ');
+    clf_quoted(rec.protocol, out);
+    out.push_str("\" ");
+    clf_number(rec.status.map(u64::from), out);
+    out.push(' ');
+    clf_number(rec.response_length, out);
+    out.push(' ');
+    clf_token(rec.request_id, out);
+}
+
+fn clf_token(value: Option<&str>, out: &mut String) {
+    match value {
+        Some(s) if !s.is_empty() => token_escape_into(s, out),
+        _ => out.push('-'),
+    }
+}
+
+fn clf_quoted(value: Option<&str>, out: &mut String) {
+    match value {
+        Some(s) if !s.is_empty() => quoted_escape_into(s, out),
+        _ => out.push('-'),
+    }
+}
+
+fn clf_number(value: Option<u64>, out: &mut String) {
+    match value {
+        Some(n) => push_u64(n, out),
+        None => out.push('-'),
+    }
+}
+
+/// All 18 fields in [`Field::ALL`] order (see [`CSV_HEADER`]), comma-separated, unknown values
+/// empty. RFC 4180: a field containing a comma, a quote, CR or LF is quoted and its quotes are
+/// doubled. One deviation so that a record stays one log line (the contract's "one log line per
+/// request"): CR, LF and other control characters are written as `\xHH` rather than raw (HTTP
+/// header values cannot carry CR or LF anyway).
+fn format_csv(rec: &Record, out: &mut String) {
+    out.reserve(256);
+    for (i, field) in Field::ALL.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        match field.value(rec) {
+            None => {}
+            Some(Value::Text(s)) => csv_field_into(s, out),
+            Some(Value::Number(n)) => push_u64(n, out),
+            Some(Value::Time(ms)) => write_clf_time(ms, out), // no comma, quote or line break
+        }
+    }
+}
+
+/// `<log><requestId>..</requestId>...</log>`, all 18 fields in [`Field::ALL`] order.
+///
+/// Element names are the variable names verbatim (`<identity.sourceIp>`): `.` is a legal XML
+/// name character (not at the start, and every name starts with a letter), so the names are valid
+/// XML 1.0 and match the JSON keys and template variables exactly. Unknown values are empty
+/// elements (`<stage/>`). Text escapes `& < > " '`; tab, CR, LF, DEL and C1 controls become
+/// character references (`&#xA;`) so the record stays one line; characters XML 1.0 forbids
+/// (other C0 controls, U+FFFE, U+FFFF) become U+FFFD.
+fn format_xml(rec: &Record, out: &mut String) {
+    out.reserve(640);
+    out.push_str("<log>");
+    for field in Field::ALL {
+        let name = field.name();
+        out.push('<');
+        out.push_str(name);
+        match field.value(rec) {
+            None => {
+                out.push_str("/>");
+                continue;
+            }
+            Some(Value::Text(s)) => {
+                out.push('>');
+                xml_escape_into(s, out);
+            }
+            Some(Value::Number(n)) => {
+                out.push('>');
+                push_u64(n, out);
+            }
+            Some(Value::Time(ms)) => {
+                out.push('>');
+                write_clf_time(ms, out);
+            }
+        }
+        out.push_str("</");
+        out.push_str(name);
+        out.push('>');
+    }
+    out.push_str("</log>");
+}
+
+/// Writes one template variable: unknown or empty values are `-`; text is raw except that control
+/// characters (and U+2028/U+2029) are written as `\xHH` (`\uHHHH`) so a record stays one line.
+fn template_value_into(field: Field, rec: &Record, out: &mut String) {
+    match field.value(rec) {
+        None | Some(Value::Text("")) => out.push('-'),
+        Some(Value::Text(s)) => text_escape_into(s, out),
+        Some(Value::Number(n)) => push_u64(n, out),
+        Some(Value::Time(ms)) => write_clf_time(ms, out),
+    }
+}

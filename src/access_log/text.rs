@@ -1,0 +1,213 @@
+//! Escaping, integer and time formatting for the access log formats. Everything appends to a
+//! caller's `String`, allocates nothing else and never panics.
+
+use crate::calendar::{civil_from_days, split_unix_seconds};
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// Whether `c` could break a log record across lines or hide in it: C0 and C1 control
+/// characters, DEL, and the Unicode line and paragraph separators.
+#[inline]
+fn is_line_unsafe(c: char) -> bool {
+    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
+}
+
+/// Copies `s` to `out`, letting `escape` write each character for which `needs(c)` holds; runs of
+/// other characters are copied with one `push_str`.
+#[inline]
+fn escape_with(
+    s: &str,
+    out: &mut String,
+    needs: impl Fn(char) -> bool,
+    mut escape: impl FnMut(char, &mut String),
+) {
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        if needs(c) {
+            if let Some(run) = s.get(start..i) {
+                out.push_str(run);
+            }
+            escape(c, out);
+            start = i + c.len_utf8();
+        }
+    }
+    if let Some(run) = s.get(start..) {
+        out.push_str(run);
+    }
+}
+
+/// Appends the hex digits of `v`, at least `width` of them, upper- or lowercase.
+fn push_hex(v: u32, width: u32, upper: bool, out: &mut String) {
+    let mut digits = 1;
+    while digits < 8 && (v >> (4 * digits)) != 0 {
+        digits += 1;
+    }
+    let digits = digits.max(width.min(8));
+    for k in (0..digits).rev() {
+        let d = (v >> (4 * k)) & 0xF;
+        let c = char::from_digit(d, 16).unwrap_or('0');
+        out.push(if upper { c.to_ascii_uppercase() } else { c });
+    }
+}
+
+/// `\xHH` for characters up to U+00FF (every control character), `\uHHHH` above (U+2028, U+2029).
+fn push_backslash_hex(c: char, out: &mut String) {
+    let v = u32::from(c);
+    if v <= 0xFF {
+        out.push_str("\\x");
+        push_hex(v, 2, true, out);
+    } else {
+        out.push_str("\\u");
+        push_hex(v, 4, true, out);
+    }
+}
+
+/// Appends `s` JSON-escaped, without the surrounding quotes: `"` and `\` get a backslash; control
+/// characters (U+0000..U+001F as JSON requires, and also DEL and the C1 controls U+0080..U+009F,
+/// NEL among them) and U+2028, U+2029 become `\u00XX` / `\u2028` (lowercase hex), so no line
+/// breaks of any convention reach the log; all other characters, non-ASCII included, are copied
+/// as UTF-8.
+pub fn json_escape_into(s: &str, out: &mut String) {
+    escape_with(
+        s,
+        out,
+        |c| c == '"' || c == '\\' || is_line_unsafe(c),
+        |c, out| match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            _ => {
+                out.push_str("\\u");
+                push_hex(u32::from(c), 4, false, out);
+            }
+        },
+    );
+}
+
+/// Template values: raw, except control characters (and U+2028/U+2029) as `\xHH` / `\uHHHH`.
+pub(super) fn text_escape_into(s: &str, out: &mut String) {
+    escape_with(s, out, is_line_unsafe, push_backslash_hex);
+}
+
+/// An unquoted CLF field (source IP, request id): also space, `"` and `\` as `\xHH`, so the value
+/// stays one space-separated token.
+pub(super) fn token_escape_into(s: &str, out: &mut String) {
+    escape_with(
+        s,
+        out,
+        |c| c == ' ' || c == '"' || c == '\\' || is_line_unsafe(c),
+        push_backslash_hex,
+    );
+}
+
+/// Inside CLF's quoted request line: `"`, `\` and control characters as `\xHH`.
+pub(super) fn quoted_escape_into(s: &str, out: &mut String) {
+    escape_with(
+        s,
+        out,
+        |c| c == '"' || c == '\\' || is_line_unsafe(c),
+        push_backslash_hex,
+    );
+}
+
+/// One RFC 4180 CSV field: quoted when it contains a comma, a quote, CR or LF, with quotes doubled.
+/// Control characters (CR and LF included) are written as `\xHH` so the record stays one line.
+pub(super) fn csv_field_into(s: &str, out: &mut String) {
+    let quote = s.bytes().any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n'));
+    if quote {
+        out.push('"');
+    }
+    escape_with(
+        s,
+        out,
+        |c| c == '"' || is_line_unsafe(c),
+        |c, out| {
+            if c == '"' {
+                out.push_str("\"\"");
+            } else {
+                push_backslash_hex(c, out);
+            }
+        },
+    );
+    if quote {
+        out.push('"');
+    }
+}
+
+/// XML 1.0 character data: `& < > " '` as entities; tab, LF, CR, DEL, C1 controls and
+/// U+2028/U+2029 as character references (legal, and keep the record on one line); the characters
+/// XML 1.0 forbids outright (other C0 controls, U+FFFE, U+FFFF) as U+FFFD.
+pub(super) fn xml_escape_into(s: &str, out: &mut String) {
+    escape_with(
+        s,
+        out,
+        |c| {
+            matches!(c, '&' | '<' | '>' | '"' | '\'' | '\u{fffe}' | '\u{ffff}') || is_line_unsafe(c)
+        },
+        |c, out| match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\t' | '\n' | '\r' | '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}' => {
+                out.push_str("&#x");
+                push_hex(u32::from(c), 1, true, out);
+                out.push(';');
+            }
+            _ => out.push('\u{fffd}'),
+        },
+    );
+}
+
+/// Appends `n` in decimal, zero-padded to at least `width` digits.
+pub(super) fn push_u64_padded(mut n: u64, width: usize, out: &mut String) {
+    let mut buf = [0u8; 20]; // u64::MAX has 20 digits
+    let mut len = 0;
+    loop {
+        if let Some(slot) = buf.get_mut(len) {
+            *slot = b'0' + (n % 10) as u8;
+        }
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for _ in len..width {
+        out.push('0');
+    }
+    for &b in buf.iter().take(len).rev() {
+        out.push(char::from(b));
+    }
+}
+
+/// Appends `n` in decimal.
+#[inline]
+pub(super) fn push_u64(n: u64, out: &mut String) {
+    push_u64_padded(n, 1, out);
+}
+
+/// Appends the time `epoch_ms` (milliseconds since the Unix epoch) in CLF form, UTC, to the
+/// second: `14/Nov/2023:22:13:20 +0000`. Years past 9999 get more digits.
+pub fn write_clf_time(epoch_ms: u64, out: &mut String) {
+    // u64::MAX / 1000 is below i64::MAX, so the fallback never applies.
+    let secs = i64::try_from(epoch_ms / 1000).unwrap_or(i64::MAX);
+    let (days, secs_of_day) = split_unix_seconds(secs);
+    let (year, month, day) = civil_from_days(days);
+    let month_index = usize::try_from(month).unwrap_or(1).saturating_sub(1);
+    push_u64_padded(u64::from(day), 2, out);
+    out.push('/');
+    out.push_str(MONTHS.get(month_index).copied().unwrap_or("Jan"));
+    out.push('/');
+    // The year is never negative here: the time is at or after 1970.
+    push_u64_padded(u64::try_from(year).unwrap_or(0), 4, out);
+    out.push(':');
+    push_u64_padded(u64::from(secs_of_day / 3600), 2, out);
+    out.push(':');
+    push_u64_padded(u64::from(secs_of_day / 60 % 60), 2, out);
+    out.push(':');
+    push_u64_padded(u64::from(secs_of_day % 60), 2, out);
+    out.push_str(" +0000");
+}

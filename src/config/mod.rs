@@ -1,0 +1,542 @@
+//! The plugin configuration: parsed strictly from JSON, validated, and compiled once into the
+//! structures the request path uses. Every error names the field by its JSON path.
+
+mod raw;
+
+use serde_json::{Number, Value};
+
+use crate::access_log::LogFormat;
+use crate::cors::{CorsPolicy, CorsSpec};
+use crate::error::FieldError;
+use crate::keys::{parse_sha256_hex, sha256, ApiKey, ApiKeys};
+use crate::routes::RouteTable;
+use crate::throttle::bucket::BucketSpec;
+use crate::throttle::headers::HeaderMode;
+use crate::throttle::quota::Period;
+use raw::{RawConfig, RawCors, RawThrottle};
+
+/// Default number of per-client bucket slots.
+pub const DEFAULT_CLIENT_SLOTS: u32 = 4096;
+/// Most client slots one configuration may ask for.
+pub const MAX_CLIENT_SLOTS: u32 = 1 << 20;
+const MAX_RATE: f64 = 1e9;
+
+/// A usage plan: a per-key throttle and quota.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub name: String,
+    pub throttle: Option<BucketSpec>,
+    pub quota: Option<Quota>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quota {
+    pub limit: u64,
+    pub period: Period,
+}
+
+/// Who a client bucket belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientBy {
+    /// The downstream address Envoy reports (`source.address`), so Envoy's trusted-hops
+    /// settings decide whether `x-forwarded-for` counts.
+    Ip,
+    ApiKey,
+    /// A request header, lowercased.
+    Header(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct ClientThrottle {
+    pub by: ClientBy,
+    pub spec: BucketSpec,
+    pub slots: u32,
+}
+
+/// Which CORS policy a route uses.
+#[derive(Clone, Debug)]
+pub enum RouteCors {
+    Stage,
+    Off,
+    Own(Box<CorsPolicy>),
+}
+
+/// The settings that apply to one route (or, for requests matching no route, to the stage).
+#[derive(Clone, Debug)]
+pub struct Route {
+    /// The `match` string, `None` for the stage defaults.
+    pub name: Option<String>,
+    pub api_key_required: bool,
+    pub throttle: Option<BucketSpec>,
+    pub enforce: bool,
+    pub cors: RouteCors,
+}
+
+/// The compiled configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub stage: String,
+    pub enforce: bool,
+    pub api_keys: Option<ApiKeys>,
+    pub plans: Vec<Plan>,
+    pub stage_throttle: Option<BucketSpec>,
+    pub client_throttle: Option<ClientThrottle>,
+    pub rate_limit_headers: HeaderMode,
+    pub cors: Option<CorsPolicy>,
+    pub access_log: Option<LogFormat>,
+    pub table: RouteTable,
+    /// Settings of each route, parallel to `table`.
+    pub routes: Vec<Route>,
+    /// Settings for requests that match no route.
+    pub default_route: Route,
+    /// Start-up warnings (never containing a key value).
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Parses and compiles a configuration. Empty input is the empty configuration `{}`.
+    pub fn from_json(bytes: &[u8]) -> Result<Config, FieldError> {
+        if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+            return compile(RawConfig::default());
+        }
+        let value: Value = from_slice(bytes)?;
+        if !value.is_object() {
+            return Err(err("", "the configuration must be a JSON object"));
+        }
+        no_arrays_for_objects(&value, "")?;
+        let raw: RawConfig = from_value(value)?;
+        compile(raw)
+    }
+
+    /// The settings for route `index`, or the stage defaults.
+    pub fn route(&self, index: Option<usize>) -> &Route {
+        index
+            .and_then(|i| self.routes.get(i))
+            .unwrap_or(&self.default_route)
+    }
+
+    /// The CORS policy in force for a route.
+    pub fn cors_for<'a>(&'a self, route: &'a Route) -> Option<&'a CorsPolicy> {
+        match &route.cors {
+            RouteCors::Stage => self.cors.as_ref(),
+            RouteCors::Off => None,
+            RouteCors::Own(p) => Some(p),
+        }
+    }
+}
+
+fn from_slice<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, FieldError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        FieldError::new(path, e.into_inner().to_string())
+    })
+}
+
+fn from_value<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, FieldError> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        FieldError::new(path, e.into_inner().to_string())
+    })
+}
+
+/// Fields whose value is a list. serde would also read a struct from a JSON array (by
+/// position); the contract's objects must be objects, so arrays anywhere else are refused.
+const LIST_FIELDS: &[&str] = &[
+    "allow_origins",
+    "allow_methods",
+    "allow_headers",
+    "expose_headers",
+    "keys",
+    "routes",
+    "key_parameters",
+];
+/// Lists whose elements are objects.
+const OBJECT_LIST_FIELDS: &[&str] = &["keys", "routes"];
+
+fn no_arrays_for_objects(value: &Value, path: &str) -> Result<(), FieldError> {
+    let Some(map) = value.as_object() else {
+        return Ok(());
+    };
+    for (k, v) in map {
+        let here = if path.is_empty() {
+            k.clone()
+        } else {
+            format!("{path}.{k}")
+        };
+        match v {
+            Value::Array(items) => {
+                if !LIST_FIELDS.contains(&k.as_str()) {
+                    return Err(err(
+                        here,
+                        "invalid type: array, expected an object or a value",
+                    ));
+                }
+                if OBJECT_LIST_FIELDS.contains(&k.as_str()) {
+                    for (i, item) in items.iter().enumerate() {
+                        if !item.is_object() {
+                            return Err(err(format!("{here}[{i}]"), "must be an object"));
+                        }
+                        no_arrays_for_objects(item, &format!("{here}[{i}]"))?;
+                    }
+                }
+            }
+            Value::Object(_) => no_arrays_for_objects(v, &here)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn err(path: impl Into<String>, msg: impl Into<String>) -> FieldError {
+    FieldError::new(path, msg)
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn is_header_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 256
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
+        })
+}
+
+fn positive_rate(n: &Number, path: &str) -> Result<f64, FieldError> {
+    match n.as_f64() {
+        Some(r) if r.is_finite() && r > 0.0 && r <= MAX_RATE => Ok(r),
+        _ => Err(err(
+            path,
+            format!("must be a positive number of requests per second, at most {MAX_RATE}"),
+        )),
+    }
+}
+
+fn positive_int(n: &Number, path: &str, max: u64) -> Result<u64, FieldError> {
+    match n.as_u64() {
+        Some(v) if v >= 1 && v <= max => Ok(v),
+        _ => Err(err(
+            path,
+            format!("must be a positive integer, at most {max}"),
+        )),
+    }
+}
+
+fn throttle(t: &RawThrottle, path: &str) -> Result<BucketSpec, FieldError> {
+    let rate = positive_rate(&t.rate, &format!("{path}.rate"))?;
+    let burst = positive_int(&t.burst, &format!("{path}.burst"), u64::from(u32::MAX))?;
+    BucketSpec::new(rate, burst).ok_or_else(|| err(format!("{path}.rate"), "is out of range"))
+}
+
+fn cors(value: Value, path: &str) -> Result<CorsPolicy, FieldError> {
+    if !value.is_object() {
+        return Err(err(path, "must be an object"));
+    }
+    let raw: RawCors = from_value(value).map_err(|e| e.within(path))?;
+    let max_age = match &raw.max_age {
+        None => None,
+        Some(n) => match n.as_u64() {
+            Some(v) if v <= 86_400 => u32::try_from(v).ok(),
+            _ => {
+                return Err(err(
+                    format!("{path}.max_age"),
+                    "must be a whole number of seconds from 0 to 86400",
+                ))
+            }
+        },
+    };
+    let spec = CorsSpec {
+        allow_origins: &raw.allow_origins,
+        allow_methods: &raw.allow_methods,
+        allow_headers: &raw.allow_headers,
+        expose_headers: &raw.expose_headers,
+        max_age,
+        allow_credentials: raw.allow_credentials.unwrap_or(false),
+        allow_private_network: raw.allow_private_network.unwrap_or(false),
+    };
+    CorsPolicy::compile(&spec).map_err(|e| e.within(path))
+}
+
+fn not_supported(path: &str, issue: &str) -> FieldError {
+    err(
+        path,
+        format!("not supported yet ({issue}); remove this section to load the plugin"),
+    )
+}
+
+fn compile(raw: RawConfig) -> Result<Config, FieldError> {
+    let mut warnings = Vec::new();
+
+    let stage = raw.stage.unwrap_or_else(|| "default".to_string());
+    if !is_name(&stage) {
+        return Err(err(
+            "stage",
+            "must be 1 to 128 characters of letters, digits, '-', '_' or '.'",
+        ));
+    }
+    let enforce = raw.enforce.unwrap_or(true);
+
+    if raw.cache.is_some() {
+        return Err(not_supported(
+            "cache",
+            "response caching lands with the cache issue",
+        ));
+    }
+
+    // Usage plans, in name order (BTreeMap) so indexes are stable.
+    let mut plans = Vec::new();
+    for (name, p) in raw.usage_plans.unwrap_or_default() {
+        let path = format!("usage_plans.{name}");
+        if !is_name(&name) {
+            return Err(err(
+                path,
+                "plan names are 1 to 128 characters of letters, digits, '-', '_' or '.'",
+            ));
+        }
+        let throttle = match &p.throttle {
+            Some(t) => Some(throttle(t, &format!("{path}.throttle"))?),
+            None => None,
+        };
+        let quota = match &p.quota {
+            Some(q) => {
+                let limit = positive_int(&q.limit, &format!("{path}.quota.limit"), u64::MAX)?;
+                let period = Period::parse(&q.period).ok_or_else(|| {
+                    err(
+                        format!("{path}.quota.period"),
+                        format!("must be DAY, WEEK or MONTH, got {:?}", q.period),
+                    )
+                })?;
+                Some(Quota { limit, period })
+            }
+            None => None,
+        };
+        plans.push(Plan {
+            name,
+            throttle,
+            quota,
+        });
+    }
+
+    let api_keys = match raw.api_key {
+        None => None,
+        Some(ak) => {
+            let header = ak.header.unwrap_or_else(|| "x-api-key".to_string());
+            let header = header.to_ascii_lowercase();
+            if !is_header_name(&header) {
+                return Err(err("api_key.header", "must be a valid HTTP header name"));
+            }
+            let mut keys: Vec<ApiKey> = Vec::new();
+            for (i, k) in ak.keys.into_iter().enumerate() {
+                let path = format!("api_key.keys[{i}]");
+                if !is_name(&k.id) {
+                    return Err(err(
+                        format!("{path}.id"),
+                        "must be 1 to 128 characters of letters, digits, '-', '_' or '.'",
+                    ));
+                }
+                if let Some(j) = keys.iter().position(|o| o.id == k.id) {
+                    return Err(err(
+                        format!("{path}.id"),
+                        format!("duplicates the id of api_key.keys[{j}]"),
+                    ));
+                }
+                let digest = match (&k.sha256, &k.value) {
+                    (Some(h), None) => parse_sha256_hex(h).ok_or_else(|| {
+                        err(
+                            format!("{path}.sha256"),
+                            "must be 64 lowercase hex digits (the SHA-256 of the key)",
+                        )
+                    })?,
+                    (None, Some(v)) => {
+                        if v.is_empty() {
+                            return Err(err(format!("{path}.value"), "must not be empty"));
+                        }
+                        warnings.push(format!(
+                            "{path} ({}): key given as plain `value`, for local development only; use `sha256` in production",
+                            k.id
+                        ));
+                        sha256(v.as_bytes())
+                    }
+                    _ => return Err(err(
+                        path,
+                        "give exactly one of `sha256` (production) or `value` (local development)",
+                    )),
+                };
+                if let Some(j) = keys.iter().position(|o| o.digest() == &digest) {
+                    return Err(err(path, format!("is the same key as api_key.keys[{j}]")));
+                }
+                let plan = match &k.usage_plan {
+                    None => None,
+                    Some(name) => {
+                        Some(plans.iter().position(|p| &p.name == name).ok_or_else(|| {
+                            err(
+                                format!("{path}.usage_plan"),
+                                format!("names no plan in usage_plans: {name:?}"),
+                            )
+                        })?)
+                    }
+                };
+                keys.push(ApiKey::new(
+                    k.id,
+                    digest,
+                    plan,
+                    k.invalidate_cache.unwrap_or(false),
+                ));
+            }
+            Some(ApiKeys::new(header, keys))
+        }
+    };
+
+    let stage_throttle = match &raw.throttle {
+        Some(t) => Some(throttle(t, "throttle")?),
+        None => None,
+    };
+
+    let client_throttle = match &raw.client_throttle {
+        None => None,
+        Some(c) => {
+            let by = match c.by.as_str() {
+                "ip" => ClientBy::Ip,
+                "api_key" => ClientBy::ApiKey,
+                other => match other.strip_prefix("header:") {
+                    Some(h) if is_header_name(h) => ClientBy::Header(h.to_ascii_lowercase()),
+                    _ => {
+                        return Err(err(
+                            "client_throttle.by",
+                            format!(
+                                "must be \"ip\", \"api_key\" or \"header:NAME\", got {other:?}"
+                            ),
+                        ))
+                    }
+                },
+            };
+            if by == ClientBy::ApiKey && api_keys.is_none() {
+                return Err(err(
+                    "client_throttle.by",
+                    "\"api_key\" needs an api_key section",
+                ));
+            }
+            let rate = positive_rate(&c.rate, "client_throttle.rate")?;
+            let burst = positive_int(&c.burst, "client_throttle.burst", u64::from(u32::MAX))?;
+            let spec = BucketSpec::new(rate, burst)
+                .ok_or_else(|| err("client_throttle.rate", "is out of range"))?;
+            let slots = match &c.slots {
+                None => DEFAULT_CLIENT_SLOTS,
+                Some(n) => {
+                    let v = positive_int(n, "client_throttle.slots", u64::from(MAX_CLIENT_SLOTS))?;
+                    u32::try_from(v).unwrap_or(MAX_CLIENT_SLOTS)
+                }
+            };
+            Some(ClientThrottle { by, spec, slots })
+        }
+    };
+
+    let rate_limit_headers = match &raw.rate_limit_headers {
+        None => HeaderMode::Draft10,
+        Some(s) => HeaderMode::parse(s).ok_or_else(|| {
+            err(
+                "rate_limit_headers",
+                format!("must be \"draft10\", \"x-ratelimit\" or \"none\", got {s:?}"),
+            )
+        })?,
+    };
+
+    let stage_cors = match raw.cors {
+        None => None,
+        Some(v) => Some(cors(v, "cors")?),
+    };
+
+    let access_log = match raw.access_log {
+        None => None,
+        Some(a) => Some(
+            LogFormat::parse(a.format.as_deref().unwrap_or("json"))
+                .map_err(|e| e.within("access_log"))?,
+        ),
+    };
+
+    let raw_routes = raw.routes.unwrap_or_default();
+    let table = RouteTable::compile(raw_routes.iter().map(|r| r.match_.as_str()))
+        .map_err(|e| e.within("routes"))?;
+    let mut routes = Vec::with_capacity(raw_routes.len());
+    for (i, r) in raw_routes.into_iter().enumerate() {
+        let path = format!("routes[{i}]");
+        if r.cache.is_some() {
+            return Err(not_supported(
+                &format!("{path}.cache"),
+                "response caching lands with the cache issue",
+            ));
+        }
+        let api_key_required = r.api_key_required.unwrap_or(false);
+        if api_key_required && api_keys.as_ref().is_none_or(|k| k.keys().is_empty()) {
+            return Err(err(
+                format!("{path}.api_key_required"),
+                "no keys are configured in api_key.keys, so every request would be refused",
+            ));
+        }
+        let throttle = match &r.throttle {
+            Some(t) => Some(throttle(t, &format!("{path}.throttle"))?),
+            None => None,
+        };
+        let cors = match r.cors {
+            None | Some(Value::Bool(true)) => RouteCors::Stage,
+            Some(Value::Bool(false)) => RouteCors::Off,
+            Some(v) => RouteCors::Own(Box::new(cors(v, &format!("{path}.cors"))?)),
+        };
+        routes.push(Route {
+            name: Some(r.match_),
+            api_key_required,
+            throttle,
+            enforce: r.enforce.unwrap_or(enforce),
+            cors,
+        });
+    }
+
+    Ok(Config {
+        stage,
+        enforce,
+        api_keys,
+        plans,
+        stage_throttle,
+        client_throttle,
+        rate_limit_headers,
+        cors: stage_cors,
+        access_log,
+        table,
+        routes,
+        default_route: Route {
+            name: None,
+            api_key_required: false,
+            throttle: None,
+            enforce,
+            cors: RouteCors::Stage,
+        },
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests;

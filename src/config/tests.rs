@@ -1,0 +1,296 @@
+use super::*;
+
+fn ok(json: &str) -> Config {
+    match Config::from_json(json.as_bytes()) {
+        Ok(c) => c,
+        Err(e) => panic!("{json} should load, got {e}"),
+    }
+}
+
+fn bad(json: &str) -> FieldError {
+    match Config::from_json(json.as_bytes()) {
+        Ok(_) => panic!("{json} should be refused"),
+        Err(e) => e,
+    }
+}
+
+const KEY_A: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+
+#[test]
+fn empty_config_passes_everything() {
+    for json in ["{}", "", "  \n"] {
+        let c = ok(json);
+        assert_eq!(c.stage, "default");
+        assert!(c.enforce);
+        assert!(c.routes.is_empty());
+        assert!(c.cors.is_none());
+        assert!(c.access_log.is_none());
+        assert_eq!(c.rate_limit_headers, HeaderMode::Draft10);
+    }
+}
+
+#[test]
+fn contract_example_loads_without_cache() {
+    let json = format!(
+        r#"{{
+      "stage": "prod",
+      "api_key": {{
+        "header": "x-api-key",
+        "keys": [
+          {{"id": "partner-a", "sha256": "{KEY_A}", "usage_plan": "gold", "invalidate_cache": true}},
+          {{"id": "local-dev", "value": "dev-key-123", "usage_plan": "free"}}
+        ]
+      }},
+      "usage_plans": {{
+        "gold": {{"throttle": {{"rate": 100, "burst": 200}}, "quota": {{"limit": 100000, "period": "DAY"}}}},
+        "free": {{"throttle": {{"rate": 1, "burst": 5}}, "quota": {{"limit": 1000, "period": "MONTH"}}}}
+      }},
+      "throttle": {{"rate": 10000, "burst": 5000}},
+      "client_throttle": {{"by": "ip", "rate": 50, "burst": 100}},
+      "rate_limit_headers": "draft10",
+      "cors": {{
+        "allow_origins": ["https://app.example.com", "https://*.example.com"],
+        "allow_methods": ["GET", "POST", "PUT", "DELETE"],
+        "allow_headers": ["content-type", "authorization", "x-api-key"],
+        "expose_headers": ["x-request-id"],
+        "max_age": 600,
+        "allow_credentials": true
+      }},
+      "access_log": {{"format": "json"}},
+      "routes": [
+        {{"match": "GET /pets/{{id}}", "throttle": {{"rate": 20, "burst": 40}}}},
+        {{"match": "POST /pets", "api_key_required": true}},
+        {{"match": "ANY /admin/{{proxy+}}", "api_key_required": true, "cors": false}}
+      ]
+    }}"#
+    );
+    let c = ok(&json);
+    assert_eq!(c.stage, "prod");
+    assert_eq!(c.plans.len(), 2);
+    let keys = c.api_keys.as_ref().unwrap();
+    let a = keys.lookup(b"abc").unwrap();
+    assert_eq!(a.id, "partner-a");
+    assert_eq!(c.plans[a.plan.unwrap()].name, "gold");
+    assert!(a.invalidate_cache);
+    let dev = keys.lookup(b"dev-key-123").unwrap();
+    assert_eq!(c.plans[dev.plan.unwrap()].name, "free");
+    assert_eq!(
+        c.plans[dev.plan.unwrap()].quota,
+        Some(Quota {
+            limit: 1000,
+            period: Period::Month
+        })
+    );
+    // The plain key is warned about, without its value.
+    assert_eq!(c.warnings.len(), 1);
+    assert!(c.warnings[0].contains("local-dev"));
+    assert!(!c.warnings[0].contains("dev-key-123"));
+    assert_eq!(c.routes.len(), 3);
+    assert!(c.routes[1].api_key_required);
+    assert!(matches!(c.routes[2].cors, RouteCors::Off));
+    assert!(c.cors_for(&c.routes[2]).is_none());
+    assert!(c.cors_for(&c.routes[0]).is_some());
+    let idx = c.table.find(b"GET", b"/pets/7");
+    assert_eq!(c.route(idx).name.as_deref(), Some("GET /pets/{id}"));
+    assert!(c.route(c.table.find(b"GET", b"/nothing")).name.is_none());
+    assert_eq!(
+        c.client_throttle.as_ref().unwrap().slots,
+        DEFAULT_CLIENT_SLOTS
+    );
+}
+
+#[test]
+fn errors_name_the_field() {
+    let cases: &[(&str, &str, &str)] = &[
+        (r#"{"nope": 1}"#, "", "unknown field `nope`"),
+        (r#"[]"#, "", "must be a JSON object"),
+        (r#"{"throttle": [1, 2]}"#, "throttle", "invalid type: array"),
+        (
+            r#"{"routes": ["GET /a"]}"#,
+            "routes[0]",
+            "must be an object",
+        ),
+        (
+            r#"{"routes": [{"match": "GET /a", "throttle": [1, 1]}]}"#,
+            "routes[0].throttle",
+            "invalid type: array",
+        ),
+        (
+            r#"{"usage_plans": {"a": {"quota": [1, "DAY"]}}}"#,
+            "usage_plans.a.quota",
+            "invalid type: array",
+        ),
+        (r#"{"stage": "a""#, "", "EOF"),
+        (r#"{"stage": "has space"}"#, "stage", "letters, digits"),
+        (r#"{"stage": 5}"#, "stage", "invalid type"),
+        (
+            r#"{"routes": [{"match": "GET /a"}, {"match": "GET /b", "throttle": {"rate": 0, "burst": 1}}]}"#,
+            "routes[1].throttle.rate",
+            "must be a positive number",
+        ),
+        (
+            r#"{"routes": [{"match": "GET /b", "throttle": {"rate": 1, "burst": 1.5}}]}"#,
+            "routes[0].throttle.burst",
+            "positive integer",
+        ),
+        (
+            r#"{"routes": [{"match": "GET /b", "throttle": {"rate": -2, "burst": 1}}]}"#,
+            "routes[0].throttle.rate",
+            "positive number",
+        ),
+        (
+            r#"{"routes": [{"match": "GET /b", "throttle": {"rate": "fast", "burst": 1}}]}"#,
+            "routes[0].throttle.rate",
+            "invalid type",
+        ),
+        (
+            r#"{"routes": [{"match": "GET /b", "throttle": {"rate": 1, "burst": 1, "x": 2}}]}"#,
+            "routes[0].throttle",
+            "unknown field `x`",
+        ),
+        (
+            r#"{"routes": [{"match": "GET b"}]}"#,
+            "routes[0].match",
+            "must start with '/'",
+        ),
+        (
+            r#"{"routes": [{"match": "GET /a/{id}"}, {"match": "GET /a/{x}"}]}"#,
+            "routes[1].match",
+            "duplicates routes[0]",
+        ),
+        (
+            r#"{"routes": [{"match": "GET /a", "api_key_required": true}]}"#,
+            "routes[0].api_key_required",
+            "no keys are configured",
+        ),
+        (
+            r#"{"api_key": {"keys": [{"id": "a", "sha256": "ABC"}]}}"#,
+            "api_key.keys[0].sha256",
+            "64 lowercase hex",
+        ),
+        (
+            r#"{"api_key": {"keys": [{"id": "a", "value": "x"}, {"id": "a", "value": "y"}]}}"#,
+            "api_key.keys[1].id",
+            "duplicates the id of api_key.keys[0]",
+        ),
+        (
+            r#"{"api_key": {"keys": [{"id": "a", "value": "x"}, {"id": "b", "value": "x"}]}}"#,
+            "api_key.keys[1]",
+            "same key as api_key.keys[0]",
+        ),
+        (
+            r#"{"api_key": {"keys": [{"id": "a", "value": "x", "sha256": "00"}]}}"#,
+            "api_key.keys[0]",
+            "exactly one of",
+        ),
+        (
+            r#"{"api_key": {"keys": [{"id": "a", "value": "x", "usage_plan": "gold"}]}}"#,
+            "api_key.keys[0].usage_plan",
+            "names no plan",
+        ),
+        (
+            r#"{"api_key": {"header": "bad header", "keys": []}}"#,
+            "api_key.header",
+            "header name",
+        ),
+        (
+            r#"{"usage_plans": {"gold": {"quota": {"limit": 10, "period": "YEAR"}}}}"#,
+            "usage_plans.gold.quota.period",
+            "DAY, WEEK or MONTH",
+        ),
+        (
+            r#"{"usage_plans": {"gold": {"quota": {"limit": 0, "period": "DAY"}}}}"#,
+            "usage_plans.gold.quota.limit",
+            "positive integer",
+        ),
+        (
+            r#"{"client_throttle": {"by": "cookie", "rate": 1, "burst": 1}}"#,
+            "client_throttle.by",
+            "header:NAME",
+        ),
+        (
+            r#"{"client_throttle": {"by": "api_key", "rate": 1, "burst": 1}}"#,
+            "client_throttle.by",
+            "needs an api_key section",
+        ),
+        (
+            r#"{"client_throttle": {"by": "ip", "rate": 1, "burst": 1, "slots": 0}}"#,
+            "client_throttle.slots",
+            "positive integer",
+        ),
+        (
+            r#"{"rate_limit_headers": "draft7"}"#,
+            "rate_limit_headers",
+            "draft10",
+        ),
+        (
+            r#"{"cors": {"allow_origins": ["*"], "allow_credentials": true}}"#,
+            "cors",
+            "",
+        ),
+        (
+            r#"{"cors": {"allow_origins": ["https://a.com"], "max_age": -1}}"#,
+            "cors.max_age",
+            "0 to 86400",
+        ),
+        (r#"{"cors": []}"#, "cors", "invalid type: array"),
+        (r#"{"cors": 5}"#, "cors", "must be an object"),
+        (
+            r#"{"routes": [{"match": "GET /a", "cors": {"allow_origins": ["https://a.com"], "bogus": 1}}]}"#,
+            "routes[0].cors",
+            "unknown field `bogus`",
+        ),
+        (
+            r#"{"cache": {"enabled": true}}"#,
+            "cache",
+            "not supported yet",
+        ),
+        (
+            r#"{"access_log": {"format": "$context.nope"}}"#,
+            "access_log.format",
+            "nope",
+        ),
+        (r#"{"enforce": "no"}"#, "enforce", "invalid type"),
+    ];
+    for (json, path, msg) in cases {
+        let e = bad(json);
+        assert!(
+            e.path.starts_with(path),
+            "{json}: path {:?} should start with {path:?} ({e})",
+            e.path
+        );
+        assert!(
+            e.to_string().contains(msg),
+            "{json}: {e} should say {msg:?}"
+        );
+    }
+}
+
+#[test]
+fn route_enforce_inherits_stage() {
+    let c = ok(
+        r#"{"enforce": false, "routes": [{"match": "GET /a"}, {"match": "GET /b", "enforce": true}]}"#,
+    );
+    assert!(!c.enforce);
+    assert!(!c.routes[0].enforce);
+    assert!(c.routes[1].enforce);
+    assert!(!c.default_route.enforce);
+}
+
+#[test]
+fn route_cors_true_means_stage_policy() {
+    let c = ok(
+        r#"{"cors": {"allow_origins": ["https://a.com"]}, "routes": [{"match": "GET /a", "cors": true}, {"match": "GET /b", "cors": {"allow_origins": ["https://b.com"]}}]}"#,
+    );
+    assert!(matches!(c.routes[0].cors, RouteCors::Stage));
+    assert!(matches!(c.routes[1].cors, RouteCors::Own(_)));
+}
+
+#[test]
+fn client_by_header_is_lowercased() {
+    let c =
+        ok(r#"{"client_throttle": {"by": "header:X-Tenant", "rate": 1, "burst": 2, "slots": 16}}"#);
+    let ct = c.client_throttle.unwrap();
+    assert_eq!(ct.by, ClientBy::Header("x-tenant".into()));
+    assert_eq!(ct.slots, 16);
+}

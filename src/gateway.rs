@@ -1,0 +1,556 @@
+//! The request pipeline, in the contract's order: CORS preflight, API key, throttles (usage
+//! plan, route, stage, client), quota. Pure: the request, the counter store and the clock come
+//! in through traits and arguments; a [`Decision`] comes out for the filter to apply.
+
+use crate::config::{ClientBy, Config, Route};
+use crate::cors::{self, ActualCors, Preflight, PreflightDecision};
+use crate::throttle::bucket::{self, BucketSpec, BucketState};
+use crate::throttle::headers::{self, PolicyReport};
+use crate::throttle::quota::{self, QuotaState};
+use crate::throttle::store::{self, SharedStore, StoreError};
+
+/// What the pipeline needs to read from the request. Implementations fetch lazily, so a
+/// check that is not configured costs no host call.
+pub trait RequestSource {
+    /// A request header (lowercase name, pseudo-headers such as `:method` included).
+    fn header(&mut self, name: &str) -> Option<Vec<u8>>;
+    /// The downstream address as Envoy reports it (`source.address`, `ip:port`).
+    fn source_address(&mut self) -> Option<Vec<u8>>;
+}
+
+/// Why the filter refused (or, in report-only mode, would have refused) a request. The names
+/// are API Gateway's `$context.error.responseType` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorType {
+    Throttled,
+    QuotaExceeded,
+    InvalidApiKey,
+    CorsPreflightDenied,
+}
+
+impl ErrorType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorType::Throttled => "THROTTLED",
+            ErrorType::QuotaExceeded => "QUOTA_EXCEEDED",
+            ErrorType::InvalidApiKey => "INVALID_API_KEY",
+            ErrorType::CorsPreflightDenied => "CORS_PREFLIGHT_DENIED",
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorType::Throttled | ErrorType::QuotaExceeded => 429,
+            ErrorType::InvalidApiKey | ErrorType::CorsPreflightDenied => 403,
+        }
+    }
+
+    /// The `message` of the JSON body, as API Gateway words it.
+    pub fn message(self) -> &'static str {
+        match self {
+            ErrorType::Throttled => "Too Many Requests",
+            ErrorType::QuotaExceeded => "Limit Exceeded",
+            ErrorType::InvalidApiKey | ErrorType::CorsPreflightDenied => "Forbidden",
+        }
+    }
+
+    /// The JSON body of the filter's own response.
+    pub fn body(self) -> &'static str {
+        match self {
+            ErrorType::Throttled => r#"{"message":"Too Many Requests"}"#,
+            ErrorType::QuotaExceeded => r#"{"message":"Limit Exceeded"}"#,
+            ErrorType::InvalidApiKey | ErrorType::CorsPreflightDenied => {
+                r#"{"message":"Forbidden"}"#
+            }
+        }
+    }
+}
+
+/// What to do with the request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Let it go on to the cache filter and the upstream.
+    Forward,
+    /// Answer it now with this status, headers and body (`None`: no body).
+    Respond {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: Option<&'static str>,
+    },
+}
+
+/// The pipeline's verdict on one request.
+#[derive(Debug)]
+pub struct Decision {
+    pub outcome: Outcome,
+    /// Index of the matched route.
+    pub route: Option<usize>,
+    /// Index of the API key presented, when valid.
+    pub key: Option<usize>,
+    /// The check that failed, whether or not it was enforced.
+    pub error: Option<ErrorType>,
+    /// Rate-limit headers to add to the upstream's response.
+    pub response_headers: Vec<(&'static str, String)>,
+    /// CORS headers for the upstream's response (allowed origin, actual request).
+    pub cors: Option<ActualCors>,
+    /// The counter store failed; the request was refused to keep the limit (logged by the host).
+    pub store_failure: Option<&'static str>,
+}
+
+/// Shared-data key names, built once per configuration. All keys share a prefix naming the
+/// plugin, so other plugins on the same VM id cannot collide with them.
+#[derive(Debug)]
+pub struct StoreKeys {
+    stage: String,
+    routes: Vec<String>,
+    /// Per API key (same index as the key table): its usage plan bucket and quota counter.
+    plan: Vec<String>,
+    quota: Vec<String>,
+    client_prefix: String,
+}
+
+impl StoreKeys {
+    pub fn new(prefix: &str, cfg: &Config) -> StoreKeys {
+        let keys = cfg.api_keys.as_ref().map_or(&[][..], |k| k.keys());
+        StoreKeys {
+            stage: format!("{prefix}stage"),
+            routes: cfg
+                .routes
+                .iter()
+                .map(|r| format!("{prefix}route:{}", r.name.as_deref().unwrap_or("")))
+                .collect(),
+            plan: keys
+                .iter()
+                .map(|k| format!("{prefix}plan:{}", k.id))
+                .collect(),
+            quota: keys
+                .iter()
+                .map(|k| format!("{prefix}quota:{}", k.id))
+                .collect(),
+            client_prefix: format!("{prefix}client:"),
+        }
+    }
+
+    fn client(&self, slot: u32) -> String {
+        format!("{}{slot}", self.client_prefix)
+    }
+}
+
+/// Creates every counter this configuration can touch, before any request: Envoy cannot
+/// compare-and-swap a key that does not exist, so creating keys on first use could lose an
+/// update between two workers. Existing counters (from before a reload) are kept. The key space
+/// is fixed: it does not grow with the number of clients. Returns how many keys were created.
+pub fn initialize_store(
+    cfg: &Config,
+    keys: &StoreKeys,
+    store: &dyn SharedStore,
+    now_ns: u64,
+) -> Result<usize, StoreError> {
+    let mut created = 0;
+    let mut bucket = |key: &str, spec: &BucketSpec| -> Result<(), StoreError> {
+        if store::ensure(store, key, &BucketState::full(spec, now_ns).encode())? {
+            created += 1;
+        }
+        Ok(())
+    };
+    if let Some(spec) = &cfg.stage_throttle {
+        bucket(&keys.stage, spec)?;
+    }
+    for (route, key) in cfg.routes.iter().zip(&keys.routes) {
+        if let Some(spec) = &route.throttle {
+            bucket(key, spec)?;
+        }
+    }
+    let api_keys = cfg.api_keys.as_ref().map_or(&[][..], |k| k.keys());
+    for (i, k) in api_keys.iter().enumerate() {
+        let Some(plan) = k.plan.and_then(|p| cfg.plans.get(p)) else {
+            continue;
+        };
+        if let (Some(spec), Some(key)) = (&plan.throttle, keys.plan.get(i)) {
+            bucket(key, spec)?;
+        }
+    }
+    if let Some(ct) = &cfg.client_throttle {
+        for slot in 0..ct.slots {
+            bucket(&keys.client(slot), &ct.spec)?;
+        }
+    }
+    for (i, k) in api_keys.iter().enumerate() {
+        let has_quota = k
+            .plan
+            .and_then(|p| cfg.plans.get(p))
+            .is_some_and(|p| p.quota.is_some());
+        if let (true, Some(key)) = (has_quota, keys.quota.get(i)) {
+            if store::ensure(store, key, &[])? {
+                created += 1;
+            }
+        }
+    }
+    Ok(created)
+}
+
+/// FNV-1a, 64 bit: a stable hash (the same in every worker and across restarts) for spreading
+/// client identities over slots.
+fn fnv1a(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in data {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The slot of a client identity. Two clients in the same slot share a bucket: a collision
+/// makes a limit stricter for both, never looser.
+pub fn client_slot(identity: &[u8], slots: u32) -> u32 {
+    let slots = u64::from(slots.max(1));
+    u32::try_from(fnv1a(identity) % slots).unwrap_or(0)
+}
+
+/// The client identity of an address `ip:port` or `[v6]:port`: the IP without the port; an
+/// IPv6 address is reduced to its /64 network (one host usually owns a whole /64).
+pub fn ip_identity(address: &[u8]) -> Vec<u8> {
+    let s = String::from_utf8_lossy(address);
+    let host = if let Some(rest) = s.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else if s.matches(':').count() == 1 {
+        s.split(':').next().unwrap_or("")
+    } else {
+        &s
+    };
+    if let Ok(v6) = host.parse::<std::net::Ipv6Addr>() {
+        if v6.to_ipv4_mapped().is_none() {
+            let seg = v6.segments();
+            let net: Vec<String> = seg.iter().take(4).map(|x| format!("{x:x}")).collect();
+            return format!("{}::/64", net.join(":")).into_bytes();
+        }
+    }
+    host.as_bytes().to_vec()
+}
+
+enum Check {
+    Pass(PolicyReport),
+    Fail {
+        report: PolicyReport,
+        error: ErrorType,
+        retry_after_s: u64,
+    },
+    StoreFailed(&'static str),
+}
+
+fn check_bucket(
+    name: &'static str,
+    spec: &BucketSpec,
+    key: &str,
+    store: &dyn SharedStore,
+    now_ns: u64,
+) -> Check {
+    let result = store::update(store, key, |cur| {
+        let prior = cur
+            .and_then(BucketState::decode)
+            .unwrap_or_else(|| BucketState::full(spec, now_ns));
+        let (outcome, next) = bucket::take(spec, prior, now_ns);
+        // A rejected request changes nothing worth a write.
+        let write = if outcome.allowed {
+            Some(next.encode())
+        } else {
+            None
+        };
+        (outcome, write)
+    });
+    match result {
+        Ok(o) => {
+            let report = PolicyReport {
+                name,
+                limit: spec.burst,
+                window_s: spec.window_secs(),
+                remaining: o.remaining,
+                reset_s: o.reset_s,
+            };
+            if o.allowed {
+                Check::Pass(report)
+            } else {
+                Check::Fail {
+                    report,
+                    error: ErrorType::Throttled,
+                    retry_after_s: headers::retry_after_secs(o.wait_ns),
+                }
+            }
+        }
+        Err(store::UpdateError::Contended) => Check::StoreFailed(
+            "shared data stayed contended through every retry; request refused to keep the limit",
+        ),
+        Err(store::UpdateError::Host) => Check::StoreFailed(
+            "the host refused a shared data call; request refused to keep the limit",
+        ),
+    }
+}
+
+fn check_quota(
+    limit: u64,
+    period: quota::Period,
+    key: &str,
+    store: &dyn SharedStore,
+    now_ns: u64,
+) -> Check {
+    let now_s = i64::try_from(now_ns / 1_000_000_000).unwrap_or(i64::MAX);
+    let result = store::update(store, key, |cur| {
+        let prior = cur.and_then(QuotaState::decode);
+        let (outcome, next) = quota::consume(limit, period, prior, now_s);
+        (outcome, next.map(|s| s.encode()))
+    });
+    match result {
+        Ok(o) => {
+            let report = PolicyReport {
+                name: "quota",
+                limit,
+                window_s: quota::window_length_s(period, now_s),
+                remaining: o.remaining,
+                reset_s: o.reset_after_s,
+            };
+            if o.allowed {
+                Check::Pass(report)
+            } else {
+                Check::Fail {
+                    report,
+                    error: ErrorType::QuotaExceeded,
+                    retry_after_s: o.reset_after_s.max(1),
+                }
+            }
+        }
+        Err(_) => Check::StoreFailed(
+            "the quota counter could not be updated; request refused to keep the limit",
+        ),
+    }
+}
+
+fn local_response(
+    error: ErrorType,
+    mut headers: Vec<(&'static str, String)>,
+    cors: Option<&ActualCors>,
+) -> Outcome {
+    headers.push(("content-type", "application/json".to_string()));
+    if let Some(c) = cors {
+        headers.extend(c.headers.iter().cloned());
+        if c.vary_origin {
+            headers.push(("vary", "Origin".to_string()));
+        }
+    }
+    Outcome::Respond {
+        status: error.status(),
+        headers,
+        body: Some(error.body()),
+    }
+}
+
+/// Runs the pipeline for one request.
+pub fn decide(
+    cfg: &Config,
+    keys: &StoreKeys,
+    store: &dyn SharedStore,
+    now_ns: u64,
+    req: &mut dyn RequestSource,
+) -> Decision {
+    let method = req.header(":method").unwrap_or_default();
+    let path = req.header(":path").unwrap_or_default();
+    let origin = req.header("origin");
+
+    // 1. CORS preflight, routed by the method it asks about.
+    if method == b"OPTIONS" {
+        if let Some(origin) = origin.as_deref() {
+            if let Some(requested) = req.header("access-control-request-method") {
+                let route_idx = cfg.table.find(&requested, &path);
+                let route = cfg.route(route_idx);
+                if let Some(policy) = cfg.cors_for(route) {
+                    let request_headers = req.header("access-control-request-headers");
+                    let pna = req.header("access-control-request-private-network");
+                    let pre = Preflight {
+                        origin,
+                        request_method: &requested,
+                        request_headers: request_headers.as_deref(),
+                        request_private_network: pna
+                            .as_deref()
+                            .is_some_and(|v| v.eq_ignore_ascii_case(b"true")),
+                    };
+                    let (outcome, error) = match policy.preflight(&pre) {
+                        PreflightDecision::Allowed(headers) => (
+                            Outcome::Respond {
+                                status: 204,
+                                headers,
+                                body: None,
+                            },
+                            None,
+                        ),
+                        PreflightDecision::Denied => (
+                            local_response(ErrorType::CorsPreflightDenied, Vec::new(), None),
+                            Some(ErrorType::CorsPreflightDenied),
+                        ),
+                    };
+                    return Decision {
+                        outcome,
+                        route: route_idx,
+                        key: None,
+                        error,
+                        response_headers: Vec::new(),
+                        cors: None,
+                        store_failure: None,
+                    };
+                }
+            }
+        }
+    }
+
+    let route_idx = cfg.table.find(&method, &path);
+    let route: &Route = cfg.route(route_idx);
+    let cors = cfg
+        .cors_for(route)
+        .and_then(|p| p.actual(origin.as_deref()));
+    let mut decision = Decision {
+        outcome: Outcome::Forward,
+        route: route_idx,
+        key: None,
+        error: None,
+        response_headers: Vec::new(),
+        cors,
+        store_failure: None,
+    };
+
+    // 2. API key.
+    let mut key = None;
+    if let Some(api_keys) = &cfg.api_keys {
+        let presented = req.header(&api_keys.header);
+        match presented {
+            Some(value) => match api_keys.lookup_index(&value) {
+                Some((i, k)) => key = Some((i, k)),
+                None => decision.error = Some(ErrorType::InvalidApiKey),
+            },
+            None if route.api_key_required => decision.error = Some(ErrorType::InvalidApiKey),
+            None => {}
+        }
+    }
+    decision.key = key.map(|(i, _)| i);
+    if decision.error.is_some() {
+        if route.enforce {
+            decision.outcome =
+                local_response(ErrorType::InvalidApiKey, Vec::new(), decision.cors.as_ref());
+        }
+        return decision;
+    }
+
+    // 3. Throttles, then the quota.
+    let plan = key.and_then(|(_, k)| k.plan).and_then(|p| cfg.plans.get(p));
+    let mut reports: Vec<PolicyReport> = Vec::new();
+    let mut failure: Option<(ErrorType, u64)> = None;
+    let mut run =
+        |check: Check, reports: &mut Vec<PolicyReport>, decision: &mut Decision| match check {
+            Check::Pass(r) => {
+                reports.push(r);
+                true
+            }
+            Check::Fail {
+                report,
+                error,
+                retry_after_s,
+            } => {
+                reports.push(report);
+                failure = Some((error, retry_after_s));
+                false
+            }
+            Check::StoreFailed(why) => {
+                decision.store_failure = Some(why);
+                failure = Some((ErrorType::Throttled, 1));
+                false
+            }
+        };
+    let mut passed = true;
+    if let (Some(p), Some((i, _))) = (plan, key) {
+        if let (Some(spec), Some(k)) = (&p.throttle, keys.plan.get(i)) {
+            passed = run(
+                check_bucket("plan", spec, k, store, now_ns),
+                &mut reports,
+                &mut decision,
+            );
+        }
+    }
+    if passed {
+        if let (Some(spec), Some(i)) = (&route.throttle, route_idx) {
+            if let Some(k) = keys.routes.get(i) {
+                passed = run(
+                    check_bucket("route", spec, k, store, now_ns),
+                    &mut reports,
+                    &mut decision,
+                );
+            }
+        }
+    }
+    if passed {
+        if let Some(spec) = &cfg.stage_throttle {
+            passed = run(
+                check_bucket("stage", spec, &keys.stage, store, now_ns),
+                &mut reports,
+                &mut decision,
+            );
+        }
+    }
+    if passed {
+        if let Some(ct) = &cfg.client_throttle {
+            let identity = match (&ct.by, key) {
+                (ClientBy::ApiKey, Some((_, k))) => {
+                    let mut v = b"key:".to_vec();
+                    v.extend_from_slice(k.id.as_bytes());
+                    v
+                }
+                (ClientBy::Header(h), _) => match req.header(h) {
+                    Some(v) => {
+                        let mut id = b"hdr:".to_vec();
+                        id.extend_from_slice(&v);
+                        id
+                    }
+                    None => ip_identity(&req.source_address().unwrap_or_default()),
+                },
+                _ => ip_identity(&req.source_address().unwrap_or_default()),
+            };
+            let slot = client_slot(&identity, ct.slots);
+            passed = run(
+                check_bucket("client", &ct.spec, &keys.client(slot), store, now_ns),
+                &mut reports,
+                &mut decision,
+            );
+        }
+    }
+    if passed {
+        if let (Some(q), Some((i, _))) = (plan.and_then(|p| p.quota), key) {
+            if let Some(k) = keys.quota.get(i) {
+                run(
+                    check_quota(q.limit, q.period, k, store, now_ns),
+                    &mut reports,
+                    &mut decision,
+                );
+            }
+        }
+    }
+
+    let rl_headers = headers::render(cfg.rate_limit_headers, &reports);
+    match failure {
+        Some((error, retry_after)) => {
+            decision.error = Some(error);
+            if route.enforce {
+                let mut h = rl_headers;
+                h.push(("retry-after", retry_after.to_string()));
+                decision.outcome = local_response(error, h, decision.cors.as_ref());
+            } else {
+                decision.response_headers = rl_headers;
+            }
+        }
+        None => decision.response_headers = rl_headers,
+    }
+    decision
+}
+
+/// Whether a request is a CORS preflight.
+pub fn is_preflight(method: &[u8], origin: bool, request_method: bool) -> bool {
+    cors::is_preflight(method, origin, request_method)
+}
+
+#[cfg(test)]
+mod tests;

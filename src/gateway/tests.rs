@@ -1,0 +1,389 @@
+use super::*;
+use crate::throttle::store::MemoryStore;
+use std::collections::HashMap;
+
+const SEC: u64 = 1_000_000_000;
+const T0: u64 = 1_764_000_000 * SEC; // 2025-11-24
+
+struct Req {
+    headers: HashMap<String, Vec<u8>>,
+    addr: Vec<u8>,
+    reads: Vec<String>,
+}
+
+impl Req {
+    fn new(method: &str, path: &str) -> Req {
+        let mut headers = HashMap::new();
+        headers.insert(":method".into(), method.as_bytes().to_vec());
+        headers.insert(":path".into(), path.as_bytes().to_vec());
+        Req {
+            headers,
+            addr: b"10.0.0.1:5555".to_vec(),
+            reads: Vec::new(),
+        }
+    }
+    fn with(mut self, name: &str, value: &str) -> Req {
+        self.headers.insert(name.into(), value.as_bytes().to_vec());
+        self
+    }
+    fn from(mut self, addr: &str) -> Req {
+        self.addr = addr.as_bytes().to_vec();
+        self
+    }
+}
+
+impl RequestSource for Req {
+    fn header(&mut self, name: &str) -> Option<Vec<u8>> {
+        self.reads.push(name.to_string());
+        self.headers.get(name).cloned()
+    }
+    fn source_address(&mut self) -> Option<Vec<u8>> {
+        self.reads.push("source.address".into());
+        Some(self.addr.clone())
+    }
+}
+
+struct Gw {
+    cfg: Config,
+    keys: StoreKeys,
+    store: MemoryStore,
+}
+
+impl Gw {
+    fn new(json: &str) -> Gw {
+        let cfg = Config::from_json(json.as_bytes()).unwrap();
+        let keys = StoreKeys::new("tollgate:test:", &cfg);
+        let store = MemoryStore::new();
+        initialize_store(&cfg, &keys, &store, T0).unwrap();
+        Gw { cfg, keys, store }
+    }
+    fn run(&self, mut req: Req, now: u64) -> Decision {
+        decide(&self.cfg, &self.keys, &self.store, now, &mut req)
+    }
+}
+
+fn status(d: &Decision) -> u16 {
+    match &d.outcome {
+        Outcome::Forward => 200,
+        Outcome::Respond { status, .. } => *status,
+    }
+}
+
+fn header<'a>(d: &'a Decision, name: &str) -> Option<&'a str> {
+    let list = match &d.outcome {
+        Outcome::Respond { headers, .. } => headers,
+        Outcome::Forward => &d.response_headers,
+    };
+    list.iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+const KEYS: &str = r#""api_key": {"keys": [
+    {"id": "gold-1", "value": "k-gold-1", "usage_plan": "gold"},
+    {"id": "gold-2", "value": "k-gold-2", "usage_plan": "gold"},
+    {"id": "free-1", "value": "k-free-1", "usage_plan": "free"},
+    {"id": "noplan", "value": "k-noplan"}]},
+  "usage_plans": {
+    "gold": {"throttle": {"rate": 0.001, "burst": 3}},
+    "free": {"throttle": {"rate": 100, "burst": 100}, "quota": {"limit": 2, "period": "DAY"}}}"#;
+
+#[test]
+fn empty_config_forwards_and_reads_little() {
+    let gw = Gw::new("{}");
+    let mut req = Req::new("GET", "/x");
+    let d = decide(&gw.cfg, &gw.keys, &gw.store, T0, &mut req);
+    assert_eq!(d.outcome, Outcome::Forward);
+    assert!(d.response_headers.is_empty());
+    assert!(d.cors.is_none());
+    assert_eq!(req.reads, vec![":method", ":path", "origin"]);
+    assert!(gw.store.is_empty());
+}
+
+#[test]
+fn stage_burst_admits_exactly_burst() {
+    let gw = Gw::new(r#"{"throttle": {"rate": 0.001, "burst": 20}}"#);
+    let admitted = (0..100)
+        .filter(|_| status(&gw.run(Req::new("GET", "/"), T0)) == 200)
+        .count();
+    assert_eq!(admitted, 20);
+    let d = gw.run(Req::new("GET", "/"), T0);
+    assert_eq!(status(&d), 429);
+    assert_eq!(d.error, Some(ErrorType::Throttled));
+    match &d.outcome {
+        Outcome::Respond { body, .. } => {
+            assert_eq!(*body, Some(r#"{"message":"Too Many Requests"}"#))
+        }
+        Outcome::Forward => panic!("expected a local response"),
+    }
+    assert_eq!(header(&d, "content-type"), Some("application/json"));
+    assert_eq!(header(&d, "retry-after"), Some("1000"));
+    assert_eq!(header(&d, "ratelimit"), Some(r#""stage";r=0;t=20000"#));
+}
+
+#[test]
+fn api_keys_and_required_routes() {
+    let gw = Gw::new(&format!(
+        r#"{{{KEYS}, "routes": [{{"match": "POST /pets", "api_key_required": true}}]}}"#
+    ));
+    // Missing key on a key route.
+    let d = gw.run(Req::new("POST", "/pets"), T0);
+    assert_eq!(status(&d), 403);
+    assert_eq!(d.error, Some(ErrorType::InvalidApiKey));
+    // Unknown key anywhere.
+    let d = gw.run(Req::new("GET", "/free").with("x-api-key", "nope"), T0);
+    assert_eq!(status(&d), 403);
+    // Non-UTF-8 key: a clean 403.
+    let mut r = Req::new("POST", "/pets");
+    r.headers.insert("x-api-key".into(), vec![0xff, 0xfe]);
+    assert_eq!(status(&gw.run(r, T0)), 403);
+    // Valid key, no plan.
+    let d = gw.run(Req::new("POST", "/pets").with("x-api-key", "k-noplan"), T0);
+    assert_eq!(status(&d), 200);
+    assert_eq!(d.key, Some(3));
+    // No key on an open route: fine.
+    assert_eq!(status(&gw.run(Req::new("GET", "/open"), T0)), 200);
+}
+
+#[test]
+fn plan_burst_is_per_key() {
+    let gw = Gw::new(&format!("{{{KEYS}}}"));
+    for key in ["k-gold-1", "k-gold-2"] {
+        let ok = (0..10)
+            .filter(|_| status(&gw.run(Req::new("GET", "/").with("x-api-key", key), T0)) == 200)
+            .count();
+        assert_eq!(ok, 3, "{key}");
+    }
+}
+
+#[test]
+fn quota_counts_only_admitted_and_resets_next_day() {
+    let gw = Gw::new(&format!("{{{KEYS}}}"));
+    let key = || Req::new("GET", "/").with("x-api-key", "k-free-1");
+    assert_eq!(status(&gw.run(key(), T0)), 200);
+    assert_eq!(status(&gw.run(key(), T0)), 200);
+    let d = gw.run(key(), T0);
+    assert_eq!(status(&d), 429);
+    assert_eq!(d.error, Some(ErrorType::QuotaExceeded));
+    match &d.outcome {
+        Outcome::Respond { body, .. } => assert_eq!(*body, Some(r#"{"message":"Limit Exceeded"}"#)),
+        Outcome::Forward => panic!("expected a local response"),
+    }
+    assert!(header(&d, "retry-after").is_some());
+    // Another key is independent.
+    assert_eq!(
+        status(&gw.run(Req::new("GET", "/").with("x-api-key", "k-gold-1"), T0)),
+        200
+    );
+    // Next UTC day.
+    assert_eq!(status(&gw.run(key(), T0 + 86_400 * SEC)), 200);
+}
+
+#[test]
+fn quota_not_spent_by_throttled_requests() {
+    let gw = Gw::new(&format!(
+        r#"{{{KEYS}, "throttle": {{"rate": 0.001, "burst": 1}}}}"#
+    ));
+    let key = || Req::new("GET", "/").with("x-api-key", "k-free-1");
+    assert_eq!(status(&gw.run(key(), T0)), 200);
+    for _ in 0..5 {
+        assert_eq!(gw.run(key(), T0).error, Some(ErrorType::Throttled));
+    }
+    let q = gw
+        .store
+        .get("tollgate:test:quota:free-1")
+        .unwrap()
+        .unwrap()
+        .0;
+    assert_eq!(QuotaState::decode(&q).unwrap().used, 1);
+}
+
+#[test]
+fn client_buckets_by_ip_are_independent() {
+    let gw =
+        Gw::new(r#"{"client_throttle": {"by": "ip", "rate": 0.001, "burst": 2, "slots": 1024}}"#);
+    for ip in ["10.0.0.1:1", "10.0.0.2:1", "[2001:db8::1]:443"] {
+        let ok = (0..5)
+            .filter(|_| status(&gw.run(Req::new("GET", "/").from(ip), T0)) == 200)
+            .count();
+        assert_eq!(ok, 2, "{ip}");
+    }
+    // The same client on another port shares the bucket.
+    assert_eq!(
+        status(&gw.run(Req::new("GET", "/").from("10.0.0.1:2"), T0)),
+        429
+    );
+    // Another host of the same IPv6 /64 shares it too.
+    assert_eq!(
+        status(&gw.run(Req::new("GET", "/").from("[2001:db8::2]:1"), T0)),
+        429
+    );
+}
+
+#[test]
+fn memory_is_bounded_by_slots() {
+    let gw = Gw::new(
+        r#"{"client_throttle": {"by": "header:x-user", "rate": 1, "burst": 1, "slots": 64}}"#,
+    );
+    let before = gw.store.len();
+    for i in 0..5_000 {
+        gw.run(Req::new("GET", "/").with("x-user", &format!("u{i}")), T0);
+    }
+    assert_eq!(gw.store.len(), before);
+    assert_eq!(before, 64);
+}
+
+#[test]
+fn ip_identity_forms() {
+    assert_eq!(ip_identity(b"1.2.3.4:80"), b"1.2.3.4");
+    assert_eq!(
+        ip_identity(b"[2001:db8:1:2:3:4:5:6]:80"),
+        b"2001:db8:1:2::/64"
+    );
+    assert_eq!(ip_identity(b"[::ffff:1.2.3.4]:80"), b"::ffff:1.2.3.4");
+    assert_eq!(ip_identity(b"\xff:1"), "\u{fffd}".as_bytes());
+    assert_eq!(ip_identity(b""), b"");
+}
+
+#[test]
+fn route_then_stage_order_and_headers() {
+    let gw = Gw::new(
+        r#"{"throttle": {"rate": 0.001, "burst": 5},
+            "routes": [{"match": "GET /pets/{id}", "throttle": {"rate": 0.001, "burst": 2}}]}"#,
+    );
+    let d = gw.run(Req::new("GET", "/pets/1"), T0);
+    assert_eq!(status(&d), 200);
+    assert_eq!(
+        header(&d, "ratelimit-policy"),
+        Some(r#""route";q=2;w=2000, "stage";q=5;w=5000"#)
+    );
+    assert_eq!(
+        header(&d, "ratelimit"),
+        Some(r#""route";r=1;t=1000, "stage";r=4;t=1000"#)
+    );
+    gw.run(Req::new("GET", "/pets/1"), T0);
+    // The route bucket is empty; the stage bucket is not touched by the rejection.
+    assert_eq!(status(&gw.run(Req::new("GET", "/pets/2"), T0)), 429);
+    for _ in 0..3 {
+        assert_eq!(status(&gw.run(Req::new("GET", "/other"), T0)), 200);
+    }
+    assert_eq!(status(&gw.run(Req::new("GET", "/other"), T0)), 429);
+}
+
+#[test]
+fn header_modes() {
+    let gw =
+        Gw::new(r#"{"throttle": {"rate": 1, "burst": 5}, "rate_limit_headers": "x-ratelimit"}"#);
+    let d = gw.run(Req::new("GET", "/"), T0);
+    assert_eq!(header(&d, "x-ratelimit-limit"), Some("5"));
+    assert_eq!(header(&d, "x-ratelimit-remaining"), Some("4"));
+    assert!(header(&d, "ratelimit").is_none());
+    let gw = Gw::new(r#"{"throttle": {"rate": 1, "burst": 5}, "rate_limit_headers": "none"}"#);
+    assert!(gw.run(Req::new("GET", "/"), T0).response_headers.is_empty());
+}
+
+#[test]
+fn report_only_forwards_but_reports() {
+    let gw = Gw::new(&format!(
+        r#"{{{KEYS}, "enforce": false, "throttle": {{"rate": 0.001, "burst": 1}},
+            "routes": [{{"match": "GET /strict", "enforce": true}}]}}"#
+    ));
+    assert_eq!(status(&gw.run(Req::new("GET", "/"), T0)), 200);
+    let d = gw.run(Req::new("GET", "/"), T0);
+    assert_eq!(status(&d), 200);
+    assert_eq!(d.error, Some(ErrorType::Throttled));
+    let d = gw.run(Req::new("GET", "/").with("x-api-key", "bad"), T0);
+    assert_eq!(status(&d), 200);
+    assert_eq!(d.error, Some(ErrorType::InvalidApiKey));
+    // A route that enforces.
+    assert_eq!(status(&gw.run(Req::new("GET", "/strict"), T0)), 429);
+}
+
+const CORS: &str = r#""cors": {"allow_origins": ["https://app.example.com"], "allow_methods": ["GET", "PUT"],
+    "allow_headers": ["x-custom"], "max_age": 600}"#;
+
+#[test]
+fn preflight_answered_without_key_or_throttle() {
+    let gw = Gw::new(&format!(
+        r#"{{{KEYS}, {CORS}, "throttle": {{"rate": 0.001, "burst": 1}},
+            "routes": [{{"match": "PUT /pets/{{id}}", "api_key_required": true}},
+                       {{"match": "ANY /admin/{{proxy+}}", "cors": false}}]}}"#
+    ));
+    let pre = |origin: &str| {
+        Req::new("OPTIONS", "/pets/1")
+            .with("origin", origin)
+            .with("access-control-request-method", "PUT")
+            .with("access-control-request-headers", "x-custom")
+    };
+    for _ in 0..3 {
+        let d = gw.run(pre("https://app.example.com"), T0);
+        assert_eq!(status(&d), 204);
+        assert_eq!(
+            header(&d, "access-control-allow-origin"),
+            Some("https://app.example.com")
+        );
+        assert_eq!(header(&d, "access-control-max-age"), Some("600"));
+    }
+    let d = gw.run(pre("https://evil.example.net"), T0);
+    assert_eq!(status(&d), 403);
+    assert!(header(&d, "access-control-allow-origin").is_none());
+    // CORS off on a route: the OPTIONS is an ordinary request (and meets the throttle).
+    let r = Req::new("OPTIONS", "/admin/x")
+        .with("origin", "https://app.example.com")
+        .with("access-control-request-method", "GET");
+    assert_eq!(gw.run(r, T0).outcome, Outcome::Forward);
+}
+
+#[test]
+fn local_responses_carry_cors_for_allowed_origins() {
+    let gw = Gw::new(&format!(
+        r#"{{{CORS}, "throttle": {{"rate": 0.001, "burst": 1}}}}"#
+    ));
+    let r = || Req::new("GET", "/").with("origin", "https://app.example.com");
+    let d = gw.run(r(), T0);
+    assert_eq!(status(&d), 200);
+    assert!(d.cors.is_some());
+    let d = gw.run(r(), T0);
+    assert_eq!(status(&d), 429);
+    assert_eq!(
+        header(&d, "access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(header(&d, "vary"), Some("Origin"));
+    let d = gw.run(Req::new("GET", "/").with("origin", "https://evil.net"), T0);
+    assert!(header(&d, "access-control-allow-origin").is_none());
+    assert!(d.cors.is_none());
+}
+
+#[test]
+fn contention_fails_closed() {
+    struct Busy(MemoryStore);
+    impl SharedStore for Busy {
+        fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+            self.0.get(key)
+        }
+        fn set(&self, _: &str, _: &[u8], _: Option<u32>) -> Result<(), StoreError> {
+            Err(StoreError::CasMismatch)
+        }
+    }
+    let cfg = Config::from_json(br#"{"throttle": {"rate": 10, "burst": 10}}"#).unwrap();
+    let keys = StoreKeys::new("p:", &cfg);
+    let store = Busy(MemoryStore::new());
+    initialize_store(&cfg, &keys, &store.0, T0).unwrap();
+    let d = decide(&cfg, &keys, &store, T0, &mut Req::new("GET", "/"));
+    assert_eq!(status(&d), 429);
+    assert!(d.store_failure.is_some());
+}
+
+#[test]
+fn slots_spread_clients() {
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..1000 {
+        seen.insert(client_slot(
+            format!("10.0.{}.{}", i / 256, i % 256).as_bytes(),
+            4096,
+        ));
+    }
+    assert!(seen.len() > 850, "{}", seen.len());
+    assert!(seen.iter().all(|s| *s < 4096));
+}

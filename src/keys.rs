@@ -1,0 +1,173 @@
+//! API keys and their lookup. Keys are held only as SHA-256 digests; a presented key is hashed
+//! and compared with the stored digest in constant time. No key value is ever logged.
+
+use sha2::{Digest, Sha256};
+
+/// One configured key.
+#[derive(Clone, Debug)]
+pub struct ApiKey {
+    pub id: String,
+    digest: [u8; 32],
+    /// Index of the usage plan in [`crate::config::Config::plans`].
+    pub plan: Option<usize>,
+    pub invalidate_cache: bool,
+}
+
+impl ApiKey {
+    pub fn new(id: String, digest: [u8; 32], plan: Option<usize>, invalidate_cache: bool) -> Self {
+        ApiKey {
+            id,
+            digest,
+            plan,
+            invalidate_cache,
+        }
+    }
+
+    pub fn digest(&self) -> &[u8; 32] {
+        &self.digest
+    }
+}
+
+/// The key table: the header keys arrive in and the keys, indexed by a digest prefix.
+#[derive(Clone, Debug)]
+pub struct ApiKeys {
+    pub header: String,
+    keys: Vec<ApiKey>,
+    /// First 8 bytes of the digest -> key index. A prefix of a SHA-256 digest says nothing
+    /// useful about the key, so the map lookup's timing leaks nothing; the full digest is
+    /// then compared in constant time.
+    by_prefix: hashbrown::HashMap<[u8; 8], Vec<usize>>,
+}
+
+impl ApiKeys {
+    pub fn new(header: String, keys: Vec<ApiKey>) -> Self {
+        let mut by_prefix: hashbrown::HashMap<[u8; 8], Vec<usize>> = hashbrown::HashMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            by_prefix.entry(prefix(&k.digest)).or_default().push(i);
+        }
+        ApiKeys {
+            header,
+            keys,
+            by_prefix,
+        }
+    }
+
+    pub fn keys(&self) -> &[ApiKey] {
+        &self.keys
+    }
+
+    /// The key whose digest matches the presented value.
+    pub fn lookup(&self, presented: &[u8]) -> Option<&ApiKey> {
+        self.lookup_index(presented).map(|(_, k)| k)
+    }
+
+    /// The key whose digest matches the presented value, with its index.
+    pub fn lookup_index(&self, presented: &[u8]) -> Option<(usize, &ApiKey)> {
+        let digest = sha256(presented);
+        let candidates = self.by_prefix.get(&prefix(&digest))?;
+        let mut found = None;
+        for &i in candidates {
+            if let Some(k) = self.keys.get(i) {
+                if constant_time_eq(&k.digest, &digest) {
+                    found = Some((i, k));
+                }
+            }
+        }
+        found
+    }
+}
+
+fn prefix(d: &[u8; 32]) -> [u8; 8] {
+    let mut p = [0u8; 8];
+    if let Some(head) = d.first_chunk::<8>() {
+        p = *head;
+    }
+    p
+}
+
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+/// Equality whose running time does not depend on where the inputs differ.
+pub fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let mut diff = 0u8;
+    for (x, y) in a.iter().zip(b.iter()) {
+        diff |= x ^ y;
+    }
+    std::hint::black_box(diff) == 0
+}
+
+/// Parses 64 lowercase hex digits.
+pub fn parse_sha256_hex(s: &str) -> Option<[u8; 32]> {
+    let bytes = s.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        let hi = lower_hex(*pair.first()?)?;
+        let lo = lower_hex(*pair.get(1)?)?;
+        *o = hi << 4 | lo;
+    }
+    Some(out)
+}
+
+fn lower_hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(d: &[u8; 32]) -> String {
+        d.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn sha256_known_vector() {
+        assert_eq!(
+            hex(&sha256(b"abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn hex_parsing() {
+        let h = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(parse_sha256_hex(h), Some(sha256(b"abc")));
+        assert_eq!(parse_sha256_hex(&h.to_uppercase()), None);
+        assert_eq!(parse_sha256_hex(&h[..63]), None);
+        assert_eq!(parse_sha256_hex(&format!("{}g", &h[..63])), None);
+    }
+
+    #[test]
+    fn lookup_finds_only_the_right_key() {
+        let keys = ApiKeys::new(
+            "x-api-key".into(),
+            vec![
+                ApiKey::new("a".into(), sha256(b"key-a"), None, false),
+                ApiKey::new("b".into(), sha256(b"key-b"), Some(0), true),
+            ],
+        );
+        assert_eq!(keys.lookup(b"key-a").map(|k| k.id.as_str()), Some("a"));
+        assert_eq!(keys.lookup(b"key-b").map(|k| k.plan), Some(Some(0)));
+        assert!(keys.lookup(b"key-c").is_none());
+        assert!(keys.lookup(b"").is_none());
+        assert!(keys.lookup(b"\xff\xfe").is_none());
+    }
+
+    #[test]
+    fn constant_time_eq_compares_everything() {
+        let a = [7u8; 32];
+        let mut b = a;
+        assert!(constant_time_eq(&a, &b));
+        b[31] ^= 1;
+        assert!(!constant_time_eq(&a, &b));
+    }
+}

@@ -1,0 +1,525 @@
+//! Resource-path matching in API Gateway's style: `METHOD PATH`, where PATH segments are literals,
+//! `{name}` (exactly one segment) or a final `{name+}` (one or more segments).
+//!
+//! Matching runs on a normalised request path (see [`normalize_path`]) so that the spelling of a
+//! path cannot route around a protected resource. The most specific route wins: segment by segment
+//! a literal beats `{name}` beats `{name+}`, and an explicit method beats `ANY`.
+
+use std::borrow::Cow;
+
+use crate::error::FieldError;
+
+/// HTTP methods accepted in `routes[].match` besides `ANY`.
+const METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param,
+    Greedy,
+}
+
+impl Segment {
+    fn rank(&self) -> u8 {
+        match self {
+            Segment::Literal(_) => 0,
+            Segment::Param => 1,
+            Segment::Greedy => 2,
+        }
+    }
+}
+
+/// One compiled `METHOD PATH` pattern.
+#[derive(Clone, Debug)]
+pub struct Pattern {
+    /// `None` for `ANY`.
+    method: Option<String>,
+    segments: Vec<Segment>,
+    /// The resource path as written, e.g. `/pets/{id}` (for logs and metrics).
+    resource_path: String,
+}
+
+impl Pattern {
+    /// Parses `METHOD PATH`. Errors carry an empty path: the caller knows the field.
+    pub fn parse(text: &str) -> Result<Pattern, FieldError> {
+        let err = |m: String| FieldError::new("", m);
+        let mut parts = text.split(' ').filter(|p| !p.is_empty());
+        let (method, path) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(m), Some(p), None) => (m, p),
+            _ => {
+                return Err(err(format!(
+                    "must be \"METHOD /path\" (for example \"GET /pets/{{id}}\"), got {text:?}"
+                )))
+            }
+        };
+        let method = if method == "ANY" {
+            None
+        } else if METHODS.contains(&method) {
+            Some(method.to_string())
+        } else {
+            return Err(err(format!(
+                "unknown method {method:?}: use ANY or one of {}",
+                METHODS.join(", ")
+            )));
+        };
+        if !path.starts_with('/') {
+            return Err(err(format!("path {path:?} must start with '/'")));
+        }
+        if path.contains(['?', '#']) {
+            return Err(err(format!(
+                "path {path:?} must not contain a query string or fragment"
+            )));
+        }
+        let mut segments = Vec::new();
+        let raw: Vec<&str> = path.split('/').skip(1).collect();
+        let count = raw.len();
+        for (i, seg) in raw.iter().enumerate() {
+            let last = i + 1 == count;
+            if seg.is_empty() {
+                if last && count == 1 {
+                    break; // the root path "/"
+                }
+                return Err(err(format!(
+                    "path {path:?} has an empty segment (no \"//\" and no trailing '/')"
+                )));
+            }
+            if let Some(inner) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                let (name, greedy) = match inner.strip_suffix('+') {
+                    Some(n) => (n, true),
+                    None => (inner, false),
+                };
+                if name.is_empty()
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                {
+                    return Err(err(format!(
+                        "path {path:?}: parameter {seg:?} needs a name of letters, digits, '_' or '-'"
+                    )));
+                }
+                if greedy && !last {
+                    return Err(err(format!(
+                        "path {path:?}: greedy parameter {seg:?} must be the last segment"
+                    )));
+                }
+                segments.push(if greedy {
+                    Segment::Greedy
+                } else {
+                    Segment::Param
+                });
+            } else {
+                if seg.contains(['{', '}']) {
+                    return Err(err(format!(
+                        "path {path:?}: segment {seg:?} mixes text and a parameter; a parameter is a whole segment"
+                    )));
+                }
+                if *seg == "." || *seg == ".." || seg.contains(';') {
+                    return Err(err(format!(
+                        "path {path:?}: segment {seg:?} is not allowed (dot segments and ';' are normalised away from requests)"
+                    )));
+                }
+                let normalized = normalize_path(seg.as_bytes());
+                let lit = normalized.trim_start_matches('/').to_string();
+                segments.push(Segment::Literal(lit));
+            }
+        }
+        Ok(Pattern {
+            method,
+            segments,
+            resource_path: path.to_string(),
+        })
+    }
+
+    pub fn resource_path(&self) -> &str {
+        &self.resource_path
+    }
+
+    pub fn method(&self) -> Option<&str> {
+        self.method.as_deref()
+    }
+
+    fn same_shape(&self, other: &Pattern) -> bool {
+        self.method == other.method
+            && self.segments.len() == other.segments.len()
+            && self
+                .segments
+                .iter()
+                .zip(&other.segments)
+                .all(|(a, b)| match (a, b) {
+                    (Segment::Literal(x), Segment::Literal(y)) => x == y,
+                    _ => a.rank() == b.rank(),
+                })
+    }
+
+    fn matches(&self, method: &[u8], segs: &[&str]) -> bool {
+        if let Some(m) = &self.method {
+            if m.as_bytes() != method {
+                return false;
+            }
+        }
+        let mut i = 0;
+        for seg in &self.segments {
+            match seg {
+                Segment::Greedy => return segs.len() > i,
+                Segment::Param => {
+                    if segs.get(i).is_none() {
+                        return false;
+                    }
+                }
+                Segment::Literal(l) => {
+                    if segs.get(i) != Some(&l.as_str()) {
+                        return false;
+                    }
+                }
+            }
+            i += 1;
+        }
+        i == segs.len()
+    }
+
+    /// True when `self` is more specific than `other` (both having matched the same request).
+    fn more_specific_than(&self, other: &Pattern) -> bool {
+        for (a, b) in self.segments.iter().zip(&other.segments) {
+            match a.rank().cmp(&b.rank()) {
+                std::cmp::Ordering::Less => return true,
+                std::cmp::Ordering::Greater => return false,
+                std::cmp::Ordering::Equal => {}
+            }
+        }
+        if self.segments.len() != other.segments.len() {
+            // A longer pattern that matched consumed the path with more fixed parts.
+            return self.segments.len() > other.segments.len();
+        }
+        self.method.is_some() && other.method.is_none()
+    }
+}
+
+/// A compiled route table: patterns in configuration order.
+#[derive(Clone, Debug, Default)]
+pub struct RouteTable {
+    patterns: Vec<Pattern>,
+}
+
+impl RouteTable {
+    /// Compiles the `match` strings. Errors are relative to the `routes` array (`[2].match`).
+    pub fn compile<'a>(matches: impl IntoIterator<Item = &'a str>) -> Result<Self, FieldError> {
+        let mut patterns: Vec<Pattern> = Vec::new();
+        for (i, m) in matches.into_iter().enumerate() {
+            let p = Pattern::parse(m).map_err(|e| e.within("match").within(&format!("[{i}]")))?;
+            if let Some(j) = patterns.iter().position(|q| q.same_shape(&p)) {
+                return Err(FieldError::new(
+                    format!("[{i}].match"),
+                    format!("{m:?} duplicates routes[{j}] (the same method and path shape)"),
+                ));
+            }
+            patterns.push(p);
+        }
+        Ok(RouteTable { patterns })
+    }
+
+    pub fn len(&self) -> usize {
+        self.patterns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    pub fn pattern(&self, index: usize) -> Option<&Pattern> {
+        self.patterns.get(index)
+    }
+
+    /// Index of the most specific route matching the request, if any. `path` is the raw
+    /// `:path` value (query string included); it is normalised first.
+    pub fn find(&self, method: &[u8], path: &[u8]) -> Option<usize> {
+        if self.patterns.is_empty() {
+            return None;
+        }
+        let normalized = normalize_path(path);
+        let segs: Vec<&str> = normalized.split('/').filter(|s| !s.is_empty()).collect();
+        let mut best: Option<(usize, &Pattern)> = None;
+        for (i, p) in self.patterns.iter().enumerate() {
+            if !p.matches(method, &segs) {
+                continue;
+            }
+            match best {
+                Some((_, b)) if !p.more_specific_than(b) => {}
+                _ => best = Some((i, p)),
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Normalises a request path for matching:
+/// - the query string and fragment are dropped;
+/// - `%XX` escapes of unreserved characters (`A-Z a-z 0-9 - . _ ~`) are decoded, other escapes
+///   are kept with upper-case hex (so `%2F` never becomes a separator);
+/// - a `;parameters` suffix of a segment is dropped (servlet containers ignore it);
+/// - empty segments (`//`) and `.` segments are removed, `..` removes the segment before it;
+/// - bytes that are not printable ASCII are percent-encoded.
+///
+/// The result starts with `/` and has no trailing `/` (except the root). It borrows when the
+/// path is already normal.
+pub fn normalize_path(path: &[u8]) -> Cow<'_, str> {
+    let end = path
+        .iter()
+        .position(|&b| b == b'?' || b == b'#')
+        .unwrap_or(path.len());
+    let path = path.get(..end).unwrap_or(path);
+    if is_plain(path) {
+        if let Ok(s) = std::str::from_utf8(path) {
+            return Cow::Borrowed(s);
+        }
+    }
+    let mut segments: Vec<String> = Vec::new();
+    for raw in path.split(|&b| b == b'/') {
+        let raw = match raw.iter().position(|&b| b == b';') {
+            Some(p) => raw.get(..p).unwrap_or(raw),
+            None => raw,
+        };
+        let seg = decode_segment(raw);
+        match seg.as_str() {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            _ => segments.push(seg),
+        }
+    }
+    let mut out = String::with_capacity(path.len() + 1);
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    Cow::Owned(out)
+}
+
+/// True when the path needs no normalisation: starts with '/', no empty, `.`/`..` segments,
+/// no '%', ';', trailing '/', and only printable ASCII.
+fn is_plain(path: &[u8]) -> bool {
+    if path == b"/" {
+        return true;
+    }
+    if path.first() != Some(&b'/') || path.last() == Some(&b'/') {
+        return false;
+    }
+    if !path
+        .iter()
+        .all(|&b| b.is_ascii_graphic() && b != b'%' && b != b';')
+    {
+        return false;
+    }
+    !path
+        .split(|&b| b == b'/')
+        .skip(1)
+        .any(|s| s.is_empty() || s == b"." || s == b"..")
+}
+
+fn decode_segment(raw: &[u8]) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(&b) = raw.get(i) {
+        if b == b'%' {
+            let hi = raw.get(i + 1).copied().and_then(hex_val);
+            let lo = raw.get(i + 2).copied().and_then(hex_val);
+            if let (Some(h), Some(l)) = (hi, lo) {
+                let v = h * 16 + l;
+                if is_unreserved(v) {
+                    out.push(char::from(v));
+                } else {
+                    push_escaped(&mut out, v);
+                }
+                i += 3;
+                continue;
+            }
+            // A stray '%' is kept escaped so it cannot combine with later bytes.
+            push_escaped(&mut out, b);
+        } else if b.is_ascii_graphic() {
+            out.push(char::from(b));
+        } else {
+            push_escaped(&mut out, b);
+        }
+        i += 1;
+    }
+    out
+}
+
+fn push_escaped(out: &mut String, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    for nibble in [b >> 4, b & 0x0f] {
+        out.push(char::from(
+            HEX.get(usize::from(nibble)).copied().unwrap_or(b'0'),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(ms: &[&str]) -> RouteTable {
+        RouteTable::compile(ms.iter().copied()).unwrap()
+    }
+
+    #[test]
+    fn parses_and_rejects_patterns() {
+        assert!(Pattern::parse("GET /pets/{id}").is_ok());
+        assert!(Pattern::parse("ANY /admin/{proxy+}").is_ok());
+        assert!(Pattern::parse("GET /").is_ok());
+        for bad in [
+            "GET",
+            "get /pets",
+            "FETCH /pets",
+            "GET pets",
+            "GET /pets/",
+            "GET //pets",
+            "GET /pets/{}",
+            "GET /pets/{a+}/x",
+            "GET /pets/x{id}",
+            "GET /pets?x=1",
+            "GET /a/../b",
+            "GET /a b",
+        ] {
+            assert!(Pattern::parse(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn duplicate_shapes_are_rejected() {
+        let e = RouteTable::compile(["GET /pets/{id}", "GET /pets/{petId}"]).unwrap_err();
+        assert_eq!(e.path, "[1].match");
+        assert!(e.message.contains("duplicates routes[0]"));
+        assert!(RouteTable::compile(["GET /pets/{id}", "ANY /pets/{id}"]).is_ok());
+        let e = RouteTable::compile(["GET /a", "BAD /b"]).unwrap_err();
+        assert_eq!(e.path, "[1].match");
+    }
+
+    #[test]
+    fn specificity() {
+        let t = table(&[
+            "ANY /{proxy+}",
+            "GET /pets/{id}",
+            "GET /pets/dog",
+            "ANY /pets/dog",
+            "GET /pets/{id}/toys/{proxy+}",
+            "ANY /{a}/b",
+            "ANY /a/{b}",
+        ]);
+        assert_eq!(t.find(b"GET", b"/pets/dog"), Some(2));
+        assert_eq!(t.find(b"POST", b"/pets/dog"), Some(3));
+        assert_eq!(t.find(b"GET", b"/pets/cat"), Some(1));
+        assert_eq!(t.find(b"POST", b"/pets/cat"), Some(0));
+        assert_eq!(t.find(b"GET", b"/pets/1/toys/a/b"), Some(4));
+        assert_eq!(t.find(b"GET", b"/a/b"), Some(6));
+        assert_eq!(t.find(b"GET", b"/"), None);
+        assert_eq!(t.find(b"GET", b"/x"), Some(0));
+    }
+
+    #[test]
+    fn greedy_needs_one_segment() {
+        let t = table(&["ANY /admin/{proxy+}"]);
+        assert_eq!(t.find(b"GET", b"/admin"), None);
+        assert_eq!(t.find(b"GET", b"/admin/x"), Some(0));
+        assert_eq!(t.find(b"DELETE", b"/admin/x/y/z"), Some(0));
+    }
+
+    #[test]
+    fn method_case_matters() {
+        let t = table(&["GET /pets"]);
+        assert_eq!(t.find(b"GET", b"/pets"), Some(0));
+        assert_eq!(t.find(b"get", b"/pets"), None);
+    }
+
+    #[test]
+    fn query_trailing_slash_and_empty_segments() {
+        let t = table(&["GET /pets/{id}", "GET /"]);
+        assert_eq!(t.find(b"GET", b"/pets/1?x=/y"), Some(0));
+        assert_eq!(t.find(b"GET", b"/pets/1/"), Some(0));
+        assert_eq!(t.find(b"GET", b"//pets//1"), Some(0));
+        assert_eq!(t.find(b"GET", b"/pets/1#frag"), Some(0));
+        assert_eq!(t.find(b"GET", b"/"), Some(1));
+        assert_eq!(t.find(b"GET", b""), Some(1));
+        assert_eq!(t.find(b"GET", b"?a"), Some(1));
+    }
+
+    #[test]
+    fn bypass_spellings_normalise() {
+        let t = table(&["ANY /admin/{proxy+}", "ANY /admin"]);
+        for p in [
+            "/admin",
+            "//admin",
+            "/%61dmin",
+            "/%61%64%6D%69%6E",
+            "/admin;x=1",
+            "/admin/",
+            "/x/../admin",
+            "/./admin",
+            "/admin/.",
+        ] {
+            assert_eq!(t.find(b"GET", p.as_bytes()), Some(1), "{p}");
+        }
+        assert_eq!(t.find(b"GET", b"/admin/a/../b"), Some(0));
+        assert_eq!(t.find(b"GET", b"/ADMIN"), None);
+        // An encoded slash is data, not a separator.
+        assert_eq!(t.find(b"GET", b"/admin%2Fx"), None);
+    }
+
+    #[test]
+    fn normalize_examples() {
+        assert_eq!(normalize_path(b"/a/b"), "/a/b");
+        assert!(matches!(normalize_path(b"/a/b"), Cow::Borrowed(_)));
+        assert_eq!(normalize_path(b"/a/%2f/b"), "/a/%2F/b");
+        assert_eq!(normalize_path(b"/a/%zz"), "/a/%25zz");
+        assert_eq!(normalize_path(b"/../../a"), "/a");
+        assert_eq!(normalize_path(b"/a\xff\x00"), "/a%FF%00");
+        assert_eq!(normalize_path(b"/%7e%2D"), "/~-");
+        assert_eq!(normalize_path(b"/a/b/.."), "/a");
+    }
+
+    #[test]
+    fn literal_patterns_are_normalised_too() {
+        let t = table(&["GET /caf%65"]);
+        assert_eq!(t.find(b"GET", b"/cafe"), Some(0));
+    }
+
+    #[test]
+    fn no_panic_on_random_bytes() {
+        let t = table(&["ANY /admin/{proxy+}", "GET /pets/{id}", "GET /"]);
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 24) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|i| {
+                    let v = (x >> (i % 8 * 8)) as u8;
+                    [b'/', b'%', b'.', b';', b'a', v][(v % 6) as usize]
+                })
+                .collect();
+            let _ = t.find(b"GET", &bytes);
+            let n = normalize_path(&bytes);
+            assert!(n.starts_with('/'));
+        }
+    }
+}
