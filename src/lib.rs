@@ -12,3 +12,8 @@ pub mod gateway;
 pub mod keys;
 pub mod routes;
 pub mod throttle;
+
+#[cfg(target_arch = "wasm32")]
+pub mod filter;
+#[cfg(target_arch = "wasm32")]
+pub mod host;

@@ -1,6 +1,7 @@
 //! The plugin configuration: parsed strictly from JSON, validated, and compiled once into the
 //! structures the request path uses. Every error names the field by its JSON path.
 
+mod protobuf;
 mod raw;
 
 use serde_json::{Number, Value};
@@ -94,12 +95,20 @@ pub struct Config {
 }
 
 impl Config {
-    /// Parses and compiles a configuration. Empty input is the empty configuration `{}`.
+    /// Parses and compiles a configuration: JSON text, or a binary `google.protobuf.Struct`
+    /// (what Envoy passes when the configuration is given as a Struct). Empty input is the
+    /// empty configuration `{}`.
     pub fn from_json(bytes: &[u8]) -> Result<Config, FieldError> {
         if bytes.iter().all(|b| b.is_ascii_whitespace()) {
             return compile(RawConfig::default());
         }
-        let value: Value = from_slice(bytes)?;
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
+        let value: Value = if first == Some(b'{') || first == Some(b'[') {
+            from_slice(bytes)?
+        } else {
+            protobuf::struct_to_json(bytes)
+                .map_err(|e| err("", format!("neither JSON nor a protobuf Struct ({e})")))?
+        };
         if !value.is_object() {
             return Err(err("", "the configuration must be a JSON object"));
         }

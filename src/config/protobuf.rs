@@ -1,0 +1,262 @@
+//! Decoding of `google.protobuf.Struct` into JSON. Envoy hands a plugin configuration given as a
+//! `Struct` to the plugin in protobuf binary form (a `StringValue` arrives as its string), so the
+//! plugin reads both. Only the well-known types Struct, Value and ListValue are understood.
+
+use serde_json::{Map, Number, Value};
+
+/// Nesting limit (a config is shallow; this bounds recursion on hostile input).
+const MAX_DEPTH: u32 = 64;
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    fn done(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    fn byte(&mut self) -> Result<u8, String> {
+        let b = *self.buf.get(self.pos).ok_or("truncated protobuf")?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn varint(&mut self) -> Result<u64, String> {
+        let mut v: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err("varint too long".into())
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], String> {
+        let len = usize::try_from(self.varint()?).map_err(|_| "length too large")?;
+        let end = self.pos.checked_add(len).ok_or("length too large")?;
+        let s = self.buf.get(self.pos..end).ok_or("truncated protobuf")?;
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn fixed64(&mut self) -> Result<u64, String> {
+        let end = self.pos.checked_add(8).ok_or("truncated protobuf")?;
+        let s: [u8; 8] = self
+            .buf
+            .get(self.pos..end)
+            .and_then(|s| s.try_into().ok())
+            .ok_or("truncated protobuf")?;
+        self.pos = end;
+        Ok(u64::from_le_bytes(s))
+    }
+
+    fn skip(&mut self, wire: u64) -> Result<(), String> {
+        match wire {
+            0 => self.varint().map(|_| ()),
+            1 => self.fixed64().map(|_| ()),
+            2 => self.bytes().map(|_| ()),
+            5 => {
+                for _ in 0..4 {
+                    self.byte()?;
+                }
+                Ok(())
+            }
+            _ => Err(format!("unsupported protobuf wire type {wire}")),
+        }
+    }
+}
+
+/// Decodes a binary `google.protobuf.Struct` into a JSON object.
+pub fn struct_to_json(buf: &[u8]) -> Result<Value, String> {
+    decode_struct(buf, 0)
+}
+
+fn decode_struct(buf: &[u8], depth: u32) -> Result<Value, String> {
+    if depth > MAX_DEPTH {
+        return Err("nesting too deep".into());
+    }
+    let mut r = Reader::new(buf);
+    let mut map = Map::new();
+    while !r.done() {
+        let tag = r.varint()?;
+        if tag >> 3 == 1 && tag & 7 == 2 {
+            let entry = r.bytes()?;
+            let (k, v) = decode_entry(entry, depth)?;
+            map.insert(k, v);
+        } else {
+            r.skip(tag & 7)?;
+        }
+    }
+    Ok(Value::Object(map))
+}
+
+fn decode_entry(buf: &[u8], depth: u32) -> Result<(String, Value), String> {
+    let mut r = Reader::new(buf);
+    let mut key = String::new();
+    let mut value = Value::Null;
+    while !r.done() {
+        let tag = r.varint()?;
+        match (tag >> 3, tag & 7) {
+            (1, 2) => {
+                key = String::from_utf8(r.bytes()?.to_vec()).map_err(|_| "key is not UTF-8")?
+            }
+            (2, 2) => value = decode_value(r.bytes()?, depth + 1)?,
+            (_, wire) => r.skip(wire)?,
+        }
+    }
+    Ok((key, value))
+}
+
+fn decode_value(buf: &[u8], depth: u32) -> Result<Value, String> {
+    if depth > MAX_DEPTH {
+        return Err("nesting too deep".into());
+    }
+    let mut r = Reader::new(buf);
+    let mut value = Value::Null;
+    while !r.done() {
+        let tag = r.varint()?;
+        value = match (tag >> 3, tag & 7) {
+            (1, 0) => {
+                r.varint()?;
+                Value::Null
+            }
+            (2, 1) => {
+                let f = f64::from_bits(r.fixed64()?);
+                // Integral numbers read back as integers, as they were most likely written.
+                if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 {
+                    Value::Number(Number::from(f as i64))
+                } else {
+                    Number::from_f64(f).map_or(Value::Null, Value::Number)
+                }
+            }
+            (3, 2) => Value::String(
+                String::from_utf8(r.bytes()?.to_vec()).map_err(|_| "string is not UTF-8")?,
+            ),
+            (4, 0) => Value::Bool(r.varint()? != 0),
+            (5, 2) => decode_struct(r.bytes()?, depth + 1)?,
+            (6, 2) => decode_list(r.bytes()?, depth + 1)?,
+            (_, wire) => {
+                r.skip(wire)?;
+                continue;
+            }
+        };
+    }
+    Ok(value)
+}
+
+fn decode_list(buf: &[u8], depth: u32) -> Result<Value, String> {
+    let mut r = Reader::new(buf);
+    let mut items = Vec::new();
+    while !r.done() {
+        let tag = r.varint()?;
+        if tag >> 3 == 1 && tag & 7 == 2 {
+            items.push(decode_value(r.bytes()?, depth + 1)?);
+        } else {
+            r.skip(tag & 7)?;
+        }
+    }
+    Ok(Value::Array(items))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    // A tiny encoder for the tests only.
+    fn varint(mut v: u64, out: &mut Vec<u8>) {
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    fn field(n: u64, bytes: &[u8], out: &mut Vec<u8>) {
+        varint(n << 3 | 2, out);
+        varint(bytes.len() as u64, out);
+        out.extend_from_slice(bytes);
+    }
+    fn enc_value(v: &Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        match v {
+            Value::Null => {
+                varint(1 << 3, &mut out);
+                varint(0, &mut out);
+            }
+            Value::Number(n) => {
+                varint(2 << 3 | 1, &mut out);
+                out.extend_from_slice(&n.as_f64().unwrap().to_le_bytes());
+            }
+            Value::String(s) => field(3, s.as_bytes(), &mut out),
+            Value::Bool(b) => {
+                varint(4 << 3, &mut out);
+                varint(u64::from(*b), &mut out);
+            }
+            Value::Object(_) => field(5, &enc_struct(v), &mut out),
+            Value::Array(items) => {
+                let mut list = Vec::new();
+                for i in items {
+                    field(1, &enc_value(i), &mut list);
+                }
+                field(6, &list, &mut out);
+            }
+        }
+        out
+    }
+    fn enc_struct(v: &Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (k, val) in v.as_object().unwrap() {
+            let mut entry = Vec::new();
+            field(1, k.as_bytes(), &mut entry);
+            field(2, &enc_value(val), &mut entry);
+            field(1, &entry, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn round_trips_a_config() {
+        let v = json!({
+            "stage": "prod",
+            "enforce": false,
+            "throttle": {"rate": 0.5, "burst": 10},
+            "cors": {"allow_origins": ["https://a.com", "https://*.b.com"], "max_age": 600},
+            "nothing": null
+        });
+        assert_eq!(struct_to_json(&enc_struct(&v)).unwrap(), v);
+        assert_eq!(struct_to_json(&[]).unwrap(), json!({}));
+    }
+
+    #[test]
+    fn hostile_bytes_do_not_panic() {
+        assert!(struct_to_json(&[0x0a, 0xff]).is_err());
+        assert!(struct_to_json(&[0x0a, 0x05, 0x0a]).is_err());
+        assert!(struct_to_json(&[0xff; 11]).is_err());
+        // Deep nesting is refused, not a stack overflow.
+        let mut v = json!(1);
+        for _ in 0..200 {
+            v = json!({ "a": v });
+        }
+        assert!(struct_to_json(&enc_struct(&v)).is_err());
+        let mut x: u64 = 7;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let bytes: Vec<u8> = (0..(x % 40)).map(|i| (x >> (i % 8)) as u8).collect();
+            let _ = struct_to_json(&bytes);
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The only code that calls proxy-wasm: the core's traits implemented over hostcalls.
+//! Every hostcall result is handled; nothing here unwraps.
+
+use std::time::UNIX_EPOCH;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, LogLevel, MapType, Status};
+
+use crate::gateway::RequestSource;
+use crate::throttle::store::{SharedStore, StoreError};
+
+/// Envoy shared data.
+pub struct HostStore;
+
+impl SharedStore for HostStore {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+        match hostcalls::get_shared_data(key) {
+            Ok((Some(v), Some(cas))) => Ok(Some((v, cas))),
+            Ok((Some(v), None)) => Ok(Some((v, 0))),
+            Ok((None, _)) => Ok(None),
+            Err(_) => Err(StoreError::Host),
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
+            Err(_) => Err(StoreError::Host),
+        }
+    }
+}
+
+/// The host's wall clock in nanoseconds since the Unix epoch (0 if the host cannot say).
+pub fn now_ns() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// A request header as bytes (any value, UTF-8 or not).
+pub fn request_header(name: &str) -> Option<Vec<u8>> {
+    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+        .ok()
+        .flatten()
+}
+
+pub fn response_header(name: &str) -> Option<Vec<u8>> {
+    hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
+        .ok()
+        .flatten()
+}
+
+/// Sets (replacing every existing value) a response header.
+pub fn set_response_header(name: &str, value: &str) {
+    let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value));
+}
+
+pub fn add_response_header(name: &str, value: &str) {
+    let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value);
+}
+
+pub fn remove_response_header(name: &str) {
+    let _ = hostcalls::remove_map_value(MapType::HttpResponseHeaders, name);
+}
+
+/// An Envoy attribute (`source.address`, `plugin_root_id`, ...).
+pub fn property(path: &[&str]) -> Option<Vec<u8>> {
+    hostcalls::get_property(path.to_vec()).ok().flatten()
+}
+
+/// An integer attribute (Envoy encodes them as 8 little-endian bytes).
+pub fn property_u64(path: &[&str]) -> Option<u64> {
+    let bytes = property(path)?;
+    let arr: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+    u64::try_from(i64::from_le_bytes(arr)).ok()
+}
+
+pub fn plugin_configuration() -> Option<Vec<u8>> {
+    hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+        .ok()
+        .flatten()
+}
+
+/// Answers the request from the filter.
+pub fn send_response(status: u16, headers: &[(&'static str, String)], body: Option<&[u8]>) -> bool {
+    let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    hostcalls::send_http_response(u32::from(status), pairs, body).is_ok()
+}
+
+/// Whether the host would keep a log line at `level` (so unwanted lines are never built).
+pub fn log_enabled(level: LogLevel) -> bool {
+    match hostcalls::get_log_level() {
+        Ok(current) => (current as u32) <= (level as u32),
+        Err(_) => true,
+    }
+}
+
+pub fn log(level: LogLevel, message: &str) {
+    let _ = hostcalls::log(level, message);
+}
+
+/// Lazy access to the request for the pipeline: one hostcall per header actually asked for.
+#[derive(Default)]
+pub struct HostRequest;
+
+impl RequestSource for HostRequest {
+    fn header(&mut self, name: &str) -> Option<Vec<u8>> {
+        request_header(name)
+    }
+
+    fn source_address(&mut self) -> Option<Vec<u8>> {
+        property(&["source", "address"])
+    }
+}

@@ -1,0 +1,104 @@
+//! The example gateway in envoy/envoy.yaml, started as `make run` starts it (ports moved to free
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+//! ones), answering the curl lines the README shows.
+mod common;
+
+use common::*;
+use std::net::TcpListener;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn example_gateway_serves_the_readme_walkthrough() {
+    let yaml = std::fs::read_to_string(repo_root().join("envoy/envoy.yaml")).unwrap();
+    let (gw, admin, demo) = (free_port(), free_port(), free_port());
+    let yaml = yaml
+        .replace("port_value: 10000", &format!("port_value: {gw}"))
+        .replace("port_value: 9901", &format!("port_value: {admin}"))
+        .replace("port_value: 10080", &format!("port_value: {demo}"))
+        .replace(
+            "filename: target/wasm32-wasip1/release/tollgate.wasm",
+            &format!("filename: {}", wasm_path().display()),
+        );
+    let dir = tempdir::Dir::new("example");
+    let cfg = dir.path().join("envoy.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let mut child = std::process::Command::new(envoy_bin())
+        .arg("-c")
+        .arg(&cfg)
+        .args(["--concurrency", "2", "--disable-hot-restart", "--log-path"])
+        .arg(dir.path().join("envoy.log"))
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = Kill(&mut child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while try_request(admin, "GET", "/ready", &[], b"")
+        .map(|r| r.status)
+        .ok()
+        != Some(200)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "example did not start:\n{}",
+            std::fs::read_to_string(dir.path().join("envoy.log")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    let r = request(gw, "GET", "/pets/1", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("Rex"));
+    assert!(r.header("ratelimit").is_some());
+
+    let r = request(gw, "POST", "/pets", &[]);
+    assert_eq!(r.status, 403);
+    assert_eq!(r.text(), r#"{"message":"Forbidden"}"#);
+    let r = request(gw, "POST", "/pets", &[("x-api-key", "dev-key-123")]);
+    assert_eq!(r.status, 200);
+    let r = request(gw, "POST", "/pets", &[("x-api-key", "partner-a-secret")]);
+    assert_eq!(r.status, 200);
+
+    // The free plan's burst of 5 (one already spent above) trips within eight requests
+    // (it refills at 1/s, so a slow machine may see a token come back in between).
+    let responses: Vec<Response> = (0..8)
+        .map(|_| request(gw, "GET", "/pets/1", &[("x-api-key", "dev-key-123")]))
+        .collect();
+    let codes: Vec<u16> = responses.iter().map(|r| r.status).collect();
+    assert_eq!(&codes[..4], &[200, 200, 200, 200], "{codes:?}");
+    let limited = responses.iter().find(|r| r.status == 429).expect("a 429");
+    assert_eq!(limited.text(), r#"{"message":"Too Many Requests"}"#);
+    assert_eq!(limited.header("retry-after"), Some("1"));
+
+    let r = request(
+        gw,
+        "OPTIONS",
+        "/pets/1",
+        &[
+            ("origin", "http://localhost:3000"),
+            ("access-control-request-method", "PUT"),
+        ],
+    );
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("http://localhost:3000")
+    );
+}
