@@ -1,11 +1,11 @@
 //! The example gateway in envoy/envoy.yaml, started as `make run` starts it (ports moved to free
+//! ones), answering the curl lines the README shows.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing
 )]
-//! ones), answering the curl lines the README shows.
 mod common;
 
 use common::*;
