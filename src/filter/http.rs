@@ -74,6 +74,21 @@ impl HttpContext for Main {
         if let Some(why) = decision.store_failure {
             host::log(LogLevel::Warn, &format!("tollgate: {why}"));
         }
+        if let (Some(error), Outcome::Forward) = (decision.error, &decision.outcome) {
+            // Report-only mode: the request goes on; say what enforcement would have done.
+            if host::log_enabled(LogLevel::Info) {
+                let route = rt.config.route(decision.route);
+                host::log(
+                    LogLevel::Info,
+                    &format!(
+                        "tollgate: report-only: would answer {} {} on route {}",
+                        error.status(),
+                        error.as_str(),
+                        route.name.as_deref().unwrap_or("(stage)")
+                    ),
+                );
+            }
+        }
         let action = match &decision.outcome {
             Outcome::Forward => Action::Continue,
             Outcome::Respond {

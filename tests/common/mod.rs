@@ -393,6 +393,7 @@ impl Envoy {
             .arg(&cfg_path)
             .args(["--concurrency", &concurrency.to_string()])
             .arg("--disable-hot-restart")
+            .args(["--file-flush-interval-msec", "50"])
             .args(["-l", "info", "--component-log-level", "wasm:debug"])
             .arg("--log-path")
             .arg(&log_path)
@@ -694,4 +695,77 @@ pub fn concurrent(
     }
     let v = out.lock().unwrap().clone();
     v
+}
+
+/// A TCP connection to 127.0.0.1:`port` from the loopback address `source_ip` (any of
+/// 127.0.0.0/8), so tests can be many distinct clients.
+pub fn connect_from(source_ip: &str, port: u16) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let src: std::net::SocketAddr = format!("{source_ip}:0").parse().unwrap();
+    socket.bind(&src.into()).unwrap();
+    let dst: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    socket.connect(&dst.into()).unwrap();
+    let s: TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s
+}
+
+/// A keep-alive HTTP/1.1 connection for many requests in a row.
+pub struct KeepAlive {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl KeepAlive {
+    pub fn connect(port: u16) -> KeepAlive {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        s.set_nodelay(true).unwrap();
+        KeepAlive {
+            reader: BufReader::new(s.try_clone().unwrap()),
+            writer: s,
+        }
+    }
+
+    /// Sends a GET and returns the status (the body is read and dropped).
+    pub fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> u16 {
+        let mut raw = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\n");
+        for (n, v) in headers {
+            raw.push_str(&format!("{n}: {v}\r\n"));
+        }
+        raw.push_str("\r\n");
+        self.writer.write_all(raw.as_bytes()).unwrap();
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        let status = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let mut len = 0usize;
+        loop {
+            let mut h = String::new();
+            self.reader.read_line(&mut h).unwrap();
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((n, v)) = h.split_once(':') {
+                if n.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+        }
+        let mut body = vec![0u8; len];
+        self.reader.read_exact(&mut body).unwrap();
+        status
+    }
+}
+
+/// Resident memory of a process in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
 }
