@@ -3,6 +3,7 @@
 
 mod protobuf;
 mod raw;
+mod reader;
 
 use serde_json::{Number, Value};
 
@@ -14,7 +15,7 @@ use crate::routes::RouteTable;
 use crate::throttle::bucket::BucketSpec;
 use crate::throttle::headers::HeaderMode;
 use crate::throttle::quota::Period;
-use raw::{RawConfig, RawCors, RawThrottle};
+use raw::{RawConfig, RawThrottle};
 
 /// Default number of per-client bucket slots.
 pub const DEFAULT_CLIENT_SLOTS: u32 = 4096;
@@ -104,7 +105,7 @@ impl Config {
         }
         let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
         let value: Value = if first == Some(b'{') || first == Some(b'[') {
-            from_slice(bytes)?
+            serde_json::from_slice(bytes).map_err(|e| err("", format!("not valid JSON: {e}")))?
         } else {
             protobuf::struct_to_json(bytes)
                 .map_err(|e| err("", format!("neither JSON nor a protobuf Struct ({e})")))?
@@ -112,8 +113,7 @@ impl Config {
         if !value.is_object() {
             return Err(err("", "the configuration must be a JSON object"));
         }
-        no_arrays_for_objects(&value, "")?;
-        let raw: RawConfig = from_value(value)?;
+        let raw = raw::read_config(&value)?;
         compile(raw)
     }
 
@@ -132,71 +132,6 @@ impl Config {
             RouteCors::Own(p) => Some(p),
         }
     }
-}
-
-fn from_slice<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, FieldError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        FieldError::new(path, e.into_inner().to_string())
-    })
-}
-
-fn from_value<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, FieldError> {
-    serde_path_to_error::deserialize(v).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        FieldError::new(path, e.into_inner().to_string())
-    })
-}
-
-/// Fields whose value is a list. serde would also read a struct from a JSON array (by
-/// position); the contract's objects must be objects, so arrays anywhere else are refused.
-const LIST_FIELDS: &[&str] = &[
-    "allow_origins",
-    "allow_methods",
-    "allow_headers",
-    "expose_headers",
-    "keys",
-    "routes",
-    "key_parameters",
-];
-/// Lists whose elements are objects.
-const OBJECT_LIST_FIELDS: &[&str] = &["keys", "routes"];
-
-fn no_arrays_for_objects(value: &Value, path: &str) -> Result<(), FieldError> {
-    let Some(map) = value.as_object() else {
-        return Ok(());
-    };
-    for (k, v) in map {
-        let here = if path.is_empty() {
-            k.clone()
-        } else {
-            format!("{path}.{k}")
-        };
-        match v {
-            Value::Array(items) => {
-                if !LIST_FIELDS.contains(&k.as_str()) {
-                    return Err(err(
-                        here,
-                        "invalid type: array, expected an object or a value",
-                    ));
-                }
-                if OBJECT_LIST_FIELDS.contains(&k.as_str()) {
-                    for (i, item) in items.iter().enumerate() {
-                        if !item.is_object() {
-                            return Err(err(format!("{here}[{i}]"), "must be an object"));
-                        }
-                        no_arrays_for_objects(item, &format!("{here}[{i}]"))?;
-                    }
-                }
-            }
-            Value::Object(_) => no_arrays_for_objects(v, &here)?,
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 fn err(path: impl Into<String>, msg: impl Into<String>) -> FieldError {
@@ -240,7 +175,7 @@ fn positive_rate(n: &Number, path: &str) -> Result<f64, FieldError> {
         Some(r) if r.is_finite() && r > 0.0 && r <= MAX_RATE => Ok(r),
         _ => Err(err(
             path,
-            format!("must be a positive number of requests per second, at most {MAX_RATE}"),
+            "must be a positive number of requests per second, at most 1000000000".to_string(),
         )),
     }
 }
@@ -262,10 +197,7 @@ fn throttle(t: &RawThrottle, path: &str) -> Result<BucketSpec, FieldError> {
 }
 
 fn cors(value: Value, path: &str) -> Result<CorsPolicy, FieldError> {
-    if !value.is_object() {
-        return Err(err(path, "must be an object"));
-    }
-    let raw: RawCors = from_value(value).map_err(|e| e.within(path))?;
+    let raw = raw::read_cors(&value, path)?;
     let max_age = match &raw.max_age {
         None => None,
         Some(n) => match n.as_u64() {

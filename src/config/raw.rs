@@ -1,13 +1,15 @@
-//! The configuration as users write it (the contract's JSON), deserialised strictly: unknown
-//! fields and wrong types are errors. Semantic checks live in `compile`.
+//! The configuration as users write it (the contract's JSON), read strictly with
+//! [`super::reader`]: unknown fields and wrong types are errors with their path. Semantic
+//! checks live in `compile`.
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
 use serde_json::{Number, Value};
 
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
+use super::reader::{join, Obj};
+use crate::error::FieldError;
+
+#[derive(Debug, Default)]
 pub struct RawConfig {
     pub stage: Option<String>,
     pub enforce: Option<bool>,
@@ -16,23 +18,20 @@ pub struct RawConfig {
     pub throttle: Option<RawThrottle>,
     pub client_throttle: Option<RawClientThrottle>,
     pub rate_limit_headers: Option<String>,
-    /// A CORS object (checked in `compile`, so that errors keep their path).
+    /// A CORS object (read in `compile`, so that errors keep their path).
     pub cors: Option<Value>,
     pub cache: Option<Value>,
     pub access_log: Option<RawAccessLog>,
     pub routes: Option<Vec<RawRoute>>,
 }
 
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct RawApiKey {
     pub header: Option<String>,
-    #[serde(default)]
     pub keys: Vec<RawKey>,
 }
 
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct RawKey {
     pub id: String,
     pub sha256: Option<String>,
@@ -41,29 +40,25 @@ pub struct RawKey {
     pub invalidate_cache: Option<bool>,
 }
 
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct RawPlan {
     pub throttle: Option<RawThrottle>,
     pub quota: Option<RawQuota>,
 }
 
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct RawThrottle {
     pub rate: Number,
     pub burst: Number,
 }
 
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct RawQuota {
     pub limit: Number,
     pub period: String,
 }
 
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct RawClientThrottle {
     pub by: String,
     pub rate: Number,
@@ -71,32 +66,24 @@ pub struct RawClientThrottle {
     pub slots: Option<Number>,
 }
 
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct RawCors {
-    #[serde(default)]
     pub allow_origins: Vec<String>,
-    #[serde(default)]
     pub allow_methods: Vec<String>,
-    #[serde(default)]
     pub allow_headers: Vec<String>,
-    #[serde(default)]
     pub expose_headers: Vec<String>,
     pub max_age: Option<Number>,
     pub allow_credentials: Option<bool>,
     pub allow_private_network: Option<bool>,
 }
 
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct RawAccessLog {
     pub format: Option<String>,
 }
 
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct RawRoute {
-    #[serde(rename = "match")]
     pub match_: String,
     pub api_key_required: Option<bool>,
     pub throttle: Option<RawThrottle>,
@@ -104,4 +91,168 @@ pub struct RawRoute {
     /// `false` (CORS off), `true` (the stage policy) or a CORS object of the route's own.
     pub cors: Option<Value>,
     pub cache: Option<Value>,
+}
+
+const TOP: &[&str] = &[
+    "stage",
+    "enforce",
+    "api_key",
+    "usage_plans",
+    "throttle",
+    "client_throttle",
+    "rate_limit_headers",
+    "cors",
+    "cache",
+    "access_log",
+    "routes",
+];
+
+pub fn read_config(v: &Value) -> Result<RawConfig, FieldError> {
+    let o = Obj::open(v, "", TOP)?;
+    let api_key = match o.object("api_key", &["header", "keys"])? {
+        None => None,
+        Some(a) => {
+            let mut keys = Vec::new();
+            for (i, k) in a.array("keys")?.into_iter().flatten().enumerate() {
+                keys.push(read_key(k, &format!("{}[{i}]", a.path("keys")))?);
+            }
+            Some(RawApiKey {
+                header: a.string("header")?,
+                keys,
+            })
+        }
+    };
+    let usage_plans = match o.map("usage_plans")? {
+        None => None,
+        Some(m) => {
+            let mut plans = BTreeMap::new();
+            for (name, p) in m {
+                let path = join("usage_plans", name);
+                let po = Obj::open(p, &path, &["throttle", "quota"])?;
+                let quota = match po.object("quota", &["limit", "period"])? {
+                    None => None,
+                    Some(q) => Some(RawQuota {
+                        limit: q.required_number("limit")?,
+                        period: q.required_string("period")?,
+                    }),
+                };
+                plans.insert(
+                    name.clone(),
+                    RawPlan {
+                        throttle: read_throttle(&po, "throttle")?,
+                        quota,
+                    },
+                );
+            }
+            Some(plans)
+        }
+    };
+    let client_throttle = match o.object("client_throttle", &["by", "rate", "burst", "slots"])? {
+        None => None,
+        Some(c) => Some(RawClientThrottle {
+            by: c.required_string("by")?,
+            rate: c.required_number("rate")?,
+            burst: c.required_number("burst")?,
+            slots: c.number("slots")?,
+        }),
+    };
+    let access_log = match o.object("access_log", &["format"])? {
+        None => None,
+        Some(a) => Some(RawAccessLog {
+            format: a.string("format")?,
+        }),
+    };
+    let routes = match o.array("routes")? {
+        None => None,
+        Some(items) => {
+            let mut routes = Vec::with_capacity(items.len());
+            for (i, r) in items.iter().enumerate() {
+                let ro = Obj::open(
+                    r,
+                    &format!("routes[{i}]"),
+                    &[
+                        "match",
+                        "api_key_required",
+                        "throttle",
+                        "enforce",
+                        "cors",
+                        "cache",
+                    ],
+                )?;
+                routes.push(RawRoute {
+                    match_: ro.required_string("match")?,
+                    api_key_required: ro.bool("api_key_required")?,
+                    throttle: read_throttle(&ro, "throttle")?,
+                    enforce: ro.bool("enforce")?,
+                    cors: ro.get("cors").cloned(),
+                    cache: ro.get("cache").cloned(),
+                });
+            }
+            Some(routes)
+        }
+    };
+    Ok(RawConfig {
+        stage: o.string("stage")?,
+        enforce: o.bool("enforce")?,
+        api_key,
+        usage_plans,
+        throttle: read_throttle(&o, "throttle")?,
+        client_throttle,
+        rate_limit_headers: o.string("rate_limit_headers")?,
+        cors: o.get("cors").cloned(),
+        cache: o.get("cache").cloned(),
+        access_log,
+        routes,
+    })
+}
+
+fn read_key(v: &Value, path: &str) -> Result<RawKey, FieldError> {
+    let k = Obj::open(
+        v,
+        path,
+        &["id", "sha256", "value", "usage_plan", "invalidate_cache"],
+    )?;
+    Ok(RawKey {
+        id: k.required_string("id")?,
+        sha256: k.string("sha256")?,
+        value: k.string("value")?,
+        usage_plan: k.string("usage_plan")?,
+        invalidate_cache: k.bool("invalidate_cache")?,
+    })
+}
+
+fn read_throttle(parent: &Obj<'_>, key: &str) -> Result<Option<RawThrottle>, FieldError> {
+    match parent.object(key, &["rate", "burst"])? {
+        None => Ok(None),
+        Some(t) => Ok(Some(RawThrottle {
+            rate: t.required_number("rate")?,
+            burst: t.required_number("burst")?,
+        })),
+    }
+}
+
+/// Reads a CORS object at `path`.
+pub fn read_cors(v: &Value, path: &str) -> Result<RawCors, FieldError> {
+    let c = Obj::open(
+        v,
+        path,
+        &[
+            "allow_origins",
+            "allow_methods",
+            "allow_headers",
+            "expose_headers",
+            "max_age",
+            "allow_credentials",
+            "allow_private_network",
+        ],
+    )?;
+    Ok(RawCors {
+        allow_origins: c.strings("allow_origins")?,
+        allow_methods: c.strings("allow_methods")?,
+        allow_headers: c.strings("allow_headers")?,
+        expose_headers: c.strings("expose_headers")?,
+        max_age: c.number("max_age")?,
+        allow_credentials: c.bool("allow_credentials")?,
+        allow_private_network: c.bool("allow_private_network")?,
+    })
 }

@@ -104,23 +104,47 @@ fn errors_name_the_field() {
     let cases: &[(&str, &str, &str)] = &[
         (r#"{"nope": 1}"#, "", "unknown field `nope`"),
         (r#"[]"#, "", "must be a JSON object"),
-        (r#"{"throttle": [1, 2]}"#, "throttle", "invalid type: array"),
+        (
+            r#"{"throttle": [1, 2]}"#,
+            "throttle",
+            "invalid type: array, expected an object",
+        ),
         (
             r#"{"routes": ["GET /a"]}"#,
             "routes[0]",
-            "must be an object",
+            "invalid type: string, expected an object",
         ),
         (
             r#"{"routes": [{"match": "GET /a", "throttle": [1, 1]}]}"#,
             "routes[0].throttle",
-            "invalid type: array",
+            "invalid type: array, expected an object",
         ),
         (
             r#"{"usage_plans": {"a": {"quota": [1, "DAY"]}}}"#,
             "usage_plans.a.quota",
-            "invalid type: array",
+            "invalid type: array, expected an object",
         ),
-        (r#"{"stage": "a""#, "", "EOF"),
+        (r#"{"stage": "a""#, "", "not valid JSON: EOF"),
+        (
+            r#"{"routes": [{"throttle": {"rate": 1, "burst": 1}}]}"#,
+            "routes[0].match",
+            "is required",
+        ),
+        (
+            r#"{"api_key": {"keys": [{"id": 7}]}}"#,
+            "api_key.keys[0].id",
+            "expected a string",
+        ),
+        (
+            r#"{"usage_plans": []}"#,
+            "usage_plans",
+            "expected an object",
+        ),
+        (
+            r#"{"cors": {"allow_origins": ["https://a.com", 5]}}"#,
+            "cors.allow_origins[1]",
+            "expected a string",
+        ),
         (r#"{"stage": "has space"}"#, "stage", "letters, digits"),
         (r#"{"stage": 5}"#, "stage", "invalid type"),
         (
@@ -233,8 +257,16 @@ fn errors_name_the_field() {
             "cors.max_age",
             "0 to 86400",
         ),
-        (r#"{"cors": []}"#, "cors", "invalid type: array"),
-        (r#"{"cors": 5}"#, "cors", "must be an object"),
+        (
+            r#"{"cors": []}"#,
+            "cors",
+            "invalid type: array, expected an object",
+        ),
+        (
+            r#"{"cors": 5}"#,
+            "cors",
+            "invalid type: number, expected an object",
+        ),
         (
             r#"{"routes": [{"match": "GET /a", "cors": {"allow_origins": ["https://a.com"], "bogus": 1}}]}"#,
             "routes[0].cors",
