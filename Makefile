@@ -31,6 +31,17 @@ build: toolchain
 	$(CARGO) build --release --target wasm32-wasip1 --lib
 	@ls -l $(WASM) | awk '{print "built $(WASM): " $$5 " bytes"}'
 
+# The real-browser CORS test (tests/browser.rs): Debian's Chromium, and playwright-core as pinned
+# in tests/browser/package-lock.json. No browser download: playwright drives /usr/bin/chromium.
+.PHONY: browser-deps
+browser-deps:
+	@test -x /usr/bin/chromium || { \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  echo "installing Debian's chromium" >&2; \
+	  $$sudo apt-get update -q && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+	@command -v npm >/dev/null || { echo "Node.js 20+ with npm is needed for tests/browser" >&2; exit 1; }
+	cd tests/browser && npm ci --no-audit --no-fund
+
 run: build envoy
 	@echo
 	@echo "tollgate demo: gateway http://127.0.0.1:10000  admin http://127.0.0.1:9901  upstream :10080"
@@ -56,7 +67,7 @@ unit: toolchain
 validate: build envoy
 	"$(ENVOY)" --mode validate -c envoy/envoy.yaml --log-level warn
 
-e2e: build envoy
+e2e: build envoy browser-deps
 	$(CARGO) $(NEXTEST) --test '*'
 
 test: fmt-check clippy unit build envoy validate e2e

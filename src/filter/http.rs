@@ -42,6 +42,12 @@ impl Main {
             for (name, value) in &c.headers {
                 host::set_response_header(name, value);
             }
+        } else if route_has_cors {
+            // The policy owns CORS on this route: an origin it does not allow (or no Origin)
+            // gets no CORS headers, whatever the upstream sent.
+            for name in cors::CORS_RESPONSE_HEADERS {
+                host::remove_response_header(name);
+            }
         }
         let vary_origin = match cors {
             Some(c) => c.vary_origin,
