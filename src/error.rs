@@ -34,13 +34,27 @@ impl FieldError {
     }
 }
 
+/// Writes `text` with control characters escaped (`\u{a}`), so that names taken from a
+/// configuration (a `Struct` key may hold a newline) can never split or forge a log line.
+fn write_escaped(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
+    for c in text.chars() {
+        if c.is_control() {
+            write!(f, "{}", c.escape_unicode())?;
+        } else {
+            fmt::Write::write_char(f, c)?;
+        }
+    }
+    Ok(())
+}
+
+/// One line: `path: message`, control characters escaped.
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
+        if !self.path.is_empty() {
+            write_escaped(f, &self.path)?;
+            f.write_str(": ")?;
         }
+        write_escaped(f, &self.message)
     }
 }
 
@@ -61,5 +75,15 @@ mod tests {
             e.to_string(),
             "routes[1].throttle.rate: must be a positive number"
         );
+    }
+
+    #[test]
+    fn display_is_one_line_whatever_the_names() {
+        let e = FieldError::new("usage_plans.a\nb", "unknown field `\n\0x`\r");
+        assert_eq!(
+            e.to_string(),
+            "usage_plans.a\\u{a}b: unknown field `\\u{a}\\u{0}x`\\u{d}"
+        );
+        assert_eq!(FieldError::new("", "é ok").to_string(), "é ok");
     }
 }

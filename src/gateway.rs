@@ -1,7 +1,9 @@
 //! The request pipeline, in the contract's order: CORS preflight, API key, throttles (usage
-//! plan, route, stage, client), quota. Pure: the request, the counter store and the clock come
-//! in through traits and arguments; a [`Decision`] comes out for the filter to apply.
+//! plan, route, stage, client), quota, then the cache plan (key, invalidation). Pure: the
+//! request, the counter store and the clock come in through traits and arguments; a
+//! [`Decision`] comes out for the filter to apply.
 
+use crate::cache::{self, CachePlan, Invalidation};
 use crate::config::{ClientBy, Config, Route};
 use crate::cors::{self, ActualCors, Preflight, PreflightDecision};
 use crate::throttle::bucket::{self, BucketSpec, BucketState};
@@ -26,6 +28,10 @@ pub enum ErrorType {
     QuotaExceeded,
     InvalidApiKey,
     CorsPreflightDenied,
+    /// A client that may not invalidate asked for a fresh response under `FAIL_WITH_403`.
+    CacheInvalidationDenied,
+    /// The path cannot be matched unambiguously (see [`crate::routes::is_ambiguous_path`]).
+    BadRequest,
 }
 
 impl ErrorType {
@@ -35,13 +41,18 @@ impl ErrorType {
             ErrorType::QuotaExceeded => "QUOTA_EXCEEDED",
             ErrorType::InvalidApiKey => "INVALID_API_KEY",
             ErrorType::CorsPreflightDenied => "CORS_PREFLIGHT_DENIED",
+            ErrorType::CacheInvalidationDenied => "CACHE_INVALIDATION_DENIED",
+            ErrorType::BadRequest => "BAD_REQUEST_PARAMETERS",
         }
     }
 
     pub fn status(self) -> u16 {
         match self {
             ErrorType::Throttled | ErrorType::QuotaExceeded => 429,
-            ErrorType::InvalidApiKey | ErrorType::CorsPreflightDenied => 403,
+            ErrorType::InvalidApiKey
+            | ErrorType::CorsPreflightDenied
+            | ErrorType::CacheInvalidationDenied => 403,
+            ErrorType::BadRequest => 400,
         }
     }
 
@@ -50,7 +61,10 @@ impl ErrorType {
         match self {
             ErrorType::Throttled => "Too Many Requests",
             ErrorType::QuotaExceeded => "Limit Exceeded",
-            ErrorType::InvalidApiKey | ErrorType::CorsPreflightDenied => "Forbidden",
+            ErrorType::InvalidApiKey
+            | ErrorType::CorsPreflightDenied
+            | ErrorType::CacheInvalidationDenied => "Forbidden",
+            ErrorType::BadRequest => "Bad Request",
         }
     }
 
@@ -59,9 +73,10 @@ impl ErrorType {
         match self {
             ErrorType::Throttled => r#"{"message":"Too Many Requests"}"#,
             ErrorType::QuotaExceeded => r#"{"message":"Limit Exceeded"}"#,
-            ErrorType::InvalidApiKey | ErrorType::CorsPreflightDenied => {
-                r#"{"message":"Forbidden"}"#
-            }
+            ErrorType::InvalidApiKey
+            | ErrorType::CorsPreflightDenied
+            | ErrorType::CacheInvalidationDenied => r#"{"message":"Forbidden"}"#,
+            ErrorType::BadRequest => r#"{"message":"Bad Request"}"#,
         }
     }
 }
@@ -95,6 +110,8 @@ pub struct Decision {
     pub cors: Option<ActualCors>,
     /// The counter store failed; the request was refused to keep the limit (logged by the host).
     pub store_failure: Option<&'static str>,
+    /// How a forwarded request goes through Envoy's cache filter.
+    pub cache: CachePlan,
 }
 
 /// Shared-data key names, built once per configuration. All keys share a prefix naming the
@@ -207,17 +224,23 @@ pub fn client_slot(identity: &[u8], slots: u32) -> u32 {
     u32::try_from(fnv1a(identity) % slots).unwrap_or(0)
 }
 
+/// The IP of an address `ip:port`, `[v6]:port` or a bare IP (Envoy's `source.address`), in
+/// full: what the access log shows as `identity.sourceIp`.
+pub fn address_ip(address: &str) -> &str {
+    if let Some(rest) = address.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else if address.matches(':').count() == 1 {
+        address.split(':').next().unwrap_or("")
+    } else {
+        address
+    }
+}
+
 /// The client identity of an address `ip:port` or `[v6]:port`: the IP without the port; an
 /// IPv6 address is reduced to its /64 network (one host usually owns a whole /64).
 pub fn ip_identity(address: &[u8]) -> Vec<u8> {
     let s = String::from_utf8_lossy(address);
-    let host = if let Some(rest) = s.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("")
-    } else if s.matches(':').count() == 1 {
-        s.split(':').next().unwrap_or("")
-    } else {
-        &s
-    };
+    let host = address_ip(&s);
     if let Ok(v6) = host.parse::<std::net::Ipv6Addr>() {
         if v6.to_ipv4_mapped().is_none() {
             let seg = v6.segments();
@@ -351,9 +374,103 @@ pub fn decide(
     now_ns: u64,
     req: &mut dyn RequestSource,
 ) -> Decision {
+    let mut decision = admit(cfg, keys, store, now_ns, req);
+    if decision.outcome == Outcome::Forward && cfg.caching {
+        plan_cache(cfg, &mut decision, req);
+    }
+    decision
+}
+
+/// Step 4, the cache (contract, "Cache"), for a request that goes on: whether it goes through
+/// Envoy's cache filter, under which key, and what becomes of a request for a fresh response.
+fn plan_cache(cfg: &Config, decision: &mut Decision, req: &mut dyn RequestSource) {
+    let route = cfg.route(decision.route);
+    let method = req.header(":method").unwrap_or_default();
+    let get_or_head = method == b"GET" || method == b"HEAD";
+    // Envoy's cache filter leaves requests with credentials or validators of their own alone.
+    let envoy_skips = get_or_head
+        && cache::UNCACHEABLE_REQUEST_HEADERS
+            .iter()
+            .any(|h| req.header(h).is_some());
+    let policy = match &route.cache {
+        Some(p) if p.methods.allows(&method) && !envoy_skips => p,
+        _ => {
+            decision.cache = CachePlan::Bypass {
+                shield: get_or_head && !envoy_skips,
+            };
+            return;
+        }
+    };
+    let cache_control = req.header("cache-control");
+    let pragma = if cache_control.is_none() {
+        req.header("pragma")
+    } else {
+        None
+    };
+    let asks = cache::asks_for_fresh(cache_control.as_deref(), pragma.as_deref());
+    let may_invalidate = decision
+        .key
+        .and_then(|i| cfg.api_keys.as_ref()?.keys().get(i))
+        .is_some_and(|k| k.invalidate_cache);
+    let path = req.header(":path").unwrap_or_default();
+    let rewrite = cache::key_rewrite(policy, &path, &mut |h| req.header(h));
+    let (refresh, warn) = match cache::invalidation(policy, asks, may_invalidate) {
+        Invalidation::NotAsked => (false, false),
+        Invalidation::Refresh => (true, false),
+        Invalidation::Ignore { warn } => (false, warn),
+        Invalidation::Deny => {
+            let error = ErrorType::CacheInvalidationDenied;
+            if route.enforce {
+                let headers = std::mem::take(&mut decision.response_headers);
+                decision.outcome = local_response(error, headers, decision.cors.as_ref());
+                decision.error = Some(error);
+                return;
+            }
+            // Report-only: say what enforcement would do, serve from the cache as usual.
+            decision.error.get_or_insert(error);
+            (false, false)
+        }
+    };
+    decision.cache = CachePlan::Lookup {
+        rewrite,
+        refresh,
+        warn,
+    };
+}
+
+/// Steps 1 to 3: preflight, key, throttles and quota.
+fn admit(
+    cfg: &Config,
+    keys: &StoreKeys,
+    store: &dyn SharedStore,
+    now_ns: u64,
+    req: &mut dyn RequestSource,
+) -> Decision {
     let method = req.header(":method").unwrap_or_default();
     let path = req.header(":path").unwrap_or_default();
     let origin = req.header("origin");
+
+    // 0. A path whose route depends on how the upstream reads `;` is refused, not guessed at.
+    if crate::routes::is_ambiguous_path(&path) {
+        let cors = cfg
+            .cors_for(cfg.route(None))
+            .and_then(|p| p.actual(origin.as_deref()));
+        let outcome = if cfg.enforce {
+            local_response(ErrorType::BadRequest, Vec::new(), cors.as_ref())
+        } else {
+            Outcome::Forward
+        };
+        return Decision {
+            outcome,
+            route: None,
+            key: None,
+            error: Some(ErrorType::BadRequest),
+            response_headers: Vec::new(),
+            cors,
+            store_failure: None,
+            cache: CachePlan::Off,
+        };
+    }
 
     // 1. CORS preflight, routed by the method it asks about.
     if method == b"OPTIONS" {
@@ -394,6 +511,7 @@ pub fn decide(
                         response_headers: Vec::new(),
                         cors: None,
                         store_failure: None,
+                        cache: CachePlan::Off,
                     };
                 }
             }
@@ -413,6 +531,7 @@ pub fn decide(
         response_headers: Vec::new(),
         cors,
         store_failure: None,
+        cache: CachePlan::Off,
     };
 
     // 2. API key.

@@ -4,12 +4,14 @@
 //! unit-tested natively; `host` and `filter` exist only in the wasm build.
 
 pub mod access_log;
+pub mod cache;
 pub mod calendar;
 pub mod config;
 pub mod cors;
 pub mod error;
 pub mod gateway;
 pub mod keys;
+pub mod metrics;
 pub mod routes;
 pub mod throttle;
 

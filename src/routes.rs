@@ -196,6 +196,9 @@ impl Pattern {
     }
 }
 
+/// Request path segments matched without allocating; deeper paths use a Vec.
+const INLINE_SEGMENTS: usize = 16;
+
 /// A compiled route table: patterns in configuration order.
 #[derive(Clone, Debug, Default)]
 pub struct RouteTable {
@@ -233,15 +236,43 @@ impl RouteTable {
 
     /// Index of the most specific route matching the request, if any. `path` is the raw
     /// `:path` value (query string included); it is normalised first.
+    ///
+    /// A `HEAD` request matches as a `GET` unless a `HEAD` route matches it: servers answer
+    /// HEAD with their GET handler, so a GET route's key and throttle must cover it too.
     pub fn find(&self, method: &[u8], path: &[u8]) -> Option<usize> {
         if self.patterns.is_empty() {
             return None;
         }
         let normalized = normalize_path(path);
-        let segs: Vec<&str> = normalized.split('/').filter(|s| !s.is_empty()).collect();
+        // The segments go into a buffer on the stack, so matching allocates nothing; only a
+        // path deeper than the buffer falls back to a Vec.
+        let mut inline = [""; INLINE_SEGMENTS];
+        let mut count = 0;
+        let mut parts = normalized.split('/').filter(|s| !s.is_empty());
+        for (slot, seg) in inline.iter_mut().zip(&mut parts) {
+            *slot = seg;
+            count += 1;
+        }
+        let spilled: Vec<&str>;
+        let segs: &[&str] = if count == INLINE_SEGMENTS && parts.next().is_some() {
+            spilled = normalized.split('/').filter(|s| !s.is_empty()).collect();
+            &spilled
+        } else {
+            inline.get(..count).unwrap_or_default()
+        };
+        let method = if method == b"HEAD"
+            && !self
+                .patterns
+                .iter()
+                .any(|p| p.method.as_deref() == Some("HEAD") && p.matches(method, segs))
+        {
+            b"GET"
+        } else {
+            method
+        };
         let mut best: Option<(usize, &Pattern)> = None;
         for (i, p) in self.patterns.iter().enumerate() {
-            if !p.matches(method, &segs) {
+            if !p.matches(method, segs) {
                 continue;
             }
             match best {
@@ -311,6 +342,24 @@ pub fn normalize_path(path: &[u8]) -> Cow<'_, str> {
         out.push('/');
     }
     Cow::Owned(out)
+}
+
+/// True when a `;parameters` suffix changes the shape of the path: a segment that is empty,
+/// `.` or `..` once its parameters are dropped (`/admin/..;/x`, `/a/.;/b`, `/;x/a`), so that
+/// servlet containers (which drop `;...` first) and every other server (for which `..;` is an
+/// ordinary name) would route it differently. Such paths are refused rather than guessed at.
+pub fn is_ambiguous_path(path: &[u8]) -> bool {
+    let end = path
+        .iter()
+        .position(|&b| b == b'?' || b == b'#')
+        .unwrap_or(path.len());
+    let path = path.get(..end).unwrap_or(path);
+    path.split(|&b| b == b'/').any(|raw| {
+        raw.iter().position(|&b| b == b';').is_some_and(|p| {
+            let name = decode_segment(raw.get(..p).unwrap_or(raw));
+            matches!(name.as_str(), "" | "." | "..")
+        })
+    })
 }
 
 /// True when the path needs no normalisation: starts with '/', no empty, `.`/`..` segments,
@@ -444,6 +493,30 @@ mod tests {
     }
 
     #[test]
+    fn paths_deeper_than_the_inline_buffer_match_the_same() {
+        let deep = |n: usize| (0..n).map(|i| format!("/s{i}")).collect::<String>();
+        let exact = format!("GET {}", deep(INLINE_SEGMENTS + 4));
+        let t = table(&[&exact, "ANY /s0/{proxy+}", "GET /s0/{a}"]);
+        assert_eq!(t.find(b"GET", deep(1).as_bytes()), None);
+        assert_eq!(t.find(b"GET", deep(2).as_bytes()), Some(2));
+        for n in [3, INLINE_SEGMENTS - 1, INLINE_SEGMENTS, INLINE_SEGMENTS + 1] {
+            assert_eq!(t.find(b"GET", deep(n).as_bytes()), Some(1), "{n}");
+        }
+        assert_eq!(
+            t.find(b"GET", deep(INLINE_SEGMENTS + 4).as_bytes()),
+            Some(0)
+        );
+        assert_eq!(
+            t.find(b"POST", deep(INLINE_SEGMENTS + 4).as_bytes()),
+            Some(1)
+        );
+        assert_eq!(
+            t.find(b"GET", deep(INLINE_SEGMENTS + 5).as_bytes()),
+            Some(1)
+        );
+    }
+
+    #[test]
     fn method_case_matters() {
         let t = table(&["GET /pets"]);
         assert_eq!(t.find(b"GET", b"/pets"), Some(0));
@@ -482,6 +555,52 @@ mod tests {
         assert_eq!(t.find(b"GET", b"/ADMIN"), None);
         // An encoded slash is data, not a separator.
         assert_eq!(t.find(b"GET", b"/admin%2Fx"), None);
+    }
+
+    #[test]
+    fn head_matches_get_routes_unless_a_head_route_matches() {
+        let t = table(&[
+            "GET /pets/{id}",
+            "ANY /pets/{id}",
+            "HEAD /files/{name}",
+            "GET /files/{name}",
+        ]);
+        assert_eq!(t.find(b"HEAD", b"/pets/1"), Some(0));
+        assert_eq!(t.find(b"POST", b"/pets/1"), Some(1));
+        assert_eq!(t.find(b"HEAD", b"/files/a"), Some(2));
+        let t = table(&["GET /secret", "ANY /{proxy+}"]);
+        assert_eq!(t.find(b"HEAD", b"/secret"), Some(0));
+        assert_eq!(t.find(b"HEAD", b"/other"), Some(1));
+        let t = table(&["POST /pets"]);
+        assert_eq!(t.find(b"HEAD", b"/pets"), None);
+    }
+
+    #[test]
+    fn parameters_that_change_the_path_shape_are_ambiguous() {
+        for p in [
+            "/admin/..;/x",
+            "/admin/..;x=1/x",
+            "/admin/%2e%2e;/x",
+            "/admin/.%2E;/x",
+            "/a/.;/b",
+            "/;x/admin",
+            "/admin/;",
+            "/admin//;/x",
+        ] {
+            assert!(is_ambiguous_path(p.as_bytes()), "{p}");
+        }
+        for p in [
+            "/admin;x",
+            "/admin/x;y/z",
+            "/admin/..x;/y",
+            "/admin/...;/y",
+            "/admin/x?a=..;",
+            "/a/%3b/..",
+            "/",
+            "",
+        ] {
+            assert!(!is_ambiguous_path(p.as_bytes()), "{p}");
+        }
     }
 
     #[test]

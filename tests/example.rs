@@ -101,4 +101,30 @@ fn example_gateway_serves_the_readme_walkthrough() {
         r.header("access-control-allow-origin"),
         Some("http://localhost:3000")
     );
+
+    // Caching: GET /pets/{id} is cached for 60 s; the demo upstream stamps when it answered.
+    let a = request(gw, "GET", "/pets/7", &[]);
+    let b = request(gw, "GET", "/pets/7", &[]);
+    assert!(a.header("x-demo-generated-at").is_some(), "{:?}", a.headers);
+    assert_eq!(
+        a.header("x-demo-generated-at"),
+        b.header("x-demo-generated-at")
+    );
+    assert!(b.header("age").is_some(), "{:?}", b.headers);
+    // Anyone asking for a fresh copy gets the cached one with a Warning; partner-a's key
+    // (invalidate_cache) gets a fresh one.
+    let r = request(gw, "GET", "/pets/7", &[("cache-control", "max-age=0")]);
+    assert!(r.header("age").is_some());
+    assert!(r.header("warning").is_some());
+    let r = request(
+        gw,
+        "GET",
+        "/pets/7",
+        &[
+            ("cache-control", "max-age=0"),
+            ("x-api-key", "partner-a-secret"),
+        ],
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.header("age").is_none(), "{:?}", r.headers);
 }

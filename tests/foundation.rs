@@ -93,7 +93,7 @@ fn bad_config_is_refused_with_the_field_path() {
 }
 
 #[test]
-fn unknown_fields_and_unsupported_sections_are_refused() {
+fn unknown_fields_and_bad_values_are_refused() {
     let up = Upstream::start();
     for (cfg, says) in [
         (
@@ -104,7 +104,10 @@ fn unknown_fields_and_unsupported_sections_are_refused() {
             json!({"cors": {"allow_origins": ["*"], "allow_credentials": true}}),
             "cors.allow_origins[0]",
         ),
-        (json!({"cache": {"ttl": 30}}), "cache: not supported yet"),
+        (
+            json!({"cache": {"ttl": 7200}}),
+            "cache.ttl: must be a whole number of seconds from 0 (no caching) to 3600",
+        ),
     ] {
         let f = Envoy::try_start(&EnvoyOptions::new(cfg.clone(), up.port))
             .err()

@@ -37,6 +37,7 @@ pub struct Record<'a> {
     pub http_method: Option<&'a str>,
     /// The matched route template, e.g. "/pets/{id}".
     pub resource_path: Option<&'a str>,
+    /// The request path without its query string ([`path_without_query`]).
     pub path: Option<&'a str>,
     /// "HTTP/1.1"
     pub protocol: Option<&'a str>,
@@ -133,6 +134,45 @@ impl Field {
         }
     }
 
+    /// The fields tollgate exports as filter state for Envoy's own access loggers: the ones only
+    /// tollgate knows. Every other variable has an Envoy command operator of its own
+    /// (docs/OBSERVABILITY.md lists them).
+    pub const EXPORTED: [Field; 7] = [
+        Field::Stage,
+        Field::ResourcePath,
+        Field::ApiKeyId,
+        Field::ErrorMessage,
+        Field::ErrorResponseType,
+        Field::IntegrationLatency,
+        Field::CacheStatus,
+    ];
+
+    /// The property (`set_property` path) a field is exported under: `tollgate.` and the variable
+    /// name. Envoy keeps it as filter state `wasm.tollgate.<variable>`, printed by
+    /// `%FILTER_STATE(wasm.tollgate.<variable>:PLAIN)%`.
+    pub fn property_name(self) -> &'static str {
+        match self {
+            Field::RequestId => "tollgate.requestId",
+            Field::RequestTime => "tollgate.requestTime",
+            Field::RequestTimeEpoch => "tollgate.requestTimeEpoch",
+            Field::HttpMethod => "tollgate.httpMethod",
+            Field::ResourcePath => "tollgate.resourcePath",
+            Field::Path => "tollgate.path",
+            Field::Protocol => "tollgate.protocol",
+            Field::Status => "tollgate.status",
+            Field::ResponseLength => "tollgate.responseLength",
+            Field::ResponseLatency => "tollgate.responseLatency",
+            Field::IntegrationLatency => "tollgate.integrationLatency",
+            Field::SourceIp => "tollgate.identity.sourceIp",
+            Field::UserAgent => "tollgate.identity.userAgent",
+            Field::ApiKeyId => "tollgate.identity.apiKeyId",
+            Field::Stage => "tollgate.stage",
+            Field::ErrorMessage => "tollgate.error.message",
+            Field::ErrorResponseType => "tollgate.error.responseType",
+            Field::CacheStatus => "tollgate.cacheStatus",
+        }
+    }
+
     /// The field named `name` (without the "$context." prefix; case-sensitive, as in API Gateway).
     pub fn from_name(name: &str) -> Option<Field> {
         Field::ALL.iter().copied().find(|f| f.name() == name)
@@ -181,6 +221,38 @@ impl Field {
             Field::CacheStatus => rec.cache_status.map(Value::Text),
         }
     }
+}
+
+/// `$context.error.responseType` and `$context.error.message` for a 5xx that Envoy answered
+/// itself because the upstream failed, from Envoy's `response.code_details`:
+/// `INTEGRATION_TIMEOUT` ("Endpoint request timed out") for upstream timeouts,
+/// `INTEGRATION_FAILURE` ("Internal server error") for connection failures, resets and no healthy
+/// upstream. None for responses the upstream sent (`via_upstream`) and for anything else.
+pub fn integration_error(code_details: &str) -> Option<(&'static str, &'static str)> {
+    if code_details.starts_with("upstream_response_timeout")
+        || code_details.starts_with("upstream_per_try_timeout")
+        || code_details.starts_with("upstream_per_try_idle_timeout")
+    {
+        return Some(("INTEGRATION_TIMEOUT", "Endpoint request timed out"));
+    }
+    let failure = [
+        "upstream_reset_before_response_started",
+        "upstream_reset_after_response_started",
+        "no_healthy_upstream",
+        "upstream_max_stream_duration_reached",
+        "maintenance_mode",
+        "cluster_not_found",
+    ];
+    failure
+        .iter()
+        .any(|p| code_details.starts_with(p))
+        .then_some(("INTEGRATION_FAILURE", "Internal server error"))
+}
+
+/// `$context.path`: the request path without its query string (API Gateway's `path` has none;
+/// query strings often carry tokens, so they never reach a log line).
+pub fn path_without_query(path: &str) -> &str {
+    path.split(['?', '#']).next().unwrap_or(path)
 }
 
 /// The header line matching the `csv` format's columns (the variable names in [`Field::ALL`]

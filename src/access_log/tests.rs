@@ -673,3 +673,49 @@ fn all_formats_stay_one_line_on_hostile_input() {
         );
     }
 }
+
+// ---- filter state export, integration errors, path ----
+
+#[test]
+fn exported_fields_have_distinct_tollgate_property_names() {
+    let mut seen = std::collections::HashSet::new();
+    for f in Field::ALL {
+        let p = f.property_name();
+        assert_eq!(p.strip_prefix("tollgate."), Some(f.name()), "{f:?}");
+        assert!(seen.insert(p));
+    }
+    for f in Field::EXPORTED {
+        assert!(Field::ALL.contains(&f));
+    }
+}
+
+#[test]
+fn integration_errors_come_only_from_envoy_made_upstream_failures() {
+    assert_eq!(integration_error("via_upstream"), None);
+    assert_eq!(integration_error("direct_response"), None);
+    assert_eq!(integration_error("route_not_found"), None);
+    assert_eq!(integration_error(""), None);
+    assert_eq!(
+        integration_error("upstream_response_timeout"),
+        Some(("INTEGRATION_TIMEOUT", "Endpoint request timed out"))
+    );
+    assert_eq!(
+        integration_error(
+            "upstream_reset_before_response_started{remote_connection_failure,delayed_connect_error:_111}"
+        ),
+        Some(("INTEGRATION_FAILURE", "Internal server error"))
+    );
+    assert_eq!(
+        integration_error("no_healthy_upstream"),
+        Some(("INTEGRATION_FAILURE", "Internal server error"))
+    );
+}
+
+#[test]
+fn path_drops_query_and_fragment() {
+    assert_eq!(path_without_query("/pets/1?api_key=s3cret&x=1"), "/pets/1");
+    assert_eq!(path_without_query("/pets/1#frag"), "/pets/1");
+    assert_eq!(path_without_query("/pets/1"), "/pets/1");
+    assert_eq!(path_without_query("?x"), "");
+    assert_eq!(path_without_query(""), "");
+}

@@ -8,6 +8,7 @@ mod reader;
 use serde_json::{Number, Value};
 
 use crate::access_log::LogFormat;
+use crate::cache::{self, CacheMethods, CachePolicy, CacheSettings, UnauthorizedStrategy};
 use crate::cors::{CorsPolicy, CorsSpec};
 use crate::error::FieldError;
 use crate::keys::{parse_sha256_hex, sha256, ApiKey, ApiKeys};
@@ -72,6 +73,8 @@ pub struct Route {
     pub throttle: Option<BucketSpec>,
     pub enforce: bool,
     pub cors: RouteCors,
+    /// The cache policy in force (the route's `cache` over the stage's); None: not cached.
+    pub cache: Option<CachePolicy>,
 }
 
 /// The compiled configuration.
@@ -91,6 +94,9 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Settings for requests that match no route.
     pub default_route: Route,
+    /// Some route (or the stage) caches, so Envoy's cache filter and tollgate's upstream role
+    /// are expected in front of the upstream.
+    pub caching: bool,
     /// Start-up warnings (never containing a key value).
     pub warnings: Vec<String>,
 }
@@ -222,11 +228,88 @@ fn cors(value: Value, path: &str) -> Result<CorsPolicy, FieldError> {
     CorsPolicy::compile(&spec).map_err(|e| e.within(path))
 }
 
-fn not_supported(path: &str, issue: &str) -> FieldError {
-    err(
-        path,
-        format!("not supported yet ({issue}); remove this section to load the plugin"),
-    )
+/// Reads and checks a `cache` object at `path` (stage or route).
+fn cache_settings(value: &Value, path: &str) -> Result<CacheSettings, FieldError> {
+    let raw = raw::read_cache(value, path)?;
+    let ttl_s = match &raw.ttl {
+        None => None,
+        Some(n) => match n.as_u64().and_then(|v| u32::try_from(v).ok()) {
+            Some(v) if v <= cache::MAX_TTL_S => Some(v),
+            _ => {
+                return Err(err(
+                    format!("{path}.ttl"),
+                    "must be a whole number of seconds from 0 (no caching) to 3600",
+                ))
+            }
+        },
+    };
+    let unauthorized_strategy = match &raw.unauthorized_strategy {
+        None => None,
+        Some(s) => Some(UnauthorizedStrategy::parse(s).ok_or_else(|| {
+            err(
+                format!("{path}.unauthorized_strategy"),
+                format!(
+                    "must be \"FAIL_WITH_403\", \"SUCCEED_WITH_RESPONSE_HEADER\" or \"SUCCEED_WITHOUT_RESPONSE_HEADER\", got {s:?}"
+                ),
+            )
+        })?),
+    };
+    let key_parameters = match &raw.key_parameters {
+        None => None,
+        Some(list) => {
+            let mut params = Vec::with_capacity(list.len());
+            for (i, text) in list.iter().enumerate() {
+                let p = cache::parse_key_parameter(text)
+                    .map_err(|m| err(format!("{path}.key_parameters[{i}]"), m))?;
+                if let Some(j) = params.iter().position(|q| q == &p) {
+                    return Err(err(
+                        format!("{path}.key_parameters[{i}]"),
+                        format!("duplicates key_parameters[{j}]"),
+                    ));
+                }
+                params.push(p);
+            }
+            Some(params)
+        }
+    };
+    let methods = match &raw.methods {
+        None => None,
+        Some(list) => {
+            let mut m = CacheMethods {
+                get: false,
+                head: false,
+            };
+            for (i, name) in list.iter().enumerate() {
+                match name.as_str() {
+                    "GET" => m.get = true,
+                    "HEAD" => m.head = true,
+                    other => {
+                        return Err(err(
+                            format!("{path}.methods[{i}]"),
+                            format!(
+                                "{other:?} cannot be cached: Envoy's cache filter stores only GET responses (and answers HEAD from them); use \"GET\" and/or \"HEAD\""
+                            ),
+                        ))
+                    }
+                }
+            }
+            if !m.get && !m.head {
+                return Err(err(
+                    format!("{path}.methods"),
+                    "must name \"GET\" and/or \"HEAD\" (use \"enabled\": false to turn caching off)",
+                ));
+            }
+            Some(m)
+        }
+    };
+    Ok(CacheSettings {
+        enabled: raw.enabled,
+        ttl_s,
+        require_authorization: raw.require_authorization,
+        unauthorized_strategy,
+        key_parameters,
+        methods,
+    })
 }
 
 fn compile(raw: RawConfig) -> Result<Config, FieldError> {
@@ -241,12 +324,10 @@ fn compile(raw: RawConfig) -> Result<Config, FieldError> {
     }
     let enforce = raw.enforce.unwrap_or(true);
 
-    if raw.cache.is_some() {
-        return Err(not_supported(
-            "cache",
-            "response caching lands with the cache issue",
-        ));
-    }
+    let stage_cache = match &raw.cache {
+        None => None,
+        Some(v) => Some(cache_settings(v, "cache")?),
+    };
 
     // Usage plans, in name order (BTreeMap) so indexes are stable.
     let mut plans = Vec::new();
@@ -425,12 +506,18 @@ fn compile(raw: RawConfig) -> Result<Config, FieldError> {
     let mut routes = Vec::with_capacity(raw_routes.len());
     for (i, r) in raw_routes.into_iter().enumerate() {
         let path = format!("routes[{i}]");
-        if r.cache.is_some() {
-            return Err(not_supported(
-                &format!("{path}.cache"),
-                "response caching lands with the cache issue",
-            ));
-        }
+        let cache = match &r.cache {
+            None | Some(Value::Bool(true)) => stage_cache.as_ref().and_then(CacheSettings::policy),
+            Some(Value::Bool(false)) => None,
+            Some(v) => {
+                let own = cache_settings(v, &format!("{path}.cache"))?;
+                stage_cache
+                    .clone()
+                    .unwrap_or_default()
+                    .overlay(&own)
+                    .policy()
+            }
+        };
         let api_key_required = r.api_key_required.unwrap_or(false);
         if api_key_required && api_keys.as_ref().is_none_or(|k| k.keys().is_empty()) {
             return Err(err(
@@ -453,8 +540,11 @@ fn compile(raw: RawConfig) -> Result<Config, FieldError> {
             throttle,
             enforce: r.enforce.unwrap_or(enforce),
             cors,
+            cache,
         });
     }
+    let default_cache = stage_cache.as_ref().and_then(CacheSettings::policy);
+    let caching = default_cache.is_some() || routes.iter().any(|r| r.cache.is_some());
 
     Ok(Config {
         stage,
@@ -474,7 +564,9 @@ fn compile(raw: RawConfig) -> Result<Config, FieldError> {
             throttle: None,
             enforce,
             cors: RouteCors::Stage,
+            cache: default_cache,
         },
+        caching,
         warnings,
     })
 }

@@ -77,6 +77,18 @@ pub struct RawCors {
     pub allow_private_network: Option<bool>,
 }
 
+/// A `cache` object (stage or route), read in `compile` so that errors keep their path.
+#[derive(Debug)]
+pub struct RawCache {
+    pub enabled: Option<bool>,
+    pub ttl: Option<Number>,
+    pub require_authorization: Option<bool>,
+    pub unauthorized_strategy: Option<String>,
+    /// None when absent (an empty list overrides the stage's).
+    pub key_parameters: Option<Vec<String>>,
+    pub methods: Option<Vec<String>>,
+}
+
 #[derive(Debug)]
 pub struct RawAccessLog {
     pub format: Option<String>,
@@ -254,5 +266,35 @@ pub fn read_cors(v: &Value, path: &str) -> Result<RawCors, FieldError> {
         max_age: c.number("max_age")?,
         allow_credentials: c.bool("allow_credentials")?,
         allow_private_network: c.bool("allow_private_network")?,
+    })
+}
+
+/// Reads a `cache` object at `path`.
+pub fn read_cache(v: &Value, path: &str) -> Result<RawCache, FieldError> {
+    let c = Obj::open(
+        v,
+        path,
+        &[
+            "enabled",
+            "ttl",
+            "require_authorization",
+            "unauthorized_strategy",
+            "key_parameters",
+            "methods",
+        ],
+    )?;
+    let list = |key: &str| -> Result<Option<Vec<String>>, FieldError> {
+        match c.get(key) {
+            None => Ok(None),
+            Some(_) => c.strings(key).map(Some),
+        }
+    };
+    Ok(RawCache {
+        enabled: c.bool("enabled")?,
+        ttl: c.number("ttl")?,
+        require_authorization: c.bool("require_authorization")?,
+        unauthorized_strategy: c.string("unauthorized_strategy")?,
+        key_parameters: list("key_parameters")?,
+        methods: list("methods")?,
     })
 }

@@ -30,7 +30,7 @@ fn empty_config_passes_everything() {
 }
 
 #[test]
-fn contract_example_loads_without_cache() {
+fn contract_example_loads() {
     let json = format!(
         r#"{{
       "stage": "prod",
@@ -56,9 +56,12 @@ fn contract_example_loads_without_cache() {
         "max_age": 600,
         "allow_credentials": true
       }},
+      "cache": {{"enabled": true, "ttl": 300, "require_authorization": true,
+                "unauthorized_strategy": "SUCCEED_WITH_RESPONSE_HEADER"}},
       "access_log": {{"format": "json"}},
       "routes": [
-        {{"match": "GET /pets/{{id}}", "throttle": {{"rate": 20, "burst": 40}}}},
+        {{"match": "GET /pets/{{id}}", "throttle": {{"rate": 20, "burst": 40}},
+         "cache": {{"ttl": 60, "key_parameters": ["querystring.page", "header.accept-language"]}}}},
         {{"match": "POST /pets", "api_key_required": true}},
         {{"match": "ANY /admin/{{proxy+}}", "api_key_required": true, "cors": false}}
       ]
@@ -86,6 +89,9 @@ fn contract_example_loads_without_cache() {
     assert!(c.warnings[0].contains("local-dev"));
     assert!(!c.warnings[0].contains("dev-key-123"));
     assert_eq!(c.routes.len(), 3);
+    assert!(c.caching);
+    assert_eq!(c.routes[0].cache.as_ref().unwrap().ttl_s, 60);
+    assert_eq!(c.routes[1].cache.as_ref().unwrap().ttl_s, 300);
     assert!(c.routes[1].api_key_required);
     assert!(matches!(c.routes[2].cors, RouteCors::Off));
     assert!(c.cors_for(&c.routes[2]).is_none());
@@ -273,9 +279,65 @@ fn errors_name_the_field() {
             "unknown field `bogus`",
         ),
         (
-            r#"{"cache": {"enabled": true}}"#,
+            r#"{"cache": {"ttl": 3601}}"#,
+            "cache.ttl",
+            "from 0 (no caching) to 3600",
+        ),
+        (
+            r#"{"cache": {"ttl": -1}}"#,
+            "cache.ttl",
+            "from 0 (no caching) to 3600",
+        ),
+        (r#"{"cache": {"ttl": 1.5}}"#, "cache.ttl", "whole number"),
+        (
+            r#"{"cache": {"ttl": "60"}}"#,
+            "cache.ttl",
+            "invalid type: string, expected a number",
+        ),
+        (
+            r#"{"cache": {"enabled": true, "bogus": 1}}"#,
             "cache",
-            "not supported yet",
+            "unknown field `bogus`",
+        ),
+        (
+            r#"{"cache": {"unauthorized_strategy": "IGNORE"}}"#,
+            "cache.unauthorized_strategy",
+            "FAIL_WITH_403",
+        ),
+        (
+            r#"{"cache": {"require_authorization": "yes"}}"#,
+            "cache.require_authorization",
+            "expected a boolean",
+        ),
+        (
+            r#"{"routes": [{"match": "GET /a", "cache": {"key_parameters": ["querystring.page", "page"]}}]}"#,
+            "routes[0].cache.key_parameters[1]",
+            "\"querystring.NAME\" or \"header.NAME\"",
+        ),
+        (
+            r#"{"routes": [{"match": "GET /a", "cache": {"key_parameters": ["header.Accept", "header.accept"]}}]}"#,
+            "routes[0].cache.key_parameters[1]",
+            "duplicates key_parameters[0]",
+        ),
+        (
+            r#"{"routes": [{"match": "GET /a", "cache": {"key_parameters": "querystring.page"}}]}"#,
+            "routes[0].cache.key_parameters",
+            "expected an array",
+        ),
+        (
+            r#"{"routes": [{"match": "ANY /a", "cache": {"methods": ["GET", "POST"]}}]}"#,
+            "routes[0].cache.methods[1]",
+            "only GET responses",
+        ),
+        (
+            r#"{"routes": [{"match": "GET /a", "cache": {"methods": []}}]}"#,
+            "routes[0].cache.methods",
+            "\"GET\" and/or \"HEAD\"",
+        ),
+        (
+            r#"{"routes": [{"match": "GET /a", "cache": 60}]}"#,
+            "routes[0].cache",
+            "invalid type: number, expected an object",
         ),
         (
             r#"{"access_log": {"format": "$context.nope"}}"#,
@@ -325,4 +387,68 @@ fn client_by_header_is_lowercased() {
     let ct = c.client_throttle.unwrap();
     assert_eq!(ct.by, ClientBy::Header("x-tenant".into()));
     assert_eq!(ct.slots, 16);
+}
+
+#[test]
+fn cache_sections_compile_to_route_policies() {
+    let c = ok(r#"{
+          "cache": {"enabled": true, "ttl": 300, "require_authorization": true,
+                    "unauthorized_strategy": "SUCCEED_WITH_RESPONSE_HEADER"},
+          "routes": [
+            {"match": "GET /pets/{id}", "cache": {"ttl": 60, "key_parameters": ["querystring.page", "header.accept-language"]}},
+            {"match": "POST /pets"},
+            {"match": "GET /live", "cache": false},
+            {"match": "GET /zero", "cache": {"ttl": 0}},
+            {"match": "GET /strict", "cache": {"unauthorized_strategy": "FAIL_WITH_403", "methods": ["GET"]}},
+            {"match": "GET /same", "cache": true}
+          ]
+        }"#);
+    assert!(c.caching);
+    let stage = c.default_route.cache.as_ref().unwrap();
+    assert_eq!(stage.ttl_s, 300);
+    assert!(stage.query_keys.is_empty());
+    let pets = c.routes[0].cache.as_ref().unwrap();
+    assert_eq!(pets.ttl_s, 60);
+    assert_eq!(pets.query_keys, vec![b"page".to_vec()]);
+    assert_eq!(pets.header_keys, vec!["accept-language".to_string()]);
+    assert_eq!(
+        pets.unauthorized_strategy,
+        crate::cache::UnauthorizedStrategy::SucceedWithResponseHeader
+    );
+    // A route without a cache section has the stage's policy (POST is then simply not cached).
+    assert_eq!(c.routes[1].cache.as_ref(), Some(stage));
+    assert!(c.routes[2].cache.is_none());
+    assert!(c.routes[3].cache.is_none());
+    let strict = c.routes[4].cache.as_ref().unwrap();
+    assert_eq!(strict.ttl_s, 300);
+    assert_eq!(
+        strict.unauthorized_strategy,
+        crate::cache::UnauthorizedStrategy::FailWith403
+    );
+    assert!(!strict.methods.head);
+    assert_eq!(c.routes[5].cache.as_ref(), Some(stage));
+}
+
+#[test]
+fn caching_is_in_use_only_where_a_section_enables_it() {
+    assert!(!ok("{}").caching);
+    assert!(!ok(r#"{"cache": {"enabled": false}}"#).caching);
+    assert!(!ok(r#"{"cache": {"ttl": 0}}"#).caching);
+    // A stage switched off stays off on routes that do not switch it on.
+    let c = ok(
+        r#"{"cache": {"enabled": false, "ttl": 30}, "routes": [{"match": "GET /a", "cache": {"ttl": 10}}, {"match": "GET /b", "cache": {"enabled": true}}]}"#,
+    );
+    assert!(c.caching);
+    assert!(c.default_route.cache.is_none());
+    assert!(c.routes[0].cache.is_none());
+    assert_eq!(c.routes[1].cache.as_ref().unwrap().ttl_s, 30);
+    // A route may cache on a stage without a cache section.
+    let c = ok(r#"{"routes": [{"match": "GET /a", "cache": {"ttl": 10}}]}"#);
+    assert!(c.caching);
+    assert!(c.default_route.cache.is_none());
+    assert_eq!(c.routes[0].cache.as_ref().unwrap().ttl_s, 10);
+    assert_eq!(
+        c.routes[0].cache.as_ref().unwrap().methods,
+        crate::cache::CacheMethods::DEFAULT
+    );
 }

@@ -5,8 +5,9 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, LogLevel};
 
+use super::cache::{self, CacheState};
+use super::observe::{Observation, Timing};
 use super::Runtime;
-use crate::access_log::Record;
 use crate::cors::{self, ActualCors};
 use crate::gateway::{self, Decision, Outcome};
 use crate::host::{self, HostRequest, HostStore};
@@ -18,6 +19,11 @@ pub struct Main {
     response_ns: u64,
     decision: Option<Decision>,
     local_reply: bool,
+    /// Access record, filter state and metrics of this request.
+    obs: Observation,
+    /// What the request's trip through Envoy's cache filter was (hit and miss are told on the
+    /// response).
+    cache: CacheState,
 }
 
 impl Main {
@@ -28,6 +34,16 @@ impl Main {
             response_ns: 0,
             decision: None,
             local_reply: false,
+            obs: Observation::default(),
+            cache: CacheState::Off,
+        }
+    }
+
+    fn timing(&self) -> Timing {
+        Timing {
+            start_ns: self.start_ns,
+            response_ns: self.response_ns,
+            local_reply: self.local_reply,
         }
     }
 
@@ -67,16 +83,11 @@ impl Main {
 impl Context for Main {}
 
 impl HttpContext for Main {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let rt = Rc::clone(&self.rt);
         self.start_ns = host::now_ns();
-        let decision = gateway::decide(
-            &rt.config,
-            &rt.keys,
-            &HostStore,
-            self.start_ns,
-            &mut HostRequest,
-        );
+        let mut req = HostRequest::default();
+        let decision = gateway::decide(&rt.config, &rt.keys, &HostStore, self.start_ns, &mut req);
         if let Some(why) = decision.store_failure {
             host::log(LogLevel::Warn, &format!("tollgate: {why}"));
         }
@@ -94,6 +105,10 @@ impl HttpContext for Main {
                     ),
                 );
             }
+        }
+        self.obs = Observation::on_request(&rt, &decision, &mut req);
+        if decision.outcome == Outcome::Forward {
+            self.cache = cache::on_request(&rt.config, &decision, end_of_stream, &mut self.obs);
         }
         let action = match &decision.outcome {
             Outcome::Forward => Action::Continue,
@@ -120,6 +135,7 @@ impl HttpContext for Main {
             // Our own response already carries every header it needs.
             return Action::Continue;
         }
+        cache::on_response(&self.rt.config, &self.cache, &mut self.obs);
         let Some(decision) = &self.decision else {
             return Action::Continue;
         };
@@ -133,67 +149,7 @@ impl HttpContext for Main {
     }
 
     fn on_log(&mut self) {
-        let Some(format) = &self.rt.config.access_log else {
-            return;
-        };
-        if !host::log_enabled(LogLevel::Info) {
-            return;
-        }
-        let cfg = &self.rt.config;
-        let decision = self.decision.as_ref();
-        let text = |b: Option<Vec<u8>>| b.map(|v| String::from_utf8_lossy(&v).into_owned());
-        let method = text(host::request_header(":method"));
-        let path = text(host::request_header(":path"));
-        let request_id = text(host::request_header("x-request-id"));
-        let user_agent = text(host::request_header("user-agent"));
-        let protocol = text(host::property(&["request", "protocol"]));
-        let source = host::property(&["source", "address"]).map(|a| gateway::ip_identity(&a));
-        let source = text(source);
-        let status = host::property_u64(&["response", "code"]).and_then(|c| u16::try_from(c).ok());
-        let length = host::property_u64(&["response", "size"]);
-        let now = host::now_ns();
-        let ms = |from: u64, to: u64| (from > 0 && to >= from).then(|| (to - from) / 1_000_000);
-        let route = decision
-            .and_then(|d| d.route)
-            .and_then(|i| cfg.table.pattern(i));
-        let key_id = decision
-            .and_then(|d| d.key)
-            .and_then(|i| cfg.api_keys.as_ref()?.keys().get(i))
-            .map(|k| k.id.as_str());
-        let error = decision.and_then(|d| d.error);
-        let record = Record {
-            request_id: request_id.as_deref(),
-            request_time_epoch_ms: (self.start_ns > 0).then_some(self.start_ns / 1_000_000),
-            http_method: method.as_deref(),
-            resource_path: route.map(|p| p.resource_path()),
-            path: path.as_deref(),
-            protocol: protocol.as_deref(),
-            status,
-            response_length: length,
-            response_latency_ms: ms(self.start_ns, now),
-            integration_latency_ms: if self.local_reply {
-                None
-            } else {
-                ms(self.start_ns, self.response_ns)
-            },
-            source_ip: source.as_deref(),
-            user_agent: user_agent.as_deref(),
-            api_key_id: key_id,
-            stage: Some(cfg.stage.as_str()),
-            error_message: error.map(|e| e.message()),
-            error_response_type: error.map(|e| e.as_str()),
-            cache_status: None,
-        };
-        let mut line = String::with_capacity(512);
-        format.format_into(&record, &mut line);
-        host::log(LogLevel::Info, &line);
+        self.obs
+            .on_log(&self.rt, self.decision.as_ref(), &self.timing());
     }
 }
-
-/// The upstream role: an upstream HTTP filter of cached clusters (caching lands later; until
-/// then it passes everything through).
-pub struct Upstream;
-
-impl Context for Upstream {}
-
-impl HttpContext for Upstream {}

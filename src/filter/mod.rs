@@ -1,6 +1,8 @@
 //! The proxy-wasm entry points: the root context (configuration, role) and the HTTP contexts.
 
+mod cache;
 mod http;
+mod observe;
 
 use std::rc::Rc;
 
@@ -10,6 +12,7 @@ use proxy_wasm::types::{ContextType, LogLevel};
 use crate::config::Config;
 use crate::gateway::{self, StoreKeys};
 use crate::host;
+use crate::metrics::{Metric, MetricTable};
 
 /// The root_id of the upstream (cache) role; any other root_id is the main filter.
 pub const UPSTREAM_ROOT_ID: &str = "tollgate_upstream";
@@ -20,10 +23,44 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
+/// Host metric ids of one series, in [`Metric::ALL`] order.
+pub type SeriesIds = [u32; Metric::ALL.len()];
+
 /// What every HTTP context of one configuration shares.
 pub struct Runtime {
     pub config: Config,
     pub keys: StoreKeys,
+    /// The metric series of this configuration (route x method).
+    pub metrics: MetricTable,
+    /// Host metric ids per series (same index as `metrics.series()`); empty when metrics are
+    /// off (the upstream role, or the host refused to define them).
+    pub metric_ids: Vec<SeriesIds>,
+}
+
+/// Defines every metric of every series with the host, once per configuration. Empty if the
+/// host refuses any (logged once; requests are then not counted, never failed).
+fn define_metrics(table: &MetricTable) -> Vec<SeriesIds> {
+    let mut ids = Vec::with_capacity(table.len());
+    for i in 0..table.len() {
+        let mut series: SeriesIds = [0; Metric::ALL.len()];
+        for (slot, metric) in series.iter_mut().zip(Metric::ALL) {
+            let id = table
+                .stat_name(i, metric)
+                .and_then(|name| host::define_metric(metric.kind(), &name));
+            match id {
+                Some(id) => *slot = id,
+                None => {
+                    host::log(
+                        LogLevel::Warn,
+                        "tollgate: the host refused to define a metric; metrics are off",
+                    );
+                    return Vec::new();
+                }
+            }
+        }
+        ids.push(series);
+    }
+    ids
 }
 
 #[derive(Default)]
@@ -51,8 +88,11 @@ impl RootContext for Root {
                 return false;
             }
         };
-        for w in &config.warnings {
-            host::log(LogLevel::Warn, &format!("tollgate: {w}"));
+        // The upstream role has the same configuration: the main role speaks for both.
+        if !self.upstream_role {
+            for w in &config.warnings {
+                host::log(LogLevel::Warn, &format!("tollgate: {w}"));
+            }
         }
         let plugin = host::property(&["plugin_name"])
             .map(|b| String::from_utf8_lossy(&b).into_owned())
@@ -69,14 +109,25 @@ impl RootContext for Root {
                 return false;
             }
         }
-        self.runtime = Some(Rc::new(Runtime { config, keys }));
+        let metrics = MetricTable::for_config(&config);
+        let metric_ids = if self.upstream_role {
+            Vec::new()
+        } else {
+            define_metrics(&metrics)
+        };
+        self.runtime = Some(Rc::new(Runtime {
+            config,
+            keys,
+            metrics,
+            metric_ids,
+        }));
         true
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let runtime = self.runtime.clone()?;
         if self.upstream_role {
-            Some(Box::new(http::Upstream))
+            Some(Box::new(cache::Upstream::new(runtime)))
         } else {
             Some(Box::new(http::Main::new(runtime)))
         }

@@ -387,3 +387,207 @@ fn slots_spread_clients() {
     assert!(seen.len() > 850, "{}", seen.len());
     assert!(seen.iter().all(|s| *s < 4096));
 }
+
+#[test]
+fn ambiguous_paths_are_refused_before_any_check() {
+    let gw = Gw::new(&format!(
+        r#"{{{KEYS}, "throttle": {{"rate": 0.001, "burst": 1}},
+            "routes": [{{"match": "ANY /admin/{{proxy+}}", "api_key_required": true}}]}}"#
+    ));
+    for p in ["/admin/..;/x", "/admin/%2e%2e;/x", "/a/.;/b"] {
+        let d = gw.run(Req::new("GET", p), T0);
+        assert_eq!(status(&d), 400, "{p}");
+        assert_eq!(d.error, Some(ErrorType::BadRequest));
+        match &d.outcome {
+            Outcome::Respond { body, .. } => {
+                assert_eq!(*body, Some(r#"{"message":"Bad Request"}"#))
+            }
+            Outcome::Forward => panic!("expected a local response"),
+        }
+    }
+    // No token was spent on them.
+    assert_eq!(status(&gw.run(Req::new("GET", "/x"), T0)), 200);
+    // Report-only mode records the error but forwards.
+    let gw = Gw::new(r#"{"enforce": false}"#);
+    let d = gw.run(Req::new("GET", "/a/..;/b"), T0);
+    assert_eq!(d.outcome, Outcome::Forward);
+    assert_eq!(d.error, Some(ErrorType::BadRequest));
+}
+
+#[test]
+fn head_is_held_to_the_get_route() {
+    let gw = Gw::new(&format!(
+        r#"{{{KEYS}, "routes": [
+            {{"match": "GET /reports/{{id}}", "api_key_required": true}},
+            {{"match": "GET /pets/{{id}}", "throttle": {{"rate": 0.001, "burst": 1}}}}]}}"#
+    ));
+    assert_eq!(status(&gw.run(Req::new("HEAD", "/reports/1"), T0)), 403);
+    assert_eq!(status(&gw.run(Req::new("HEAD", "/pets/1"), T0)), 200);
+    assert_eq!(status(&gw.run(Req::new("GET", "/pets/1"), T0)), 429);
+}
+
+const CACHE: &str = r#""api_key": {"keys": [
+    {"id": "admin", "value": "k-admin", "invalidate_cache": true},
+    {"id": "user", "value": "k-user"}]},
+  "cache": {"ttl": 60},
+  "routes": [
+    {"match": "GET /pets", "throttle": {"rate": 0.001, "burst": 2},
+     "cache": {"key_parameters": ["querystring.page", "header.accept-language"]}},
+    {"match": "GET /fail/{id}", "cache": {"unauthorized_strategy": "FAIL_WITH_403"}},
+    {"match": "GET /off/{id}", "cache": {"ttl": 0}},
+    {"match": "GET /report/{id}", "enforce": false, "cache": {"unauthorized_strategy": "FAIL_WITH_403"}}]"#;
+
+fn lookup(d: &Decision) -> (Option<(String, String)>, bool, bool) {
+    match &d.cache {
+        CachePlan::Lookup {
+            rewrite,
+            refresh,
+            warn,
+        } => (
+            rewrite.as_ref().map(|r| {
+                (
+                    String::from_utf8(r.path.clone()).unwrap(),
+                    String::from_utf8(r.stash.clone()).unwrap(),
+                )
+            }),
+            *refresh,
+            *warn,
+        ),
+        other => panic!("expected a lookup, got {other:?}"),
+    }
+}
+
+#[test]
+fn cache_plan_keys_the_request_and_gates_invalidation() {
+    let gw = Gw::new(&format!("{{{CACHE}}}"));
+    // Key normalisation: non-key parameters out, key header folded in.
+    let d = gw.run(
+        Req::new("GET", "/pets?utm=x&page=2").with("accept-language", "fr"),
+        T0,
+    );
+    assert_eq!(d.outcome, Outcome::Forward);
+    assert_eq!(
+        lookup(&d),
+        (
+            Some((
+                "/pets?page=2&~h.accept-language=fr".into(),
+                "?utm=x&page=2".into()
+            )),
+            false,
+            false
+        )
+    );
+    // Unauthorized invalidation: served from the cache with a Warning (the default strategy).
+    let d = gw.run(
+        Req::new("GET", "/stage/1").with("cache-control", "max-age=0"),
+        T0,
+    );
+    assert_eq!(lookup(&d), (None, false, true));
+    let d = gw.run(
+        Req::new("GET", "/stage/1")
+            .with("cache-control", "max-age=0")
+            .with("x-api-key", "k-user"),
+        T0,
+    );
+    assert_eq!(lookup(&d), (None, false, true));
+    // An invalidate_cache key refreshes.
+    let d = gw.run(
+        Req::new("GET", "/stage/1")
+            .with("pragma", "no-cache")
+            .with("x-api-key", "k-admin"),
+        T0,
+    );
+    assert_eq!(lookup(&d), (None, true, false));
+    // FAIL_WITH_403: the contract's 403, recorded as the request's error.
+    let d = gw.run(
+        Req::new("GET", "/fail/1")
+            .with("cache-control", "no-cache")
+            .with("x-api-key", "k-user"),
+        T0,
+    );
+    assert_eq!(status(&d), 403);
+    assert_eq!(d.error, Some(ErrorType::CacheInvalidationDenied));
+    assert_eq!(d.error.unwrap().as_str(), "CACHE_INVALIDATION_DENIED");
+    match &d.outcome {
+        Outcome::Respond { body, .. } => assert_eq!(*body, Some(r#"{"message":"Forbidden"}"#)),
+        Outcome::Forward => panic!("expected a local response"),
+    }
+    assert_eq!(d.cache, CachePlan::Off);
+    let d = gw.run(
+        Req::new("GET", "/fail/1")
+            .with("cache-control", "no-cache")
+            .with("x-api-key", "k-admin"),
+        T0,
+    );
+    assert_eq!(lookup(&d), (None, true, false));
+    // Report-only: the decision is recorded, the request is served from the cache.
+    let d = gw.run(
+        Req::new("GET", "/report/1").with("cache-control", "max-age=0"),
+        T0,
+    );
+    assert_eq!(d.outcome, Outcome::Forward);
+    assert_eq!(d.error, Some(ErrorType::CacheInvalidationDenied));
+    assert_eq!(lookup(&d), (None, false, false));
+}
+
+#[test]
+fn cache_plan_bypasses_what_the_cache_must_not_answer() {
+    let gw = Gw::new(&format!("{{{CACHE}}}"));
+    // TTL 0: shielded from Envoy's cache (GET and HEAD), other methods need no shield.
+    let d = gw.run(Req::new("GET", "/off/1"), T0);
+    assert_eq!(d.cache, CachePlan::Bypass { shield: true });
+    let d = gw.run(Req::new("HEAD", "/off/1"), T0);
+    assert_eq!(d.cache, CachePlan::Bypass { shield: true });
+    let d = gw.run(Req::new("POST", "/pets"), T0);
+    assert_eq!(d.cache, CachePlan::Bypass { shield: false });
+    // Requests Envoy's cache filter leaves alone anyway: no key, no invalidation gate.
+    for h in [
+        "authorization",
+        "if-none-match",
+        "if-modified-since",
+        "if-range",
+    ] {
+        let d = gw.run(
+            Req::new("GET", "/fail/1")
+                .with(h, "x")
+                .with("cache-control", "max-age=0"),
+            T0,
+        );
+        assert_eq!(d.cache, CachePlan::Bypass { shield: false }, "{h}");
+        assert_eq!(d.outcome, Outcome::Forward, "{h}");
+    }
+    // Throttles come first: a throttled request never reaches the cache.
+    assert_eq!(status(&gw.run(Req::new("GET", "/pets"), T0)), 200);
+    let d = gw.run(Req::new("GET", "/pets"), T0);
+    assert_eq!(status(&d), 200);
+    let d = gw.run(Req::new("GET", "/pets"), T0);
+    assert_eq!(status(&d), 429);
+    assert_eq!(d.cache, CachePlan::Off);
+    // Without caching in the configuration nothing is planned and nothing more is read.
+    let gw = Gw::new(r#"{"cache": {"enabled": false}}"#);
+    let mut req = Req::new("GET", "/x").with("cache-control", "max-age=0");
+    let d = decide(&gw.cfg, &gw.keys, &gw.store, T0, &mut req);
+    assert_eq!(d.cache, CachePlan::Off);
+    assert_eq!(req.reads, vec![":method", ":path", "origin"]);
+}
+
+/// Slots must be identical on the 64-bit host and in the 32-bit plugin (and across workers and
+/// restarts): `make unit-wasm32` runs this under wasm32 too.
+#[test]
+fn slot_hash_is_the_same_on_every_target() {
+    let got: Vec<u32> = [
+        (&b"10.0.0.1"[..], 4096),
+        (b"2001:db8:1:2::/64", 4096),
+        (b"key:partner-a", 1 << 20),
+        (b"hdr:\xff\xfe", 7),
+        (b"", 1),
+        (b"x", 0),
+    ]
+    .iter()
+    .map(|(id, slots)| client_slot(id, *slots))
+    .collect();
+    // Computed on x86_64; `slots: 0` is treated as one slot.
+    assert_eq!(got, [1933, 228, 538934, 3, 0, 0]);
+    // FNV-1a 64 reference vector.
+    assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+}

@@ -4,9 +4,10 @@
 use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, LogLevel, MapType, Status};
+use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
 
 use crate::gateway::RequestSource;
+use crate::metrics::MetricKind;
 use crate::throttle::store::{SharedStore, StoreError};
 
 /// Envoy shared data.
@@ -65,6 +66,25 @@ pub fn remove_response_header(name: &str) {
     let _ = hostcalls::remove_map_value(MapType::HttpResponseHeaders, name);
 }
 
+/// Sets (replacing every existing value) a response header to arbitrary bytes.
+pub fn set_response_header_bytes(name: &str, value: &[u8]) {
+    let _ = hostcalls::set_map_value_bytes(MapType::HttpResponseHeaders, name, Some(value));
+}
+
+/// Every response header, in order (one hostcall).
+pub fn response_headers() -> Vec<(String, Vec<u8>)> {
+    hostcalls::get_map_bytes(MapType::HttpResponseHeaders).unwrap_or_default()
+}
+
+/// Sets (replacing every existing value) a request header (`:path` included).
+pub fn set_request_header(name: &str, value: &[u8]) {
+    let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value));
+}
+
+pub fn remove_request_header(name: &str) {
+    let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+}
+
 /// An Envoy attribute (`source.address`, `plugin_root_id`, ...).
 pub fn property(path: &[&str]) -> Option<Vec<u8>> {
     hostcalls::get_property(path.to_vec()).ok().flatten()
@@ -75,6 +95,31 @@ pub fn property_u64(path: &[&str]) -> Option<u64> {
     let bytes = property(path)?;
     let arr: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
     u64::try_from(i64::from_le_bytes(arr)).ok()
+}
+
+/// Sets a property of the stream; Envoy keeps `set_property(["NAME"], v)` as filter state
+/// `wasm.NAME` (a bytes value), for its access loggers (`%FILTER_STATE(wasm.NAME:PLAIN)%`) and
+/// CEL. Failures (no stream) are ignored.
+pub fn set_property(name: &str, value: &[u8]) {
+    let _ = hostcalls::set_property(vec![name], Some(value));
+}
+
+/// Defines a custom metric; Envoy names it `wasmcustom.<name>`. None if the host refuses.
+pub fn define_metric(kind: MetricKind, name: &str) -> Option<u32> {
+    let t = match kind {
+        MetricKind::Counter => MetricType::Counter,
+        MetricKind::Histogram => MetricType::Histogram,
+    };
+    hostcalls::define_metric(t, name).ok()
+}
+
+pub fn increment_metric(id: u32, by: i64) {
+    let _ = hostcalls::increment_metric(id, by);
+}
+
+/// Records a histogram value.
+pub fn record_metric(id: u32, value: u64) {
+    let _ = hostcalls::record_metric(id, value);
 }
 
 pub fn plugin_configuration() -> Option<Vec<u8>> {
@@ -102,15 +147,53 @@ pub fn log(level: LogLevel, message: &str) {
 }
 
 /// Lazy access to the request for the pipeline: one hostcall per header actually asked for.
+/// `:method`, `:path` and the source address are kept once read, so the filter can reuse them
+/// (metrics, access record) without asking the host again.
 #[derive(Default)]
-pub struct HostRequest;
+pub struct HostRequest {
+    method: Option<Option<Vec<u8>>>,
+    path: Option<Option<Vec<u8>>>,
+    source: Option<Option<Vec<u8>>>,
+}
+
+impl HostRequest {
+    /// `:method`, read now if the pipeline did not; taken out of the memo.
+    pub fn take_method(&mut self) -> Option<Vec<u8>> {
+        self.method
+            .take()
+            .unwrap_or_else(|| request_header(":method"))
+    }
+
+    /// `:path`, read now if the pipeline did not; taken out of the memo.
+    pub fn take_path(&mut self) -> Option<Vec<u8>> {
+        self.path.take().unwrap_or_else(|| request_header(":path"))
+    }
+
+    /// `source.address`, read now if the pipeline did not; taken out of the memo.
+    pub fn take_source(&mut self) -> Option<Vec<u8>> {
+        self.source
+            .take()
+            .unwrap_or_else(|| property(&["source", "address"]))
+    }
+}
+
+fn memo(
+    slot: &mut Option<Option<Vec<u8>>>,
+    fetch: impl FnOnce() -> Option<Vec<u8>>,
+) -> Option<Vec<u8>> {
+    slot.get_or_insert_with(fetch).clone()
+}
 
 impl RequestSource for HostRequest {
     fn header(&mut self, name: &str) -> Option<Vec<u8>> {
-        request_header(name)
+        match name {
+            ":method" => memo(&mut self.method, || request_header(":method")),
+            ":path" => memo(&mut self.path, || request_header(":path")),
+            _ => request_header(name),
+        }
     }
 
     fn source_address(&mut self) -> Option<Vec<u8>> {
-        property(&["source", "address"])
+        memo(&mut self.source, || property(&["source", "address"]))
     }
 }

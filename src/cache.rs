@@ -1,0 +1,716 @@
+//! API caching policy (contract, "Cache"): which requests go through Envoy's cache filter, under
+//! which key, who may ask for a fresh response, and how long a response may be kept. Pure: the
+//! filter reads the headers, calls these functions and applies what they return.
+//!
+//! Envoy's `envoy.filters.http.cache` stores and serves the responses; tollgate runs twice around
+//! it (docs/CACHING.md):
+//! - the main role, before the cache filter, normalises the request's query string to the cache
+//!   key ([`key_query`]) and stashes the original query in [`QUERY_STASH`], marks the request
+//!   with a per-request token ([`MARKER`]), and applies the invalidation policy
+//!   ([`invalidation`]);
+//! - the upstream role, an upstream HTTP filter of the cluster, puts the original query back
+//!   ([`restore_query`]), so the upstream receives exactly what the client sent, echoes the token
+//!   on the response and sets the lifetime the cache filter stores it for ([`storage`]), keeping
+//!   the upstream's own `Cache-Control` in [`CONTROL_STASH`];
+//! - back in the main role, an echoed token equal to the request's own means the upstream
+//!   answered (miss); any other token means the response came out of the cache (hit)
+//!   ([`classify`]). The main role gives the client the upstream's `Cache-Control` back and
+//!   removes every internal header.
+
+/// Longest TTL a configuration may give, in seconds (API Gateway's limit).
+pub const MAX_TTL_S: u32 = 3600;
+/// TTL when none is configured.
+pub const DEFAULT_TTL_S: u32 = 300;
+
+/// Request header (main role -> upstream role) and response header (upstream role -> main role):
+/// `<token> <route>` on the request, `<token>` on the response.
+pub const MARKER: &str = "x-tollgate-cache";
+/// Request header: the query the client sent (`?...`, or `-` for none) when the main role
+/// replaced it with the cache key's.
+pub const QUERY_STASH: &str = "x-tollgate-cache-query";
+/// Response header: the upstream's own `Cache-Control` (`=<value>`, or `-` for none) when the
+/// upstream role replaced it for the cache filter.
+pub const CONTROL_STASH: &str = "x-tollgate-cache-control";
+/// Request headers a client must never be able to send (removed by the main role).
+pub const INTERNAL_REQUEST_HEADERS: [&str; 2] = [MARKER, QUERY_STASH];
+/// Response headers the client never sees, and an upstream may not set (removed by both roles).
+pub const INTERNAL_RESPONSE_HEADERS: [&str; 2] = [MARKER, CONTROL_STASH];
+
+/// The `If-None-Match` value that makes Envoy's cache filter leave a request alone (it neither
+/// looks up nor stores requests with a validator of their own); no entity tag ever matches it,
+/// and the upstream role removes it before the upstream sees it.
+pub const BYPASS_VALIDATOR: &str = "\"tollgate-cache-bypass\"";
+
+/// Request headers with which Envoy's cache filter neither answers from nor stores into the
+/// cache (the conditional headers it does not handle, and credentials).
+pub const UNCACHEABLE_REQUEST_HEADERS: [&str; 4] = [
+    "authorization",
+    "if-none-match",
+    "if-modified-since",
+    "if-range",
+];
+
+/// The `Warning` of `SUCCEED_WITH_RESPONSE_HEADER`.
+pub const UNAUTHORIZED_WARNING: &str =
+    "199 - \"cache invalidation not authorized; Cache-Control ignored\"";
+
+/// What to do when a client that may not invalidate asks for a fresh response (API Gateway's
+/// `unauthorizedCacheControlHeaderStrategy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnauthorizedStrategy {
+    FailWith403,
+    SucceedWithResponseHeader,
+    SucceedWithoutResponseHeader,
+}
+
+impl UnauthorizedStrategy {
+    pub fn parse(s: &str) -> Option<UnauthorizedStrategy> {
+        match s {
+            "FAIL_WITH_403" => Some(UnauthorizedStrategy::FailWith403),
+            "SUCCEED_WITH_RESPONSE_HEADER" => Some(UnauthorizedStrategy::SucceedWithResponseHeader),
+            "SUCCEED_WITHOUT_RESPONSE_HEADER" => {
+                Some(UnauthorizedStrategy::SucceedWithoutResponseHeader)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnauthorizedStrategy::FailWith403 => "FAIL_WITH_403",
+            UnauthorizedStrategy::SucceedWithResponseHeader => "SUCCEED_WITH_RESPONSE_HEADER",
+            UnauthorizedStrategy::SucceedWithoutResponseHeader => "SUCCEED_WITHOUT_RESPONSE_HEADER",
+        }
+    }
+}
+
+/// One entry of `key_parameters`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyParameter {
+    /// A query string parameter, by name (case-sensitive).
+    Query(String),
+    /// A request header, lowercase.
+    Header(String),
+}
+
+fn is_query_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'[' | b']')
+}
+
+fn is_header_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
+}
+
+/// Parses `querystring.NAME` or `header.NAME` (API Gateway's `method.request.` prefix is
+/// accepted too). The message says what is wrong.
+pub fn parse_key_parameter(text: &str) -> Result<KeyParameter, String> {
+    let s = text.strip_prefix("method.request.").unwrap_or(text);
+    if let Some(name) = s.strip_prefix("querystring.") {
+        if name.is_empty() || name.len() > 128 || !name.bytes().all(is_query_name_byte) {
+            return Err(format!(
+                "{text:?}: a query parameter name is 1 to 128 letters, digits, '-', '.', '_', '~', '[' or ']'"
+            ));
+        }
+        return Ok(KeyParameter::Query(name.to_string()));
+    }
+    if let Some(name) = s.strip_prefix("header.") {
+        let lower = name.to_ascii_lowercase();
+        if lower.is_empty() || lower.len() > 256 || !lower.bytes().all(is_header_name_byte) {
+            return Err(format!("{text:?}: not a valid HTTP header name"));
+        }
+        if lower.starts_with("x-tollgate-") {
+            return Err(format!("{text:?}: x-tollgate-* headers are tollgate's own"));
+        }
+        return Ok(KeyParameter::Header(lower));
+    }
+    if s.starts_with("path.") {
+        return Err(format!(
+            "{text:?}: the whole path is always part of the cache key; name \"querystring.NAME\" or \"header.NAME\""
+        ));
+    }
+    Err(format!(
+        "{text:?}: must be \"querystring.NAME\" or \"header.NAME\""
+    ))
+}
+
+/// The request methods served through the cache. Envoy's cache filter stores only GET
+/// responses; it answers HEAD requests from GET entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheMethods {
+    pub get: bool,
+    pub head: bool,
+}
+
+impl CacheMethods {
+    pub const DEFAULT: CacheMethods = CacheMethods {
+        get: true,
+        head: true,
+    };
+
+    pub fn allows(self, method: &[u8]) -> bool {
+        match method {
+            b"GET" => self.get,
+            b"HEAD" => self.head,
+            _ => false,
+        }
+    }
+}
+
+/// A `cache` section as written (stage or route): every field optional, so that a route's
+/// section overrides the stage's field by field.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CacheSettings {
+    pub enabled: Option<bool>,
+    pub ttl_s: Option<u32>,
+    pub require_authorization: Option<bool>,
+    pub unauthorized_strategy: Option<UnauthorizedStrategy>,
+    pub key_parameters: Option<Vec<KeyParameter>>,
+    pub methods: Option<CacheMethods>,
+}
+
+impl CacheSettings {
+    /// These settings with every field `over` sets replaced.
+    pub fn overlay(&self, over: &CacheSettings) -> CacheSettings {
+        CacheSettings {
+            enabled: over.enabled.or(self.enabled),
+            ttl_s: over.ttl_s.or(self.ttl_s),
+            require_authorization: over.require_authorization.or(self.require_authorization),
+            unauthorized_strategy: over.unauthorized_strategy.or(self.unauthorized_strategy),
+            key_parameters: over
+                .key_parameters
+                .clone()
+                .or_else(|| self.key_parameters.clone()),
+            methods: over.methods.or(self.methods),
+        }
+    }
+
+    /// The policy these settings give, with the defaults filled in; None when caching is off
+    /// (`enabled: false` or `ttl: 0`). A section that exists is enabled unless it says not.
+    pub fn policy(&self) -> Option<CachePolicy> {
+        if !self.enabled.unwrap_or(true) {
+            return None;
+        }
+        let ttl_s = self.ttl_s.unwrap_or(DEFAULT_TTL_S).min(MAX_TTL_S);
+        if ttl_s == 0 {
+            return None;
+        }
+        let mut query_keys = Vec::new();
+        let mut header_keys = Vec::new();
+        for p in self.key_parameters.iter().flatten() {
+            match p {
+                KeyParameter::Query(n) => query_keys.push(canonical_name(n.as_bytes())),
+                KeyParameter::Header(n) => header_keys.push(n.clone()),
+            }
+        }
+        query_keys.sort();
+        query_keys.dedup();
+        header_keys.sort();
+        header_keys.dedup();
+        Some(CachePolicy {
+            ttl_s,
+            require_authorization: self.require_authorization.unwrap_or(true),
+            unauthorized_strategy: self
+                .unauthorized_strategy
+                .unwrap_or(UnauthorizedStrategy::SucceedWithResponseHeader),
+            query_keys,
+            header_keys,
+            methods: self.methods.unwrap_or(CacheMethods::DEFAULT),
+        })
+    }
+}
+
+/// The cache policy in force for one route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CachePolicy {
+    /// Lifetime of a stored response, 1 to [`MAX_TTL_S`] seconds.
+    pub ttl_s: u32,
+    /// Only keys with `invalidate_cache` may ask for a fresh response.
+    pub require_authorization: bool,
+    pub unauthorized_strategy: UnauthorizedStrategy,
+    /// Query parameter names in the key, canonical form, sorted.
+    pub query_keys: Vec<Vec<u8>>,
+    /// Header names in the key, lowercase, sorted.
+    pub header_keys: Vec<String>,
+    pub methods: CacheMethods,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cache key
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Appends one decoded byte in canonical form: unreserved characters other than `~` as they
+/// are, every other byte as `%XX` (upper-case hex). `~` is escaped so that the key's header
+/// entries (`~h.`) can never collide with a query parameter.
+fn push_canonical(b: u8, out: &mut Vec<u8>) {
+    if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_') {
+        out.push(b);
+    } else {
+        out.push(b'%');
+        out.push(HEX.get(usize::from(b >> 4)).copied().unwrap_or(b'0'));
+        out.push(HEX.get(usize::from(b & 0x0f)).copied().unwrap_or(b'0'));
+    }
+}
+
+/// Canonical form of a raw query component: `%XX` escapes are decoded and re-encoded, so
+/// `%7e`, `%7E` and `~` are one spelling, and `%41` is `A`. A literal `+` stays `+` (it may mean
+/// a space), distinct from `%2B` and `%20`: two spellings that a server could read differently
+/// never share an entry.
+fn canonical_component(raw: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while let Some(&b) = raw.get(i) {
+        if b == b'%' {
+            let hi = raw.get(i + 1).copied().and_then(hex_value);
+            let lo = raw.get(i + 2).copied().and_then(hex_value);
+            if let (Some(hi), Some(lo)) = (hi, lo) {
+                push_canonical(hi << 4 | lo, out);
+                i += 3;
+                continue;
+            }
+        }
+        if b == b'+' {
+            out.push(b'+');
+        } else {
+            push_canonical(b, out);
+        }
+        i += 1;
+    }
+}
+
+/// Canonical form of a configured (decoded) query parameter name.
+fn canonical_name(name: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len());
+    for &b in name {
+        push_canonical(b, &mut out);
+    }
+    out
+}
+
+/// Splits a `:path` into the path and the query (without `?`; None when there is no `?`).
+/// A fragment, which clients should not send, stays in the query.
+pub fn split_path(path: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match path.iter().position(|b| *b == b'?') {
+        Some(i) => (
+            path.get(..i).unwrap_or_default(),
+            Some(path.get(i + 1..).unwrap_or_default()),
+        ),
+        None => (path, None),
+    }
+}
+
+/// The cache key's query string for a request (without `?`; empty when nothing is kept): the
+/// query parameters the policy names, canonical and sorted by name (repeated names keep their
+/// order), then the named headers as `~h.<name>=<value>`. Absent parameters and headers are left
+/// out; a parameter without `=` stays distinct from one with an empty value.
+pub fn key_query(
+    policy: &CachePolicy,
+    query: Option<&[u8]>,
+    header: &mut dyn FnMut(&str) -> Option<Vec<u8>>,
+) -> Vec<u8> {
+    let mut kept: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+    if !policy.query_keys.is_empty() {
+        for pair in query.unwrap_or_default().split(|b| *b == b'&') {
+            if pair.is_empty() {
+                continue;
+            }
+            let (raw_name, raw_value) = match pair.iter().position(|b| *b == b'=') {
+                Some(i) => (
+                    pair.get(..i).unwrap_or_default(),
+                    Some(pair.get(i + 1..).unwrap_or_default()),
+                ),
+                None => (pair, None),
+            };
+            let mut name = Vec::with_capacity(raw_name.len());
+            canonical_component(raw_name, &mut name);
+            if policy.query_keys.binary_search(&name).is_err() {
+                continue;
+            }
+            let value = raw_value.map(|v| {
+                let mut out = Vec::with_capacity(v.len());
+                canonical_component(v, &mut out);
+                out
+            });
+            kept.push((name, value));
+        }
+        // Stable: repeated parameters keep the order the client gave them.
+        kept.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    let mut out = Vec::new();
+    for (name, value) in kept {
+        if !out.is_empty() {
+            out.push(b'&');
+        }
+        out.extend_from_slice(&name);
+        if let Some(v) = value {
+            out.push(b'=');
+            out.extend_from_slice(&v);
+        }
+    }
+    for name in &policy.header_keys {
+        let Some(value) = header(name) else {
+            continue;
+        };
+        if !out.is_empty() {
+            out.push(b'&');
+        }
+        out.extend_from_slice(b"~h.");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'=');
+        for &b in &value {
+            push_canonical(b, &mut out);
+        }
+    }
+    out
+}
+
+/// How the main role rewrites a request's `:path` to its cache key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRewrite {
+    /// The new `:path`: the path, then `?` and the key query when it is not empty.
+    pub path: Vec<u8>,
+    /// The [`QUERY_STASH`] value: `?` and the original query, or `-` when there was none.
+    pub stash: Vec<u8>,
+}
+
+/// The rewrite of `path` to its cache key, None when the path already is its key.
+pub fn key_rewrite(
+    policy: &CachePolicy,
+    path: &[u8],
+    header: &mut dyn FnMut(&str) -> Option<Vec<u8>>,
+) -> Option<KeyRewrite> {
+    let (base, query) = split_path(path);
+    let key = key_query(policy, query, header);
+    let same = match query {
+        None => key.is_empty(),
+        Some(q) => !key.is_empty() && q == key.as_slice(),
+    };
+    if same {
+        return None;
+    }
+    let mut new_path = Vec::with_capacity(base.len() + key.len() + 1);
+    new_path.extend_from_slice(base);
+    if !key.is_empty() {
+        new_path.push(b'?');
+        new_path.extend_from_slice(&key);
+    }
+    Some(KeyRewrite {
+        path: new_path,
+        stash: stash_query(query),
+    })
+}
+
+fn stash_query(query: Option<&[u8]>) -> Vec<u8> {
+    match query {
+        None => b"-".to_vec(),
+        Some(q) => {
+            let mut v = Vec::with_capacity(q.len() + 1);
+            v.push(b'?');
+            v.extend_from_slice(q);
+            v
+        }
+    }
+}
+
+/// The upstream role's side of [`key_rewrite`]: given the `:path` it sees (possibly rewritten
+/// by Envoy's route since, in its path part only) and the [`QUERY_STASH`] value, the `:path` to
+/// send upstream: the current path with the client's original query. None when the stash is
+/// malformed or does not normalise to the current query, so a request that did not come through
+/// the main role cannot swap in a query of its choosing.
+pub fn restore_query(
+    policy: &CachePolicy,
+    current: &[u8],
+    stash: &[u8],
+    header: &mut dyn FnMut(&str) -> Option<Vec<u8>>,
+) -> Option<Vec<u8>> {
+    let original: Option<&[u8]> = match stash.split_first() {
+        Some((b'-', [])) => None,
+        Some((b'?', rest)) => Some(rest),
+        _ => return None,
+    };
+    let (base, current_query) = split_path(current);
+    let key = key_query(policy, original, header);
+    if key.as_slice() != current_query.unwrap_or_default() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(base.len() + stash.len());
+    out.extend_from_slice(base);
+    if let Some(q) = original {
+        out.push(b'?');
+        out.extend_from_slice(q);
+    }
+    Some(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Directives
+
+/// The directives of a `Cache-Control` value: lowercase names with their (unquoted) values.
+fn directives(value: &[u8]) -> impl Iterator<Item = (String, Option<String>)> + '_ {
+    value.split(|b| *b == b',').filter_map(|d| {
+        let d = String::from_utf8_lossy(d);
+        let d = d.trim();
+        if d.is_empty() {
+            return None;
+        }
+        let (name, arg) = match d.split_once('=') {
+            Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"').to_string())),
+            None => (d, None),
+        };
+        Some((name.to_ascii_lowercase(), arg))
+    })
+}
+
+/// Whether a client's request asks for a fresh response: `Cache-Control: max-age=0` (what
+/// API Gateway documents; browsers send it on reload) or `no-cache`, or, without
+/// `Cache-Control`, `Pragma: no-cache`.
+pub fn asks_for_fresh(cache_control: Option<&[u8]>, pragma: Option<&[u8]>) -> bool {
+    match cache_control {
+        Some(cc) => directives(cc).any(|(name, arg)| match name.as_str() {
+            "no-cache" => true,
+            "max-age" => arg.is_some_and(|a| !a.is_empty() && a.bytes().all(|b| b == b'0')),
+            _ => false,
+        }),
+        None => pragma.is_some_and(|p| directives(p).any(|(name, _)| name == "no-cache")),
+    }
+}
+
+/// The answer to a client that asks for a fresh response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Invalidation {
+    /// The client did not ask.
+    NotAsked,
+    /// Allowed: the entry is fetched again from the upstream and replaced.
+    Refresh,
+    /// Not allowed, `FAIL_WITH_403`.
+    Deny,
+    /// Not allowed, served from the cache as usual; `warn`: with a `Warning` header.
+    Ignore { warn: bool },
+}
+
+/// The invalidation decision. `may_invalidate`: the request carries a valid API key with
+/// `invalidate_cache`.
+pub fn invalidation(policy: &CachePolicy, asks: bool, may_invalidate: bool) -> Invalidation {
+    if !asks {
+        return Invalidation::NotAsked;
+    }
+    if !policy.require_authorization || may_invalidate {
+        return Invalidation::Refresh;
+    }
+    match policy.unauthorized_strategy {
+        UnauthorizedStrategy::FailWith403 => Invalidation::Deny,
+        UnauthorizedStrategy::SucceedWithResponseHeader => Invalidation::Ignore { warn: true },
+        UnauthorizedStrategy::SucceedWithoutResponseHeader => Invalidation::Ignore { warn: false },
+    }
+}
+
+/// What the main role does with a forwarded request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CachePlan {
+    /// No route of the configuration caches: the request is left as it is.
+    Off,
+    /// Caching is in use, but not for this request. `shield`: add [`BYPASS_VALIDATOR`] so that
+    /// Envoy's cache filter neither answers nor stores it (a GET or HEAD on a route without
+    /// caching); otherwise the cache filter already leaves it alone.
+    Bypass { shield: bool },
+    /// Through the cache: rewrite `:path` to the key (when it differs), drop the client's
+    /// `Cache-Control` and `Pragma`, and send `Cache-Control: no-cache` when `refresh`.
+    Lookup {
+        rewrite: Option<KeyRewrite>,
+        refresh: bool,
+        /// Add [`UNAUTHORIZED_WARNING`] to the response.
+        warn: bool,
+    },
+}
+
+// ---------------------------------------------------------------------------------------------
+// Responses
+
+/// Statuses whose responses are stored (with the TTL); 304 refreshes a stored entry after a
+/// validation. Errors and 206 (partial content) are never stored.
+pub fn is_storable_status(status: u16) -> bool {
+    matches!(status, 200 | 203 | 204 | 300 | 301 | 304 | 308)
+}
+
+/// What the upstream role tells Envoy's cache filter about a response to a cached request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// The upstream said `no-store` or `private`: its `Cache-Control` stays as it is (the cache
+    /// filter does not store such responses).
+    UpstreamRefused,
+    /// `Cache-Control: max-age=<ttl>` for the cache filter.
+    Store(u32),
+    /// `Cache-Control: no-store` for the cache filter: the status is not one to store, or the
+    /// response sets a cookie (one client's cookie must never be served to another).
+    DoNotStore,
+}
+
+impl Storage {
+    /// The `Cache-Control` the cache filter sees, None to leave the upstream's.
+    pub fn cache_control(self) -> Option<String> {
+        match self {
+            Storage::UpstreamRefused => None,
+            Storage::Store(ttl) => Some(format!("max-age={ttl}")),
+            Storage::DoNotStore => Some("no-store".to_string()),
+        }
+    }
+}
+
+/// The storage decision for a response: `cache_control` is the upstream's (every value, joined
+/// with `,`).
+pub fn storage(
+    ttl_s: u32,
+    status: u16,
+    cache_control: Option<&[u8]>,
+    sets_cookie: bool,
+) -> Storage {
+    let refused = cache_control
+        .is_some_and(|cc| directives(cc).any(|(n, _)| n == "no-store" || n == "private"));
+    if refused {
+        Storage::UpstreamRefused
+    } else if !is_storable_status(status) || sets_cookie {
+        Storage::DoNotStore
+    } else {
+        Storage::Store(ttl_s.clamp(1, MAX_TTL_S))
+    }
+}
+
+/// An HTTP `Date` value (IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`) for Unix seconds.
+///
+/// The upstream role dates every response it lets the cache store with the gateway's clock:
+/// Envoy's cache filter computes an entry's age from `Date`, so an upstream whose clock is behind
+/// would make entries stale early, and a response without `Date` is never served from the cache
+/// at all (measured with Envoy 1.40).
+pub fn http_date(unix_secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = i64::try_from(unix_secs).unwrap_or(i64::MAX);
+    let (days, in_day) = crate::calendar::split_unix_seconds(secs);
+    let (year, month, day) = crate::calendar::civil_from_days(days);
+    let weekday = usize::try_from(crate::calendar::weekday_from_days(days)).unwrap_or(0);
+    let month_name = usize::try_from(month.saturating_sub(1))
+        .ok()
+        .and_then(|m| MONTHS.get(m))
+        .copied()
+        .unwrap_or("Jan");
+    format!(
+        "{}, {day:02} {month_name} {year:04} {:02}:{:02}:{:02} GMT",
+        DAYS.get(weekday).copied().unwrap_or("Mon"),
+        in_day / 3600,
+        in_day / 60 % 60,
+        in_day % 60
+    )
+}
+
+/// The [`CONTROL_STASH`] value for the upstream's `Cache-Control`.
+pub fn stash_control(original: Option<&[u8]>) -> Vec<u8> {
+    match original {
+        None => b"-".to_vec(),
+        Some(v) => {
+            let mut out = Vec::with_capacity(v.len() + 1);
+            out.push(b'=');
+            out.extend_from_slice(v);
+            out
+        }
+    }
+}
+
+/// The upstream's `Cache-Control` from a [`CONTROL_STASH`] value: Some(None) when it sent none,
+/// None when the value is malformed.
+pub fn unstash_control(stash: &[u8]) -> Option<Option<&[u8]>> {
+    match stash.split_first() {
+        Some((b'-', [])) => Some(None),
+        Some((b'=', rest)) => Some(Some(rest)),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hit or miss
+
+/// `$context.cacheStatus`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Served by Envoy's cache without calling the upstream.
+    Hit,
+    /// Looked up and fetched from the upstream (including refreshes and revalidations).
+    Miss,
+    /// Forwarded without the cache.
+    Bypass,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Bypass => "bypass",
+        }
+    }
+}
+
+/// The request's [`MARKER`] value.
+pub fn marker(token: &str, route: Option<usize>) -> String {
+    match route {
+        Some(i) => format!("{token} {i}"),
+        None => format!("{token} -"),
+    }
+}
+
+/// A request's [`MARKER`]: the token and the route (None: the stage defaults). None when
+/// malformed.
+pub fn parse_marker(value: &[u8]) -> Option<(&[u8], Option<usize>)> {
+    let space = value.iter().position(|b| *b == b' ')?;
+    let token = value.get(..space)?;
+    let route = value.get(space + 1..)?;
+    if token.is_empty() {
+        return None;
+    }
+    let route = if route == b"-" {
+        None
+    } else {
+        Some(std::str::from_utf8(route).ok()?.parse::<usize>().ok()?)
+    };
+    Some((token, route))
+}
+
+/// Hit or miss for a looked-up request, from the token the response carries: the request's own
+/// token means the upstream answered this request; another one means the response was stored
+/// for an earlier request. No token: the upstream role did not see the response (Envoy answered
+/// itself, or the upstream role is not installed), so it is not a hit.
+pub fn classify(own_token: &[u8], response_token: Option<&[u8]>) -> CacheStatus {
+    match response_token {
+        Some(t) if t != own_token => CacheStatus::Hit,
+        _ => CacheStatus::Miss,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,461 @@
+use super::*;
+
+fn policy(keys: &[&str]) -> CachePolicy {
+    let params = keys
+        .iter()
+        .map(|k| parse_key_parameter(k).unwrap())
+        .collect();
+    CacheSettings {
+        key_parameters: Some(params),
+        ..CacheSettings::default()
+    }
+    .policy()
+    .unwrap()
+}
+
+fn no_headers(_: &str) -> Option<Vec<u8>> {
+    None
+}
+
+fn key(p: &CachePolicy, query: &str, headers: &[(&str, &str)]) -> String {
+    let q = if query == "<none>" {
+        None
+    } else {
+        Some(query.as_bytes())
+    };
+    let mut h = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_bytes().to_vec())
+    };
+    String::from_utf8(key_query(p, q, &mut h)).unwrap()
+}
+
+#[test]
+fn key_parameters_parse_with_their_kind() {
+    assert_eq!(
+        parse_key_parameter("querystring.page"),
+        Ok(KeyParameter::Query("page".into()))
+    );
+    assert_eq!(
+        parse_key_parameter("method.request.querystring.filter[status]"),
+        Ok(KeyParameter::Query("filter[status]".into()))
+    );
+    assert_eq!(
+        parse_key_parameter("header.Accept-Language"),
+        Ok(KeyParameter::Header("accept-language".into()))
+    );
+    assert_eq!(
+        parse_key_parameter("method.request.header.x-tenant"),
+        Ok(KeyParameter::Header("x-tenant".into()))
+    );
+    for (bad, says) in [
+        ("page", "must be"),
+        ("querystring.", "query parameter name"),
+        ("querystring.a b", "query parameter name"),
+        ("querystring.a&b", "query parameter name"),
+        ("header.", "header name"),
+        ("header.a:b", "header name"),
+        ("header.X-Tollgate-Cache", "tollgate's own"),
+        ("path.id", "whole path"),
+        ("method.request.path.id", "whole path"),
+        ("querystring", "must be"),
+    ] {
+        let e = parse_key_parameter(bad).unwrap_err();
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn settings_overlay_field_by_field_and_fill_defaults() {
+    let stage = CacheSettings {
+        ttl_s: Some(60),
+        unauthorized_strategy: Some(UnauthorizedStrategy::FailWith403),
+        key_parameters: Some(vec![KeyParameter::Query("page".into())]),
+        ..CacheSettings::default()
+    };
+    let route = CacheSettings {
+        ttl_s: Some(10),
+        key_parameters: Some(vec![]),
+        ..CacheSettings::default()
+    };
+    let p = stage.overlay(&route).policy().unwrap();
+    assert_eq!(p.ttl_s, 10);
+    assert_eq!(p.unauthorized_strategy, UnauthorizedStrategy::FailWith403);
+    assert!(
+        p.query_keys.is_empty(),
+        "an empty list overrides the stage's"
+    );
+    assert!(p.require_authorization);
+    assert_eq!(p.methods, CacheMethods::DEFAULT);
+
+    // Defaults: enabled, 300 s, authorization required, SUCCEED_WITH_RESPONSE_HEADER.
+    let p = CacheSettings::default().policy().unwrap();
+    assert_eq!(p.ttl_s, DEFAULT_TTL_S);
+    assert_eq!(
+        p.unauthorized_strategy,
+        UnauthorizedStrategy::SucceedWithResponseHeader
+    );
+    assert!(p.require_authorization);
+
+    // Off: ttl 0, or enabled false (inherited unless the route says otherwise).
+    let off = CacheSettings {
+        ttl_s: Some(0),
+        ..CacheSettings::default()
+    };
+    assert!(off.policy().is_none());
+    let disabled = CacheSettings {
+        enabled: Some(false),
+        ..CacheSettings::default()
+    };
+    assert!(disabled
+        .overlay(&CacheSettings::default())
+        .policy()
+        .is_none());
+    let reenabled = CacheSettings {
+        enabled: Some(true),
+        ..CacheSettings::default()
+    };
+    assert!(disabled.overlay(&reenabled).policy().is_some());
+    assert!(stage.overlay(&off).policy().is_none());
+}
+
+#[test]
+fn key_keeps_only_named_parameters_sorted() {
+    let p = policy(&["querystring.page", "querystring.size"]);
+    assert_eq!(key(&p, "size=10&utm=x&page=2", &[]), "page=2&size=10");
+    assert_eq!(key(&p, "page=2&size=10", &[]), "page=2&size=10");
+    assert_eq!(key(&p, "utm=x", &[]), "");
+    assert_eq!(key(&p, "<none>", &[]), "");
+    assert_eq!(key(&p, "", &[]), "");
+    // Repeated parameters keep the client's order (a server may read the first or the last).
+    assert_eq!(key(&p, "page=2&x=1&page=1", &[]), "page=2&page=1");
+    assert_eq!(key(&p, "page=1&page=2", &[]), "page=1&page=2");
+    // A name without `=` stays distinct from an empty value.
+    assert_eq!(key(&p, "page", &[]), "page");
+    assert_eq!(key(&p, "page=", &[]), "page=");
+    assert_eq!(key(&p, "&&page=1&", &[]), "page=1");
+    // Names are case-sensitive.
+    assert_eq!(key(&p, "Page=1", &[]), "");
+    // No key parameters: every query shares the path's entry.
+    let none = policy(&[]);
+    assert_eq!(key(&none, "a=1&b=2", &[("accept", "x")]), "");
+}
+
+#[test]
+fn key_spellings_that_mean_the_same_share_and_others_do_not() {
+    let p = policy(&["querystring.q", "querystring.filter[status]"]);
+    // Escapes of unreserved characters are one spelling; hex case does not matter.
+    assert_eq!(key(&p, "q=%41b", &[]), key(&p, "q=Ab", &[]));
+    assert_eq!(key(&p, "q=%7e", &[]), key(&p, "q=~", &[]));
+    assert_eq!(key(&p, "q=%7E", &[]), "q=%7E");
+    assert_eq!(key(&p, "q=%2f", &[]), "q=%2F");
+    // `+`, `%20` and `%2B` can mean different things to different servers: never shared.
+    let plus = key(&p, "q=a+b", &[]);
+    let space = key(&p, "q=a%20b", &[]);
+    let encoded_plus = key(&p, "q=a%2Bb", &[]);
+    assert_eq!(plus, "q=a+b");
+    assert_ne!(plus, space);
+    assert_ne!(plus, encoded_plus);
+    assert_ne!(space, encoded_plus);
+    // Malformed escapes are kept as data.
+    assert_eq!(key(&p, "q=%zz%4", &[]), "q=%25zz%254");
+    // Bracketed names match however the brackets are written.
+    assert_eq!(
+        key(&p, "filter[status]=open", &[]),
+        key(&p, "filter%5Bstatus%5D=open", &[])
+    );
+    assert_eq!(
+        key(&p, "filter%5bstatus%5d=open", &[]),
+        "filter%5Bstatus%5D=open"
+    );
+    // Non-ASCII and control bytes are escaped.
+    assert_eq!(key(&p, "q=\u{e9}\n", &[]), "q=%C3%A9%0A");
+}
+
+#[test]
+fn key_headers_fold_in_after_the_query_and_never_collide_with_it() {
+    let p = policy(&[
+        "header.accept-language",
+        "querystring.page",
+        "header.x-tenant",
+    ]);
+    assert_eq!(
+        key(
+            &p,
+            "page=1",
+            &[("accept-language", "fr, en;q=0.5"), ("x-tenant", "t1")]
+        ),
+        "page=1&~h.accept-language=fr%2C%20en%3Bq%3D0.5&~h.x-tenant=t1"
+    );
+    assert_eq!(
+        key(&p, "page=1", &[("x-tenant", "")]),
+        "page=1&~h.x-tenant="
+    );
+    assert_eq!(
+        key(&p, "<none>", &[("x-tenant", "a&b=c")]),
+        "~h.x-tenant=a%26b%3Dc"
+    );
+    assert_eq!(key(&p, "page=1", &[]), "page=1");
+    // A query parameter named like a header entry is escaped (`~` -> %7E), so it cannot pose
+    // as one.
+    let q = policy(&["querystring.~h.x-tenant", "header.x-tenant"]);
+    assert_eq!(key(&q, "~h.x-tenant=t1", &[]), "%7Eh.x-tenant=t1");
+    assert_ne!(
+        key(&q, "~h.x-tenant=t1", &[]),
+        key(&q, "<none>", &[("x-tenant", "t1")])
+    );
+}
+
+#[test]
+fn rewrite_only_when_the_query_is_not_its_own_key() {
+    let p = policy(&["querystring.page"]);
+    let none = &mut no_headers;
+    assert_eq!(key_rewrite(&p, b"/pets", none), None);
+    assert_eq!(key_rewrite(&p, b"/pets?page=1", none), None);
+    let rw = key_rewrite(&p, b"/pets?x=1&page=1", none).unwrap();
+    assert_eq!(rw.path, b"/pets?page=1");
+    assert_eq!(rw.stash, b"?x=1&page=1");
+    let rw = key_rewrite(&p, b"/pets?x=1", none).unwrap();
+    assert_eq!(rw.path, b"/pets");
+    assert_eq!(rw.stash, b"?x=1");
+    let rw = key_rewrite(&p, b"/pets?", none).unwrap();
+    assert_eq!(rw.path, b"/pets");
+    assert_eq!(rw.stash, b"?");
+    // A header parameter on a request without a query.
+    let h = policy(&["header.accept"]);
+    let rw = key_rewrite(&h, b"/pets", &mut |_| Some(b"text/html".to_vec())).unwrap();
+    assert_eq!(rw.path, b"/pets?~h.accept=text%2Fhtml");
+    assert_eq!(rw.stash, b"-");
+}
+
+#[test]
+fn the_upstream_role_restores_exactly_what_the_client_sent() {
+    let p = policy(&["querystring.page", "header.accept"]);
+    let mut headers = |n: &str| (n == "accept").then(|| b"a/b".to_vec());
+    for original in [
+        "/pets",
+        "/pets?",
+        "/pets?page=1",
+        "/pets?x=%2F&page=1&page=2&y",
+        "/pets?a+b=c%20d",
+    ] {
+        let rw = key_rewrite(&p, original.as_bytes(), &mut headers)
+            .unwrap_or_else(|| panic!("{original} has a header part, so it is rewritten"));
+        let back = restore_query(&p, &rw.path, &rw.stash, &mut headers).unwrap();
+        assert_eq!(String::from_utf8(back).unwrap(), original);
+    }
+    // Envoy's route may rewrite the path part on the way (prefix_rewrite): it is kept.
+    let rw = key_rewrite(&p, b"/api/pets?x=1", &mut headers).unwrap();
+    let routed = [b"/v2/pets".as_slice(), &rw.path[b"/api/pets".len()..]].concat();
+    assert_eq!(
+        restore_query(&p, &routed, &rw.stash, &mut headers).unwrap(),
+        b"/v2/pets?x=1"
+    );
+    // A stash that does not normalise to the current query is refused: no query swapping.
+    assert_eq!(
+        restore_query(
+            &p,
+            b"/pets?page=1&~h.accept=a%2Fb",
+            b"?page=2",
+            &mut headers
+        ),
+        None
+    );
+    assert_eq!(
+        restore_query(&p, b"/pets?~h.accept=a%2Fb", b"?admin=1", &mut headers).unwrap(),
+        b"/pets?admin=1",
+        "non-key parameters are the client's to choose"
+    );
+    assert_eq!(restore_query(&p, b"/pets", b"", &mut headers), None);
+    assert_eq!(restore_query(&p, b"/pets", b"x", &mut headers), None);
+    assert_eq!(restore_query(&p, b"/pets", b"--", &mut headers), None);
+}
+
+#[test]
+fn split_path_finds_the_query() {
+    assert_eq!(split_path(b"/a?b=1"), (&b"/a"[..], Some(&b"b=1"[..])));
+    assert_eq!(split_path(b"/a"), (&b"/a"[..], None));
+    assert_eq!(split_path(b"/a?"), (&b"/a"[..], Some(&b""[..])));
+    assert_eq!(split_path(b"/a?b?c"), (&b"/a"[..], Some(&b"b?c"[..])));
+    assert_eq!(split_path(b""), (&b""[..], None));
+}
+
+#[test]
+fn requests_for_a_fresh_response() {
+    let cc = |v: &str| asks_for_fresh(Some(v.as_bytes()), None);
+    assert!(cc("max-age=0"));
+    assert!(cc("MAX-AGE=0"));
+    assert!(cc("max-age = 0"));
+    assert!(cc("max-age=00"));
+    assert!(cc("max-age=\"0\""));
+    assert!(cc("no-transform, max-age=0"));
+    assert!(cc("no-cache"));
+    assert!(cc("No-Cache"));
+    assert!(!cc("max-age=10"));
+    assert!(!cc("max-age="));
+    assert!(!cc("max-age"));
+    assert!(!cc("max-stale=0"));
+    assert!(!cc("only-if-cached"));
+    assert!(!cc(""));
+    assert!(asks_for_fresh(None, Some(b"no-cache")));
+    assert!(!asks_for_fresh(None, Some(b"x-custom")));
+    assert!(!asks_for_fresh(None, None));
+    // Pragma counts only without Cache-Control (RFC 9111 5.4).
+    assert!(!asks_for_fresh(Some(b"max-age=60"), Some(b"no-cache")));
+}
+
+#[test]
+fn invalidation_follows_authorization_and_strategy() {
+    let mut p = policy(&[]);
+    assert_eq!(invalidation(&p, false, false), Invalidation::NotAsked);
+    assert_eq!(invalidation(&p, false, true), Invalidation::NotAsked);
+    assert_eq!(invalidation(&p, true, true), Invalidation::Refresh);
+    assert_eq!(
+        invalidation(&p, true, false),
+        Invalidation::Ignore { warn: true }
+    );
+    p.unauthorized_strategy = UnauthorizedStrategy::SucceedWithoutResponseHeader;
+    assert_eq!(
+        invalidation(&p, true, false),
+        Invalidation::Ignore { warn: false }
+    );
+    p.unauthorized_strategy = UnauthorizedStrategy::FailWith403;
+    assert_eq!(invalidation(&p, true, false), Invalidation::Deny);
+    p.require_authorization = false;
+    assert_eq!(invalidation(&p, true, false), Invalidation::Refresh);
+}
+
+#[test]
+fn strategies_round_trip() {
+    for s in [
+        UnauthorizedStrategy::FailWith403,
+        UnauthorizedStrategy::SucceedWithResponseHeader,
+        UnauthorizedStrategy::SucceedWithoutResponseHeader,
+    ] {
+        assert_eq!(UnauthorizedStrategy::parse(s.as_str()), Some(s));
+    }
+    assert_eq!(UnauthorizedStrategy::parse("fail_with_403"), None);
+}
+
+#[test]
+fn storage_stamps_the_ttl_unless_the_upstream_refuses() {
+    assert_eq!(storage(60, 200, None, false), Storage::Store(60));
+    assert_eq!(
+        storage(60, 200, Some(b"max-age=5, must-revalidate"), false),
+        Storage::Store(60)
+    );
+    assert_eq!(
+        storage(60, 200, Some(b"no-cache"), false),
+        Storage::Store(60)
+    );
+    for cc in [
+        "no-store",
+        "No-Store",
+        "private",
+        "private=\"set-cookie\"",
+        "public, max-age=60, private",
+        "max-age=60,no-store",
+    ] {
+        assert_eq!(
+            storage(60, 200, Some(cc.as_bytes()), false),
+            Storage::UpstreamRefused,
+            "{cc}"
+        );
+    }
+    for status in [200, 203, 204, 300, 301, 304, 308] {
+        assert_eq!(
+            storage(60, status, None, false),
+            Storage::Store(60),
+            "{status}"
+        );
+    }
+    for status in [0, 201, 206, 302, 400, 403, 404, 429, 500, 503] {
+        assert_eq!(
+            storage(60, status, None, false),
+            Storage::DoNotStore,
+            "{status}"
+        );
+    }
+    assert_eq!(storage(60, 200, None, true), Storage::DoNotStore);
+    assert_eq!(
+        storage(60, 200, Some(b"no-store"), true),
+        Storage::UpstreamRefused
+    );
+    assert_eq!(storage(99_999, 200, None, false), Storage::Store(MAX_TTL_S));
+    assert_eq!(
+        Storage::Store(60).cache_control().as_deref(),
+        Some("max-age=60")
+    );
+    assert_eq!(
+        Storage::DoNotStore.cache_control().as_deref(),
+        Some("no-store")
+    );
+    assert_eq!(Storage::UpstreamRefused.cache_control(), None);
+}
+
+#[test]
+fn control_stash_round_trips() {
+    assert_eq!(stash_control(None), b"-");
+    assert_eq!(unstash_control(&stash_control(None)), Some(None));
+    let v = b"max-age=5, must-revalidate";
+    assert_eq!(unstash_control(&stash_control(Some(v))), Some(Some(&v[..])));
+    assert_eq!(
+        unstash_control(&stash_control(Some(b""))),
+        Some(Some(&b""[..]))
+    );
+    assert_eq!(unstash_control(b""), None);
+    assert_eq!(unstash_control(b"-x"), None);
+    assert_eq!(unstash_control(b"max-age=1"), None);
+}
+
+#[test]
+fn http_dates_are_imf_fixdate() {
+    assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+    assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+    assert_eq!(http_date(1_795_599_149), "Wed, 25 Nov 2026 09:32:29 GMT");
+    assert_eq!(http_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
+}
+
+#[test]
+fn markers_carry_token_and_route() {
+    assert_eq!(marker("abc", Some(3)), "abc 3");
+    assert_eq!(marker("abc", None), "abc -");
+    assert_eq!(parse_marker(b"abc 3"), Some((&b"abc"[..], Some(3))));
+    assert_eq!(parse_marker(b"abc -"), Some((&b"abc"[..], None)));
+    for bad in [
+        &b""[..],
+        b"abc",
+        b" 3",
+        b"abc x",
+        b"abc 3 4",
+        b"abc -1",
+        b"abc ",
+    ] {
+        assert_eq!(parse_marker(bad), None, "{}", String::from_utf8_lossy(bad));
+    }
+}
+
+#[test]
+fn hit_only_when_another_request_stored_the_response() {
+    assert_eq!(classify(b"t1", Some(b"t1")), CacheStatus::Miss);
+    assert_eq!(classify(b"t1", Some(b"t0")), CacheStatus::Hit);
+    assert_eq!(classify(b"t1", None), CacheStatus::Miss);
+    assert_eq!(CacheStatus::Hit.as_str(), "hit");
+    assert_eq!(CacheStatus::Miss.as_str(), "miss");
+    assert_eq!(CacheStatus::Bypass.as_str(), "bypass");
+}
+
+#[test]
+fn methods_are_get_and_head() {
+    assert!(CacheMethods::DEFAULT.allows(b"GET"));
+    assert!(CacheMethods::DEFAULT.allows(b"HEAD"));
+    assert!(!CacheMethods::DEFAULT.allows(b"POST"));
+    assert!(!CacheMethods::DEFAULT.allows(b"get"));
+    let get_only = CacheMethods {
+        get: true,
+        head: false,
+    };
+    assert!(!get_only.allows(b"HEAD"));
+}

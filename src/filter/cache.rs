@@ -1,0 +1,273 @@
+//! Caching glue for both roles (docs/CACHING.md): the main role applies the pipeline's
+//! [`CachePlan`] to the request and tells hit from miss on the response; the upstream role, an
+//! upstream HTTP filter of the cluster, gives the upstream the request the client sent and tells
+//! Envoy's cache filter how long to keep the response. The policy is in [`crate::cache`].
+
+use std::cell::Cell;
+use std::hash::{BuildHasher, Hasher};
+use std::rc::Rc;
+
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, LogLevel};
+
+use super::observe::Observation;
+use super::Runtime;
+use crate::cache::{self, CachePlan, CacheStatus};
+use crate::config::Config;
+use crate::gateway::Decision;
+use crate::host;
+
+thread_local! {
+    /// Random per VM instance (std seeds `RandomState` from the host's random source), so that
+    /// tokens of different workers never collide.
+    static TOKEN_SEED: u64 = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    static TOKEN_COUNTER: Cell<u64> = const { Cell::new(0) };
+    /// The once-per-VM warning about responses without the upstream role's token.
+    static WARNED_NO_UPSTREAM_ROLE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A token no other request of this Envoy carries: a per-VM random seed plus a counter through
+/// an odd multiplier (a bijection, so the counter never repeats a token).
+fn new_token() -> String {
+    let n = TOKEN_COUNTER.with(|c| {
+        let n = c.get().wrapping_add(1);
+        c.set(n);
+        n
+    });
+    let seed = TOKEN_SEED.with(|s| *s);
+    format!(
+        "{:016x}",
+        seed.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    )
+}
+
+/// What the main role did with a request, for its response.
+#[derive(Debug, Default)]
+pub enum CacheState {
+    /// Caching is not in use, or the filter answered itself.
+    #[default]
+    Off,
+    /// Forwarded around the cache.
+    Bypass,
+    /// Sent through the cache with this token.
+    Lookup {
+        token: String,
+        /// Add the unauthorized-invalidation `Warning`.
+        warn: bool,
+    },
+}
+
+/// The main role, request headers of a forwarded request: applies the pipeline's cache plan.
+/// `end_of_stream`: the request has no body (Envoy's cache filter ignores requests with one).
+pub fn on_request(
+    cfg: &Config,
+    decision: &Decision,
+    end_of_stream: bool,
+    obs: &mut Observation,
+) -> CacheState {
+    if !cfg.caching {
+        return CacheState::Off;
+    }
+    // Anti cache poisoning: only tollgate sets its internal headers.
+    for name in cache::INTERNAL_REQUEST_HEADERS {
+        host::remove_request_header(name);
+    }
+    let (rewrite, refresh, warn) = match &decision.cache {
+        CachePlan::Lookup {
+            rewrite,
+            refresh,
+            warn,
+        } if end_of_stream => (rewrite, *refresh, *warn),
+        CachePlan::Bypass { shield: true } if end_of_stream => {
+            host::set_request_header("if-none-match", cache::BYPASS_VALIDATOR.as_bytes());
+            obs.set_cache_status(CacheStatus::Bypass.as_str());
+            return CacheState::Bypass;
+        }
+        CachePlan::Off => return CacheState::Off,
+        _ => {
+            obs.set_cache_status(CacheStatus::Bypass.as_str());
+            return CacheState::Bypass;
+        }
+    };
+    // The client's directives are the gateway's to interpret (contract, "Cache"): Envoy's cache
+    // filter sees `no-cache` for an allowed refresh and nothing otherwise.
+    host::remove_request_header("cache-control");
+    host::remove_request_header("pragma");
+    if refresh {
+        host::set_request_header("cache-control", b"no-cache");
+    }
+    if let Some(rw) = rewrite {
+        host::set_request_header(":path", &rw.path);
+        host::set_request_header(cache::QUERY_STASH, &rw.stash);
+    }
+    let token = new_token();
+    host::set_request_header(
+        cache::MARKER,
+        cache::marker(&token, decision.route).as_bytes(),
+    );
+    CacheState::Lookup { token, warn }
+}
+
+/// The main role, response headers (not of its own replies): hit or miss, the upstream's
+/// `Cache-Control` back, internal headers out.
+pub fn on_response(cfg: &Config, state: &CacheState, obs: &mut Observation) {
+    match state {
+        CacheState::Off => {}
+        CacheState::Bypass => {
+            for name in cache::INTERNAL_RESPONSE_HEADERS {
+                host::remove_response_header(name);
+            }
+        }
+        CacheState::Lookup { token, warn } => {
+            let headers = host::response_headers();
+            let find = |name: &str| {
+                headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.as_slice())
+            };
+            let echoed = find(cache::MARKER);
+            let status = cache::classify(token.as_bytes(), echoed);
+            obs.set_cache_status(status.as_str());
+            if echoed.is_none() {
+                warn_without_upstream_role(cfg, find(":status"));
+            } else {
+                host::remove_response_header(cache::MARKER);
+            }
+            if let Some(stash) = find(cache::CONTROL_STASH) {
+                match cache::unstash_control(stash) {
+                    Some(Some(v)) => host::set_response_header_bytes("cache-control", v),
+                    Some(None) => host::remove_response_header("cache-control"),
+                    None => {}
+                }
+                host::remove_response_header(cache::CONTROL_STASH);
+            }
+            if *warn {
+                host::add_response_header("warning", cache::UNAUTHORIZED_WARNING);
+            }
+        }
+    }
+}
+
+/// A successful response to a looked-up request came back without the upstream role's token:
+/// most likely the cluster lacks the upstream role, so nothing is cached. Said once per VM.
+fn warn_without_upstream_role(cfg: &Config, status: Option<&[u8]>) {
+    if !status.is_some_and(|s| s.starts_with(b"2")) || WARNED_NO_UPSTREAM_ROLE.with(Cell::get) {
+        return;
+    }
+    WARNED_NO_UPSTREAM_ROLE.with(|w| w.set(true));
+    host::log(
+        LogLevel::Warn,
+        &format!(
+            "tollgate: stage {}: a cached route's response did not pass tollgate's upstream role; install it (root_id \"{}\") as an upstream HTTP filter of the cluster, or nothing is cached (docs/CACHING.md)",
+            cfg.stage,
+            super::UPSTREAM_ROOT_ID
+        ),
+    );
+}
+
+/// The upstream role: an upstream HTTP filter of a cached cluster, with the same configuration as
+/// the main role.
+pub struct Upstream {
+    rt: Rc<Runtime>,
+    /// The main role's token and the route's TTL, for a request that went through the cache.
+    lookup: Option<(Vec<u8>, u32)>,
+}
+
+impl Upstream {
+    pub fn new(rt: Rc<Runtime>) -> Self {
+        Upstream { rt, lookup: None }
+    }
+}
+
+impl Context for Upstream {}
+
+impl HttpContext for Upstream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let cfg = &self.rt.config;
+        if !cfg.caching {
+            return Action::Continue;
+        }
+        let Some(marker) = host::request_header(cache::MARKER) else {
+            if host::request_header("if-none-match").as_deref()
+                == Some(cache::BYPASS_VALIDATOR.as_bytes())
+            {
+                host::remove_request_header("if-none-match");
+            }
+            return Action::Continue;
+        };
+        host::remove_request_header(cache::MARKER);
+        let stash = host::request_header(cache::QUERY_STASH);
+        if stash.is_some() {
+            host::remove_request_header(cache::QUERY_STASH);
+        }
+        let Some((token, route)) = cache::parse_marker(&marker) else {
+            return Action::Continue;
+        };
+        let policy = match route {
+            Some(i) => cfg.routes.get(i).and_then(|r| r.cache.as_ref()),
+            None => cfg.default_route.cache.as_ref(),
+        };
+        let Some(policy) = policy else {
+            return Action::Continue;
+        };
+        if let Some(stash) = stash {
+            let current = host::request_header(":path").unwrap_or_default();
+            match cache::restore_query(policy, &current, &stash, &mut host::request_header) {
+                Some(path) => host::set_request_header(":path", &path),
+                None => host::log(
+                    LogLevel::Warn,
+                    "tollgate: upstream role: the stashed query does not match the cache key; the request goes on with the key's query",
+                ),
+            }
+        }
+        self.lookup = Some((token.to_vec(), policy.ttl_s));
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some((token, ttl_s)) = &self.lookup else {
+            return Action::Continue;
+        };
+        let headers = host::response_headers();
+        let mut status = 0u16;
+        let mut control: Option<Vec<u8>> = None;
+        let mut sets_cookie = false;
+        for (name, value) in &headers {
+            match name.to_ascii_lowercase().as_str() {
+                ":status" => {
+                    status = std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                }
+                "cache-control" => match &mut control {
+                    Some(c) => {
+                        c.extend_from_slice(b", ");
+                        c.extend_from_slice(value);
+                    }
+                    None => control = Some(value.clone()),
+                },
+                "set-cookie" => sets_cookie = true,
+                n if cache::INTERNAL_RESPONSE_HEADERS.contains(&n) => {
+                    // An upstream may not speak for tollgate.
+                    host::remove_response_header(n);
+                }
+                _ => {}
+            }
+        }
+        let storage = cache::storage(*ttl_s, status, control.as_deref(), sets_cookie);
+        if let cache::Storage::Store(_) = storage {
+            host::set_response_header("date", &cache::http_date(host::now_ns() / 1_000_000_000));
+        }
+        if let Some(cc) = storage.cache_control() {
+            host::set_response_header_bytes(
+                cache::CONTROL_STASH,
+                &cache::stash_control(control.as_deref()),
+            );
+            host::set_response_header("cache-control", &cc);
+        }
+        host::set_response_header_bytes(cache::MARKER, token);
+        Action::Continue
+    }
+}

@@ -1,0 +1,229 @@
+//! What Envoy 1.40 does with a wasm filter's traffic once the VM has died, for each
+//! `failure_policy` (SECURITY.md explains it to users).
+//!
+//! tollgate is written so that it never traps (no panics, every hostcall result handled, fuzzed),
+//! so no request can make *it* fail on purpose. The VM failure is produced instead by a tiny
+//! stand-in plugin assembled below, byte by byte (no toolchain needed): it speaks the same
+//! proxy-wasm ABI (0.2.1), lets the first request through and executes `unreachable` on the
+//! second, exactly what a panic in a Rust plugin compiles to. What follows is Envoy's own
+//! machinery, identical for any plugin in the same filter slot.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn leb(mut v: usize, out: &mut Vec<u8>) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn section(id: u8, items: &[Vec<u8>]) -> Vec<u8> {
+    let mut body = Vec::new();
+    leb(items.len(), &mut body);
+    for i in items {
+        body.extend_from_slice(i);
+    }
+    let mut out = vec![id];
+    leb(body.len(), &mut out);
+    out.extend(body);
+    out
+}
+
+fn name(s: &str) -> Vec<u8> {
+    let mut v = Vec::new();
+    leb(s.len(), &mut v);
+    v.extend_from_slice(s.as_bytes());
+    v
+}
+
+fn body(code: &[u8]) -> Vec<u8> {
+    let mut inner = vec![0x00]; // no locals
+    inner.extend_from_slice(code);
+    inner.push(0x0b); // end
+    let mut out = Vec::new();
+    leb(inner.len(), &mut out);
+    out.extend(inner);
+    out
+}
+
+/// A proxy-wasm 0.2.1 plugin whose `proxy_on_request_headers` traps on its second call.
+fn crashing_plugin() -> Vec<u8> {
+    const I32: u8 = 0x7f;
+    let types = vec![
+        vec![0x60, 0, 0],                     // 0: () -> ()
+        vec![0x60, 2, I32, I32, 0],           // 1: (i32, i32) -> ()
+        vec![0x60, 2, I32, I32, 1, I32],      // 2: (i32, i32) -> i32
+        vec![0x60, 3, I32, I32, I32, 1, I32], // 3: (i32, i32, i32) -> i32
+        vec![0x60, 1, I32, 1, I32],           // 4: (i32) -> i32
+    ];
+    let funcs = vec![vec![0], vec![1], vec![2], vec![2], vec![3], vec![4]];
+    let memory = vec![vec![0x00, 2]]; // min 2 pages, no max
+    let globals = vec![
+        vec![I32, 1, 0x41, 0, 0x0b],          // request counter
+        vec![I32, 1, 0x41, 0x80, 0x08, 0x0b], // bump-allocator top (1024)
+    ];
+    let export = |n: &str, kind: u8, idx: u8| {
+        let mut v = name(n);
+        v.extend([kind, idx]);
+        v
+    };
+    let exports = vec![
+        export("memory", 2, 0),
+        export("proxy_abi_version_0_2_1", 0, 0),
+        export("proxy_on_context_create", 0, 1),
+        export("proxy_on_vm_start", 0, 2),
+        export("proxy_on_configure", 0, 3),
+        export("proxy_on_request_headers", 0, 4),
+        export("proxy_on_memory_allocate", 0, 5),
+    ];
+    let code = vec![
+        body(&[]),
+        body(&[]),
+        body(&[0x41, 1]), // true
+        body(&[0x41, 1]), // true
+        body(&[
+            0x23, 0, 0x41, 1, 0x6a, 0x24, 0, // counter += 1
+            0x23, 0, 0x41, 2, 0x46, // counter == 2
+            0x04, 0x40, 0x00, 0x0b, // if: unreachable
+            0x41, 0, // Action::Continue
+        ]),
+        body(&[0x23, 1, 0x23, 1, 0x20, 0, 0x6a, 0x24, 1]), // old top; top += size
+    ];
+    let mut m = b"\0asm\x01\0\0\0".to_vec();
+    m.extend(section(1, &types));
+    m.extend(section(3, &funcs));
+    m.extend(section(5, &memory));
+    m.extend(section(6, &globals));
+    m.extend(section(7, &exports));
+    m.extend(section(10, &code));
+    m
+}
+
+fn start(policy: &str, up: &Upstream, dir: &tempdir::Dir) -> Envoy {
+    let wasm = dir.path().join("crash.wasm");
+    std::fs::write(&wasm, crashing_plugin()).unwrap();
+    let mut opts = EnvoyOptions::new(json!({}), up.port);
+    opts.wasm = Some(wasm);
+    opts.concurrency = 1; // one worker VM, so "the second request" is well defined
+    let mut cfg: Value = bootstrap(&opts);
+    let hcm = &mut cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"];
+    let config = &mut hcm["http_filters"][0]["typed_config"]["config"];
+    match policy {
+        "" => {
+            config.as_object_mut().unwrap().remove("failure_policy");
+        }
+        p => config["failure_policy"] = json!(p),
+    }
+    Envoy::try_start_bootstrap(&cfg, 1).unwrap_or_else(|f| panic!("{policy}: {}", f.log))
+}
+
+fn statuses(envoy: &Envoy, n: usize) -> Vec<u16> {
+    (0..n)
+        .map(|_| {
+            let r = try_request(envoy.port, "GET", "/x", &[], b"");
+            r.map(|r| r.status).unwrap_or(0)
+        })
+        .collect()
+}
+
+const TRAP_LINE: &str =
+    "Function: proxy_on_request_headers failed: Uncaught RuntimeError: unreachable";
+
+#[test]
+fn the_stand_in_plugin_is_a_valid_module() {
+    let m = crashing_plugin();
+    assert_eq!(&m[..8], b"\0asm\x01\0\0\0");
+    // Envoy validates it when loading: a module it rejects would fail start() below.
+}
+
+#[test]
+fn fail_closed_refuses_every_request_once_the_vm_died() {
+    let up = Upstream::start();
+    let dir = tempdir::Dir::new("fail-closed");
+    let envoy = start("FAIL_CLOSED", &up, &dir);
+    let got = statuses(&envoy, 5);
+    // 1st: the plugin lets it through. 2nd: it traps; Envoy answers that stream 503. After
+    // that the VM stays dead and every request is refused with 503: nothing passes unchecked.
+    assert_eq!(got, [200, 503, 503, 503, 503]);
+    assert_eq!(
+        up.count(),
+        1,
+        "no request reached the upstream after the VM died"
+    );
+    let log = envoy.log();
+    assert!(log.contains(TRAP_LINE), "the trap is logged:\n{log}");
+    // The harness's VM health check, used by every other e2e test, does see a real trap.
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        envoy.assert_no_wasm_failure()
+    }));
+    assert!(caught.is_err(), "assert_no_wasm_failure missed the trap");
+}
+
+#[test]
+fn fail_open_lets_traffic_through_unchecked() {
+    let up = Upstream::start();
+    let dir = tempdir::Dir::new("fail-open");
+    let envoy = start("FAIL_OPEN", &up, &dir);
+    let got = statuses(&envoy, 5);
+    // The trapping request itself gets 503; after it the filter is skipped and traffic flows
+    // with no key, throttle or CORS check at all.
+    assert_eq!(got, [200, 503, 200, 200, 200]);
+    assert_eq!(up.count(), 4);
+    assert!(envoy.log().contains(TRAP_LINE));
+}
+
+#[test]
+fn fail_reload_starts_a_fresh_vm() {
+    let up = Upstream::start();
+    let dir = tempdir::Dir::new("fail-reload");
+    let envoy = start("FAIL_RELOAD", &up, &dir);
+    let got = statuses(&envoy, 6);
+    // A fresh VM (fresh counter) serves the next request, so the pattern repeats: the plugin
+    // checks traffic again, and its in-VM state is gone (tollgate's counters are not: they
+    // live in Envoy's shared data, outside the VM).
+    // Measured: [200, 503, 503, 200, 503, 503]: the trapping request and those arriving
+    // during the reload backoff get 503; none passes unchecked.
+    assert_eq!(got[..2], [200, 503], "{got:?}");
+    assert!(
+        got[2..].contains(&200),
+        "no request served after the reload: {got:?}"
+    );
+    assert!(got.iter().all(|s| *s == 200 || *s == 503), "{got:?}");
+    assert_eq!(
+        up.count(),
+        got.iter().filter(|s| **s == 200).count(),
+        "only requests the (reloaded) plugin passed reached the upstream"
+    );
+    let stats = envoy.stats();
+    assert!(
+        stats
+            .get("wasm.tollgate.vm_reload_success")
+            .copied()
+            .unwrap_or(0)
+            >= 1,
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn no_failure_policy_means_fail_closed() {
+    let up = Upstream::start();
+    let dir = tempdir::Dir::new("fail-default");
+    let envoy = start("", &up, &dir);
+    assert_eq!(statuses(&envoy, 4), [200, 503, 503, 503]);
+    assert_eq!(up.count(), 1);
+}

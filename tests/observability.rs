@@ -1,0 +1,555 @@
+//! Access logs and metrics end to end (contract, "Access log and metrics"): tollgate's access
+//! record, the filter state Envoy's own access logger prints, and the labelled metrics at the
+//! admin endpoint's Prometheus output, all through the real Envoy.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use serde_json::{json, Value};
+
+const GOOD_KEY: &str = "obs-key-VALUE-never-logged";
+
+fn now_ms() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+fn clf(ms: u64) -> String {
+    let mut s = String::new();
+    tollgate::access_log::write_clf_time(ms, &mut s);
+    s
+}
+
+/// Options every test here uses: Envoy closes at once after a local reply (no 1 s delayed
+/// close for the test client, which reads to EOF).
+fn options(cfg: Value, upstream_port: u16) -> EnvoyOptions {
+    let mut opts = EnvoyOptions::new(cfg, upstream_port);
+    opts.hcm_extra = json!({"delayed_close_timeout": "0s"});
+    opts
+}
+
+/// tollgate's JSON access records in the Envoy log, in the order written.
+fn records(envoy: &Envoy) -> Vec<Value> {
+    envoy
+        .plugin_lines()
+        .iter()
+        .filter(|l| l.contains("\"requestId\""))
+        .filter_map(|l| l.find('{').map(|i| &l[i..]))
+        .map(|j| serde_json::from_str(j).unwrap_or_else(|e| panic!("{e}: {j}")))
+        .collect()
+}
+
+fn wait_records(envoy: &Envoy, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = records(envoy);
+        if r.len() >= n || Instant::now() > deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Lines of Envoy's own file access log, parsed, once there are `n`.
+fn wait_file_log(path: &std::path::Path, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn find<'a>(recs: &'a [Value], path: &str, status: u64) -> &'a Value {
+    let found: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["path"] == path && r["status"] == status)
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "one record for {path} {status} in {recs:#?}"
+    );
+    found[0]
+}
+
+#[test]
+fn one_access_record_per_request_with_real_values_and_the_same_fields_in_envoys_log() {
+    let up = Upstream::with(|r| {
+        if r.path.starts_with("/pets/slow") {
+            std::thread::sleep(Duration::from_millis(60));
+        }
+        if r.path.starts_with("/fail") {
+            return Reply::ok("upstream broke").status(503);
+        }
+        if r.path.starts_with("/broken") {
+            // A second, conflicting content-length: Envoy refuses the response and answers 502.
+            return Reply::ok("x").header("content-length", "999");
+        }
+        Reply::ok("hello")
+    });
+    let cfg = json!({
+        "stage": "prod",
+        "api_key": {"keys": [{"id": "partner-a", "value": GOOD_KEY}]},
+        "access_log": {"format": "json"},
+        "routes": [
+            {"match": "GET /pets/{id}"},
+            {"match": "POST /pets", "api_key_required": true},
+            {"match": "GET /limited", "throttle": {"rate": 0.001, "burst": 1}}
+        ]
+    });
+    let dir = tempdir::Dir::new("obs-records");
+    let file_log = dir.path().join("access.log");
+    let mut opts = options(cfg, up.port);
+    opts.access_log_path = Some(file_log.clone());
+    let envoy = Envoy::start(&opts);
+
+    let before = now_ms();
+    let t = Instant::now();
+    let ok = envoy.get("/pets/slow?page=2", &[("user-agent", "obs-test/1.0")]);
+    let ok_elapsed = u64::try_from(t.elapsed().as_millis()).unwrap();
+    assert_eq!(ok.status, 200);
+    let forbidden = envoy.send("POST", "/pets", &[]);
+    assert_eq!(forbidden.status, 403);
+    let keyed = envoy.send("POST", "/pets", &[("x-api-key", GOOD_KEY)]);
+    assert_eq!(keyed.status, 200);
+    assert_eq!(envoy.get("/limited", &[]).status, 200);
+    let throttled = envoy.get("/limited", &[]);
+    assert_eq!(throttled.status, 429);
+    let upstream_5xx = envoy.get("/fail", &[]);
+    assert_eq!(upstream_5xx.status, 503);
+    let envoy_5xx = envoy.get("/broken", &[]);
+    assert_eq!(envoy_5xx.status, 502);
+    let after = now_ms();
+    let sent = 7;
+
+    let recs = wait_records(&envoy, sent);
+    assert_eq!(recs.len(), sent, "one record per request: {recs:#?}");
+    let mut ids: Vec<&str> = recs
+        .iter()
+        .map(|r| r["requestId"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), sent, "request ids are distinct");
+
+    // Fields every record has.
+    for r in &recs {
+        let epoch = r["requestTimeEpoch"].as_u64().unwrap();
+        assert!(before <= epoch && epoch <= after, "{r}");
+        assert_eq!(r["requestTime"], clf(epoch), "{r}");
+        assert_eq!(r["protocol"], "HTTP/1.1");
+        assert_eq!(r["identity.sourceIp"], "127.0.0.1");
+        assert_eq!(r["stage"], "prod");
+        assert_eq!(r["cacheStatus"], Value::Null);
+        assert!(r["responseLatency"].as_u64().is_some(), "{r}");
+    }
+
+    // 200 through the upstream, which took 60 ms.
+    let r = find(&recs, "/pets/slow", 200);
+    assert_eq!(r["httpMethod"], "GET");
+    assert_eq!(r["resourcePath"], "/pets/{id}");
+    assert_eq!(r["responseLength"], 5, "{r}");
+    assert_eq!(r["identity.userAgent"], "obs-test/1.0");
+    assert_eq!(r["identity.apiKeyId"], Value::Null);
+    assert_eq!(r["error.message"], Value::Null);
+    assert_eq!(r["error.responseType"], Value::Null);
+    let integration = r["integrationLatency"].as_u64().unwrap();
+    let total = r["responseLatency"].as_u64().unwrap();
+    assert!(integration >= 60, "{r}");
+    assert!(
+        total >= integration && total <= ok_elapsed + 1,
+        "{r} ({ok_elapsed} ms)"
+    );
+
+    // 403: the filter answered; no integration.
+    let r = find(&recs, "/pets", 403);
+    assert_eq!(r["httpMethod"], "POST");
+    assert_eq!(r["resourcePath"], "/pets");
+    assert_eq!(r["responseLength"], forbidden.body.len());
+    assert_eq!(r["integrationLatency"], Value::Null);
+    assert_eq!(r["error.message"], "Forbidden");
+    assert_eq!(r["error.responseType"], "INVALID_API_KEY");
+    assert_eq!(r["identity.userAgent"], Value::Null);
+
+    // 200 with a key: its id, never its value.
+    let r = find(&recs, "/pets", 200);
+    assert_eq!(r["identity.apiKeyId"], "partner-a");
+    assert!(r["integrationLatency"].as_u64().is_some());
+
+    // 429.
+    let r = find(&recs, "/limited", 429);
+    assert_eq!(r["resourcePath"], "/limited");
+    assert_eq!(r["responseLength"], throttled.body.len());
+    assert_eq!(r["error.message"], "Too Many Requests");
+    assert_eq!(r["error.responseType"], "THROTTLED");
+    assert_eq!(r["integrationLatency"], Value::Null);
+    assert_eq!(
+        find(&recs, "/limited", 200)["error.responseType"],
+        Value::Null
+    );
+
+    // The upstream's own 503: not a gateway error (as in API Gateway), but an integration.
+    let r = find(&recs, "/fail", 503);
+    assert_eq!(r["resourcePath"], Value::Null);
+    assert_eq!(r["responseLength"], "upstream broke".len());
+    assert!(r["integrationLatency"].as_u64().is_some());
+    assert_eq!(r["error.responseType"], Value::Null);
+    // Envoy's 502 for a broken upstream response: INTEGRATION_FAILURE.
+    let r = find(&recs, "/broken", 502);
+    assert_eq!(r["error.responseType"], "INTEGRATION_FAILURE");
+    assert_eq!(r["error.message"], "Internal server error");
+    assert_eq!(r["responseLength"], envoy_5xx.body.len());
+
+    // Envoy's own file access log carries the same fields from tollgate's filter state.
+    let lines = wait_file_log(&file_log, sent);
+    assert_eq!(lines.len(), sent, "{lines:#?}");
+    for rec in &recs {
+        let line = lines
+            .iter()
+            .find(|l| l["request_id"] == rec["requestId"])
+            .unwrap_or_else(|| panic!("no Envoy log line for {rec}"));
+        assert_eq!(line["status"], rec["status"], "{line}");
+        assert_eq!(line["path"], rec["path"], "{line}");
+        assert_eq!(line["stage"], rec["stage"], "{line}");
+        assert_eq!(line["resourcePath"], rec["resourcePath"], "{line}");
+        assert_eq!(line["celResourcePath"], rec["resourcePath"], "{line}");
+        assert_eq!(line["apiKeyId"], rec["identity.apiKeyId"], "{line}");
+        assert_eq!(line["errorMessage"], rec["error.message"], "{line}");
+        assert_eq!(line["errorType"], rec["error.responseType"], "{line}");
+        assert_eq!(line["cacheStatus"], rec["cacheStatus"], "{line}");
+        // Exported when the response headers arrive, from the same clock readings as the record.
+        let integration = match &rec["integrationLatency"] {
+            Value::Number(n) => Value::String(n.to_string()),
+            other => other.clone(),
+        };
+        assert_eq!(line["integrationLatency"], integration, "{line}");
+    }
+    envoy.assert_no_wasm_failure();
+}
+
+#[test]
+fn secrets_never_reach_a_log() {
+    let up = Upstream::start();
+    let cfg = json!({
+        "api_key": {"keys": [{"id": "k1", "value": GOOD_KEY}]},
+        "access_log": {"format": "json"},
+        "routes": [{"match": "ANY /private/{proxy+}", "api_key_required": true}]
+    });
+    let dir = tempdir::Dir::new("obs-secrets");
+    let file_log = dir.path().join("access.log");
+    let mut opts = options(cfg, up.port);
+    opts.access_log_path = Some(file_log.clone());
+    let envoy = Envoy::start(&opts);
+    let secrets = [
+        GOOD_KEY,
+        "WRONG-KEY-SECRET",
+        "BEARER-TOKEN-SECRET",
+        "COOKIE-SESSION-SECRET",
+        "QUERY-TOKEN-SECRET",
+    ];
+    let statuses: Vec<u16> = [
+        vec![
+            ("x-api-key", GOOD_KEY),
+            ("cookie", "session=COOKIE-SESSION-SECRET"),
+        ],
+        vec![("x-api-key", "WRONG-KEY-SECRET")],
+        vec![("authorization", "Bearer BEARER-TOKEN-SECRET")],
+    ]
+    .iter()
+    .map(|h| {
+        envoy
+            .send("GET", "/private/a?token=QUERY-TOKEN-SECRET&x=1", h)
+            .status
+    })
+    .collect();
+    assert_eq!(statuses, [200, 403, 403]);
+    let recs = wait_records(&envoy, 3);
+    assert_eq!(recs.len(), 3);
+    assert!(recs.iter().all(|r| r["path"] == "/private/a"), "{recs:#?}");
+    assert_eq!(
+        recs.iter()
+            .filter(|r| r["identity.apiKeyId"] == "k1")
+            .count(),
+        1
+    );
+    let file = wait_file_log(&file_log, 3);
+    assert_eq!(file.len(), 3);
+    // Give Envoy a moment to flush everything, then search every byte it wrote.
+    std::thread::sleep(Duration::from_millis(200));
+    let everything = format!(
+        "{}\n{}",
+        envoy.log(),
+        std::fs::read_to_string(&file_log).unwrap()
+    );
+    for s in secrets {
+        assert!(!everything.contains(s), "{s} reached a log:\n{everything}");
+    }
+    // The upstream did get them: the test would prove nothing otherwise.
+    let seen = up.requests();
+    assert_eq!(
+        seen[0].header("cookie").as_deref(),
+        Some("session=COOKIE-SESSION-SECRET")
+    );
+    assert!(seen[0].path.contains("QUERY-TOKEN-SECRET"));
+}
+
+type Series = (String, String, String, String);
+
+/// tollgate's Prometheus samples: (metric, stage, route, method) -> value; histogram buckets
+/// are left out (their `_count` and `_sum` are in).
+fn prometheus(envoy: &Envoy) -> HashMap<Series, f64> {
+    let mut out = HashMap::new();
+    for line in envoy.admin("/stats/prometheus").lines() {
+        if !line.starts_with("tollgate_") || line.contains("le=\"") {
+            continue;
+        }
+        let (name, rest) = line.split_once('{').unwrap();
+        let (labels, value) = rest.split_once("} ").unwrap();
+        let mut l: HashMap<&str, &str> = HashMap::new();
+        for pair in labels.split(',') {
+            let (k, v) = pair.split_once('=').unwrap();
+            l.insert(k, v.trim_matches('"'));
+        }
+        let key = (
+            name.to_string(),
+            l["stage"].to_string(),
+            l["route"].to_string(),
+            l["method"].to_string(),
+        );
+        out.insert(key, value.trim().parse().unwrap());
+    }
+    out
+}
+
+fn key(metric: &str, route: &str, method: &str) -> Series {
+    (
+        format!("tollgate_{metric}"),
+        "prod".to_string(),
+        route.to_string(),
+        method.to_string(),
+    )
+}
+
+#[test]
+fn prometheus_shows_labelled_series_whose_counts_match_the_traffic() {
+    let up = Upstream::with(|r| {
+        if r.path.starts_with("/nothing") {
+            Reply::ok("no").status(500)
+        } else {
+            Reply::ok("ok")
+        }
+    });
+    let cfg = json!({
+        "stage": "prod",
+        "api_key": {"keys": [{"id": "k1", "value": GOOD_KEY, "usage_plan": "tiny"}]},
+        "usage_plans": {"tiny": {"quota": {"limit": 1, "period": "DAY"}}},
+        "access_log": {"format": "json"},
+        "routes": [
+            {"match": "GET /pets/{id}"},
+            {"match": "POST /pets", "api_key_required": true},
+            {"match": "ANY /admin/{proxy+}", "api_key_required": true},
+            {"match": "GET /limited", "throttle": {"rate": 0.001, "burst": 1}}
+        ]
+    });
+    let mut opts = options(cfg, up.port);
+    opts.stats_tags = true;
+    let envoy = Envoy::start(&opts);
+    // The host drops info lines: no access record is built, but every request is counted.
+    let r = request(envoy.admin_port, "POST", "/logging?wasm=warning", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let mut statuses = Vec::new();
+    let mut send = |m: &str, p: &str, h: &[(&str, &str)]| statuses.push(envoy.send(m, p, h).status);
+    for _ in 0..3 {
+        send("GET", "/pets/1", &[]);
+    }
+    send("POST", "/pets", &[]);
+    send("POST", "/pets", &[]);
+    send("POST", "/pets", &[("x-api-key", GOOD_KEY)]);
+    send("POST", "/pets", &[("x-api-key", GOOD_KEY)]);
+    send("DELETE", "/admin/x/y", &[]);
+    send("GET", "/limited", &[]);
+    send("GET", "/limited", &[]);
+    send("GET", "/nothing", &[]);
+    send("PROPFIND", "/nothing", &[]);
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 403, 403, 200, 429, 403, 200, 429, 500, 500]
+    );
+
+    let pets = "_pets_~7Bid~7D";
+    let expected: Vec<(Series, f64)> = vec![
+        (key("requests", pets, "GET"), 3.0),
+        (key("4xx", pets, "GET"), 0.0),
+        (key("requests", "_pets", "POST"), 4.0),
+        (key("4xx", "_pets", "POST"), 3.0),
+        (key("forbidden", "_pets", "POST"), 2.0),
+        (key("quota_exceeded", "_pets", "POST"), 1.0),
+        (key("throttled", "_pets", "POST"), 0.0),
+        (key("requests", "_admin_~7Bproxy~2B~7D", "DELETE"), 1.0),
+        (key("forbidden", "_admin_~7Bproxy~2B~7D", "DELETE"), 1.0),
+        (key("requests", "_limited", "GET"), 2.0),
+        (key("4xx", "_limited", "GET"), 1.0),
+        (key("throttled", "_limited", "GET"), 1.0),
+        (key("requests", "-", "GET"), 1.0),
+        (key("5xx", "-", "GET"), 1.0),
+        (key("requests", "-", "OTHER"), 1.0),
+        (key("5xx", "-", "OTHER"), 1.0),
+        (key("cache_hit", pets, "GET"), 0.0),
+        (key("cache_miss", pets, "GET"), 0.0),
+        // Histograms (ms): every request has a latency; only forwarded ones an integration.
+        (key("latency_count", pets, "GET"), 3.0),
+        (key("integration_latency_count", pets, "GET"), 3.0),
+        (key("latency_count", "_pets", "POST"), 4.0),
+        (key("integration_latency_count", "_pets", "POST"), 1.0),
+        (key("integration_latency_count", "_limited", "GET"), 1.0),
+    ];
+    // Histograms reach the admin endpoint at the next stats flush (250 ms here).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let samples = loop {
+        let s = prometheus(&envoy);
+        let all = expected.iter().all(|(k, v)| s.get(k) == Some(v));
+        if all || Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for (k, v) in &expected {
+        assert_eq!(samples.get(k), Some(v), "{k:?}");
+    }
+    // Nothing else was counted anywhere.
+    let total: f64 = samples
+        .iter()
+        .filter(|(k, _)| k.0 == "tollgate_requests")
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(total, 12.0);
+    assert!(samples.keys().all(|k| k.1 == "prod"));
+    assert!(
+        !samples.contains_key(&key("requests", "_pets", "GET")),
+        "an explicit-method route has no series for other methods"
+    );
+    assert!(records(&envoy).is_empty(), "info lines were off");
+
+    // Back at info, the next request writes its record.
+    let r = request(envoy.admin_port, "POST", "/logging?wasm=info", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(envoy.get("/pets/2", &[]).status, 200);
+    let recs = wait_records(&envoy, 1);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0]["path"], "/pets/2");
+    envoy.assert_no_wasm_failure();
+}
+
+#[test]
+fn example_gateway_logs_filter_state_and_labels_its_metrics() {
+    let yaml = std::fs::read_to_string(repo_root().join("envoy/envoy.yaml")).unwrap();
+    // The example carries exactly the crate's stats tags.
+    for (tag, regex) in tollgate::metrics::STATS_TAGS {
+        assert!(
+            yaml.contains(&format!("{{tag_name: {tag}, regex: '{regex}'}}")),
+            "envoy/envoy.yaml lacks the {tag} tag"
+        );
+    }
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (gw, admin, demo) = (free(), free(), free());
+    let dir = tempdir::Dir::new("obs-example");
+    let file_log = dir.path().join("access.log");
+    assert!(yaml.contains("path: /dev/stdout"));
+    let yaml = yaml
+        .replace("port_value: 10000", &format!("port_value: {gw}"))
+        .replace("port_value: 9901", &format!("port_value: {admin}"))
+        .replace("port_value: 10080", &format!("port_value: {demo}"))
+        .replace(
+            "path: /dev/stdout",
+            &format!("path: {}", file_log.display()),
+        )
+        .replace(
+            "filename: target/wasm32-wasip1/release/tollgate.wasm",
+            &format!("filename: {}", wasm_path().display()),
+        );
+    let cfg = dir.path().join("envoy.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let mut child = std::process::Command::new(envoy_bin())
+        .arg("-c")
+        .arg(&cfg)
+        .args(["--concurrency", "1", "--disable-hot-restart", "--log-path"])
+        .arg(dir.path().join("envoy.log"))
+        .args(["--file-flush-interval-msec", "50"])
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = Kill(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while try_request(admin, "GET", "/ready", &[], b"")
+        .map(|r| r.status)
+        .ok()
+        != Some(200)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "example did not start:\n{}",
+            std::fs::read_to_string(dir.path().join("envoy.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    assert_eq!(request(gw, "GET", "/pets/1?x=1", &[]).status, 200);
+    assert_eq!(request(gw, "POST", "/pets", &[]).status, 403);
+    let lines = wait_file_log(&file_log, 2);
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    let ok = &lines[0];
+    assert_eq!(ok["path"], "/pets/1");
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["stage"], "demo");
+    assert_eq!(ok["resourcePath"], "/pets/{id}");
+    assert_eq!(ok["error.responseType"], Value::Null);
+    assert!(ok["integrationLatency"].is_string(), "{ok}");
+    let denied = &lines[1];
+    assert_eq!(denied["status"], 403);
+    assert_eq!(denied["resourcePath"], "/pets");
+    assert_eq!(denied["error.responseType"], "INVALID_API_KEY");
+    assert_eq!(denied["error.message"], "Forbidden");
+    assert_eq!(denied["identity.sourceIp"], "127.0.0.1");
+
+    let prom = String::from_utf8(request(admin, "GET", "/stats/prometheus", &[]).body).unwrap();
+    for sample in [
+        r#"tollgate_requests{stage="demo",route="_pets_~7Bid~7D",method="GET"} 1"#,
+        r#"tollgate_requests{stage="demo",route="_pets",method="POST"} 1"#,
+        r#"tollgate_forbidden{stage="demo",route="_pets",method="POST"} 1"#,
+    ] {
+        assert!(prom.lines().any(|l| l == sample), "{sample} missing");
+    }
+}
