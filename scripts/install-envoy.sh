@@ -4,7 +4,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 tools="$here/.tools"
-version="${ENVOY_VERSION:-1.40.0}"
+# The version func-e also reads: .envoy-version (ENVOY_VERSION overrides it, as for func-e).
+version="${ENVOY_VERSION:-$(tr -d '[:space:]' < "$here/.envoy-version")}"
 if [ -x "$tools/bin/envoy" ] && "$tools/bin/envoy" --version 2>/dev/null | grep -q "/$version/"; then
   exit 0
 fi
