@@ -219,10 +219,8 @@ impl CacheSettings {
                 KeyParameter::Header(n) => header_keys.push(n.clone()),
             }
         }
-        query_keys.sort();
-        query_keys.dedup();
-        header_keys.sort();
-        header_keys.dedup();
+        sort_dedup(&mut query_keys);
+        sort_dedup(&mut header_keys);
         Some(CachePolicy {
             ttl_s,
             require_authorization: self.require_authorization.unwrap_or(true),
@@ -333,7 +331,8 @@ pub fn key_query(
     query: Option<&[u8]>,
     header: &mut dyn FnMut(&str) -> Option<Vec<u8>>,
 ) -> Vec<u8> {
-    let mut kept: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+    // Every parameter, canonical, in the client's order.
+    let mut pairs: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
     if !policy.query_keys.is_empty() {
         for pair in query.unwrap_or_default().split(|b| *b == b'&') {
             if pair.is_empty() {
@@ -356,10 +355,19 @@ pub fn key_query(
                 canonical_component(v, &mut out);
                 out
             });
-            kept.push((name, value));
+            pairs.push((name, value));
         }
-        // Stable: repeated parameters keep the order the client gave them.
-        kept.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    // Sorted by name without a sort: the policy's names are sorted, and one pass per name keeps
+    // repeated parameters in the order the client gave them. Linear in the query's length for
+    // each configured name.
+    let mut kept: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(pairs.len());
+    for key in &policy.query_keys {
+        for (name, value) in &pairs {
+            if name == key {
+                kept.push((name.clone(), value.clone()));
+            }
+        }
     }
     let mut out = Vec::new();
     for (name, value) in kept {
@@ -714,3 +722,16 @@ pub fn classify(own_token: &[u8], response_token: Option<&[u8]>) -> CacheStatus 
 
 #[cfg(test)]
 mod tests;
+
+/// Sorts and de-duplicates a short configuration list (an insertion sort: the lists are a few
+/// names long, and this keeps the general-purpose sort out of the module).
+fn sort_dedup<T: Ord>(items: &mut Vec<T>) {
+    for i in 1..items.len() {
+        let mut j = i;
+        while j > 0 && items.get(j - 1) > items.get(j) {
+            items.swap(j - 1, j);
+            j -= 1;
+        }
+    }
+    items.dedup();
+}

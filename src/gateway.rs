@@ -241,14 +241,89 @@ pub fn address_ip(address: &str) -> &str {
 pub fn ip_identity(address: &[u8]) -> Vec<u8> {
     let s = String::from_utf8_lossy(address);
     let host = address_ip(&s);
-    if let Ok(v6) = host.parse::<std::net::Ipv6Addr>() {
-        if v6.to_ipv4_mapped().is_none() {
-            let seg = v6.segments();
-            let net: Vec<String> = seg.iter().take(4).map(|x| format!("{x:x}")).collect();
-            return format!("{}::/64", net.join(":")).into_bytes();
+    if let Some(net) = ipv6_network64(host) {
+        let mut out = String::with_capacity(24);
+        for (i, group) in net.iter().enumerate() {
+            if i > 0 {
+                out.push(':');
+            }
+            out.push_str(&format!("{group:x}"));
         }
+        out.push_str("::/64");
+        return out.into_bytes();
     }
     host.as_bytes().to_vec()
+}
+
+/// The first four groups (the /64 network) of an IPv6 address in text form, or `None` when the
+/// text is not an IPv6 address or is an IPv4-mapped one (`::ffff:a.b.c.d`, counted as IPv4).
+/// A small parser of our own: `std::net`'s costs several KB of wasm.
+fn ipv6_network64(text: &str) -> Option<[u16; 4]> {
+    let text = text.split('%').next().unwrap_or(text); // zone id
+    if !text.contains(':') || text.len() > 45 {
+        return None;
+    }
+    fn groups(part: &str, out: &mut Vec<u16>, may_end_v4: bool) -> Option<()> {
+        if part.is_empty() {
+            return Some(());
+        }
+        let items: Vec<&str> = part.split(':').collect();
+        let last = items.len().saturating_sub(1);
+        for (i, g) in items.iter().enumerate() {
+            if i == last && may_end_v4 && g.contains('.') {
+                let mut octets = [0u8; 4];
+                let mut n = 0;
+                for o in g.split('.') {
+                    *octets.get_mut(n)? = o.parse().ok().filter(|_| !o.is_empty())?;
+                    n += 1;
+                }
+                if n != 4 {
+                    return None;
+                }
+                let [a, b, c, d] = octets;
+                out.push(u16::from_be_bytes([a, b]));
+                out.push(u16::from_be_bytes([c, d]));
+            } else {
+                if g.is_empty() || g.len() > 4 {
+                    return None;
+                }
+                out.push(u16::from_str_radix(g, 16).ok()?);
+            }
+        }
+        Some(())
+    }
+    let mut head = Vec::with_capacity(8);
+    let mut tail = Vec::with_capacity(8);
+    match text.split_once("::") {
+        Some((h, t)) => {
+            if t.contains("::") {
+                return None;
+            }
+            groups(h, &mut head, false)?;
+            groups(t, &mut tail, true)?;
+            if head.len() + tail.len() > 7 {
+                return None;
+            }
+        }
+        None => {
+            groups(text, &mut head, true)?;
+            if head.len() != 8 {
+                return None;
+            }
+        }
+    }
+    let mut all = [0u16; 8];
+    for (slot, g) in all.iter_mut().zip(head.iter()) {
+        *slot = *g;
+    }
+    for (slot, g) in all.iter_mut().rev().zip(tail.iter().rev()) {
+        *slot = *g;
+    }
+    if let [0, 0, 0, 0, 0, 0xffff, _, _] = all {
+        return None;
+    }
+    let [a, b, c, d, ..] = all;
+    Some([a, b, c, d])
 }
 
 enum Check {

@@ -202,8 +202,8 @@ fn throttle(t: &RawThrottle, path: &str) -> Result<BucketSpec, FieldError> {
     BucketSpec::new(rate, burst).ok_or_else(|| err(format!("{path}.rate"), "is out of range"))
 }
 
-fn cors(value: Value, path: &str) -> Result<CorsPolicy, FieldError> {
-    let raw = raw::read_cors(&value, path)?;
+fn cors(value: &Value, path: &str) -> Result<CorsPolicy, FieldError> {
+    let raw = raw::read_cors(value, path)?;
     let max_age = match &raw.max_age {
         None => None,
         Some(n) => match n.as_u64() {
@@ -312,7 +312,7 @@ fn cache_settings(value: &Value, path: &str) -> Result<CacheSettings, FieldError
     })
 }
 
-fn compile(raw: RawConfig) -> Result<Config, FieldError> {
+fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
     let mut warnings = Vec::new();
 
     let stage = raw.stage.unwrap_or_else(|| "default".to_string());

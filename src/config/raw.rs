@@ -10,7 +10,7 @@ use super::reader::{join, Obj};
 use crate::error::FieldError;
 
 #[derive(Debug, Default)]
-pub struct RawConfig {
+pub struct RawConfig<'a> {
     pub stage: Option<String>,
     pub enforce: Option<bool>,
     pub api_key: Option<RawApiKey>,
@@ -19,10 +19,10 @@ pub struct RawConfig {
     pub client_throttle: Option<RawClientThrottle>,
     pub rate_limit_headers: Option<String>,
     /// A CORS object (read in `compile`, so that errors keep their path).
-    pub cors: Option<Value>,
-    pub cache: Option<Value>,
+    pub cors: Option<&'a Value>,
+    pub cache: Option<&'a Value>,
     pub access_log: Option<RawAccessLog>,
-    pub routes: Option<Vec<RawRoute>>,
+    pub routes: Option<Vec<RawRoute<'a>>>,
 }
 
 #[derive(Debug)]
@@ -95,14 +95,14 @@ pub struct RawAccessLog {
 }
 
 #[derive(Debug)]
-pub struct RawRoute {
+pub struct RawRoute<'a> {
     pub match_: String,
     pub api_key_required: Option<bool>,
     pub throttle: Option<RawThrottle>,
     pub enforce: Option<bool>,
     /// `false` (CORS off), `true` (the stage policy) or a CORS object of the route's own.
-    pub cors: Option<Value>,
-    pub cache: Option<Value>,
+    pub cors: Option<&'a Value>,
+    pub cache: Option<&'a Value>,
 }
 
 const TOP: &[&str] = &[
@@ -119,7 +119,7 @@ const TOP: &[&str] = &[
     "routes",
 ];
 
-pub fn read_config(v: &Value) -> Result<RawConfig, FieldError> {
+pub fn read_config(v: &Value) -> Result<RawConfig<'_>, FieldError> {
     let o = Obj::open(v, "", TOP)?;
     let api_key = match o.object("api_key", &["header", "keys"])? {
         None => None,
@@ -196,8 +196,8 @@ pub fn read_config(v: &Value) -> Result<RawConfig, FieldError> {
                     api_key_required: ro.bool("api_key_required")?,
                     throttle: read_throttle(&ro, "throttle")?,
                     enforce: ro.bool("enforce")?,
-                    cors: ro.get("cors").cloned(),
-                    cache: ro.get("cache").cloned(),
+                    cors: ro.get("cors"),
+                    cache: ro.get("cache"),
                 });
             }
             Some(routes)
@@ -211,8 +211,8 @@ pub fn read_config(v: &Value) -> Result<RawConfig, FieldError> {
         throttle: read_throttle(&o, "throttle")?,
         client_throttle,
         rate_limit_headers: o.string("rate_limit_headers")?,
-        cors: o.get("cors").cloned(),
-        cache: o.get("cache").cloned(),
+        cors: o.get("cors"),
+        cache: o.get("cache"),
         access_log,
         routes,
     })

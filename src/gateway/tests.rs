@@ -234,6 +234,46 @@ fn memory_is_bounded_by_slots() {
 }
 
 #[test]
+fn ipv6_networks_match_std() {
+    for text in [
+        "2001:db8:1:2:3:4:5:6",
+        "2001:db8::1",
+        "::1",
+        "::",
+        "fe80::1%eth0",
+        "1::",
+        "1:2:3:4:5:6:7::",
+        "::2:3:4:5:6:7:8",
+        "64:ff9b::192.0.2.33",
+        "::ffff:1.2.3.4",
+        "1:2:3:4:5:6:1.2.3.4",
+        "1:2:3:4:5:6:7:8:9",
+        "1::2::3",
+        "12345::",
+        "g::",
+        ":1:2:3:4:5:6:7",
+        "1.2.3.4",
+        "::1.2.3",
+        "::1.2.3.256",
+        "",
+    ] {
+        let ours = ipv6_network64(text);
+        let std = text
+            .split('%')
+            .next()
+            .unwrap()
+            .parse::<std::net::Ipv6Addr>()
+            .ok()
+            .filter(|a| a.to_ipv4_mapped().is_none())
+            .map(|a| {
+                let s = a.segments();
+                [s[0], s[1], s[2], s[3]]
+            });
+        assert_eq!(ours, std, "{text}");
+    }
+}
+
+#[test]
 fn ip_identity_forms() {
     assert_eq!(ip_identity(b"1.2.3.4:80"), b"1.2.3.4");
     assert_eq!(
