@@ -12,6 +12,7 @@ pub mod error;
 pub mod gateway;
 pub mod keys;
 pub mod metrics;
+pub mod ratelimit_service;
 pub mod routes;
 pub mod throttle;
 

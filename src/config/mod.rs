@@ -3,7 +3,7 @@
 
 mod protobuf;
 mod raw;
-mod reader;
+pub(crate) mod reader;
 
 use serde_json::{Number, Value};
 

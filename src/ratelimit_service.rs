@@ -1,0 +1,693 @@
+//! Fleet-wide limits on an Envoy rate limit service (issue 9): **planned, not yet enabled**.
+//!
+//! This module is the pure groundwork; nothing calls it yet. The configuration reader still
+//! refuses a `rate_limit_service` section (it is an unknown field), and the filter makes no
+//! gRPC call. See docs/RATE_LIMIT_SERVICE.md for the design this module implements a part of.
+//!
+//! What is here:
+//! * [`read_config`]: the `rate_limit_service` section, read strictly with field paths.
+//! * [`build_descriptors`] / [`build_request`]: the descriptors sent for one request.
+//! * The `envoy.service.ratelimit.v3` messages as `prost`-derived structs (field numbers from
+//!   api/envoy/service/ratelimit/v3/rls.proto, api/envoy/extensions/common/ratelimit/v3/
+//!   ratelimit.proto, api/envoy/config/core/v3/base.proto and google/protobuf/duration.proto),
+//!   with [`encode_request`] and [`decode_response`]. The bytes are the bare message: Envoy adds
+//!   and strips the gRPC framing around `dispatch_grpc_call`.
+//! * [`interpret`]: a `ShouldRateLimit` answer (or a failed call) turned into a decision.
+//!
+//! # Descriptors
+//!
+//! One descriptor per delegated check that applies to the request, in the order the filter runs
+//! the checks (`plan`, `route`, `stage`, `client`, `quota`), so that the service's per-descriptor
+//! `statuses` map back to the policy names of the `RateLimit` headers. Every descriptor starts
+//! with the stage, so one service domain can serve several stages:
+//!
+//! | check    | entries (key = value)                                                        |
+//! |----------|------------------------------------------------------------------------------|
+//! | `plan`   | `stage` = stage, `usage_plan` = plan, `api_key_id` = key id                  |
+//! | `route`  | `stage` = stage, `route` = route template (`GET /pets/{id}`)                 |
+//! | `stage`  | `stage` = stage                                                              |
+//! | `client` | `stage` = stage, `client` = client identity (IP or /64, key id, header)      |
+//! | `quota`  | `stage` = stage, `usage_plan` = plan, `api_key_id` = key id, `quota` = period |
+//!
+//! In envoyproxy/ratelimit these nest naturally (`stage` > `usage_plan` > `api_key_id` with no
+//! value, so each key gets its own counter > `quota`). Limitador's own RLS front end binds the
+//! list as `descriptors[i]`; see docs/RATE_LIMIT_SERVICE.md for writing its limits.
+
+use prost::Message;
+use serde_json::Value;
+
+use crate::config::reader::Obj;
+use crate::error::FieldError;
+use crate::gateway::ErrorType;
+use crate::throttle::headers::{self, HeaderMode, PolicyReport};
+
+/// The gRPC service and method the filter will call.
+pub const GRPC_SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
+pub const GRPC_METHOD: &str = "ShouldRateLimit";
+
+/// `timeout_ms` when absent.
+pub const DEFAULT_TIMEOUT_MS: u32 = 20;
+/// Largest `timeout_ms`: the request waits this long at most.
+pub const MAX_TIMEOUT_MS: u32 = 10_000;
+/// Longest `cluster` and `domain`.
+const MAX_NAME_LEN: usize = 256;
+
+const FIELDS: &[&str] = &[
+    "cluster",
+    "domain",
+    "timeout_ms",
+    "failure_mode",
+    "checks",
+    "local_first",
+];
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+
+/// What happens to a request when the service cannot give an answer in time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureMode {
+    /// Forward it (local buckets still apply when `local_first` is on).
+    Allow,
+    /// Refuse it with 429, as a failing shared-data store does.
+    Deny,
+}
+
+impl FailureMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureMode::Allow => "allow",
+            FailureMode::Deny => "deny",
+        }
+    }
+}
+
+/// A check whose limit the service holds. The names are the policy names of the `RateLimit`
+/// headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Check {
+    /// The usage plan's throttle, per API key.
+    Plan,
+    /// The matched route's throttle.
+    Route,
+    /// The stage throttle.
+    Stage,
+    /// The client buckets.
+    Client,
+    /// The usage plan's quota, per API key.
+    Quota,
+}
+
+impl Check {
+    /// In the filter's order of checks.
+    pub const ALL: [Check; 5] = [
+        Check::Plan,
+        Check::Route,
+        Check::Stage,
+        Check::Client,
+        Check::Quota,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Check::Plan => "plan",
+            Check::Route => "route",
+            Check::Stage => "stage",
+            Check::Client => "client",
+            Check::Quota => "quota",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Check> {
+        Check::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// The contract's error when this check refuses a request.
+    pub fn error(self) -> ErrorType {
+        match self {
+            Check::Quota => ErrorType::QuotaExceeded,
+            _ => ErrorType::Throttled,
+        }
+    }
+}
+
+/// The `rate_limit_service` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// The Envoy cluster (HTTP/2) of the service, passed to `dispatch_grpc_call`.
+    pub cluster: String,
+    /// The rate limit domain (Limitador: the namespace).
+    pub domain: String,
+    pub timeout_ms: u32,
+    pub failure_mode: FailureMode,
+    /// The delegated checks, without duplicates, in the filter's order.
+    pub checks: Vec<Check>,
+    /// Run the local buckets of the delegated checks first, so that a request they refuse never
+    /// costs a call (default `true`).
+    pub local_first: bool,
+}
+
+impl ServiceConfig {
+    pub fn delegates(&self, check: Check) -> bool {
+        self.checks.contains(&check)
+    }
+}
+
+/// Reads and validates a `rate_limit_service` object found at `path`.
+pub fn read_config(v: &Value, path: &str) -> Result<ServiceConfig, FieldError> {
+    let o = Obj::open(v, path, FIELDS)?;
+    let cluster = name(&o, "cluster")?;
+    let domain = name(&o, "domain")?;
+    let timeout_ms = match o.number("timeout_ms")? {
+        None => DEFAULT_TIMEOUT_MS,
+        Some(n) => match n.as_u64().and_then(|v| u32::try_from(v).ok()) {
+            Some(v) if (1..=MAX_TIMEOUT_MS).contains(&v) => v,
+            _ => {
+                return Err(FieldError::new(
+                    o.path("timeout_ms"),
+                    format!("must be a whole number of milliseconds from 1 to {MAX_TIMEOUT_MS}"),
+                ))
+            }
+        },
+    };
+    let failure_mode = match o.required_string("failure_mode")?.as_str() {
+        "allow" => FailureMode::Allow,
+        "deny" => FailureMode::Deny,
+        _ => {
+            return Err(FieldError::new(
+                o.path("failure_mode"),
+                "must be `allow` or `deny`",
+            ))
+        }
+    };
+    let names = o.strings("checks")?;
+    if o.get("checks").is_none() || names.is_empty() {
+        return Err(FieldError::new(
+            o.path("checks"),
+            "is required: a non-empty list of `plan`, `route`, `stage`, `client`, `quota`",
+        ));
+    }
+    let mut checks: Vec<Check> = Vec::with_capacity(names.len());
+    for (i, s) in names.iter().enumerate() {
+        let item = format!("{}[{i}]", o.path("checks"));
+        let Some(c) = Check::parse(s) else {
+            return Err(FieldError::new(
+                item,
+                format!("unknown check `{s}`, expected one of `plan`, `route`, `stage`, `client`, `quota`"),
+            ));
+        };
+        if checks.contains(&c) {
+            return Err(FieldError::new(item, format!("`{s}` is listed twice")));
+        }
+        checks.push(c);
+    }
+    checks.sort();
+    Ok(ServiceConfig {
+        cluster,
+        domain,
+        timeout_ms,
+        failure_mode,
+        checks,
+        local_first: o.bool("local_first")?.unwrap_or(true),
+    })
+}
+
+/// A required string of 1 to 256 printable characters (no control characters).
+fn name(o: &Obj<'_>, key: &str) -> Result<String, FieldError> {
+    let s = o.required_string(key)?;
+    if s.is_empty() || s.len() > MAX_NAME_LEN || s.chars().any(char::is_control) {
+        return Err(FieldError::new(
+            o.path(key),
+            format!("must be 1 to {MAX_NAME_LEN} characters, none of them control characters"),
+        ));
+    }
+    Ok(s)
+}
+
+/// Cross-check against the rest of the configuration (for when the section is wired in): a
+/// delegated check must exist locally (`configured` lists the checks the configuration has:
+/// some plan with a throttle, some route with a throttle, ...), since its local settings name
+/// the policy and front the call. The error names the `checks` item at `path`.
+pub fn check_delegated(
+    cfg: &ServiceConfig,
+    configured: &[Check],
+    path: &str,
+) -> Result<(), FieldError> {
+    for c in &cfg.checks {
+        if !configured.contains(c) {
+            return Err(FieldError::new(
+                format!("{path}.checks"),
+                format!(
+                    "`{}` is delegated to the service but the configuration has no such check",
+                    c.as_str()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages (prost-derived; field numbers from the .proto files named above)
+
+/// `envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.Entry`.
+#[derive(Clone, PartialEq, Message)]
+pub struct Entry {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+/// `envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.RateLimitOverride` (never sent;
+/// declared so the descriptor is complete).
+#[derive(Clone, PartialEq, Message)]
+pub struct RateLimitOverride {
+    #[prost(uint32, tag = "1")]
+    pub requests_per_unit: u32,
+    /// `envoy.type.v3.RateLimitUnit`.
+    #[prost(int32, tag = "2")]
+    pub unit: i32,
+}
+
+/// `envoy.extensions.common.ratelimit.v3.RateLimitDescriptor`.
+#[derive(Clone, PartialEq, Message)]
+pub struct RateLimitDescriptor {
+    #[prost(message, repeated, tag = "1")]
+    pub entries: Vec<Entry>,
+    #[prost(message, optional, tag = "2")]
+    pub limit: Option<RateLimitOverride>,
+}
+
+/// `envoy.service.ratelimit.v3.RateLimitRequest`.
+#[derive(Clone, PartialEq, Message)]
+pub struct RateLimitRequest {
+    #[prost(string, tag = "1")]
+    pub domain: String,
+    #[prost(message, repeated, tag = "2")]
+    pub descriptors: Vec<RateLimitDescriptor>,
+    /// 0 (not sent) means 1.
+    #[prost(uint32, tag = "3")]
+    pub hits_addend: u32,
+}
+
+/// `envoy.service.ratelimit.v3.RateLimitResponse.Code`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum Code {
+    Unknown = 0,
+    Ok = 1,
+    OverLimit = 2,
+}
+
+/// `envoy.service.ratelimit.v3.RateLimitResponse.RateLimit.Unit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum Unit {
+    Unknown = 0,
+    Second = 1,
+    Minute = 2,
+    Hour = 3,
+    Day = 4,
+    Month = 5,
+    Year = 6,
+}
+
+impl Unit {
+    /// The unit's length in seconds; 0 for units of no fixed length (month, year, unknown).
+    pub fn seconds(self) -> u64 {
+        match self {
+            Unit::Second => 1,
+            Unit::Minute => 60,
+            Unit::Hour => 3_600,
+            Unit::Day => 86_400,
+            Unit::Unknown | Unit::Month | Unit::Year => 0,
+        }
+    }
+}
+
+/// `envoy.service.ratelimit.v3.RateLimitResponse.RateLimit`.
+#[derive(Clone, PartialEq, Message)]
+pub struct RateLimit {
+    #[prost(string, tag = "3")]
+    pub name: String,
+    #[prost(uint32, tag = "1")]
+    pub requests_per_unit: u32,
+    #[prost(enumeration = "Unit", tag = "2")]
+    pub unit: i32,
+}
+
+/// `google.protobuf.Duration`.
+#[derive(Clone, PartialEq, Message)]
+pub struct Duration {
+    #[prost(int64, tag = "1")]
+    pub seconds: i64,
+    #[prost(int32, tag = "2")]
+    pub nanos: i32,
+}
+
+/// `envoy.service.ratelimit.v3.RateLimitResponse.DescriptorStatus` (field 5, `quota`, is
+/// not implemented by Envoy and skipped here as an unknown field).
+#[derive(Clone, PartialEq, Message)]
+pub struct DescriptorStatus {
+    #[prost(enumeration = "Code", tag = "1")]
+    pub code: i32,
+    #[prost(message, optional, tag = "2")]
+    pub current_limit: Option<RateLimit>,
+    #[prost(uint32, tag = "3")]
+    pub limit_remaining: u32,
+    #[prost(message, optional, tag = "4")]
+    pub duration_until_reset: Option<Duration>,
+}
+
+/// `envoy.config.core.v3.HeaderValue`.
+#[derive(Clone, PartialEq, Message)]
+pub struct HeaderValue {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+    #[prost(bytes = "vec", tag = "3")]
+    pub raw_value: Vec<u8>,
+}
+
+/// `envoy.service.ratelimit.v3.RateLimitResponse`; fields tollgate does not use
+/// (`request_headers_to_add` = 4, `raw_body` = 5, `dynamic_metadata` = 6, `quota` = 7) are
+/// skipped as unknown fields.
+#[derive(Clone, PartialEq, Message)]
+pub struct RateLimitResponse {
+    #[prost(enumeration = "Code", tag = "1")]
+    pub overall_code: i32,
+    #[prost(message, repeated, tag = "2")]
+    pub statuses: Vec<DescriptorStatus>,
+    #[prost(message, repeated, tag = "3")]
+    pub response_headers_to_add: Vec<HeaderValue>,
+}
+
+/// The request message's bytes, for `dispatch_grpc_call`.
+pub fn encode_request(req: &RateLimitRequest) -> Vec<u8> {
+    req.encode_to_vec()
+}
+
+/// A response message's bytes (from `get_grpc_call_response_body`); `None` if malformed.
+pub fn decode_response(bytes: &[u8]) -> Option<RateLimitResponse> {
+    RateLimitResponse::decode(bytes).ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Descriptors
+
+/// What one request offers the delegated checks. Each field is `Some` only when the local check
+/// it stands for applies to the request (the caller knows the compiled configuration).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestFacts<'a> {
+    pub stage: &'a str,
+    /// The matched route's template, when the route has a throttle.
+    pub route: Option<&'a str>,
+    /// The stage has a throttle.
+    pub stage_throttle: bool,
+    /// The valid API key presented, with its usage plan.
+    pub key: Option<KeyFacts<'a>>,
+    /// The client identity, when client buckets are configured.
+    pub client: Option<&'a str>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct KeyFacts<'a> {
+    pub id: &'a str,
+    pub usage_plan: &'a str,
+    /// The plan has a throttle.
+    pub throttle: bool,
+    /// The plan's quota period (`DAY`, `WEEK`, `MONTH`), when it has a quota.
+    pub quota_period: Option<&'a str>,
+}
+
+fn entry(key: &str, value: &str) -> Entry {
+    Entry {
+        key: key.to_string(),
+        value: value.to_string(),
+    }
+}
+
+/// The descriptors for one request, each with the check it stands for, in the filter's order.
+/// Checks the request gives no facts for are left out, and so is a descriptor with an empty
+/// value (the service requires every value to be non-empty). Empty: no call is needed.
+pub fn build_descriptors(
+    cfg: &ServiceConfig,
+    facts: &RequestFacts<'_>,
+) -> Vec<(Check, RateLimitDescriptor)> {
+    let mut out = Vec::new();
+    for check in cfg.checks.iter().copied() {
+        let mut entries = vec![entry("stage", facts.stage)];
+        let present = match (check, facts.key) {
+            (Check::Plan, Some(k)) if k.throttle => {
+                entries.push(entry("usage_plan", k.usage_plan));
+                entries.push(entry("api_key_id", k.id));
+                true
+            }
+            (Check::Quota, Some(k)) => match k.quota_period {
+                Some(period) => {
+                    entries.push(entry("usage_plan", k.usage_plan));
+                    entries.push(entry("api_key_id", k.id));
+                    entries.push(entry("quota", period));
+                    true
+                }
+                None => false,
+            },
+            (Check::Route, _) => match facts.route {
+                Some(r) => {
+                    entries.push(entry("route", r));
+                    true
+                }
+                None => false,
+            },
+            (Check::Stage, _) => facts.stage_throttle,
+            (Check::Client, _) => match facts.client {
+                Some(c) => {
+                    entries.push(entry("client", c));
+                    true
+                }
+                None => false,
+            },
+            (Check::Plan | Check::Quota, _) => false,
+        };
+        if present && entries.iter().all(|e| !e.value.is_empty()) {
+            out.push((
+                check,
+                RateLimitDescriptor {
+                    entries,
+                    limit: None,
+                },
+            ));
+        }
+    }
+    out
+}
+
+/// The `ShouldRateLimit` request for these descriptors (one hit each).
+pub fn build_request(
+    cfg: &ServiceConfig,
+    descriptors: &[(Check, RateLimitDescriptor)],
+) -> RateLimitRequest {
+    RateLimitRequest {
+        domain: cfg.domain.clone(),
+        descriptors: descriptors.iter().map(|(_, d)| d.clone()).collect(),
+        hits_addend: 0,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Interpreting the answer
+
+/// Why the service gave no usable answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallFailure {
+    /// No answer within `timeout_ms` (gRPC status 4, DEADLINE_EXCEEDED, from Envoy).
+    Timeout,
+    /// The call failed with this gRPC status (14 UNAVAILABLE: no healthy host, ...), or could not
+    /// be dispatched at all (`None`).
+    Grpc(Option<u32>),
+    /// The answer is not a `RateLimitResponse`.
+    Malformed,
+    /// `overall_code` is `UNKNOWN` or a value this version does not know.
+    UnknownCode,
+}
+
+impl CallFailure {
+    /// From the status Envoy reports in `on_grpc_call_response` (never 0 here).
+    pub fn from_grpc_status(status: u32) -> CallFailure {
+        if status == 4 {
+            CallFailure::Timeout
+        } else {
+            CallFailure::Grpc(Some(status))
+        }
+    }
+
+    /// A metrics label and log word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallFailure::Timeout => "timeout",
+            CallFailure::Grpc(_) => "grpc_error",
+            CallFailure::Malformed => "malformed",
+            CallFailure::UnknownCode => "unknown_code",
+        }
+    }
+}
+
+/// What the filter does with the request after the call.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ServiceDecision {
+    /// `None`: forward the request. `Some`: answer 429 with this error's body.
+    pub refuse: Option<ErrorType>,
+    /// The 429's headers (`Retry-After` first), or headers for the upstream's response.
+    pub headers: Vec<(String, String)>,
+    /// The call failed; `refuse` then follows `failure_mode`. Counted and logged by the host.
+    pub failure: Option<CallFailure>,
+}
+
+/// Turns the call's outcome into a decision. `checks` is the check of each descriptor sent
+/// (same order), `mode` the configuration's `rate_limit_headers`.
+///
+/// * `OVER_LIMIT`: 429. The error is the first over-limit descriptor's check (`quota` gives
+///   `QUOTA_EXCEEDED`, any other `THROTTLED`); `Retry-After` is the longest
+///   `duration_until_reset` among over-limit descriptors (rounded up, at least 1 s; the unit's
+///   length when the service sends none).
+/// * `OK`: forward, with the `RateLimit` headers of the service's statuses.
+/// * Either way the service's `response_headers_to_add` follow, except names tollgate already
+///   set and names a filter must not set (pseudo-headers, hop-by-hop, framing).
+/// * A failed call, a malformed answer or `UNKNOWN`: `failure_mode` (deny: 429 `THROTTLED`,
+///   `Retry-After: 1`).
+pub fn interpret(
+    cfg: &ServiceConfig,
+    checks: &[Check],
+    mode: HeaderMode,
+    reply: Result<&[u8], CallFailure>,
+) -> ServiceDecision {
+    let resp = match reply {
+        Err(f) => return failed(cfg, f),
+        Ok(bytes) => match decode_response(bytes) {
+            Some(r) => r,
+            None => return failed(cfg, CallFailure::Malformed),
+        },
+    };
+    let over = match Code::try_from(resp.overall_code) {
+        Ok(Code::Ok) => false,
+        Ok(Code::OverLimit) => true,
+        Ok(Code::Unknown) | Err(_) => return failed(cfg, CallFailure::UnknownCode),
+    };
+    let mut reports = Vec::new();
+    let mut refuse = None;
+    let mut retry_after = 0u64;
+    for (check, status) in checks.iter().zip(&resp.statuses) {
+        let report = report(*check, status);
+        if status.code == Code::OverLimit as i32 {
+            refuse.get_or_insert(check.error());
+            let wait = report.as_ref().map_or(0, |r| r.reset_s);
+            retry_after = retry_after.max(wait);
+        }
+        if let Some(r) = report {
+            reports.push(r);
+        }
+    }
+    let mut out: Vec<(String, String)> = Vec::new();
+    if over {
+        out.push(("retry-after".to_string(), retry_after.max(1).to_string()));
+    }
+    for (k, v) in headers::render(mode, &reports) {
+        out.push((k.to_string(), v));
+    }
+    for h in &resp.response_headers_to_add {
+        if let Some((k, v)) = service_header(h) {
+            if !out.iter().any(|(n, _)| *n == k) {
+                out.push((k, v));
+            }
+        }
+    }
+    ServiceDecision {
+        refuse: over.then(|| refuse.unwrap_or(ErrorType::Throttled)),
+        headers: out,
+        failure: None,
+    }
+}
+
+fn failed(cfg: &ServiceConfig, f: CallFailure) -> ServiceDecision {
+    match cfg.failure_mode {
+        FailureMode::Allow => ServiceDecision {
+            refuse: None,
+            headers: Vec::new(),
+            failure: Some(f),
+        },
+        FailureMode::Deny => ServiceDecision {
+            refuse: Some(ErrorType::Throttled),
+            headers: vec![("retry-after".to_string(), "1".to_string())],
+            failure: Some(f),
+        },
+    }
+}
+
+/// A status as a `RateLimit` header item; `None` when the service names no limit.
+fn report(check: Check, status: &DescriptorStatus) -> Option<PolicyReport> {
+    let limit = status.current_limit.as_ref()?;
+    let window_s = Unit::try_from(limit.unit).map_or(0, Unit::seconds);
+    let reset_s = match &status.duration_until_reset {
+        Some(d) => duration_secs_ceil(d),
+        None => window_s,
+    };
+    Some(PolicyReport {
+        name: check.as_str(),
+        limit: u64::from(limit.requests_per_unit),
+        window_s,
+        remaining: u64::from(status.limit_remaining),
+        reset_s,
+    })
+}
+
+/// Whole seconds, rounded up; negative durations count as 0.
+fn duration_secs_ceil(d: &Duration) -> u64 {
+    let secs = u64::try_from(d.seconds).unwrap_or(0);
+    if d.nanos > 0 && d.seconds >= 0 {
+        secs.saturating_add(1)
+    } else {
+        secs
+    }
+}
+
+/// Header names a service may not set on the client's response.
+const FORBIDDEN: &[&str] = &[
+    "connection",
+    "content-length",
+    "content-type",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "date",
+    "server",
+];
+
+/// A service header as (lowercase name, value), if it is safe to send: a token name that is not
+/// forbidden, a value (or `raw_value`, when `value` is empty) of visible ASCII, space and tab.
+fn service_header(h: &HeaderValue) -> Option<(String, String)> {
+    let name = h.key.to_ascii_lowercase();
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(token) || FORBIDDEN.contains(&name.as_str()) {
+        return None;
+    }
+    let value = if h.value.is_empty() && !h.raw_value.is_empty() {
+        String::from_utf8(h.raw_value.clone()).ok()?
+    } else {
+        h.value.clone()
+    };
+    if !value
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
+        return None;
+    }
+    Some((name, value.trim().to_string()))
+}
+
+#[cfg(test)]
+mod tests;

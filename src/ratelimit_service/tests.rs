@@ -1,0 +1,669 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use super::*;
+use serde_json::json;
+
+fn cfg(v: Value) -> ServiceConfig {
+    read_config(&v, "rate_limit_service").unwrap()
+}
+
+fn err(v: Value) -> String {
+    read_config(&v, "rate_limit_service")
+        .unwrap_err()
+        .to_string()
+}
+
+fn base() -> ServiceConfig {
+    cfg(json!({
+        "cluster": "ratelimit",
+        "domain": "tollgate",
+        "failure_mode": "deny",
+        "checks": ["quota", "plan", "route", "stage", "client"]
+    }))
+}
+
+// --- configuration ---------------------------------------------------------------------------
+
+#[test]
+fn reads_a_full_section_with_defaults() {
+    let c = base();
+    assert_eq!(c.cluster, "ratelimit");
+    assert_eq!(c.domain, "tollgate");
+    assert_eq!(c.timeout_ms, DEFAULT_TIMEOUT_MS);
+    assert_eq!(c.timeout_ms, 20);
+    assert_eq!(c.failure_mode, FailureMode::Deny);
+    // Sorted into the filter's order whatever the order written.
+    assert_eq!(c.checks, Check::ALL.to_vec());
+    assert!(c.local_first);
+    assert!(c.delegates(Check::Quota));
+
+    let c = cfg(json!({
+        "cluster": "rls", "domain": "d", "timeout_ms": 150, "failure_mode": "allow",
+        "checks": ["quota"], "local_first": false
+    }));
+    assert_eq!(c.timeout_ms, 150);
+    assert_eq!(c.failure_mode, FailureMode::Allow);
+    assert_eq!(c.failure_mode.as_str(), "allow");
+    assert_eq!(c.checks, vec![Check::Quota]);
+    assert!(!c.local_first);
+    assert!(!c.delegates(Check::Plan));
+}
+
+#[test]
+fn errors_name_the_field() {
+    let ok = json!({"cluster": "c", "domain": "d", "failure_mode": "allow", "checks": ["plan"]});
+    let with = |k: &str, v: Value| {
+        let mut o = ok.clone();
+        o[k] = v;
+        err(o)
+    };
+    let without = |k: &str| {
+        let mut o = ok.clone();
+        o.as_object_mut().unwrap().remove(k);
+        err(o)
+    };
+    assert_eq!(
+        without("cluster"),
+        "rate_limit_service.cluster: is required"
+    );
+    assert_eq!(without("domain"), "rate_limit_service.domain: is required");
+    assert_eq!(
+        without("failure_mode"),
+        "rate_limit_service.failure_mode: is required"
+    );
+    assert!(without("checks").starts_with("rate_limit_service.checks: is required"));
+    assert!(with("checks", json!([])).starts_with("rate_limit_service.checks: is required"));
+    assert_eq!(
+        with("checks", json!("plan")),
+        "rate_limit_service.checks: invalid type: string, expected an array"
+    );
+    assert_eq!(
+        with("checks", json!(["plan", 3])),
+        "rate_limit_service.checks[1]: invalid type: number, expected a string"
+    );
+    assert!(with("checks", json!(["plan", "routes"]))
+        .starts_with("rate_limit_service.checks[1]: unknown check `routes`"));
+    assert_eq!(
+        with("checks", json!(["plan", "quota", "plan"])),
+        "rate_limit_service.checks[2]: `plan` is listed twice"
+    );
+    assert_eq!(
+        with("failure_mode", json!("open")),
+        "rate_limit_service.failure_mode: must be `allow` or `deny`"
+    );
+    assert_eq!(
+        with("failure_mode", json!("ALLOW")),
+        "rate_limit_service.failure_mode: must be `allow` or `deny`"
+    );
+    for bad in [json!(0), json!(10_001), json!(1.5), json!(-1), json!(1e12)] {
+        assert_eq!(
+            with("timeout_ms", bad),
+            "rate_limit_service.timeout_ms: must be a whole number of milliseconds from 1 to 10000"
+        );
+    }
+    assert_eq!(
+        with("timeout_ms", json!("20")),
+        "rate_limit_service.timeout_ms: invalid type: string, expected a number"
+    );
+    for bad in [json!(""), json!("a\nb"), json!("x".repeat(257))] {
+        assert!(with("cluster", bad.clone())
+            .starts_with("rate_limit_service.cluster: must be 1 to 256 characters"));
+        assert!(with("domain", bad).starts_with("rate_limit_service.domain: must be 1 to 256"));
+    }
+    assert_eq!(
+        with("local_first", json!("yes")),
+        "rate_limit_service.local_first: invalid type: string, expected a boolean"
+    );
+    assert!(with("grpc_service", json!({}))
+        .starts_with("rate_limit_service: unknown field `grpc_service`"));
+    assert_eq!(
+        err(json!([])),
+        "rate_limit_service: invalid type: array, expected an object"
+    );
+}
+
+#[test]
+fn null_timeout_takes_the_default() {
+    let c = cfg(
+        json!({"cluster": "c", "domain": "d", "failure_mode": "allow",
+                       "checks": ["plan"], "timeout_ms": null}),
+    );
+    assert_eq!(c.timeout_ms, 20);
+}
+
+#[test]
+fn delegated_checks_must_exist_locally() {
+    let c = base();
+    assert!(check_delegated(&c, &Check::ALL, "rate_limit_service").is_ok());
+    let e = check_delegated(&c, &[Check::Plan, Check::Route], "rate_limit_service").unwrap_err();
+    assert_eq!(e.path, "rate_limit_service.checks");
+    assert_eq!(
+        e.message,
+        "`stage` is delegated to the service but the configuration has no such check"
+    );
+}
+
+#[test]
+fn the_top_level_reader_still_refuses_the_section() {
+    // Groundwork only: the plugin must keep refusing `rate_limit_service` until it is wired.
+    let e = crate::config::Config::from_json(
+        br#"{"rate_limit_service": {"cluster": "c", "domain": "d", "failure_mode": "allow", "checks": ["plan"]}}"#,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("unknown field `rate_limit_service`"),
+        "{e}"
+    );
+}
+
+// --- descriptors -----------------------------------------------------------------------------
+
+fn entries(d: &RateLimitDescriptor) -> Vec<(&str, &str)> {
+    d.entries
+        .iter()
+        .map(|e| (e.key.as_str(), e.value.as_str()))
+        .collect()
+}
+
+fn full_facts() -> RequestFacts<'static> {
+    RequestFacts {
+        stage: "prod",
+        route: Some("GET /pets/{id}"),
+        stage_throttle: true,
+        key: Some(KeyFacts {
+            id: "partner-a",
+            usage_plan: "gold",
+            throttle: true,
+            quota_period: Some("DAY"),
+        }),
+        client: Some("203.0.113.7"),
+    }
+}
+
+#[test]
+fn descriptors_for_every_check_in_order() {
+    let d = build_descriptors(&base(), &full_facts());
+    let checks: Vec<Check> = d.iter().map(|(c, _)| *c).collect();
+    assert_eq!(checks, Check::ALL.to_vec());
+    assert_eq!(
+        entries(&d[0].1),
+        [
+            ("stage", "prod"),
+            ("usage_plan", "gold"),
+            ("api_key_id", "partner-a")
+        ]
+    );
+    assert_eq!(
+        entries(&d[1].1),
+        [("stage", "prod"), ("route", "GET /pets/{id}")]
+    );
+    assert_eq!(entries(&d[2].1), [("stage", "prod")]);
+    assert_eq!(
+        entries(&d[3].1),
+        [("stage", "prod"), ("client", "203.0.113.7")]
+    );
+    assert_eq!(
+        entries(&d[4].1),
+        [
+            ("stage", "prod"),
+            ("usage_plan", "gold"),
+            ("api_key_id", "partner-a"),
+            ("quota", "DAY")
+        ]
+    );
+    assert!(d.iter().all(|(_, d)| d.limit.is_none()));
+
+    let req = build_request(&base(), &d);
+    assert_eq!(req.domain, "tollgate");
+    assert_eq!(req.descriptors.len(), 5);
+    assert_eq!(req.hits_addend, 0);
+}
+
+#[test]
+fn only_delegated_checks_that_apply_are_sent() {
+    let only_quota = cfg(
+        json!({"cluster": "c", "domain": "d", "failure_mode": "allow",
+                                "checks": ["quota", "client"]}),
+    );
+    let d = build_descriptors(&only_quota, &full_facts());
+    assert_eq!(
+        d.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+        [Check::Client, Check::Quota]
+    );
+
+    // No key: neither plan nor quota; no route matched; no stage throttle; no client buckets.
+    let facts = RequestFacts {
+        stage: "prod",
+        ..RequestFacts::default()
+    };
+    assert!(build_descriptors(&base(), &facts).is_empty());
+
+    // A key whose plan has a quota but no throttle.
+    let facts = RequestFacts {
+        stage: "prod",
+        key: Some(KeyFacts {
+            id: "k",
+            usage_plan: "free",
+            throttle: false,
+            quota_period: Some("MONTH"),
+        }),
+        ..RequestFacts::default()
+    };
+    let d = build_descriptors(&base(), &facts);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].0, Check::Quota);
+
+    // An empty value cannot be sent (the service requires non-empty values).
+    let facts = RequestFacts {
+        stage: "prod",
+        client: Some(""),
+        stage_throttle: true,
+        ..RequestFacts::default()
+    };
+    let d = build_descriptors(&base(), &facts);
+    assert_eq!(
+        d.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+        [Check::Stage]
+    );
+}
+
+// --- wire format -----------------------------------------------------------------------------
+
+#[test]
+fn request_bytes_match_a_hand_encoding() {
+    let req = RateLimitRequest {
+        domain: "d".into(),
+        descriptors: vec![RateLimitDescriptor {
+            entries: vec![Entry {
+                key: "k".into(),
+                value: "v".into(),
+            }],
+            limit: None,
+        }],
+        hits_addend: 0,
+    };
+    // domain (1, LEN) "d"; descriptors (2, LEN, 8 bytes): entries (1, LEN, 6 bytes):
+    // key (1, LEN) "k", value (2, LEN) "v". hits_addend 0 is not written.
+    let hand: &[u8] = &[
+        0x0a, 0x01, b'd', 0x12, 0x08, 0x0a, 0x06, 0x0a, 0x01, b'k', 0x12, 0x01, b'v',
+    ];
+    assert_eq!(encode_request(&req), hand);
+    assert_eq!(RateLimitRequest::decode(hand).unwrap(), req);
+
+    let mut three = req.clone();
+    three.hits_addend = 3;
+    let mut bytes = hand.to_vec();
+    bytes.extend_from_slice(&[0x18, 0x03]); // hits_addend (3, VARINT) 3
+    assert_eq!(encode_request(&three), bytes);
+}
+
+/// OVER_LIMIT; one status: OVER_LIMIT, 10 per MINUTE, 0 remaining, 30 s to reset; one header
+/// `x: 1`.
+const OVER_LIMIT_BYTES: &[u8] = &[
+    0x08, 0x02, // overall_code (1, VARINT) = OVER_LIMIT
+    0x12, 0x0c, // statuses (2, LEN, 12 bytes)
+    0x08, 0x02, //   code = OVER_LIMIT
+    0x12, 0x04, 0x08, 0x0a, 0x10, 0x02, //   current_limit: requests_per_unit 10, unit MINUTE
+    0x22, 0x02, 0x08, 0x1e, //   duration_until_reset: seconds 30
+    0x1a, 0x06, 0x0a, 0x01, b'x', 0x12, 0x01, b'1', // response_headers_to_add: x: 1
+];
+
+#[test]
+fn response_bytes_decode_and_round_trip() {
+    let r = decode_response(OVER_LIMIT_BYTES).unwrap();
+    let expected = RateLimitResponse {
+        overall_code: Code::OverLimit as i32,
+        statuses: vec![DescriptorStatus {
+            code: Code::OverLimit as i32,
+            current_limit: Some(RateLimit {
+                name: String::new(),
+                requests_per_unit: 10,
+                unit: Unit::Minute as i32,
+            }),
+            limit_remaining: 0,
+            duration_until_reset: Some(Duration {
+                seconds: 30,
+                nanos: 0,
+            }),
+        }],
+        response_headers_to_add: vec![HeaderValue {
+            key: "x".into(),
+            value: "1".into(),
+            raw_value: Vec::new(),
+        }],
+    };
+    assert_eq!(r, expected);
+    assert_eq!(r.overall_code(), Code::OverLimit);
+    assert_eq!(expected.encode_to_vec(), OVER_LIMIT_BYTES);
+}
+
+#[test]
+fn unknown_fields_are_skipped_and_garbage_is_refused() {
+    // raw_body (5, LEN) "no" and request_headers_to_add (4, LEN) before overall_code OK.
+    let bytes = [
+        0x2a, 0x02, b'n', b'o', 0x22, 0x06, 0x0a, 0x01, b'a', 0x12, 0x01, b'b', 0x08, 0x01,
+    ];
+    let r = decode_response(&bytes).unwrap();
+    assert_eq!(r.overall_code(), Code::Ok);
+    assert!(r.statuses.is_empty());
+    // Truncated inside a length-delimited field; a wire type that does not exist.
+    assert!(decode_response(&OVER_LIMIT_BYTES[..5]).is_none());
+    assert!(decode_response(&[0x0f]).is_none());
+    assert!(decode_response(&[0xff; 12]).is_none());
+    // The empty message is valid protobuf: overall_code UNKNOWN.
+    assert_eq!(decode_response(&[]).unwrap().overall_code(), Code::Unknown);
+}
+
+// --- decisions -------------------------------------------------------------------------------
+
+fn status(
+    code: Code,
+    per_unit: u32,
+    unit: Unit,
+    remaining: u32,
+    reset: Option<(i64, i32)>,
+) -> DescriptorStatus {
+    DescriptorStatus {
+        code: code as i32,
+        current_limit: Some(RateLimit {
+            name: String::new(),
+            requests_per_unit: per_unit,
+            unit: unit as i32,
+        }),
+        limit_remaining: remaining,
+        duration_until_reset: reset.map(|(seconds, nanos)| Duration { seconds, nanos }),
+    }
+}
+
+fn response(overall: Code, statuses: Vec<DescriptorStatus>, headers: &[(&str, &str)]) -> Vec<u8> {
+    RateLimitResponse {
+        overall_code: overall as i32,
+        statuses,
+        response_headers_to_add: headers
+            .iter()
+            .map(|(k, v)| HeaderValue {
+                key: (*k).into(),
+                value: (*v).into(),
+                raw_value: Vec::new(),
+            })
+            .collect(),
+    }
+    .encode_to_vec()
+}
+
+fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect()
+}
+
+#[test]
+fn over_limit_from_hand_bytes_is_a_429_with_retry_after() {
+    let d = interpret(
+        &base(),
+        &[Check::Route],
+        HeaderMode::Draft10,
+        Ok(OVER_LIMIT_BYTES),
+    );
+    assert_eq!(d.refuse, Some(ErrorType::Throttled));
+    assert_eq!(d.failure, None);
+    assert_eq!(
+        d.headers,
+        h(&[
+            ("retry-after", "30"),
+            ("ratelimit-policy", "\"route\";q=10;w=60"),
+            ("ratelimit", "\"route\";r=0;t=30"),
+            ("x", "1"),
+        ])
+    );
+}
+
+#[test]
+fn ok_forwards_with_ratelimit_headers() {
+    let bytes = response(
+        Code::Ok,
+        vec![
+            status(Code::Ok, 100, Unit::Second, 99, Some((0, 400_000_000))),
+            status(Code::Ok, 100_000, Unit::Day, 41_000, Some((3_600, 0))),
+        ],
+        &[],
+    );
+    let checks = [Check::Plan, Check::Quota];
+    let d = interpret(&base(), &checks, HeaderMode::Draft10, Ok(&bytes));
+    assert_eq!(d.refuse, None);
+    assert_eq!(
+        d.headers,
+        h(&[
+            (
+                "ratelimit-policy",
+                "\"plan\";q=100;w=1, \"quota\";q=100000;w=86400"
+            ),
+            ("ratelimit", "\"plan\";r=99;t=1, \"quota\";r=41000;t=3600"),
+        ])
+    );
+    let d = interpret(&base(), &checks, HeaderMode::XRateLimit, Ok(&bytes));
+    assert_eq!(
+        d.headers,
+        h(&[
+            ("x-ratelimit-limit", "100"),
+            ("x-ratelimit-remaining", "99"),
+            ("x-ratelimit-reset", "1"),
+        ])
+    );
+    let d = interpret(&base(), &checks, HeaderMode::None, Ok(&bytes));
+    assert!(d.headers.is_empty());
+}
+
+#[test]
+fn the_first_over_limit_descriptor_names_the_error_and_the_longest_wait_wins() {
+    let bytes = response(
+        Code::OverLimit,
+        vec![
+            status(Code::Ok, 100, Unit::Second, 5, Some((1, 0))),
+            status(Code::OverLimit, 1000, Unit::Day, 0, Some((7200, 1))),
+            status(Code::OverLimit, 10, Unit::Minute, 0, Some((20, 0))),
+        ],
+        &[],
+    );
+    let d = interpret(
+        &base(),
+        &[Check::Plan, Check::Quota, Check::Client],
+        HeaderMode::None,
+        Ok(&bytes),
+    );
+    // The checks are given in the order of the descriptors sent; here quota comes first.
+    assert_eq!(d.refuse, Some(ErrorType::QuotaExceeded));
+    assert_eq!(d.headers, h(&[("retry-after", "7201")]));
+
+    // A throttle over limit before the quota: THROTTLED.
+    let bytes = response(
+        Code::OverLimit,
+        vec![
+            status(Code::OverLimit, 100, Unit::Second, 0, None),
+            status(Code::OverLimit, 1000, Unit::Day, 0, None),
+        ],
+        &[],
+    );
+    let d = interpret(
+        &base(),
+        &[Check::Plan, Check::Quota],
+        HeaderMode::None,
+        Ok(&bytes),
+    );
+    assert_eq!(d.refuse, Some(ErrorType::Throttled));
+    // No duration_until_reset: the unit's length.
+    assert_eq!(d.headers, h(&[("retry-after", "86400")]));
+}
+
+#[test]
+fn over_limit_without_statuses_still_refuses() {
+    // Limitador's RLS answers with overall_code and its own headers, no statuses.
+    let bytes = response(
+        Code::OverLimit,
+        Vec::new(),
+        &[
+            ("X-RateLimit-Limit", "10"),
+            ("Retry-After", "99"),
+            ("x-limitador", "ok"),
+        ],
+    );
+    let d = interpret(&base(), &[Check::Quota], HeaderMode::Draft10, Ok(&bytes));
+    assert_eq!(d.refuse, Some(ErrorType::Throttled));
+    // tollgate's Retry-After (unknown wait: 1 s) wins over the service's; names lowercased.
+    assert_eq!(
+        d.headers,
+        h(&[
+            ("retry-after", "1"),
+            ("x-ratelimit-limit", "10"),
+            ("x-limitador", "ok"),
+        ])
+    );
+    // Month and year units have no fixed window: `w` is left out; status without a limit is
+    // not reported.
+    let bytes = response(
+        Code::Ok,
+        vec![
+            status(Code::Ok, 5, Unit::Month, 4, Some((-3, 0))),
+            DescriptorStatus {
+                code: Code::Ok as i32,
+                current_limit: None,
+                limit_remaining: 0,
+                duration_until_reset: None,
+            },
+        ],
+        &[],
+    );
+    let d = interpret(
+        &base(),
+        &[Check::Quota, Check::Stage],
+        HeaderMode::Draft10,
+        Ok(&bytes),
+    );
+    assert_eq!(
+        d.headers,
+        h(&[
+            ("ratelimit-policy", "\"quota\";q=5"),
+            ("ratelimit", "\"quota\";r=4;t=0"),
+        ])
+    );
+}
+
+#[test]
+fn unsafe_service_headers_are_dropped() {
+    let bytes = response(
+        Code::Ok,
+        Vec::new(),
+        &[
+            (":status", "200"),
+            ("content-length", "0"),
+            ("Transfer-Encoding", "chunked"),
+            ("bad name", "x"),
+            ("", "x"),
+            ("x-split", "a\r\nset-cookie: b"),
+            ("x-nul", "a\0b"),
+            ("x-ok", " fine "),
+        ],
+    );
+    let d = interpret(&base(), &[], HeaderMode::Draft10, Ok(&bytes));
+    assert_eq!(d.headers, h(&[("x-ok", "fine")]));
+
+    // raw_value is used when value is empty, if it is clean text.
+    let raw = RateLimitResponse {
+        overall_code: Code::Ok as i32,
+        statuses: Vec::new(),
+        response_headers_to_add: vec![
+            HeaderValue {
+                key: "x-raw".into(),
+                value: String::new(),
+                raw_value: b"r1".to_vec(),
+            },
+            HeaderValue {
+                key: "x-raw-bad".into(),
+                value: String::new(),
+                raw_value: vec![0xff, 0x0a],
+            },
+        ],
+    }
+    .encode_to_vec();
+    let d = interpret(&base(), &[], HeaderMode::Draft10, Ok(&raw));
+    assert_eq!(d.headers, h(&[("x-raw", "r1")]));
+}
+
+#[test]
+fn failures_follow_failure_mode() {
+    let deny = base();
+    let mut allow = base();
+    allow.failure_mode = FailureMode::Allow;
+    let unknown = response(Code::Unknown, Vec::new(), &[]);
+    let out_of_range = RateLimitResponse {
+        overall_code: 7,
+        statuses: Vec::new(),
+        response_headers_to_add: Vec::new(),
+    }
+    .encode_to_vec();
+    let cases: [(Result<&[u8], CallFailure>, CallFailure); 6] = [
+        (Err(CallFailure::Timeout), CallFailure::Timeout),
+        (
+            Err(CallFailure::Grpc(Some(14))),
+            CallFailure::Grpc(Some(14)),
+        ),
+        (Err(CallFailure::Grpc(None)), CallFailure::Grpc(None)),
+        (Ok(&[0x0a, 0x05, 0x01]), CallFailure::Malformed),
+        (Ok(&unknown), CallFailure::UnknownCode),
+        (Ok(&out_of_range), CallFailure::UnknownCode),
+    ];
+    for (reply, failure) in cases {
+        let d = interpret(&deny, &[Check::Plan], HeaderMode::Draft10, reply);
+        assert_eq!(d.refuse, Some(ErrorType::Throttled), "{failure:?}");
+        assert_eq!(d.headers, h(&[("retry-after", "1")]));
+        assert_eq!(d.failure, Some(failure));
+        let d = interpret(&allow, &[Check::Plan], HeaderMode::Draft10, reply);
+        assert_eq!(d.refuse, None);
+        assert!(d.headers.is_empty());
+        assert_eq!(d.failure, Some(failure));
+    }
+    assert_eq!(CallFailure::from_grpc_status(4), CallFailure::Timeout);
+    assert_eq!(
+        CallFailure::from_grpc_status(14),
+        CallFailure::Grpc(Some(14))
+    );
+    assert_eq!(CallFailure::Timeout.as_str(), "timeout");
+    assert_eq!(CallFailure::Grpc(None).as_str(), "grpc_error");
+    assert_eq!(CallFailure::Malformed.as_str(), "malformed");
+    assert_eq!(CallFailure::UnknownCode.as_str(), "unknown_code");
+}
+
+#[test]
+fn names_and_units() {
+    for c in Check::ALL {
+        assert_eq!(Check::parse(c.as_str()), Some(c));
+    }
+    assert_eq!(Check::parse("routes"), None);
+    assert_eq!(Check::Quota.error(), ErrorType::QuotaExceeded);
+    assert_eq!(Check::Client.error(), ErrorType::Throttled);
+    assert_eq!(Unit::Hour.seconds(), 3_600);
+    assert_eq!(Unit::Year.seconds(), 0);
+    assert_eq!(GRPC_SERVICE, "envoy.service.ratelimit.v3.RateLimitService");
+    assert_eq!(GRPC_METHOD, "ShouldRateLimit");
+    assert_eq!(
+        duration_secs_ceil(&Duration {
+            seconds: 2,
+            nanos: 1
+        }),
+        3
+    );
+    assert_eq!(
+        duration_secs_ceil(&Duration {
+            seconds: -2,
+            nanos: 5
+        }),
+        0
+    );
+}
