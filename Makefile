@@ -155,7 +155,7 @@ test: fmt-check clippy unit unit-wasm32 fuzz-smoke build envoy validate test-oci
 
 # Benchmarks (not part of `make test`; see README "Performance"). `make bench`: fresh Envoys
 # side by side, Envoy pinned to CPU 0 and wrk to CPU 1 (bench/bench.py), then the criterion
-# micro-benchmarks. QUICK=1: about a minute in all.
+# micro-benchmarks; about 5 minutes, QUICK=1 about 1.
 .PHONY: bench bench-micro bench-hostcalls bench-memory wrk
 BENCH_MICRO_ARGS := $(if $(filter-out 0,$(QUICK)),--warm-up-time 0.2 --measurement-time 0.3,)
 
@@ -164,8 +164,10 @@ wrk:
 	  $$s apt-get install -y -q --no-install-recommends wrk || \
 	  { $$s apt-get update -q && $$s apt-get install -y -q --no-install-recommends wrk; }; }
 
-bench: build envoy wrk
-	python3 bench/bench.py --suite main
+# T-dist: the T configuration with the shipped module (make dist: wasm-opt -Oz), beside the
+# plain release build that every other tollgate variant loads.
+bench: build dist envoy wrk
+	EXTRA_WASM="T-dist=$(DIST_WASM)" python3 bench/bench.py --suite main
 	$(MAKE) --no-print-directory bench-micro
 
 bench-micro: toolchain

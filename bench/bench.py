@@ -1,0 +1,788 @@
+#!/usr/bin/env python3
+"""Side-by-side Envoy benchmark of tollgate (`make bench`; Python 3 standard library only).
+
+Every variant is a fresh Envoy started by this run (`--concurrency 1`, pinned with taskset to
+CPU 0); wrk is pinned to CPU 1 and talks to it over loopback only. All Envoys of the run are
+started first and stay idle while another one is measured; rounds are interleaved (the order
+rotates every round) and the medians over rounds are reported.
+
+Suites (`--suite`):
+  main      (A) router only, (N) Envoy's native equivalent (local_ratelimit never tripping +
+            cors + JSON file access log), (T) tollgate with a never-tripping throttle, CORS and
+            the JSON access log, and tollgate with each feature alone and with `{}`.
+  hostcalls the cost of single proxy-wasm host calls, measured with a probe module
+            (bench/probe) that repeats one call N times per request; the per-call cost is
+            (CPU per request - the probe doing nothing) / N.
+
+Upstream (`UPSTREAM=same`, the default): a direct_response listener inside the same Envoy, so
+each request makes two passes through the measured Envoy. That is the setup of the baseline
+in issue 8 (so its ratios compare), it keeps CPU 1 for wrk alone (the client never becomes the
+bottleneck), and the upstream pass costs the same in every variant, so differences between
+variants are exactly the filters' cost. `UPSTREAM=separate` runs one upstream Envoy pinned
+to CPU 1 beside wrk instead (one pass per request in the measured Envoy, but client and
+upstream then share a CPU).
+
+Environment: QUICK=1 (about a minute), ROUNDS, DURATION (seconds per round), CONNECTIONS,
+VARIANTS (comma list of names), UPSTREAM, ENVOY, TOLLGATE_WASM, BENCH_OUT (output directory,
+default target/bench), EXTRA_WASM=label=path,... (other builds of the module as more
+variants, with the configuration of the variant EXTRA_BASE, default T: before/after a change). Results: a table on stdout, BENCH_OUT/<suite>.md and .json.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENVOY = os.environ.get("ENVOY") or os.path.join(ROOT, ".tools/bin/envoy")
+WASM = os.environ.get("TOLLGATE_WASM") or os.path.join(
+    ROOT, "target/wasm32-wasip1/release/tollgate.wasm")
+PROBE_WASM = os.path.join(ROOT, "target/probe/wasm32-wasip1/release/tollgate_probe.wasm")
+ENVOY_CPU = "0"
+CLIENT_CPU = "1"
+ORIGIN = "http://localhost:3000"
+PATH = "/pets/1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# ---------------------------------------------------------------------------------------------
+# Envoy configurations
+
+UPSTREAM_BODY = '{"id":1,"name":"Rex","kind":"dog"}\n'
+
+CORS_ORIGINS = [ORIGIN, "https://*.example.com"]
+CORS_METHODS = ["GET", "POST", "PUT", "DELETE"]
+CORS_HEADERS = ["content-type", "authorization", "x-api-key"]
+CORS_EXPOSE = ["x-request-id", "ratelimit", "ratelimit-policy"]
+
+# tollgate's sections. The throttle can never trip: 1e9 tokens per second, 4e9 burst.
+TG_THROTTLE = {"rate": 1000000000, "burst": 4000000000}
+TG_CORS = {
+    "allow_origins": CORS_ORIGINS,
+    "allow_methods": CORS_METHODS,
+    "allow_headers": CORS_HEADERS,
+    "expose_headers": CORS_EXPOSE,
+    "max_age": 600,
+    "allow_credentials": True,
+}
+TG_LOG = {"format": "json"}
+
+# Envoy's JSON access log with the same 18 fields as tollgate's `json` format.
+NATIVE_LOG_FORMAT = {
+    "requestId": "%REQ(X-REQUEST-ID)%",
+    "requestTime": "%START_TIME(%d/%b/%Y:%H:%M:%S %z)%",
+    "requestTimeEpoch": "%START_TIME(%s%3f)%",
+    "httpMethod": "%REQ(:METHOD)%",
+    "resourcePath": "%ROUTE_NAME%",
+    "path": "%REQ(:PATH)%",
+    "protocol": "%PROTOCOL%",
+    "status": "%RESPONSE_CODE%",
+    "responseLength": "%BYTES_SENT%",
+    "responseLatency": "%DURATION%",
+    "integrationLatency": "%RESPONSE_DURATION%",
+    "identity.sourceIp": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+    "identity.userAgent": "%REQ(USER-AGENT)%",
+    "identity.apiKeyId": "%DYNAMIC_METADATA(tollgate:apiKeyId)%",
+    "stage": "bench",
+    "error.message": "%RESPONSE_CODE_DETAILS%",
+    "error.responseType": "%RESPONSE_FLAGS%",
+    "cacheStatus": "%DYNAMIC_METADATA(tollgate:cacheStatus)%",
+}
+
+ROUTER = {
+    "name": "envoy.filters.http.router",
+    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+}
+
+
+def wasm_filter(wasm_path, configuration, name="tollgate"):
+    return {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": name,
+                "root_id": name,
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": configuration if isinstance(configuration, str)
+                    else json.dumps(configuration),
+                },
+                "failure_policy": "FAIL_CLOSED",
+                "vm_config": {
+                    "vm_id": name,
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": wasm_path}},
+                },
+            },
+        },
+    }
+
+
+def tollgate(configuration, wasm=None):
+    return {"filters": [wasm_filter(wasm or WASM, configuration)], "tollgate": configuration}
+
+
+def native_equivalent():
+    local_ratelimit = {
+        "name": "envoy.filters.http.local_ratelimit",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+            "stat_prefix": "bench_ratelimit",
+            # Never trips: a billion tokens, refilled every second.
+            "token_bucket": {"max_tokens": 1000000000, "tokens_per_fill": 1000000000,
+                             "fill_interval": "1s"},
+            "filter_enabled": {"runtime_key": "rl_enabled",
+                               "default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+            "filter_enforced": {"runtime_key": "rl_enforced",
+                                "default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+            # tollgate sends RateLimit headers on every response; so does this.
+            "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+        },
+    }
+    cors = {
+        "name": "envoy.filters.http.cors",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"},
+    }
+    cors_policy = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+        "allow_origin_string_match": [{"exact": ORIGIN},
+                                      {"safe_regex": {"regex": r"https://[^/]+\.example\.com"}}],
+        "allow_methods": ", ".join(CORS_METHODS),
+        "allow_headers": ", ".join(CORS_HEADERS),
+        "expose_headers": ", ".join(CORS_EXPOSE),
+        "max_age": "600",
+        "allow_credentials": True,
+    }
+    return {
+        "filters": [cors, local_ratelimit],
+        "vhost_per_filter": {"envoy.filters.http.cors": cors_policy},
+        "access_log": True,
+    }
+
+
+def probe(ops):
+    return {"filters": [wasm_filter(PROBE_WASM, ops, name="probe")],
+            "probe": True}
+
+
+# name -> (description, builder). The order is the table's order.
+MAIN_VARIANTS = {
+    "A": ("router only", lambda: {"filters": []}),
+    "N": ("native: local_ratelimit + cors + JSON file access log", native_equivalent),
+    "T": ("tollgate: throttle + CORS + JSON access log",
+          lambda: tollgate({"stage": "bench", "throttle": TG_THROTTLE, "cors": TG_CORS,
+                            "access_log": TG_LOG})),
+    "T-throttle": ("tollgate: throttle only",
+                   lambda: tollgate({"stage": "bench", "throttle": TG_THROTTLE})),
+    "T-cors": ("tollgate: CORS only", lambda: tollgate({"stage": "bench", "cors": TG_CORS})),
+    "T-log": ("tollgate: JSON access log only",
+              lambda: tollgate({"stage": "bench", "access_log": TG_LOG})),
+    "T-empty": ("tollgate: {}", lambda: tollgate({})),
+}
+
+# Host-call probes: each repeats one call REPS times per request (see bench/probe/src/lib.rs).
+REPS = 20
+HOSTCALL_VARIANTS = {
+    "A": MAIN_VARIANTS["A"],
+    "T": MAIN_VARIANTS["T"],
+    "P-none": ("probe, no host call", lambda: probe("")),
+    "P-mimic": ("probe making T's 33 host calls per request, nothing else",
+                lambda: probe("mimic=1")),
+    "P-lean": ("probe getting the same with 19 host calls", lambda: probe("lean=1")),
+    "P-hdr": (f"{REPS} x get_header_map_value (request, present)", lambda: probe(f"hdr={REPS}")),
+    "P-hdrmiss": (f"{REPS} x get_header_map_value (request, absent)",
+                  lambda: probe(f"hdrmiss={REPS}")),
+    "P-map": (f"{REPS} x get_header_map_pairs (request, whole map)",
+              lambda: probe(f"map={REPS}")),
+    "P-mapraw": (f"{REPS} x get_header_map_pairs (request, read in place)",
+                 lambda: probe(f"mapraw={REPS}")),
+    "P-prop": (f"{REPS} x get_property(source.address)", lambda: probe(f"prop={REPS}")),
+    "P-proto": (f"{REPS} x get_property(request.protocol)", lambda: probe(f"proto={REPS}")),
+    "P-rcode": (f"{REPS} x get_property(response.code), in on_log",
+                lambda: probe(f"rcode={REPS}")),
+    "P-rsize": (f"{REPS} x get_property(response.size), in on_log",
+                lambda: probe(f"rsize={REPS}")),
+    "P-time": (f"{REPS} x get_current_time", lambda: probe(f"time={REPS}")),
+    "P-cas": (f"{REPS} x shared data get + CAS set", lambda: probe(f"cas={REPS}")),
+    "P-rset": (f"{REPS} x set response header", lambda: probe(f"rset={REPS}")),
+    "P-rrm": (f"{REPS} x remove response header (absent)", lambda: probe(f"rrm={REPS}")),
+    "P-rmap": (f"{REPS} x get_header_map_pairs (response)", lambda: probe(f"rmap={REPS}")),
+    "P-log": (f"{REPS} x log at info, 400 bytes (written)", lambda: probe(f"log={REPS}")),
+    "P-logdrop": (f"{REPS} x log at debug (dropped by the host)",
+                  lambda: probe(f"logdrop={REPS}")),
+    "P-level": (f"{REPS} x get_log_level", lambda: probe(f"level={REPS}")),
+    "P-fs": (f"{REPS} x set_property (filter state)", lambda: probe(f"fs={REPS}")),
+    "P-fslog": (f"{REPS} x set_property (filter state), in on_log",
+                lambda: probe(f"fslog={REPS}")),
+    "P-ctr": (f"{REPS} x increment_metric (counter)", lambda: probe(f"ctr={REPS}")),
+    "P-hist": (f"{REPS} x record_metric (histogram)", lambda: probe(f"hist={REPS}")),
+}
+
+
+def upstream_listener(port):
+    return {
+        "name": "upstream",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "upstream",
+                "route_config": {"virtual_hosts": [{
+                    "name": "upstream", "domains": ["*"],
+                    "routes": [{
+                        "match": {"prefix": "/"},
+                        "direct_response": {"status": 200,
+                                            "body": {"inline_string": UPSTREAM_BODY}},
+                        "response_headers_to_add": [{"header": {
+                            "key": "content-type", "value": "application/json"}}],
+                    }],
+                }]},
+                "http_filters": [ROUTER],
+            },
+        }]}],
+    }
+
+
+def bootstrap(spec, front_port, upstream_port, with_upstream_listener, access_log_path):
+    vhost = {
+        "name": "all", "domains": ["*"],
+        "routes": [{"match": {"prefix": "/"},
+                    "route": {"cluster": "upstream", "timeout": "10s"}}],
+    }
+    if spec.get("vhost_per_filter"):
+        vhost["typed_per_filter_config"] = spec["vhost_per_filter"]
+    # The same connection manager settings as envoy/envoy.yaml, in every variant.
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "ingress",
+        "use_remote_address": True,
+        "normalize_path": True,
+        "merge_slashes": True,
+        "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
+        "route_config": {"virtual_hosts": [vhost]},
+        "http_filters": spec["filters"] + [ROUTER],
+    }
+    if spec.get("access_log"):
+        hcm["access_log"] = [{
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": access_log_path,
+                "log_format": {"json_format": NATIVE_LOG_FORMAT},
+            },
+        }]
+    listeners = [{
+        "name": "front",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": front_port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": hcm,
+        }]}],
+    }]
+    if with_upstream_listener:
+        listeners.append(upstream_listener(upstream_port))
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {
+            "listeners": listeners,
+            "clusters": [{
+                "name": "upstream",
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [{
+                    "endpoint": {"address": {"socket_address": {
+                        "address": "127.0.0.1", "port_value": upstream_port}}}}]}]},
+            }],
+        },
+    }
+
+
+def upstream_only_bootstrap(port):
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {"listeners": [upstream_listener(port)]},
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Envoy:
+    """One Envoy process started by this run (killed by pid when the run ends)."""
+
+    def __init__(self, name, config, workdir, cpu, port, log_level="wasm:info", concurrency=1):
+        self.name = name
+        self.dir = os.path.join(workdir, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.config_path = os.path.join(self.dir, "envoy.json")
+        with open(self.config_path, "w") as f:
+            json.dump(config, f, indent=1)
+        self.log_path = os.path.join(self.dir, "envoy.log")
+        self.admin_path = os.path.join(self.dir, "admin.txt")
+        if os.path.exists(self.admin_path):
+            os.remove(self.admin_path)  # a stale port from an earlier run
+        self.port = port
+        self.admin_port = None
+        cmd = [ENVOY, "-c", self.config_path, "--concurrency", str(concurrency),
+               "--disable-hot-restart", "-l", "warning", "--component-log-level", log_level,
+               "--log-path", self.log_path, "--admin-address-path", self.admin_path]
+        if cpu is not None:
+            cmd = ["taskset", "-c", cpu] + cmd
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def wait_ready(self, timeout=60):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Envoy {self.name} exited with {self.proc.returncode}:\n"
+                                   + tail(self.log_path))
+            if self.admin_port is None and os.path.exists(self.admin_path):
+                text = open(self.admin_path).read().strip()
+                if text:
+                    self.admin_port = int(text.rsplit(":", 1)[1])
+            if self.admin_port:
+                try:
+                    with urllib.request.urlopen(
+                            f"http://127.0.0.1:{self.admin_port}/ready", timeout=2) as r:
+                        if r.status == 200:
+                            return
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        raise RuntimeError(f"Envoy {self.name} not ready after {timeout}s:\n" + tail(self.log_path))
+
+    def admin(self, path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=10) as r:
+            return r.read().decode()
+
+    def cpu_ticks(self):
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime (fields 14 and 15)
+
+    def rss_kib(self):
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def tail(path, n=30):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def cpu_busy_ticks():
+    """Busy ticks per CPU from /proc/stat (everything but idle and iowait)."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            m = re.match(r"cpu(\d+) (.*)", line)
+            if m:
+                v = [int(x) for x in m.group(2).split()]
+                out[m.group(1)] = sum(v[:8]) - v[3] - v[4]
+    return out
+
+
+def foreign_cpu_ticks(ours):
+    """CPU ticks used so far by user processes other than `ours` (this script, its Envoys and
+    wrk): the other work on the machine that competes with the run. Kernel threads are left
+    out (loopback softirqs and log writeback are the run's own); exited processes are counted
+    through their parent's cutime/cstime."""
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) in ours:
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[6]) & 0x00200000:  # PF_KTHREAD
+            continue
+        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total
+
+
+def get(port, path=PATH, headers=None):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, dict((k.lower(), v) for k, v in r.getheaders()), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict((k.lower(), v) for k, v in e.headers.items()), e.read()
+
+
+# ---------------------------------------------------------------------------------------------
+# wrk
+
+UNITS = {"us": 1.0, "ms": 1000.0, "s": 1e6, "m": 60e6}
+
+
+def parse_latency(text):
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", text)
+    return float(m.group(1)) * UNITS[m.group(2)] if m else float("nan")
+
+
+def run_wrk(port, seconds, connections, out_path):
+    cmd = ["taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
+           "--latency", "-H", f"Origin: {ORIGIN}", "-H", "User-Agent: tollgate-bench",
+           f"http://127.0.0.1:{port}{PATH}"]
+    with open(out_path, "w") as out:
+        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+    text = open(out_path).read()
+    if p.returncode != 0:
+        raise RuntimeError(f"wrk failed ({p.returncode}):\n{text}")
+    res = {"client_cpu_s": usage.ru_utime + usage.ru_stime}
+    m = re.search(r"(\d+) requests in ([\d.]+)(\w+)", text)
+    res["requests"] = int(m.group(1))
+    res["rps"] = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+(\S+)", text, re.M)
+        res[f"p{pct}_us"] = parse_latency(m.group(1)) if m else float("nan")
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    res["non2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: (.*)", text)
+    res["socket_errors"] = m.group(1).strip() if m else ""
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+def machine():
+    model = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {"cpu": model, "vcpus": os.cpu_count(), "kernel": platform.release(),
+            "loadavg": open("/proc/loadavg").read().split()[:3]}
+
+
+def envoy_version():
+    out = subprocess.run([ENVOY, "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"/(\d+\.\d+\.\d+)/", out)
+    return m.group(1) if m else out.strip()
+
+
+def sanity_check(name, envoy, spec):
+    status, headers, _ = get(envoy.port, headers={"Origin": ORIGIN})
+    if status != 200:
+        raise RuntimeError(f"{name}: GET {PATH} answered {status}")
+    if name in ("N", "T", "T-cors") and headers.get("access-control-allow-origin") != ORIGIN:
+        raise RuntimeError(f"{name}: no CORS headers in {headers}")
+    if name in ("T", "T-throttle") and "ratelimit" not in headers:
+        raise RuntimeError(f"{name}: no RateLimit header in {headers}")
+    if name == "N" and "x-ratelimit-limit" not in headers:
+        raise RuntimeError(f"{name}: no X-RateLimit headers in {headers}")
+
+
+def log_files(envoy, spec):
+    files = [envoy.log_path]
+    if spec.get("access_log"):
+        files.append(os.path.join(envoy.dir, "access.log"))
+    return files
+
+
+def count_log_lines(envoy, spec, name):
+    """Access log lines written so far (tollgate's go to Envoy's log, Envoy's to access.log)."""
+    if spec.get("access_log"):
+        path, needle = os.path.join(envoy.dir, "access.log"), b'"requestId"'
+    elif name in ("T", "T-log"):
+        path, needle = envoy.log_path, b'"requestId"'
+    else:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for line in f if needle in line)
+    except OSError:
+        return 0
+
+
+def median(xs):
+    xs = [x for x in xs if x == x]
+    return statistics.median(xs) if xs else float("nan")
+
+
+def fmt_us(us):
+    if us != us:
+        return "-"
+    return f"{us / 1000:.2f} ms" if us >= 1000 else f"{us:.0f} µs"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--suite", choices=["main", "hostcalls"], default="main")
+    args = ap.parse_args()
+
+    quick = os.environ.get("QUICK", "") not in ("", "0")
+    # wrk takes whole seconds. The host-call suite has three times as many variants.
+    main_suite = args.suite == "main"
+    # Many short rounds beat a few long ones on a shared machine: the medians shrug off a
+    # disturbed round.
+    rounds = int(os.environ.get("ROUNDS", 3 if quick else 7 if main_suite else 5))
+    duration = int(os.environ.get("DURATION", 1 if quick else 3 if main_suite else 2))
+    warmup = int(os.environ.get("WARMUP", 1 if quick else 2))
+    connections = int(os.environ.get("CONNECTIONS", 16))
+    upstream_mode = os.environ.get("UPSTREAM", "same")
+    if upstream_mode not in ("same", "separate"):
+        sys.exit("UPSTREAM must be `same` or `separate`")
+    variants = dict(MAIN_VARIANTS if args.suite == "main" else HOSTCALL_VARIANTS)
+    # Other builds of the module side by side, e.g. before/after a change:
+    # EXTRA_WASM=old=/tmp/old.wasm,new=target/.../tollgate.wasm EXTRA_BASE=T-empty
+    base = os.environ.get("EXTRA_BASE", "T")
+    extras = set()
+    for item in filter(None, os.environ.get("EXTRA_WASM", "").split(",")):
+        label, _, path = item.partition("=")
+        if base not in MAIN_VARIANTS or not path:
+            sys.exit("EXTRA_WASM is label=path,...; EXTRA_BASE names a tollgate variant")
+        plugin = MAIN_VARIANTS[base][1]()["tollgate"]
+        variants[label] = (f"{base} config, module {path}",
+                           lambda plugin=plugin, path=os.path.abspath(path):
+                           tollgate(plugin, path))
+        extras.add(label)
+    if os.environ.get("VARIANTS"):
+        wanted = os.environ["VARIANTS"].split(",")
+        unknown = [v for v in wanted if v not in variants]
+        if unknown:
+            sys.exit(f"unknown variants {unknown}; known: {', '.join(variants)}")
+        variants = {k: v for k, v in variants.items() if k in wanted or k in extras}
+    if os.cpu_count() < 2:
+        sys.exit("needs 2 CPUs (Envoy on CPU 0, wrk on CPU 1)")
+    for tool in ("wrk", "taskset"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} not found (`make bench` installs wrk)")
+    needed = PROBE_WASM if args.suite == "hostcalls" else WASM
+    if not os.path.exists(needed):
+        sys.exit(f"{needed} missing (`make bench` builds it)")
+
+    out_dir = os.environ.get("BENCH_OUT") or os.path.join(ROOT, "target/bench")
+    work = os.path.join(out_dir, f"run-{args.suite}")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+
+    info = machine()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    print(f"tollgate bench ({args.suite}): Envoy {envoy_version()} --concurrency 1 on CPU "
+          f"{ENVOY_CPU}, wrk -t1 -c{connections} on CPU {CLIENT_CPU}, upstream {upstream_mode}; "
+          f"{rounds} rounds x {duration:g} s per variant, interleaved")
+    print(f"machine: {info['vcpus']} vCPU {info['cpu']}, kernel {info['kernel']}, "
+          f"load average {' '.join(info['loadavg'])}")
+
+    envoys = {}
+    upstream = None
+    results = {name: [] for name in variants}
+    noise = []
+    try:
+        if upstream_mode == "separate":
+            up_port = free_port()
+            upstream = Envoy("upstream", upstream_only_bootstrap(up_port), work, CLIENT_CPU,
+                             up_port)
+            upstream.wait_ready()
+        specs = {}
+        for name, (_, build) in variants.items():
+            spec = build()
+            specs[name] = spec
+            front = free_port()
+            up = up_port if upstream else free_port()
+            cfg = bootstrap(spec, front, up, upstream is None, os.path.join(work, name,
+                                                                            "access.log"))
+            envoys[name] = Envoy(name, cfg, work, ENVOY_CPU, front)
+        for name, e in envoys.items():
+            e.wait_ready()
+            sanity_check(name, e, specs[name]) if args.suite == "main" else None
+        print(f"{len(envoys)} Envoys ready; warming up {warmup:g} s each")
+        for name, e in envoys.items():
+            run_wrk(e.port, warmup, connections, os.path.join(work, name, "warmup.txt"))
+            # The access log really is written, one JSON line per request.
+            lines = count_log_lines(e, specs[name], name)
+            if lines == 0:
+                time.sleep(1.5)
+                if count_log_lines(e, specs[name], name) == 0:
+                    raise RuntimeError(f"{name}: no access log lines after the warm-up")
+        names = list(envoys)
+        for r in range(rounds):
+            order = names[r % len(names):] + names[:r % len(names)]
+            for name in order:
+                e = envoys[name]
+                for path in log_files(e, specs[name]):
+                    if os.path.exists(path):
+                        os.truncate(path, 0)  # keeps the disk small; Envoy appends
+                time.sleep(0.3)
+                ours = {os.getpid()} | {x.pid for x in envoys.values()}
+                if upstream:
+                    ours.add(upstream.pid)
+                busy0, foreign0, cpu0 = cpu_busy_ticks(), foreign_cpu_ticks(ours), e.cpu_ticks()
+                t0 = time.time()
+                res = run_wrk(e.port, duration, connections,
+                              os.path.join(work, name, f"round{r}.txt"))
+                elapsed = time.time() - t0
+                cpu1, foreign1, busy1 = e.cpu_ticks(), foreign_cpu_ticks(ours), cpu_busy_ticks()
+                envoy_s = (cpu1 - cpu0) / CLK_TCK
+                res["envoy_cpu_s"] = envoy_s
+                res["cpu_us_per_req"] = envoy_s * 1e6 / max(res["requests"], 1)
+                res["cpu_busy_pct"] = {c: (busy1[c] - busy0[c]) * 100 / CLK_TCK / elapsed
+                                       for c in busy1}
+                # Other processes' CPU time (other people's builds and tests), in % of 2 CPUs.
+                res["other_load_pct"] = max(foreign1 - foreign0, 0) * 100 / CLK_TCK / (
+                    elapsed * 2)
+                res["elapsed_s"] = elapsed
+                if res["non2xx"] or res["socket_errors"]:
+                    print(f"  warning: {name} round {r}: {res['non2xx']} non-2xx, "
+                          f"socket errors {res['socket_errors'] or 'none'}")
+                results[name].append(res)
+                noise.append(res["other_load_pct"])
+                print(f"  round {r + 1}/{rounds} {name:<11} {res['rps']:>9.0f} req/s  "
+                      f"p50 {fmt_us(res['p50_us']):>8}  p99 {fmt_us(res['p99_us']):>8}  "
+                      f"{res['cpu_us_per_req']:6.1f} µs CPU/req  other load "
+                      f"{res['other_load_pct']:4.1f}%", flush=True)
+        rss = {name: e.rss_kib() for name, e in envoys.items()}
+    finally:
+        for e in envoys.values():
+            e.stop()
+        if upstream:
+            upstream.stop()
+
+    summary = {}
+    for name, rs in results.items():
+        summary[name] = {
+            "rps": median([r["rps"] for r in rs]),
+            "p50_us": median([r["p50_us"] for r in rs]),
+            "p99_us": median([r["p99_us"] for r in rs]),
+            "cpu_us_per_req": median([r["cpu_us_per_req"] for r in rs]),
+            "rps_spread_pct": (max(r["rps"] for r in rs) - min(r["rps"] for r in rs)) * 100
+            / median([r["rps"] for r in rs]),
+            "rss_kib": rss.get(name),
+        }
+    # Added CPU against a reference: the median over rounds of the difference within a round
+    # (the variants of one round run back to back), steadier than a difference of medians when
+    # the machine's speed drifts.
+    for name, rs in results.items():
+        for ref in ("A", "N", "P-none"):
+            if ref in results:
+                diffs = [r["cpu_us_per_req"] - q["cpu_us_per_req"]
+                         for r, q in zip(rs, results[ref])]
+                summary[name][f"plus_us_vs_{ref}"] = median(diffs)
+    finished = datetime.datetime.now(datetime.timezone.utc)
+    loadavg = open("/proc/loadavg").read().split()[:3]
+    table = render(args.suite, variants, summary)
+    header = (f"{info['vcpus']} vCPU {info['cpu']} (kernel {info['kernel']}), "
+              f"{finished:%Y-%m-%d %H:%M} UTC; Envoy {envoy_version()}, V8, `--concurrency 1` "
+              f"on CPU {ENVOY_CPU}, wrk `-t1 -c{connections}` on CPU {CLIENT_CPU}, "
+              f"`GET {PATH}` with `Origin`, keep-alive; upstream: "
+              + ("a direct_response listener in the same Envoy (two passes per request)"
+                 if upstream_mode == "same" else "a separate Envoy on CPU 1")
+              + f"; {rounds} interleaved rounds x {duration:g} s, medians (+µs: median of the "
+              f"per-round differences). Load average "
+              f"{' '.join(info['loadavg'])} before, {' '.join(loadavg)} after; other load "
+              f"on the 2 CPUs during rounds: median {median(noise):.1f}%, max "
+              f"{max(noise):.1f}%.")
+    print()
+    print(header)
+    print()
+    print(table)
+    if args.suite == "hostcalls":
+        print()
+        print(hostcall_costs(summary))
+    with open(os.path.join(out_dir, f"{args.suite}.md"), "w") as f:
+        f.write(header + "\n\n" + table + "\n")
+        if args.suite == "hostcalls":
+            f.write("\n" + hostcall_costs(summary) + "\n")
+    with open(os.path.join(out_dir, f"{args.suite}.json"), "w") as f:
+        json.dump({"started": started.isoformat(), "finished": finished.isoformat(),
+                   "machine": info, "rounds": rounds, "duration_s": duration,
+                   "connections": connections, "upstream": upstream_mode,
+                   "summary": summary, "results": results}, f, indent=1)
+    print(f"\n(written to {os.path.relpath(out_dir, ROOT)}/{args.suite}.md and .json; "
+          f"Envoy configs in {os.path.relpath(work, ROOT)}/*/envoy.json)")
+    spread = max(s["rps_spread_pct"] for s in summary.values())
+    if median(noise) > 5 or spread > 10:
+        print(f"note: noisy machine (other load median {median(noise):.1f}%, largest req/s "
+              f"spread between rounds {spread:.0f}%); rerun when it is idle for firm numbers")
+
+
+def render(suite, variants, s):
+    a = s.get("A")
+    n = s.get("N")
+    rows = ["| variant | req/s | vs A | vs N | p50 | p99 | Envoy CPU µs/req | +µs vs A |"
+            " +µs vs N |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    if suite == "hostcalls":
+        rows = ["| variant | req/s | p50 | p99 | Envoy CPU µs/req | +µs vs P-none |",
+                "|---|---:|---:|---:|---:|---:|"]
+    base = s.get("P-none")
+    for name, (desc, _) in variants.items():
+        x = s[name]
+        if suite == "hostcalls":
+            plus = f"{x['plus_us_vs_P-none']:+.1f}" if base else "-"
+            rows.append(f"| {name}: {desc} | {x['rps']:.0f} | {fmt_us(x['p50_us'])} | "
+                        f"{fmt_us(x['p99_us'])} | {x['cpu_us_per_req']:.1f} | {plus} |")
+            continue
+
+        def ratio(ref):
+            return f"{x['rps'] / ref['rps']:.2f}x" if ref else "-"
+
+        def plus(ref):
+            key = f"plus_us_vs_{ref}"
+            return f"{x[key]:+.1f}" if key in x else "-"
+        rows.append(f"| {name}: {desc} | {x['rps']:.0f} | {ratio(a)} | {ratio(n)} | "
+                    f"{fmt_us(x['p50_us'])} | {fmt_us(x['p99_us'])} | "
+                    f"{x['cpu_us_per_req']:.1f} | {plus('A')} | {plus('N')} |")
+    return "\n".join(rows)
+
+
+def hostcall_costs(s):
+    base = s.get("P-none")
+    if not base:
+        return ""
+    lines = ["| host call | µs each (Envoy CPU, (variant - P-none) / " + str(REPS) + ") |",
+             "|---|---:|"]
+    for name, (desc, _) in HOSTCALL_VARIANTS.items():
+        if (not name.startswith("P-") or name in ("P-none", "P-mimic", "P-lean")
+                or name not in s):
+            continue
+        per = s[name]["plus_us_vs_P-none"] / REPS
+        lines.append(f"| {desc.split(' x ', 1)[-1]} | {per:.2f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,424 @@
+//! Host-call probe. The plugin configuration is a comma list of `op=N`; each request runs every
+//! op N times, in the phase where a filter would call it.
+//!
+//! Request headers: `hdr` (get_header_map_value of a present header, cycling through five),
+//! `hdrmiss` (an absent header), `map` (get_header_map_pairs, the whole request map, decoded by
+//! the SDK into owned pairs), `mapraw` (the same call, read in place without allocating), `prop`
+//! (get_property source.address), `proto` (get_property request.protocol), `time`
+//! (get_current_time), `cas` (get_shared_data then a CAS set_shared_data), `level`
+//! (get_log_level), `fs` (set_property: a filter state value).
+//! Response headers: `rset` (set a response header), `rrm` (remove an absent response header),
+//! `rmap` (get_header_map_pairs of the response).
+//! Log: `fslog` (set_property in on_log), `rcode` and `rsize` (get_property response.code, response.size), `ctr`
+//! (increment_metric of a counter), `hist` (record_metric of a histogram), `log` (a 400-byte
+//! line at info, which the bench's Envoy writes), `logdrop` (the same at debug, which the host
+//! drops).
+//!
+//! `mimic=1` makes the same host calls, in the same phases, as tollgate with the `make bench`
+//! T configuration (33 per request) and nothing else; `lean=1` gets the same information with
+//! 19 (see the comments): the gap between them is what fewer host calls would save.
+//!
+//! A bench tool: unlike tollgate, it may panic on a host error (that would fail the run).
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType};
+use std::rc::Rc;
+
+#[derive(Default, Clone)]
+struct Ops {
+    hdr: u32,
+    hdrmiss: u32,
+    map: u32,
+    mapraw: u32,
+    prop: u32,
+    proto: u32,
+    rcode: u32,
+    rsize: u32,
+    time: u32,
+    cas: u32,
+    level: u32,
+    rset: u32,
+    rrm: u32,
+    rmap: u32,
+    log: u32,
+    logdrop: u32,
+    fs: u32,
+    fslog: u32,
+    mimic: u32,
+    lean: u32,
+    ctr: u32,
+    hist: u32,
+    counter_id: u32,
+    histogram_id: u32,
+}
+
+impl Ops {
+    fn parse(s: &str) -> Ops {
+        let mut o = Ops::default();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (name, n) = item.split_once('=').unwrap_or((item, "1"));
+            let n: u32 = n.parse().unwrap_or(1);
+            match name {
+                "hdr" => o.hdr = n,
+                "hdrmiss" => o.hdrmiss = n,
+                "map" => o.map = n,
+                "mapraw" => o.mapraw = n,
+                "prop" => o.prop = n,
+                "proto" => o.proto = n,
+                "rcode" => o.rcode = n,
+                "rsize" => o.rsize = n,
+                "time" => o.time = n,
+                "cas" => o.cas = n,
+                "level" => o.level = n,
+                "rset" => o.rset = n,
+                "rrm" => o.rrm = n,
+                "rmap" => o.rmap = n,
+                "log" => o.log = n,
+                "logdrop" => o.logdrop = n,
+                "fs" => o.fs = n,
+                "fslog" => o.fslog = n,
+                "mimic" => o.mimic = n,
+                "lean" => o.lean = n,
+                "ctr" => o.ctr = n,
+                "hist" => o.hist = n,
+                _ => {}
+            }
+        }
+        o
+    }
+}
+
+const KEY: &str = "probe:counter";
+const HEADERS: [&str; 5] = [":method", ":path", "origin", "user-agent", "x-request-id"];
+const PROPERTY_NAMES: [&str; 10] = [
+    "probe.p0", "probe.p1", "probe.p2", "probe.p3", "probe.p4", "probe.p5", "probe.p6", "probe.p7",
+    "probe.p8", "probe.p9",
+];
+const RESPONSE_NAMES: [&str; 10] = [
+    "x-probe-0",
+    "x-probe-1",
+    "x-probe-2",
+    "x-probe-3",
+    "x-probe-4",
+    "x-probe-5",
+    "x-probe-6",
+    "x-probe-7",
+    "x-probe-8",
+    "x-probe-9",
+];
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> proxy_wasm::types::Status;
+}
+
+fn le32(b: &[u8], at: usize) -> usize {
+    b.get(at..at + 4)
+        .map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize)
+}
+
+/// The whole request map in one call, read in place (no String/Vec per header, unlike the
+/// SDK's get_map_bytes): finds the five headers `hdr` reads and returns their total length.
+fn request_map_raw() -> usize {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    unsafe { proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size) };
+    if data.is_null() {
+        return 0;
+    }
+    // Taking ownership frees the host-allocated buffer at the end.
+    let bytes = unsafe { Vec::from_raw_parts(data, size, size) };
+    let count = le32(&bytes, 0);
+    let mut p = 4 + count * 8;
+    let mut found = 0;
+    for n in 0..count {
+        let (ks, vs) = (le32(&bytes, 4 + n * 8), le32(&bytes, 8 + n * 8));
+        let key = &bytes[p..p + ks];
+        let value = &bytes[p + ks + 1..p + ks + 1 + vs];
+        p += ks + vs + 2;
+        if HEADERS.iter().any(|h| h.as_bytes() == key) {
+            found += value.len();
+        }
+    }
+    found
+}
+
+fn now() -> usize {
+    let t = hostcalls::get_current_time().unwrap();
+    t.elapsed().map_or(0, |d| d.subsec_nanos() as usize & 1)
+}
+
+fn req_header(name: &str) -> usize {
+    let v = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).unwrap();
+    v.map_or(0, |v| v.len())
+}
+
+fn prop(path: &[&str]) -> usize {
+    let v = hostcalls::get_property(path.to_vec()).unwrap();
+    v.map_or(0, |v| v.len())
+}
+
+fn set_resp(name: &str, value: &str) {
+    hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value)).unwrap();
+}
+
+/// A shared-data read and compare-and-swap write of a counter.
+fn cas(key: &str) -> usize {
+    if let (Some(v), cas) = hostcalls::get_shared_data(key).unwrap() {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&v[..8]);
+        let next = u64::from_le_bytes(b).wrapping_add(1).to_le_bytes();
+        let _ = hostcalls::set_shared_data(key, Some(&next), cas);
+        return 1;
+    }
+    0
+}
+
+/// A JSON access line of tollgate's size (about 500 bytes).
+fn log_line(sink: usize) -> String {
+    format!(
+        "{{\"requestId\":\"5f0c6f2e-8d0b-4c55-9a36-2f1b3a7c9d11\",\"requestTime\":\"25/Nov/2026:10:00:00 +0000\",\"requestTimeEpoch\":1795600000000,\"httpMethod\":\"GET\",\"resourcePath\":null,\"path\":\"/pets/1\",\"protocol\":\"HTTP/1.1\",\"status\":200,\"responseLength\":35,\"responseLatency\":0,\"integrationLatency\":0,\"identity.sourceIp\":\"127.0.0.1\",\"identity.userAgent\":\"tollgate-bench\",\"identity.apiKeyId\":null,\"stage\":\"bench\",\"error.message\":null,\"error.responseType\":null,\"cacheStatus\":null,\"n\":{sink}}}"
+    )
+}
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Trace);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+}}
+
+#[derive(Default)]
+struct Root {
+    ops: Rc<Ops>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _: usize) -> bool {
+        let cfg = self
+            .get_plugin_configuration()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let mut ops = Ops::parse(&cfg);
+        ops.counter_id = hostcalls::define_metric(MetricType::Counter, "probe.requests").unwrap();
+        ops.histogram_id =
+            hostcalls::define_metric(MetricType::Histogram, "probe.latency").unwrap();
+        self.ops = Rc::new(ops);
+        let _ = hostcalls::set_shared_data(KEY, Some(&0u64.to_le_bytes()), None);
+        true
+    }
+
+    fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Probe {
+            ops: Rc::clone(&self.ops),
+            sink: 0,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Probe {
+    ops: Rc<Ops>,
+    /// Keeps results alive so no call is optimised away.
+    sink: usize,
+}
+
+impl Context for Probe {}
+
+impl HttpContext for Probe {
+    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        let o = Rc::clone(&self.ops);
+        if o.mimic > 0 {
+            // tollgate's T configuration (throttle + CORS + JSON log), request headers: 12 calls.
+            self.sink += now();
+            for name in [":method", ":path", "origin"] {
+                self.sink += req_header(name);
+            }
+            self.sink += cas(KEY);
+            self.sink += hostcalls::get_log_level().unwrap() as usize;
+            self.sink += prop(&["source", "address"]);
+            self.sink += req_header("x-request-id");
+            self.sink += prop(&["request", "protocol"]);
+            self.sink += req_header("user-agent");
+            hostcalls::set_property(vec!["probe.stage"], Some(b"bench")).unwrap();
+        }
+        if o.lean > 0 {
+            // The same information with fewer calls: one map read in place for the five
+            // headers, the CAS, the source address and protocol; no filter state: 7 calls.
+            self.sink += now();
+            self.sink += request_map_raw();
+            self.sink += cas(KEY);
+            self.sink += hostcalls::get_log_level().unwrap() as usize;
+            self.sink += prop(&["source", "address"]);
+            self.sink += prop(&["request", "protocol"]);
+        }
+        for i in 0..o.hdr as usize {
+            let name = HEADERS[i % HEADERS.len()];
+            let v = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).unwrap();
+            self.sink += v.map_or(0, |v| v.len());
+        }
+        for _ in 0..o.hdrmiss {
+            let v =
+                hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "x-absent").unwrap();
+            self.sink += v.map_or(0, |v| v.len());
+        }
+        for _ in 0..o.map {
+            let m = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap();
+            self.sink += m.len();
+        }
+        for _ in 0..o.mapraw {
+            self.sink += request_map_raw();
+        }
+        for _ in 0..o.prop {
+            let v = hostcalls::get_property(vec!["source", "address"]).unwrap();
+            self.sink += v.map_or(0, |v| v.len());
+        }
+        for _ in 0..o.proto {
+            let v = hostcalls::get_property(vec!["request", "protocol"]).unwrap();
+            self.sink += v.map_or(0, |v| v.len());
+        }
+        for _ in 0..o.time {
+            let t = hostcalls::get_current_time().unwrap();
+            self.sink += t.elapsed().map_or(0, |d| d.subsec_nanos() as usize & 1);
+        }
+        for _ in 0..o.level {
+            self.sink += hostcalls::get_log_level().unwrap() as usize;
+        }
+        for _ in 0..o.cas {
+            if let (Some(v), cas) = hostcalls::get_shared_data(KEY).unwrap() {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&v[..8]);
+                let next = u64::from_le_bytes(b).wrapping_add(1).to_le_bytes();
+                let _ = hostcalls::set_shared_data(KEY, Some(&next), cas);
+            }
+        }
+        for i in 0..o.fs as usize {
+            let name = PROPERTY_NAMES[i % PROPERTY_NAMES.len()];
+            hostcalls::set_property(vec![name], Some(b"bench-stage")).unwrap();
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        let o = Rc::clone(&self.ops);
+        if o.mimic > 0 {
+            // Response headers: 12 calls (clock, 2 RateLimit headers, 4 removes and 3 sets of
+            // CORS headers, read and set Vary).
+            self.sink += now();
+            set_resp("ratelimit-policy", "\"stage\";q=4000000000;w=4");
+            set_resp("ratelimit", "\"stage\";r=3999999999;t=1");
+            for name in [
+                "access-control-allow-methods",
+                "access-control-allow-headers",
+                "access-control-max-age",
+                "access-control-allow-private-network",
+            ] {
+                hostcalls::remove_map_value(MapType::HttpResponseHeaders, name).unwrap();
+            }
+            set_resp("access-control-allow-origin", "http://localhost:3000");
+            set_resp("access-control-allow-credentials", "true");
+            set_resp(
+                "access-control-expose-headers",
+                "x-request-id, ratelimit, ratelimit-policy",
+            );
+            let vary =
+                hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, "vary").unwrap();
+            self.sink += vary.map_or(0, |v| v.len());
+            set_resp("vary", "Origin");
+        }
+        if o.lean > 0 {
+            // One read of the response map tells which CORS headers and which Vary the upstream
+            // sent (none here): 7 calls (2 RateLimit headers, 3 CORS headers, Vary, the map);
+            // the clock is read once, in on_log.
+            let m = hostcalls::get_map_bytes(MapType::HttpResponseHeaders).unwrap();
+            self.sink += m.len();
+            set_resp("ratelimit-policy", "\"stage\";q=4000000000;w=4");
+            set_resp("ratelimit", "\"stage\";r=3999999999;t=1");
+            set_resp("access-control-allow-origin", "http://localhost:3000");
+            set_resp("access-control-allow-credentials", "true");
+            set_resp(
+                "access-control-expose-headers",
+                "x-request-id, ratelimit, ratelimit-policy",
+            );
+            set_resp("vary", "Origin");
+        }
+        for i in 0..o.rset as usize {
+            let name = RESPONSE_NAMES[i % RESPONSE_NAMES.len()];
+            hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some("v")).unwrap();
+        }
+        for _ in 0..o.rrm {
+            hostcalls::remove_map_value(MapType::HttpResponseHeaders, "x-absent").unwrap();
+        }
+        for _ in 0..o.rmap {
+            let m = hostcalls::get_map_bytes(MapType::HttpResponseHeaders).unwrap();
+            self.sink += m.len();
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        let o = Rc::clone(&self.ops);
+        if o.mimic > 0 {
+            // on_log: 9 calls (filter state, status, log level, clock, a counter, two
+            // histograms, response size, the line).
+            hostcalls::set_property(vec!["probe.integration"], Some(b"0")).unwrap();
+            self.sink += prop(&["response", "code"]);
+            self.sink += hostcalls::get_log_level().unwrap() as usize;
+            self.sink += now();
+            hostcalls::increment_metric(o.counter_id, 1).unwrap();
+            hostcalls::record_metric(o.histogram_id, 1).unwrap();
+            hostcalls::record_metric(o.histogram_id, 0).unwrap();
+            self.sink += prop(&["response", "size"]);
+            hostcalls::log(LogLevel::Info, &log_line(self.sink)).unwrap();
+        }
+        if o.lean > 0 {
+            // 5 calls: clock, status, size, one counter, the line (histograms and filter state
+            // left to Envoy's own stats and access loggers).
+            self.sink += now();
+            self.sink += prop(&["response", "code"]);
+            self.sink += prop(&["response", "size"]);
+            hostcalls::increment_metric(o.counter_id, 1).unwrap();
+            hostcalls::log(LogLevel::Info, &log_line(self.sink)).unwrap();
+        }
+        for _ in 0..o.ctr {
+            hostcalls::increment_metric(o.counter_id, 1).unwrap();
+        }
+        for i in 0..o.hist {
+            hostcalls::record_metric(o.histogram_id, u64::from(i % 7)).unwrap();
+        }
+        for i in 0..o.fslog as usize {
+            let name = PROPERTY_NAMES[i % PROPERTY_NAMES.len()];
+            hostcalls::set_property(vec![name], Some(b"12")).unwrap();
+        }
+        for _ in 0..o.rcode {
+            let v = hostcalls::get_property(vec!["response", "code"]).unwrap();
+            self.sink += v.map_or(0, |v| v.len());
+        }
+        for _ in 0..o.rsize {
+            let v = hostcalls::get_property(vec!["response", "size"]).unwrap();
+            self.sink += v.map_or(0, |v| v.len());
+        }
+        if o.log == 0 && o.logdrop == 0 {
+            return;
+        }
+        let line = format!(
+            "{{\"probe\":\"{}\",\"pad\":\"{}\"}}",
+            self.sink,
+            "x".repeat(370)
+        );
+        for _ in 0..o.log {
+            hostcalls::log(LogLevel::Info, &line).unwrap();
+        }
+        for _ in 0..o.logdrop {
+            hostcalls::log(LogLevel::Debug, &line).unwrap();
+        }
+    }
+}
