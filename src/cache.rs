@@ -97,27 +97,6 @@ fn is_query_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'[' | b']')
 }
 
-fn is_header_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'!' | b'#'
-                | b'$'
-                | b'%'
-                | b'&'
-                | b'\''
-                | b'*'
-                | b'+'
-                | b'-'
-                | b'.'
-                | b'^'
-                | b'_'
-                | b'`'
-                | b'|'
-                | b'~'
-        )
-}
-
 /// Parses `querystring.NAME` or `header.NAME` (API Gateway's `method.request.` prefix is
 /// accepted too). The message says what is wrong.
 pub fn parse_key_parameter(text: &str) -> Result<KeyParameter, String> {
@@ -132,7 +111,7 @@ pub fn parse_key_parameter(text: &str) -> Result<KeyParameter, String> {
     }
     if let Some(name) = s.strip_prefix("header.") {
         let lower = name.to_ascii_lowercase();
-        if lower.is_empty() || lower.len() > 256 || !lower.bytes().all(is_header_name_byte) {
+        if lower.is_empty() || lower.len() > 256 || !crate::token::is_token(lower.as_bytes()) {
             return Err(format!("{text:?}: not a valid HTTP header name"));
         }
         if lower.starts_with("x-tollgate-") {

@@ -39,6 +39,7 @@
 //! * Duplicate entries in any list are dropped silently.
 
 use crate::error::FieldError;
+use crate::token::is_token;
 
 /// Longest Origin value considered; longer ones are malformed (and refused in configuration).
 pub const MAX_ORIGIN_LEN: usize = 1024;
@@ -804,31 +805,6 @@ fn parse_port(p: &[u8]) -> Option<u16> {
         n = n * 10 + u32::from(b - b'0');
     }
     u16::try_from(n).ok().filter(|&n| n != 0)
-}
-
-/// RFC 9110 token: one or more tchar.
-fn is_token(s: &[u8]) -> bool {
-    !s.is_empty()
-        && s.iter().all(|&b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'!' | b'#'
-                        | b'$'
-                        | b'%'
-                        | b'&'
-                        | b'\''
-                        | b'*'
-                        | b'+'
-                        | b'-'
-                        | b'.'
-                        | b'^'
-                        | b'_'
-                        | b'`'
-                        | b'|'
-                        | b'~'
-                )
-        })
 }
 
 /// Elements of a comma-separated header list, trimmed of optional whitespace (SP, HTAB), empty

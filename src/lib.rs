@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod ratelimit_service;
 pub mod routes;
 pub mod throttle;
+pub mod token;
 
 #[cfg(target_arch = "wasm32")]
 pub mod filter;

@@ -152,28 +152,7 @@ fn is_name(s: &str) -> bool {
 }
 
 fn is_header_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 256
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'!' | b'#'
-                        | b'$'
-                        | b'%'
-                        | b'&'
-                        | b'\''
-                        | b'*'
-                        | b'+'
-                        | b'-'
-                        | b'.'
-                        | b'^'
-                        | b'_'
-                        | b'`'
-                        | b'|'
-                        | b'~'
-                )
-        })
+    s.len() <= 256 && crate::token::is_token(s.as_bytes())
 }
 
 fn positive_rate(n: &Number, path: &str) -> Result<f64, FieldError> {
