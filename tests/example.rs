@@ -9,15 +9,6 @@
 mod common;
 
 use common::*;
-use std::net::TcpListener;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[test]
 fn example_gateway_serves_the_readme_walkthrough() {
@@ -31,37 +22,7 @@ fn example_gateway_serves_the_readme_walkthrough() {
             "filename: target/wasm32-wasip1/release/tollgate.wasm",
             &format!("filename: {}", wasm_path().display()),
         );
-    let dir = tempdir::Dir::new("example");
-    let cfg = dir.path().join("envoy.yaml");
-    std::fs::write(&cfg, yaml).unwrap();
-    let mut child = std::process::Command::new(envoy_bin())
-        .arg("-c")
-        .arg(&cfg)
-        .args(["--concurrency", "2", "--disable-hot-restart", "--log-path"])
-        .arg(dir.path().join("envoy.log"))
-        .spawn()
-        .unwrap();
-    struct Kill<'a>(&'a mut std::process::Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _guard = Kill(&mut child);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while try_request(admin, "GET", "/ready", &[], b"")
-        .map(|r| r.status)
-        .ok()
-        != Some(200)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "example did not start:\n{}",
-            std::fs::read_to_string(dir.path().join("envoy.log")).unwrap_or_default()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let _envoy = YamlEnvoy::start(tempdir::Dir::new("example"), &yaml, 2, admin);
 
     let r = request(gw, "GET", "/pets/1", &[]);
     assert_eq!(r.status, 200, "{}", r.text());

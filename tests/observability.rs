@@ -471,14 +471,7 @@ fn example_gateway_logs_filter_state_and_labels_its_metrics() {
             "envoy/envoy.yaml lacks the {tag} tag"
         );
     }
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (gw, admin, demo) = (free(), free(), free());
+    let (gw, admin, demo) = (free_port(), free_port(), free_port());
     let dir = tempdir::Dir::new("obs-example");
     let file_log = dir.path().join("access.log");
     assert!(yaml.contains("path: /dev/stdout"));
@@ -494,37 +487,7 @@ fn example_gateway_logs_filter_state_and_labels_its_metrics() {
             "filename: target/wasm32-wasip1/release/tollgate.wasm",
             &format!("filename: {}", wasm_path().display()),
         );
-    let cfg = dir.path().join("envoy.yaml");
-    std::fs::write(&cfg, yaml).unwrap();
-    let mut child = std::process::Command::new(envoy_bin())
-        .arg("-c")
-        .arg(&cfg)
-        .args(["--concurrency", "1", "--disable-hot-restart", "--log-path"])
-        .arg(dir.path().join("envoy.log"))
-        .args(["--file-flush-interval-msec", "50"])
-        .spawn()
-        .unwrap();
-    struct Kill<'a>(&'a mut std::process::Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _guard = Kill(&mut child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while try_request(admin, "GET", "/ready", &[], b"")
-        .map(|r| r.status)
-        .ok()
-        != Some(200)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "example did not start:\n{}",
-            std::fs::read_to_string(dir.path().join("envoy.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let _envoy = YamlEnvoy::start(dir, &yaml, 1, admin);
 
     assert_eq!(request(gw, "GET", "/pets/1?x=1", &[]).status, 200);
     assert_eq!(request(gw, "POST", "/pets", &[]).status, 403);

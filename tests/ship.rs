@@ -17,9 +17,8 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The optimized module must stay within 250 KiB.
@@ -43,14 +42,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -131,11 +122,8 @@ fn optimized_module_serves_traffic() {
 
 /// The example Envoy, killed on drop.
 struct RemoteExample {
-    child: Child,
+    envoy: YamlEnvoy,
     gateway: u16,
-    admin: u16,
-    log: PathBuf,
-    _dir: tempdir::Dir,
 }
 
 impl RemoteExample {
@@ -168,48 +156,16 @@ impl RemoteExample {
             .replace("port_value: 8000", &format!("port_value: {module_port}"))
             .replace("127.0.0.1:8000", &format!("127.0.0.1:{module_port}"))
             .replace("sha256: TOLLGATE_SHA256", &format!("sha256: {sha256}"));
-        let dir = tempdir::Dir::new("remote");
-        let cfg = dir.path().join("envoy-remote.yaml");
-        std::fs::write(&cfg, yaml).unwrap();
-        let log = dir.path().join("envoy.log");
-        let child = Command::new(envoy_bin())
-            .arg("-c")
-            .arg(&cfg)
-            .args(["--concurrency", "1", "--disable-hot-restart", "-l", "info"])
-            .args(["--file-flush-interval-msec", "50", "--log-path"])
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut example = RemoteExample {
-            child,
+        // Initialisation includes the fetch, so ready means the module loaded (or failed
+        // closed after its retries).
+        RemoteExample {
+            envoy: YamlEnvoy::start(tempdir::Dir::new("remote"), &yaml, 1, admin),
             gateway,
-            admin,
-            log,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = example.child.try_wait() {
-                panic!("Envoy exited ({status}):\n{}", example.log());
-            }
-            let ready = try_request(example.admin, "GET", "/ready", &[], b"").map(|r| r.status);
-            if matches!(ready, Ok(200)) {
-                return example;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "Envoy not ready:\n{}",
-                example.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.envoy.log()
     }
 
     fn wait_log(&self, what: &str) -> String {
@@ -222,13 +178,6 @@ impl RemoteExample {
             assert!(Instant::now() < deadline, "no {what:?} in the log:\n{log}");
             std::thread::sleep(Duration::from_millis(100));
         }
-    }
-}
-
-impl Drop for RemoteExample {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

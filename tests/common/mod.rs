@@ -874,3 +874,81 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap()
 }
+
+/// A free loopback port (the kernel's pick; released for the caller to bind).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Envoy started from one of the repository's YAML files (after the caller moved its ports and
+/// paths), waited on until its admin at `admin` says ready; killed on drop.
+pub struct YamlEnvoy {
+    child: Child,
+    pub log_path: PathBuf,
+    pub dir: tempdir::Dir,
+}
+
+impl YamlEnvoy {
+    pub fn start(dir: tempdir::Dir, yaml: &str, concurrency: u32, admin: u16) -> YamlEnvoy {
+        let cfg = dir.path().join("envoy.yaml");
+        std::fs::write(&cfg, yaml).unwrap();
+        let log_path = dir.path().join("envoy.log");
+        let child = Command::new(envoy_bin())
+            .arg("-c")
+            .arg(&cfg)
+            .args([
+                "--concurrency",
+                &concurrency.to_string(),
+                "--disable-hot-restart",
+            ])
+            .args([
+                "-l",
+                "info",
+                "--file-flush-interval-msec",
+                "50",
+                "--log-path",
+            ])
+            .arg(&log_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut envoy = YamlEnvoy {
+            child,
+            log_path,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = envoy.child.try_wait() {
+                panic!("Envoy exited ({status}):\n{}", envoy.log());
+            }
+            let ready = try_request(admin, "GET", "/ready", &[], b"").map(|r| r.status);
+            if matches!(ready, Ok(200)) {
+                return envoy;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Envoy not ready:\n{}",
+                envoy.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for YamlEnvoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
