@@ -336,6 +336,19 @@ enum Check {
     StoreFailed(&'static str),
 }
 
+/// A check's outcome from its report: a pass, or the error with its Retry-After.
+fn verdict(report: PolicyReport, allowed: bool, error: ErrorType, retry_after_s: u64) -> Check {
+    if allowed {
+        Check::Pass(report)
+    } else {
+        Check::Fail {
+            report,
+            error,
+            retry_after_s,
+        }
+    }
+}
+
 fn check_bucket(
     name: &'static str,
     spec: &BucketSpec,
@@ -365,15 +378,12 @@ fn check_bucket(
                 remaining: o.remaining,
                 reset_s: o.reset_s,
             };
-            if o.allowed {
-                Check::Pass(report)
-            } else {
-                Check::Fail {
-                    report,
-                    error: ErrorType::Throttled,
-                    retry_after_s: headers::retry_after_secs(o.wait_ns),
-                }
-            }
+            verdict(
+                report,
+                o.allowed,
+                ErrorType::Throttled,
+                headers::retry_after_secs(o.wait_ns),
+            )
         }
         Err(store::UpdateError::Contended) => Check::StoreFailed(
             "shared data stayed contended through every retry; request refused to keep the limit",
@@ -406,15 +416,12 @@ fn check_quota(
                 remaining: o.remaining,
                 reset_s: o.reset_after_s,
             };
-            if o.allowed {
-                Check::Pass(report)
-            } else {
-                Check::Fail {
-                    report,
-                    error: ErrorType::QuotaExceeded,
-                    retry_after_s: o.reset_after_s.max(1),
-                }
-            }
+            verdict(
+                report,
+                o.allowed,
+                ErrorType::QuotaExceeded,
+                o.reset_after_s.max(1),
+            )
         }
         Err(_) => Check::StoreFailed(
             "the quota counter could not be updated; request refused to keep the limit",
