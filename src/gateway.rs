@@ -6,6 +6,7 @@
 use crate::cache::{self, CachePlan, Invalidation};
 use crate::config::{ClientBy, Config, Route};
 use crate::cors::{self, ActualCors, Preflight, PreflightDecision};
+use crate::ratelimit_service::{self as rls, KeyFacts, RequestFacts};
 use crate::throttle::bucket::{self, BucketSpec, BucketState};
 use crate::throttle::headers::{self, PolicyReport};
 use crate::throttle::quota::{self, QuotaState};
@@ -112,6 +113,41 @@ pub struct Decision {
     pub store_failure: Option<&'static str>,
     /// How a forwarded request goes through Envoy's cache filter.
     pub cache: CachePlan,
+    /// The request passed every local check and waits for the rate limit service's answer
+    /// ([`conclude`] applies it). `outcome` is `Forward` meanwhile.
+    pub service_call: Option<ServiceCall>,
+    /// Headers the rate limit service asked to add to the response (safe names only).
+    pub service_headers: Vec<(String, String)>,
+}
+
+/// A `ShouldRateLimit` call to make for a request (docs/RATE_LIMIT_SERVICE.md).
+#[derive(Debug, PartialEq, Eq)]
+pub struct ServiceCall {
+    /// The encoded `RateLimitRequest`.
+    pub message: Vec<u8>,
+    /// The check of each descriptor sent, in order.
+    pub checks: Vec<rls::Check>,
+    /// The policies the local checks reported, merged with the service's in [`conclude`].
+    pub reports: Vec<PolicyReport>,
+}
+
+/// How a call to the rate limit service ended, for the metrics and the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceResult {
+    Ok,
+    OverLimit,
+    Failure(rls::CallFailure),
+}
+
+impl ServiceResult {
+    /// The `result` label of `rate_limit_service_calls`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceResult::Ok => "ok",
+            ServiceResult::OverLimit => "over_limit",
+            ServiceResult::Failure(_) => "failure",
+        }
+    }
 }
 
 /// Shared-data key names, built once per configuration. All keys share a prefix naming the
@@ -459,6 +495,9 @@ pub fn decide(
     let mut decision = admit(cfg, keys, store, now_ns, req);
     if decision.outcome == Outcome::Forward && cfg.caching {
         plan_cache(cfg, &mut decision, req);
+        if decision.outcome != Outcome::Forward {
+            decision.service_call = None;
+        }
     }
     decision
 }
@@ -551,6 +590,8 @@ fn admit(
             cors,
             store_failure: None,
             cache: CachePlan::Off,
+            service_call: None,
+            service_headers: Vec::new(),
         };
     }
 
@@ -594,6 +635,8 @@ fn admit(
                         cors: None,
                         store_failure: None,
                         cache: CachePlan::Off,
+                        service_call: None,
+                        service_headers: Vec::new(),
                     };
                 }
             }
@@ -614,6 +657,8 @@ fn admit(
         cors,
         store_failure: None,
         cache: CachePlan::Off,
+        service_call: None,
+        service_headers: Vec::new(),
     };
 
     // 2. API key.
@@ -638,7 +683,13 @@ fn admit(
         return decision;
     }
 
-    // 3. Throttles, then the quota.
+    // 3. Throttles, then the quota. A check delegated to the rate limit service runs locally
+    //    only in front of the call (`local_first`, buckets only), never instead of it.
+    let svc = cfg.rate_limit_service.as_ref();
+    let local = |c: rls::Check| match svc {
+        Some(s) if s.delegates(c) => s.local_first && c != rls::Check::Quota,
+        _ => true,
+    };
     let plan = key.and_then(|(_, k)| k.plan).and_then(|p| cfg.plans.get(p));
     let mut reports: Vec<PolicyReport> = Vec::new();
     let mut failure: Option<(ErrorType, u64)> = None;
@@ -664,7 +715,7 @@ fn admit(
             }
         };
     let mut passed = true;
-    if let (Some(p), Some((i, _))) = (plan, key) {
+    if let (Some(p), Some((i, _)), true) = (plan, key, local(rls::Check::Plan)) {
         if let (Some(spec), Some(k)) = (&p.throttle, keys.plan.get(i)) {
             passed = run(
                 check_bucket("plan", spec, k, store, now_ns),
@@ -673,7 +724,7 @@ fn admit(
             );
         }
     }
-    if passed {
+    if passed && local(rls::Check::Route) {
         if let (Some(spec), Some(i)) = (&route.throttle, route_idx) {
             if let Some(k) = keys.routes.get(i) {
                 passed = run(
@@ -684,7 +735,7 @@ fn admit(
             }
         }
     }
-    if passed {
+    if passed && local(rls::Check::Stage) {
         if let Some(spec) = &cfg.stage_throttle {
             passed = run(
                 check_bucket("stage", spec, &keys.stage, store, now_ns),
@@ -693,33 +744,22 @@ fn admit(
             );
         }
     }
+    let mut client_identity = None;
     if passed {
         if let Some(ct) = &cfg.client_throttle {
-            let identity = match (&ct.by, key) {
-                (ClientBy::ApiKey, Some((_, k))) => {
-                    let mut v = b"key:".to_vec();
-                    v.extend_from_slice(k.id.as_bytes());
-                    v
-                }
-                (ClientBy::Header(h), _) => match req.header(h) {
-                    Some(v) => {
-                        let mut id = b"hdr:".to_vec();
-                        id.extend_from_slice(&v);
-                        id
-                    }
-                    None => ip_identity(&req.source_address().unwrap_or_default()),
-                },
-                _ => ip_identity(&req.source_address().unwrap_or_default()),
-            };
-            let slot = client_slot(&identity, ct.slots);
-            passed = run(
-                check_bucket("client", &ct.spec, &keys.client(slot), store, now_ns),
-                &mut reports,
-                &mut decision,
-            );
+            let identity = client_identity_of(ct, key.map(|(_, k)| k), req);
+            if local(rls::Check::Client) {
+                let slot = client_slot(&identity, ct.slots);
+                passed = run(
+                    check_bucket("client", &ct.spec, &keys.client(slot), store, now_ns),
+                    &mut reports,
+                    &mut decision,
+                );
+            }
+            client_identity = Some(identity);
         }
     }
-    if passed {
+    if passed && local(rls::Check::Quota) {
         if let (Some(q), Some((i, _))) = (plan.and_then(|p| p.quota), key) {
             if let Some(k) = keys.quota.get(i) {
                 run(
@@ -728,6 +768,35 @@ fn admit(
                     &mut decision,
                 );
             }
+        }
+    }
+
+    // 4. The rate limit service, for a request every local check admitted.
+    if let (None, Some(s)) = (failure, svc) {
+        let client = client_identity.as_deref().map(String::from_utf8_lossy);
+        let facts = RequestFacts {
+            stage: &cfg.stage,
+            route: route.throttle.and(route.name.as_deref()),
+            stage_throttle: cfg.stage_throttle.is_some(),
+            key: key.and_then(|(_, k)| {
+                let p = cfg.plans.get(k.plan?)?;
+                Some(KeyFacts {
+                    id: &k.id,
+                    usage_plan: &p.name,
+                    throttle: p.throttle.is_some(),
+                    quota_period: p.quota.map(|q| q.period.as_str()),
+                })
+            }),
+            client: client.as_deref(),
+        };
+        let descriptors = rls::build_descriptors(s, &facts);
+        if !descriptors.is_empty() {
+            decision.service_call = Some(ServiceCall {
+                message: rls::encode_request(&rls::build_request(s, &descriptors)),
+                checks: descriptors.iter().map(|(c, _)| *c).collect(),
+                reports,
+            });
+            return decision;
         }
     }
 
@@ -746,6 +815,75 @@ fn admit(
         None => decision.response_headers = rl_headers,
     }
     decision
+}
+
+/// The identity a client bucket counts: the API key's id (`by: api_key`), a header's value
+/// (`by: header:NAME`), else the source IP (an IPv6 address by its /64).
+fn client_identity_of(
+    ct: &crate::config::ClientThrottle,
+    key: Option<&crate::keys::ApiKey>,
+    req: &mut dyn RequestSource,
+) -> Vec<u8> {
+    match (&ct.by, key) {
+        (ClientBy::ApiKey, Some(k)) => {
+            let mut v = b"key:".to_vec();
+            v.extend_from_slice(k.id.as_bytes());
+            v
+        }
+        (ClientBy::Header(h), _) => match req.header(h) {
+            Some(v) => {
+                let mut id = b"hdr:".to_vec();
+                id.extend_from_slice(&v);
+                id
+            }
+            None => ip_identity(&req.source_address().unwrap_or_default()),
+        },
+        _ => ip_identity(&req.source_address().unwrap_or_default()),
+    }
+}
+
+/// Applies the rate limit service's answer (or the call's failure) to a decision that was
+/// waiting for it: a 429 when the service refuses (or fails under `failure_mode: deny`) and
+/// the route enforces, else the request goes on. The `RateLimit` headers combine the local
+/// checks' policies with the service's statuses; a check the service answered for is reported
+/// from the service only. Returns how the call ended.
+pub fn conclude(
+    cfg: &Config,
+    decision: &mut Decision,
+    call: ServiceCall,
+    reply: Result<&[u8], rls::CallFailure>,
+) -> ServiceResult {
+    let Some(svc) = &cfg.rate_limit_service else {
+        return ServiceResult::Ok;
+    };
+    let answer = rls::interpret(svc, &call.checks, reply);
+    let mut reports = call.reports;
+    if answer.failure.is_none() {
+        reports.retain(|r| !call.checks.iter().any(|c| c.as_str() == r.name));
+        reports.extend(answer.reports.iter().cloned());
+    }
+    let rl_headers = headers::render(cfg.rate_limit_headers, &reports);
+    decision.service_headers = answer.headers;
+    let route = cfg.route(decision.route);
+    match answer.refuse {
+        Some(error) => {
+            decision.error = Some(error);
+            if route.enforce {
+                let mut h = rl_headers;
+                h.push(("retry-after", answer.retry_after_s.max(1).to_string()));
+                decision.outcome = local_response(error, h, decision.cors.as_ref());
+                decision.cache = CachePlan::Off;
+            } else {
+                decision.response_headers = rl_headers;
+            }
+        }
+        None => decision.response_headers = rl_headers,
+    }
+    match answer.failure {
+        Some(f) => ServiceResult::Failure(f),
+        None if answer.refuse.is_some() => ServiceResult::OverLimit,
+        None => ServiceResult::Ok,
+    }
 }
 
 /// Whether a request is a CORS preflight.

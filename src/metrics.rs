@@ -28,6 +28,8 @@
 //! listed.
 
 use crate::config::Config;
+use crate::gateway::ServiceResult;
+use crate::ratelimit_service::CallFailure;
 
 /// The prefix Envoy gives every custom (Wasm) metric.
 pub const ENVOY_NAMESPACE: &str = "wasmcustom";
@@ -332,6 +334,43 @@ impl MetricTable {
     }
 }
 
+/// The rate limit service's counters (configurations with a `rate_limit_service` only), by
+/// stage: calls by how they ended, failures by reason. In Prometheus
+/// `tollgate_rate_limit_service_ok{stage="prod"}` and so on.
+pub const SERVICE_COUNTERS: [&str; 6] = [
+    "rate_limit_service_ok",
+    "rate_limit_service_over_limit",
+    "rate_limit_service_failure_timeout",
+    "rate_limit_service_failure_grpc_error",
+    "rate_limit_service_failure_malformed",
+    "rate_limit_service_failure_unknown_code",
+];
+
+/// The index in [`SERVICE_COUNTERS`] of a call's result.
+pub fn service_counter(result: ServiceResult) -> usize {
+    match result {
+        ServiceResult::Ok => 0,
+        ServiceResult::OverLimit => 1,
+        ServiceResult::Failure(CallFailure::Timeout) => 2,
+        ServiceResult::Failure(CallFailure::Grpc(_)) => 3,
+        ServiceResult::Failure(CallFailure::Malformed) => 4,
+        ServiceResult::Failure(CallFailure::UnknownCode) => 5,
+    }
+}
+
+impl MetricTable {
+    /// The full stat name of a rate limit service counter (see [`SERVICE_COUNTERS`]).
+    pub fn service_stat_name(&self, counter: &str) -> String {
+        let mut name = String::with_capacity(40 + self.stage.len() + counter.len());
+        name.push_str(PREFIX);
+        name.push_str(".stage=.=");
+        name.push_str(&self.stage);
+        name.push_str(";.;");
+        name.push_str(counter);
+        name
+    }
+}
+
 /// Which counters a finished request adds to (besides [`Metric::Requests`], always counted).
 /// `status` is the response code (None when the client went away before one), `error` the
 /// `$context.error.responseType` the filter decided, `cache` the `$context.cacheStatus`.
@@ -494,6 +533,12 @@ mod tests {
                 }
                 assert_eq!(method, series.method);
             }
+        }
+        for counter in SERVICE_COUNTERS {
+            let mut name = format!("{ENVOY_NAMESPACE}.{}", t.service_stat_name(counter));
+            let stage = extract(&mut name, "stage").unwrap();
+            assert_eq!(decode_tag_value(&stage).as_deref(), Some("prod.eu"));
+            assert_eq!(name, format!("wasmcustom.tollgate.{counter}"));
         }
         // The regexes are the ones Istio generates for extraStatTags.
         for (tag, re) in STATS_TAGS {

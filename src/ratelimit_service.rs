@@ -49,8 +49,11 @@ pub const GRPC_METHOD: &str = "ShouldRateLimit";
 pub const DEFAULT_TIMEOUT_MS: u32 = 20;
 /// Largest `timeout_ms`: the request waits this long at most.
 pub const MAX_TIMEOUT_MS: u32 = 10_000;
-/// Longest `cluster` and `domain`.
+/// Longest `domain`.
 const MAX_NAME_LEN: usize = 256;
+/// Longest `cluster`, in bytes: the call names it in an encoded `GrpcService` that must stay
+/// valid UTF-8 for the SDK, so every length in it fits one varint byte (see [`grpc_service`]).
+pub const MAX_CLUSTER_LEN: usize = 125;
 
 const FIELDS: &[&str] = &[
     "cluster",
@@ -134,8 +137,11 @@ impl Check {
 /// The `rate_limit_service` section.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceConfig {
-    /// The Envoy cluster (HTTP/2) of the service, passed to `dispatch_grpc_call`.
+    /// The Envoy cluster (HTTP/2) of the service.
     pub cluster: String,
+    /// What the call names as its target: an encoded `envoy.config.core.v3.GrpcService` with
+    /// `envoy_grpc.cluster_name` = `cluster` (see [`grpc_service`]).
+    pub grpc_service: String,
     /// The rate limit domain (Limitador: the namespace).
     pub domain: String,
     pub timeout_ms: u32,
@@ -157,6 +163,13 @@ impl ServiceConfig {
 pub fn read_config(v: &Value, path: &str) -> Result<ServiceConfig, FieldError> {
     let o = Obj::open(v, path, FIELDS)?;
     let cluster = name(&o, "cluster")?;
+    if cluster.len() > MAX_CLUSTER_LEN {
+        return Err(FieldError::new(
+            o.path("cluster"),
+            format!("must be at most {MAX_CLUSTER_LEN} bytes long"),
+        ));
+    }
+    let grpc_service = grpc_service(&cluster);
     let domain = name(&o, "domain")?;
     let timeout_ms = match o.number("timeout_ms")? {
         None => DEFAULT_TIMEOUT_MS,
@@ -204,6 +217,7 @@ pub fn read_config(v: &Value, path: &str) -> Result<ServiceConfig, FieldError> {
     checks.sort();
     Ok(ServiceConfig {
         cluster,
+        grpc_service,
         domain,
         timeout_ms,
         failure_mode,
@@ -251,6 +265,36 @@ pub fn check_delegated(
 // Messages (prost-derived; field numbers from the .proto files named above)
 
 /// `envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.Entry`.
+/// `envoy.config.core.v3.GrpcService`, only its `envoy_grpc` target.
+#[derive(Clone, PartialEq, Message)]
+pub struct GrpcService {
+    #[prost(message, optional, tag = "1")]
+    pub envoy_grpc: Option<EnvoyGrpc>,
+}
+
+/// `envoy.config.core.v3.GrpcService.EnvoyGrpc`.
+#[derive(Clone, PartialEq, Message)]
+pub struct EnvoyGrpc {
+    #[prost(string, tag = "1")]
+    pub cluster_name: String,
+}
+
+/// The target of the call, for `dispatch_grpc_call`'s first argument. Envoy reads that argument
+/// as an encoded `GrpcService` when it parses as one, and as a cluster name only otherwise, so
+/// a bare cluster name could be misread (`p1` is a valid encoding of an empty `GrpcService`,
+/// which Envoy refuses with a status the SDK cannot handle). Sending the message itself is
+/// unambiguous. The SDK takes it as `&str`: with `cluster` at most [`MAX_CLUSTER_LEN`] bytes,
+/// both length prefixes are single bytes below 0x80, so the encoding is the cluster name's own
+/// UTF-8 behind four ASCII bytes.
+pub fn grpc_service(cluster: &str) -> String {
+    let msg = GrpcService {
+        envoy_grpc: Some(EnvoyGrpc {
+            cluster_name: cluster.to_string(),
+        }),
+    };
+    String::from_utf8(msg.encode_to_vec()).unwrap_or_default()
+}
+
 #[derive(Clone, PartialEq, Message)]
 pub struct Entry {
     #[prost(string, tag = "1")]
@@ -539,28 +583,54 @@ impl CallFailure {
 pub struct ServiceDecision {
     /// `None`: forward the request. `Some`: answer 429 with this error's body.
     pub refuse: Option<ErrorType>,
-    /// The 429's headers (`Retry-After` first), or headers for the upstream's response.
+    /// `Retry-After` of the 429, in whole seconds (at least 1); 0 when forwarding.
+    pub retry_after_s: u64,
+    /// The service's statuses as `RateLimit` policies, named after their checks.
+    pub reports: Vec<PolicyReport>,
+    /// The service's `response_headers_to_add` that are safe to pass on (lowercase names).
     pub headers: Vec<(String, String)>,
     /// The call failed; `refuse` then follows `failure_mode`. Counted and logged by the host.
     pub failure: Option<CallFailure>,
 }
 
+impl ServiceDecision {
+    /// Every header of the answer in order: `Retry-After` (on a 429), the `RateLimit` headers
+    /// of `reports` in `mode`, then the service's own headers except names already set.
+    pub fn header_list(&self, mode: HeaderMode, reports: &[PolicyReport]) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        if self.refuse.is_some() {
+            out.push((
+                "retry-after".to_string(),
+                self.retry_after_s.max(1).to_string(),
+            ));
+        }
+        for (k, v) in headers::render(mode, reports) {
+            out.push((k.to_string(), v));
+        }
+        for (k, v) in &self.headers {
+            if !out.iter().any(|(n, _)| n == k) {
+                out.push((k.clone(), v.clone()));
+            }
+        }
+        out
+    }
+}
+
 /// Turns the call's outcome into a decision. `checks` is the check of each descriptor sent
-/// (same order), `mode` the configuration's `rate_limit_headers`.
+/// (same order).
 ///
 /// * `OVER_LIMIT`: 429. The error is the first over-limit descriptor's check (`quota` gives
 ///   `QUOTA_EXCEEDED`, any other `THROTTLED`); `Retry-After` is the longest
 ///   `duration_until_reset` among over-limit descriptors (rounded up, at least 1 s; the unit's
 ///   length when the service sends none).
-/// * `OK`: forward, with the `RateLimit` headers of the service's statuses.
-/// * Either way the service's `response_headers_to_add` follow, except names tollgate already
-///   set and names a filter must not set (pseudo-headers, hop-by-hop, framing).
+/// * `OK`: forward, with the `RateLimit` policies of the service's statuses.
+/// * Either way the service's `response_headers_to_add` are kept, except names a filter must
+///   not set (pseudo-headers, hop-by-hop, framing) and values with control characters.
 /// * A failed call, a malformed answer or `UNKNOWN`: `failure_mode` (deny: 429 `THROTTLED`,
 ///   `Retry-After: 1`).
 pub fn interpret(
     cfg: &ServiceConfig,
     checks: &[Check],
-    mode: HeaderMode,
     reply: Result<&[u8], CallFailure>,
 ) -> ServiceDecision {
     let resp = match reply {
@@ -589,39 +659,28 @@ pub fn interpret(
             reports.push(r);
         }
     }
-    let mut out: Vec<(String, String)> = Vec::new();
-    if over {
-        out.push(("retry-after".to_string(), retry_after.max(1).to_string()));
-    }
-    for (k, v) in headers::render(mode, &reports) {
-        out.push((k.to_string(), v));
-    }
-    for h in &resp.response_headers_to_add {
-        if let Some((k, v)) = service_header(h) {
-            if !out.iter().any(|(n, _)| *n == k) {
-                out.push((k, v));
-            }
-        }
-    }
+    let headers = resp
+        .response_headers_to_add
+        .iter()
+        .filter_map(service_header)
+        .collect();
     ServiceDecision {
         refuse: over.then(|| refuse.unwrap_or(ErrorType::Throttled)),
-        headers: out,
+        retry_after_s: if over { retry_after.max(1) } else { 0 },
+        reports,
+        headers,
         failure: None,
     }
 }
 
 fn failed(cfg: &ServiceConfig, f: CallFailure) -> ServiceDecision {
-    match cfg.failure_mode {
-        FailureMode::Allow => ServiceDecision {
-            refuse: None,
-            headers: Vec::new(),
-            failure: Some(f),
-        },
-        FailureMode::Deny => ServiceDecision {
-            refuse: Some(ErrorType::Throttled),
-            headers: vec![("retry-after".to_string(), "1".to_string())],
-            failure: Some(f),
-        },
+    let deny = cfg.failure_mode == FailureMode::Deny;
+    ServiceDecision {
+        refuse: deny.then_some(ErrorType::Throttled),
+        retry_after_s: u64::from(deny),
+        reports: Vec::new(),
+        headers: Vec::new(),
+        failure: Some(f),
     }
 }
 

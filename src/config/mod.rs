@@ -12,6 +12,7 @@ use crate::cache::{self, CacheMethods, CachePolicy, CacheSettings, UnauthorizedS
 use crate::cors::{CorsPolicy, CorsSpec};
 use crate::error::FieldError;
 use crate::keys::{parse_sha256_hex, sha256, ApiKey, ApiKeys};
+use crate::ratelimit_service::{self, Check, ServiceConfig};
 use crate::routes::RouteTable;
 use crate::throttle::bucket::BucketSpec;
 use crate::throttle::headers::HeaderMode;
@@ -97,6 +98,8 @@ pub struct Config {
     /// Some route (or the stage) caches, so Envoy's cache filter and tollgate's upstream role
     /// are expected in front of the upstream.
     pub caching: bool,
+    /// Fleet-wide limits on an Envoy rate limit service (docs/RATE_LIMIT_SERVICE.md).
+    pub rate_limit_service: Option<ServiceConfig>,
     /// Start-up warnings (never containing a key value).
     pub warnings: Vec<String>,
 }
@@ -522,6 +525,30 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
             cache,
         });
     }
+    let rate_limit_service = match raw.rate_limit_service {
+        None => None,
+        Some(v) => {
+            let svc = ratelimit_service::read_config(v, "rate_limit_service")?;
+            let mut configured = Vec::new();
+            if plans.iter().any(|p| p.throttle.is_some()) {
+                configured.push(Check::Plan);
+            }
+            if routes.iter().any(|r| r.throttle.is_some()) {
+                configured.push(Check::Route);
+            }
+            if stage_throttle.is_some() {
+                configured.push(Check::Stage);
+            }
+            if client_throttle.is_some() {
+                configured.push(Check::Client);
+            }
+            if plans.iter().any(|p| p.quota.is_some()) {
+                configured.push(Check::Quota);
+            }
+            ratelimit_service::check_delegated(&svc, &configured, "rate_limit_service")?;
+            Some(svc)
+        }
+    };
     let default_cache = stage_cache.as_ref().and_then(CacheSettings::policy);
     let caching = default_cache.is_some() || routes.iter().any(|r| r.cache.is_some());
 
@@ -546,6 +573,7 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
             cache: default_cache,
         },
         caching,
+        rate_limit_service,
         warnings,
     })
 }

@@ -23,6 +23,8 @@ pub struct RawConfig<'a> {
     pub cache: Option<&'a Value>,
     pub access_log: Option<RawAccessLog>,
     pub routes: Option<Vec<RawRoute<'a>>>,
+    /// The `rate_limit_service` object (read in `compile`, so that errors keep their path).
+    pub rate_limit_service: Option<&'a Value>,
 }
 
 #[derive(Debug)]
@@ -117,6 +119,7 @@ const TOP: &[&str] = &[
     "cache",
     "access_log",
     "routes",
+    "rate_limit_service",
 ];
 
 pub fn read_config(v: &Value) -> Result<RawConfig<'_>, FieldError> {
@@ -215,6 +218,7 @@ pub fn read_config(v: &Value) -> Result<RawConfig<'_>, FieldError> {
         cache: o.get("cache"),
         access_log,
         routes,
+        rate_limit_service: o.get("rate_limit_service"),
     })
 }
 

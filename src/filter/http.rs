@@ -9,8 +9,10 @@ use super::cache::{self, CacheState};
 use super::observe::{Observation, Timing};
 use super::Runtime;
 use crate::cors::{self, ActualCors};
-use crate::gateway::{self, Decision, Outcome};
+use crate::gateway::{self, Decision, Outcome, ServiceCall, ServiceResult};
 use crate::host::{self, HostRequest, HostStore};
+use crate::metrics;
+use crate::ratelimit_service::{self, CallFailure};
 
 /// The main filter: in the listener's chain, before Envoy's cache filter.
 pub struct Main {
@@ -24,6 +26,19 @@ pub struct Main {
     /// What the request's trip through Envoy's cache filter was (hit and miss are told on the
     /// response).
     cache: CacheState,
+    /// When the request went on to the upstream (after the rate limit service, if called).
+    forward_ns: u64,
+    /// The request waits for the rate limit service.
+    waiting: Option<Box<Waiting>>,
+}
+
+/// A request paused for the rate limit service's answer.
+struct Waiting {
+    token: u32,
+    call: ServiceCall,
+    /// What the pipeline read of the request (reused by the access record).
+    req: HostRequest,
+    end_of_stream: bool,
 }
 
 impl Main {
@@ -36,14 +51,95 @@ impl Main {
             local_reply: false,
             obs: Observation::default(),
             cache: CacheState::Off,
+            forward_ns: 0,
+            waiting: None,
         }
     }
 
     fn timing(&self) -> Timing {
         Timing {
             start_ns: self.start_ns,
+            forward_ns: self.forward_ns,
             response_ns: self.response_ns,
             local_reply: self.local_reply,
+        }
+    }
+
+    /// The pipeline decided (with the rate limit service's answer, if it was asked): logs what
+    /// report-only mode would have done, records the observation, plans the cache and answers
+    /// the request or lets it go on.
+    fn finish(&mut self, decision: Decision, req: &mut HostRequest, end_of_stream: bool) -> Action {
+        let rt = Rc::clone(&self.rt);
+        if let (Some(error), Outcome::Forward) = (decision.error, &decision.outcome) {
+            // Report-only mode: the request goes on; say what enforcement would have done.
+            if host::log_enabled(LogLevel::Info) {
+                let route = rt.config.route(decision.route);
+                host::log(
+                    LogLevel::Info,
+                    &format!(
+                        "tollgate: report-only: would answer {} {} on route {}",
+                        error.status(),
+                        error.as_str(),
+                        route.name.as_deref().unwrap_or("(stage)")
+                    ),
+                );
+            }
+        }
+        self.obs = Observation::on_request(&rt, &decision, req);
+        if decision.outcome == Outcome::Forward {
+            self.cache = cache::on_request(&rt.config, &decision, end_of_stream, &mut self.obs);
+        }
+        let action = match &decision.outcome {
+            Outcome::Forward => {
+                self.forward_ns = host::now_ns();
+                Action::Continue
+            }
+            Outcome::Respond {
+                status,
+                headers,
+                body,
+            } => {
+                self.local_reply = true;
+                let sent = host::send_response_with(
+                    *status,
+                    headers,
+                    &decision.service_headers,
+                    body.map(str::as_bytes),
+                );
+                if sent {
+                    Action::Pause
+                } else {
+                    Action::Continue
+                }
+            }
+        };
+        self.decision = Some(decision);
+        action
+    }
+
+    /// Counts and (for failures) logs how a call to the rate limit service ended.
+    fn service_result(&self, result: ServiceResult) {
+        if let Some(&id) = self.rt.service_ids.get(metrics::service_counter(result)) {
+            host::increment_metric(id, 1);
+        }
+        if let (ServiceResult::Failure(f), Some(svc)) =
+            (result, self.rt.config.rate_limit_service.as_ref())
+        {
+            if host::log_enabled(LogLevel::Warn) {
+                let status = match f {
+                    CallFailure::Grpc(Some(s)) => format!(" (gRPC status {s})"),
+                    CallFailure::Grpc(None) => " (the call could not be started)".to_string(),
+                    _ => String::new(),
+                };
+                host::log(
+                    LogLevel::Warn,
+                    &format!(
+                        "tollgate: rate limit service: {}{status}; failure_mode {}",
+                        f.as_str(),
+                        svc.failure_mode.as_str()
+                    ),
+                );
+            }
         }
     }
 
@@ -80,53 +176,80 @@ impl Main {
     }
 }
 
-impl Context for Main {}
+impl Context for Main {
+    /// The rate limit service answered (or the call failed or timed out): apply the answer and
+    /// let the request go on, or answer it.
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        let Some(waiting) = self.waiting.take_if(|w| w.token == token_id) else {
+            return;
+        };
+        let Some(mut decision) = self.decision.take() else {
+            host::resume_request();
+            return;
+        };
+        let rt = Rc::clone(&self.rt);
+        let body;
+        let reply = if status_code == 0 {
+            body = host::grpc_call_response(response_size).unwrap_or_default();
+            Ok(body.as_slice())
+        } else {
+            Err(CallFailure::from_grpc_status(status_code))
+        };
+        let result = gateway::conclude(&rt.config, &mut decision, waiting.call, reply);
+        self.service_result(result);
+        let mut req = waiting.req;
+        if self.finish(decision, &mut req, waiting.end_of_stream) == Action::Continue {
+            host::resume_request();
+        }
+    }
+}
 
 impl HttpContext for Main {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let rt = Rc::clone(&self.rt);
         self.start_ns = host::now_ns();
+        self.forward_ns = self.start_ns;
         let mut req = HostRequest::default();
-        let decision = gateway::decide(&rt.config, &rt.keys, &HostStore, self.start_ns, &mut req);
+        let mut decision =
+            gateway::decide(&rt.config, &rt.keys, &HostStore, self.start_ns, &mut req);
         if let Some(why) = decision.store_failure {
             host::log(LogLevel::Warn, &format!("tollgate: {why}"));
         }
-        if let (Some(error), Outcome::Forward) = (decision.error, &decision.outcome) {
-            // Report-only mode: the request goes on; say what enforcement would have done.
-            if host::log_enabled(LogLevel::Info) {
-                let route = rt.config.route(decision.route);
-                host::log(
-                    LogLevel::Info,
-                    &format!(
-                        "tollgate: report-only: would answer {} {} on route {}",
-                        error.status(),
-                        error.as_str(),
-                        route.name.as_deref().unwrap_or("(stage)")
-                    ),
-                );
-            }
-        }
-        self.obs = Observation::on_request(&rt, &decision, &mut req);
-        if decision.outcome == Outcome::Forward {
-            self.cache = cache::on_request(&rt.config, &decision, end_of_stream, &mut self.obs);
-        }
-        let action = match &decision.outcome {
-            Outcome::Forward => Action::Continue,
-            Outcome::Respond {
-                status,
-                headers,
-                body,
-            } => {
-                self.local_reply = true;
-                if host::send_response(*status, headers, body.map(str::as_bytes)) {
-                    Action::Pause
-                } else {
-                    Action::Continue
+        if let (Some(call), Some(svc)) = (
+            decision.service_call.take(),
+            rt.config.rate_limit_service.as_ref(),
+        ) {
+            let token = host::grpc_call(
+                &svc.grpc_service,
+                ratelimit_service::GRPC_SERVICE,
+                ratelimit_service::GRPC_METHOD,
+                &call.message,
+                svc.timeout_ms,
+            );
+            match token {
+                Some(token) => {
+                    self.decision = Some(decision);
+                    self.waiting = Some(Box::new(Waiting {
+                        token,
+                        call,
+                        req,
+                        end_of_stream,
+                    }));
+                    return Action::Pause;
+                }
+                None => {
+                    // The host would not even start the call: as if it had failed.
+                    let result = gateway::conclude(
+                        &rt.config,
+                        &mut decision,
+                        call,
+                        Err(CallFailure::Grpc(None)),
+                    );
+                    self.service_result(result);
                 }
             }
-        };
-        self.decision = Some(decision);
-        action
+        }
+        self.finish(decision, &mut req, end_of_stream)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
@@ -140,6 +263,9 @@ impl HttpContext for Main {
             return Action::Continue;
         };
         for (name, value) in &decision.response_headers {
+            host::set_response_header(name, value);
+        }
+        for (name, value) in &decision.service_headers {
             host::set_response_header(name, value);
         }
         let route = self.rt.config.route(decision.route);

@@ -12,7 +12,7 @@ use proxy_wasm::types::{ContextType, LogLevel};
 use crate::config::Config;
 use crate::gateway::{self, StoreKeys};
 use crate::host;
-use crate::metrics::{Metric, MetricTable};
+use crate::metrics::{self, Metric, MetricKind, MetricTable};
 
 /// The root_id of the upstream (cache) role; any other root_id is the main filter.
 pub const UPSTREAM_ROOT_ID: &str = "tollgate_upstream";
@@ -35,6 +35,9 @@ pub struct Runtime {
     /// Host metric ids per series (same index as `metrics.series()`); empty when metrics are
     /// off (the upstream role, or the host refused to define them).
     pub metric_ids: Vec<SeriesIds>,
+    /// Host ids of the rate limit service's counters ([`metrics::SERVICE_COUNTERS`] order);
+    /// empty without a service.
+    pub service_ids: Vec<u32>,
 }
 
 /// Defines every metric of every series with the host, once per configuration. Empty if the
@@ -115,11 +118,22 @@ impl RootContext for Root {
         } else {
             define_metrics(&metrics)
         };
+        let service_ids = if self.upstream_role || config.rate_limit_service.is_none() {
+            Vec::new()
+        } else {
+            metrics::SERVICE_COUNTERS
+                .iter()
+                .map_while(|c| {
+                    host::define_metric(MetricKind::Counter, &metrics.service_stat_name(c))
+                })
+                .collect()
+        };
         self.runtime = Some(Rc::new(Runtime {
             config,
             keys,
             metrics,
             metric_ids,
+            service_ids,
         }));
         true
     }

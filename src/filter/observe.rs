@@ -68,6 +68,9 @@ impl Captured {
 pub struct Timing {
     /// Request headers reached the filter.
     pub start_ns: u64,
+    /// The request went on to the upstream (later than `start_ns` when the filter waited for
+    /// the rate limit service).
+    pub forward_ns: u64,
     /// Response headers reached the filter.
     pub response_ns: u64,
     /// The filter answered the request itself (no integration).
@@ -83,7 +86,7 @@ fn integration_ms(t: &Timing) -> Option<u64> {
     if t.local_reply {
         None
     } else {
-        ms(t.start_ns, t.response_ns)
+        ms(t.forward_ns.max(t.start_ns), t.response_ns)
     }
 }
 

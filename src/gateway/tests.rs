@@ -631,3 +631,231 @@ fn slot_hash_is_the_same_on_every_target() {
     // FNV-1a 64 reference vector.
     assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
 }
+
+// --- the rate limit service ------------------------------------------------------------------
+
+mod service {
+    use super::*;
+    use crate::ratelimit_service::{
+        CallFailure, Code, DescriptorStatus, HeaderValue, RateLimit, RateLimitRequest,
+        RateLimitResponse, Unit,
+    };
+    use prost::Message;
+
+    fn with_service(checks: &str, extra: &str) -> Gw {
+        Gw::new(&format!(
+            r#"{{{KEYS}, "throttle": {{"rate": 0.001, "burst": 1000}},
+                "rate_limit_service": {{"cluster": "rls", "domain": "tg", "failure_mode": "deny",
+                                        "checks": {checks} {extra}}}}}"#
+        ))
+    }
+
+    fn answer(code: Code, statuses: Vec<DescriptorStatus>, headers: &[(&str, &str)]) -> Vec<u8> {
+        RateLimitResponse {
+            overall_code: code as i32,
+            statuses,
+            response_headers_to_add: headers
+                .iter()
+                .map(|(k, v)| HeaderValue {
+                    key: (*k).to_string(),
+                    value: (*v).to_string(),
+                    raw_value: Vec::new(),
+                })
+                .collect(),
+        }
+        .encode_to_vec()
+    }
+
+    fn day_status(code: Code, limit: u32, remaining: u32) -> DescriptorStatus {
+        DescriptorStatus {
+            code: code as i32,
+            current_limit: Some(RateLimit {
+                name: String::new(),
+                requests_per_unit: limit,
+                unit: Unit::Day as i32,
+            }),
+            limit_remaining: remaining,
+            duration_until_reset: Some(crate::ratelimit_service::Duration {
+                seconds: 3600,
+                nanos: 0,
+            }),
+        }
+    }
+
+    fn sent(call: &ServiceCall) -> Vec<Vec<(String, String)>> {
+        let req = RateLimitRequest::decode(call.message.as_slice()).unwrap();
+        assert_eq!(req.domain, "tg");
+        req.descriptors
+            .iter()
+            .map(|d| {
+                d.entries
+                    .iter()
+                    .map(|e| (e.key.clone(), e.value.clone()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_delegated_quota_is_asked_of_the_service_not_spent_locally() {
+        let gw = with_service(r#"["quota"]"#, "");
+        let mut d = gw.run(Req::new("GET", "/").with("x-api-key", "k-free-1"), T0);
+        assert_eq!(d.outcome, Outcome::Forward);
+        assert!(d.response_headers.is_empty(), "rendered after the answer");
+        let call = d.service_call.take().unwrap();
+        assert_eq!(call.checks, vec![rls::Check::Quota]);
+        let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
+        assert_eq!(
+            sent(&call),
+            vec![vec![
+                kv("stage", "default"),
+                kv("usage_plan", "free"),
+                kv("api_key_id", "free-1"),
+                kv("quota", "DAY"),
+            ]]
+        );
+        // The local quota (limit 2) is not spent: many requests still ask the service.
+        for _ in 0..5 {
+            let d = gw.run(Req::new("GET", "/").with("x-api-key", "k-free-1"), T0);
+            assert!(d.service_call.is_some());
+        }
+        // OK: forwarded with the local stage policy and the service's quota.
+        let ok = answer(
+            Code::Ok,
+            vec![day_status(Code::Ok, 10, 7)],
+            &[("x-rls", "yes")],
+        );
+        let r = conclude(&gw.cfg, &mut d, call, Ok(&ok));
+        assert_eq!(r, ServiceResult::Ok);
+        assert_eq!(d.outcome, Outcome::Forward);
+        assert_eq!(
+            header(&d, "ratelimit-policy"),
+            Some("\"plan\";q=100;w=1, \"stage\";q=1000;w=1000000, \"quota\";q=10;w=86400")
+        );
+        assert_eq!(d.service_headers, vec![kv("x-rls", "yes")]);
+    }
+
+    #[test]
+    fn over_limit_is_the_contracts_429() {
+        let gw = with_service(r#"["quota"]"#, "");
+        let mut d = gw.run(Req::new("GET", "/").with("x-api-key", "k-free-1"), T0);
+        let call = d.service_call.take().unwrap();
+        let over = answer(
+            Code::OverLimit,
+            vec![day_status(Code::OverLimit, 10, 0)],
+            &[],
+        );
+        assert_eq!(
+            conclude(&gw.cfg, &mut d, call, Ok(&over)),
+            ServiceResult::OverLimit
+        );
+        assert_eq!(status(&d), 429);
+        assert_eq!(d.error, Some(ErrorType::QuotaExceeded));
+        assert_eq!(header(&d, "retry-after"), Some("3600"));
+        assert_eq!(
+            header(&d, "ratelimit"),
+            Some("\"plan\";r=99;t=1, \"stage\";r=999;t=1000, \"quota\";r=0;t=3600")
+        );
+        match &d.outcome {
+            Outcome::Respond { body, .. } => {
+                assert_eq!(*body, Some(r#"{"message":"Limit Exceeded"}"#))
+            }
+            Outcome::Forward => panic!("expected a 429"),
+        }
+    }
+
+    #[test]
+    fn failures_follow_failure_mode() {
+        for (mode, want) in [("deny", 429), ("allow", 200)] {
+            let gw = Gw::new(&format!(
+                r#"{{{KEYS}, "rate_limit_service": {{"cluster": "rls", "domain": "tg",
+                    "failure_mode": "{mode}", "checks": ["plan"]}}}}"#
+            ));
+            let mut d = gw.run(Req::new("GET", "/").with("x-api-key", "k-gold-1"), T0);
+            let call = d.service_call.take().unwrap();
+            let r = conclude(&gw.cfg, &mut d, call, Err(CallFailure::Timeout));
+            assert_eq!(r, ServiceResult::Failure(CallFailure::Timeout));
+            assert_eq!(status(&d), want, "{mode}");
+            if want == 429 {
+                assert_eq!(header(&d, "retry-after"), Some("1"));
+                assert_eq!(d.error, Some(ErrorType::Throttled));
+            } else {
+                // The local bucket (local_first) still reports.
+                assert_eq!(header(&d, "ratelimit-policy"), Some("\"plan\";q=3;w=3000"));
+                assert_eq!(d.error, None);
+            }
+        }
+    }
+
+    #[test]
+    fn local_first_sheds_load_before_the_call() {
+        // gold: burst 3, practically no refill. The fourth request is refused locally, no call.
+        let gw = with_service(r#"["plan"]"#, "");
+        for _ in 0..3 {
+            let d = gw.run(Req::new("GET", "/").with("x-api-key", "k-gold-1"), T0);
+            assert!(d.service_call.is_some());
+        }
+        let d = gw.run(Req::new("GET", "/").with("x-api-key", "k-gold-1"), T0);
+        assert_eq!(status(&d), 429);
+        assert!(d.service_call.is_none());
+
+        // local_first: false: only the service counts the delegated plan throttle.
+        let gw = with_service(r#"["plan"]"#, r#", "local_first": false"#);
+        for _ in 0..10 {
+            let d = gw.run(Req::new("GET", "/").with("x-api-key", "k-gold-1"), T0);
+            assert_eq!(
+                d.service_call.map(|c| c.checks),
+                Some(vec![rls::Check::Plan])
+            );
+        }
+    }
+
+    #[test]
+    fn no_applicable_check_makes_no_call() {
+        let gw = with_service(r#"["plan", "quota"]"#, "");
+        // No key: nothing of the plan applies; the stage bucket is local.
+        let d = gw.run(Req::new("GET", "/"), T0);
+        assert!(d.service_call.is_none());
+        assert!(header(&d, "ratelimit-policy").is_some());
+        // A key without a plan.
+        let d = gw.run(Req::new("GET", "/").with("x-api-key", "k-noplan"), T0);
+        assert!(d.service_call.is_none());
+    }
+
+    #[test]
+    fn report_only_forwards_what_the_service_refuses() {
+        let gw = Gw::new(&format!(
+            r#"{{{KEYS}, "enforce": false, "rate_limit_service": {{"cluster": "rls",
+                "domain": "tg", "failure_mode": "deny", "checks": ["plan"]}}}}"#
+        ));
+        let mut d = gw.run(Req::new("GET", "/").with("x-api-key", "k-gold-1"), T0);
+        let call = d.service_call.take().unwrap();
+        let over = answer(Code::OverLimit, Vec::new(), &[]);
+        conclude(&gw.cfg, &mut d, call, Ok(&over));
+        assert_eq!(d.outcome, Outcome::Forward);
+        assert_eq!(d.error, Some(ErrorType::Throttled));
+    }
+
+    #[test]
+    fn client_descriptors_carry_the_identity() {
+        let gw = Gw::new(
+            r#"{"client_throttle": {"by": "ip", "rate": 10, "burst": 10},
+                "routes": [{"match": "GET /pets/{id}", "throttle": {"rate": 5, "burst": 5}}],
+                "rate_limit_service": {"cluster": "rls", "domain": "tg", "failure_mode": "allow",
+                                       "checks": ["client", "route"]}}"#,
+        );
+        let d = gw.run(
+            Req::new("GET", "/pets/7").from("[2001:db8:1:2:3::9]:443"),
+            T0,
+        );
+        let call = d.service_call.unwrap();
+        let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
+        assert_eq!(
+            sent(&call),
+            vec![
+                vec![kv("stage", "default"), kv("route", "GET /pets/{id}")],
+                vec![kv("stage", "default"), kv("client", "2001:db8:1:2::/64")],
+            ]
+        );
+    }
+}

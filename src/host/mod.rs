@@ -1,7 +1,7 @@
 //! The only code that calls proxy-wasm: the core's traits implemented over hostcalls.
 //! Every hostcall result is handled; nothing here unwraps.
 
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
@@ -132,6 +132,54 @@ pub fn plugin_configuration() -> Option<Vec<u8>> {
 pub fn send_response(status: u16, headers: &[(&'static str, String)], body: Option<&[u8]>) -> bool {
     let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
     hostcalls::send_http_response(u32::from(status), pairs, body).is_ok()
+}
+
+/// Answers the request with the filter's headers and then `extra` (the rate limit service's).
+pub fn send_response_with(
+    status: u16,
+    headers: &[(&'static str, String)],
+    extra: &[(String, String)],
+    body: Option<&[u8]>,
+) -> bool {
+    let pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (*n, v.as_str()))
+        .chain(extra.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+        .collect();
+    hostcalls::send_http_response(u32::from(status), pairs, body).is_ok()
+}
+
+/// Starts a unary gRPC call to `target` (an encoded `GrpcService`, see
+/// `ratelimit_service::grpc_service`). The answer comes to the calling context's
+/// `on_grpc_call_response`; `None` when the host refuses the call.
+pub fn grpc_call(
+    target: &str,
+    service: &str,
+    method: &str,
+    message: &[u8],
+    timeout_ms: u32,
+) -> Option<u32> {
+    hostcalls::dispatch_grpc_call(
+        target,
+        service,
+        method,
+        Vec::new(),
+        Some(message),
+        Duration::from_millis(u64::from(timeout_ms)),
+    )
+    .ok()
+}
+
+/// The body of a gRPC answer (inside `on_grpc_call_response`).
+pub fn grpc_call_response(size: usize) -> Option<Vec<u8>> {
+    hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, size)
+        .ok()
+        .flatten()
+}
+
+/// Lets a paused request go on.
+pub fn resume_request() {
+    let _ = hostcalls::resume_http_request();
 }
 
 /// Whether the host would keep a log line at `level` (so unwanted lines are never built).

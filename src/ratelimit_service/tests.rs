@@ -110,6 +110,16 @@ fn errors_name_the_field() {
         with("timeout_ms", json!("20")),
         "rate_limit_service.timeout_ms: invalid type: string, expected a number"
     );
+    assert_eq!(
+        with("cluster", json!("x".repeat(126))),
+        "rate_limit_service.cluster: must be at most 125 bytes long"
+    );
+    let longest = "x".repeat(125);
+    let svc = grpc_service(&longest);
+    assert_eq!(svc.as_bytes()[..4], [0x0a, 127, 0x0a, 125]);
+    assert_eq!(&svc[4..], longest);
+    let back = GrpcService::decode(svc.as_bytes()).unwrap();
+    assert_eq!(back.envoy_grpc.unwrap().cluster_name, longest);
     for bad in [json!(""), json!("a\nb"), json!("x".repeat(257))] {
         assert!(with("cluster", bad.clone())
             .starts_with("rate_limit_service.cluster: must be 1 to 256 characters"));
@@ -149,17 +159,39 @@ fn delegated_checks_must_exist_locally() {
 }
 
 #[test]
-fn the_top_level_reader_still_refuses_the_section() {
-    // Groundwork only: the plugin must keep refusing `rate_limit_service` until it is wired.
-    let e = crate::config::Config::from_json(
+fn the_configuration_accepts_the_section_and_cross_checks_it() {
+    use crate::config::Config;
+    // A delegated check must exist locally: no plan has a throttle here.
+    let e = Config::from_json(
         br#"{"rate_limit_service": {"cluster": "c", "domain": "d", "failure_mode": "allow", "checks": ["plan"]}}"#,
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "rate_limit_service.checks: `plan` is delegated to the service but the configuration has no such check"
+    );
+    // Errors inside the section keep their path.
+    let e = Config::from_json(
+        br#"{"throttle": {"rate": 10, "burst": 10}, "rate_limit_service": {"cluster": "c", "domain": "d", "failure_mode": "maybe", "checks": ["stage"]}}"#,
     )
     .unwrap_err();
     assert!(
         e.to_string()
-            .starts_with("unknown field `rate_limit_service`"),
+            .starts_with("rate_limit_service.failure_mode:"),
         "{e}"
     );
+    let c = Config::from_json(
+        br#"{"throttle": {"rate": 10, "burst": 10},
+             "api_key": {"keys": [{"id": "k1", "value": "secret-1", "usage_plan": "gold"}]},
+             "usage_plans": {"gold": {"quota": {"limit": 10, "period": "DAY"}}},
+             "rate_limit_service": {"cluster": "rls", "domain": "d", "failure_mode": "deny", "checks": ["quota", "stage"]}}"#,
+    )
+    .unwrap();
+    let svc = c.rate_limit_service.unwrap();
+    assert_eq!(svc.cluster, "rls");
+    assert_eq!(svc.checks, vec![Check::Stage, Check::Quota]);
+    assert_eq!(svc.timeout_ms, DEFAULT_TIMEOUT_MS);
+    assert!(svc.local_first);
 }
 
 // --- descriptors -----------------------------------------------------------------------------
@@ -397,6 +429,27 @@ fn response(overall: Code, statuses: Vec<DescriptorStatus>, headers: &[(&str, &s
     .encode_to_vec()
 }
 
+/// The decision with every header it sends, as the filter applies it with no local policies.
+struct Rendered {
+    refuse: Option<ErrorType>,
+    failure: Option<CallFailure>,
+    headers: Vec<(String, String)>,
+}
+
+fn interpret_in(
+    mode: HeaderMode,
+    cfg: &ServiceConfig,
+    checks: &[Check],
+    reply: Result<&[u8], CallFailure>,
+) -> Rendered {
+    let d = interpret(cfg, checks, reply);
+    Rendered {
+        refuse: d.refuse,
+        failure: d.failure,
+        headers: d.header_list(mode, &d.reports),
+    }
+}
+
 fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
@@ -406,10 +459,10 @@ fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 
 #[test]
 fn over_limit_from_hand_bytes_is_a_429_with_retry_after() {
-    let d = interpret(
+    let d = interpret_in(
+        HeaderMode::Draft10,
         &base(),
         &[Check::Route],
-        HeaderMode::Draft10,
         Ok(OVER_LIMIT_BYTES),
     );
     assert_eq!(d.refuse, Some(ErrorType::Throttled));
@@ -436,7 +489,7 @@ fn ok_forwards_with_ratelimit_headers() {
         &[],
     );
     let checks = [Check::Plan, Check::Quota];
-    let d = interpret(&base(), &checks, HeaderMode::Draft10, Ok(&bytes));
+    let d = interpret_in(HeaderMode::Draft10, &base(), &checks, Ok(&bytes));
     assert_eq!(d.refuse, None);
     assert_eq!(
         d.headers,
@@ -448,7 +501,7 @@ fn ok_forwards_with_ratelimit_headers() {
             ("ratelimit", "\"plan\";r=99;t=1, \"quota\";r=41000;t=3600"),
         ])
     );
-    let d = interpret(&base(), &checks, HeaderMode::XRateLimit, Ok(&bytes));
+    let d = interpret_in(HeaderMode::XRateLimit, &base(), &checks, Ok(&bytes));
     assert_eq!(
         d.headers,
         h(&[
@@ -457,7 +510,7 @@ fn ok_forwards_with_ratelimit_headers() {
             ("x-ratelimit-reset", "1"),
         ])
     );
-    let d = interpret(&base(), &checks, HeaderMode::None, Ok(&bytes));
+    let d = interpret_in(HeaderMode::None, &base(), &checks, Ok(&bytes));
     assert!(d.headers.is_empty());
 }
 
@@ -472,10 +525,10 @@ fn the_first_over_limit_descriptor_names_the_error_and_the_longest_wait_wins() {
         ],
         &[],
     );
-    let d = interpret(
+    let d = interpret_in(
+        HeaderMode::None,
         &base(),
         &[Check::Plan, Check::Quota, Check::Client],
-        HeaderMode::None,
         Ok(&bytes),
     );
     // The checks are given in the order of the descriptors sent; here quota comes first.
@@ -491,10 +544,10 @@ fn the_first_over_limit_descriptor_names_the_error_and_the_longest_wait_wins() {
         ],
         &[],
     );
-    let d = interpret(
+    let d = interpret_in(
+        HeaderMode::None,
         &base(),
         &[Check::Plan, Check::Quota],
-        HeaderMode::None,
         Ok(&bytes),
     );
     assert_eq!(d.refuse, Some(ErrorType::Throttled));
@@ -514,7 +567,7 @@ fn over_limit_without_statuses_still_refuses() {
             ("x-limitador", "ok"),
         ],
     );
-    let d = interpret(&base(), &[Check::Quota], HeaderMode::Draft10, Ok(&bytes));
+    let d = interpret_in(HeaderMode::Draft10, &base(), &[Check::Quota], Ok(&bytes));
     assert_eq!(d.refuse, Some(ErrorType::Throttled));
     // tollgate's Retry-After (unknown wait: 1 s) wins over the service's; names lowercased.
     assert_eq!(
@@ -540,10 +593,10 @@ fn over_limit_without_statuses_still_refuses() {
         ],
         &[],
     );
-    let d = interpret(
+    let d = interpret_in(
+        HeaderMode::Draft10,
         &base(),
         &[Check::Quota, Check::Stage],
-        HeaderMode::Draft10,
         Ok(&bytes),
     );
     assert_eq!(
@@ -571,7 +624,7 @@ fn unsafe_service_headers_are_dropped() {
             ("x-ok", " fine "),
         ],
     );
-    let d = interpret(&base(), &[], HeaderMode::Draft10, Ok(&bytes));
+    let d = interpret_in(HeaderMode::Draft10, &base(), &[], Ok(&bytes));
     assert_eq!(d.headers, h(&[("x-ok", "fine")]));
 
     // raw_value is used when value is empty, if it is clean text.
@@ -592,7 +645,7 @@ fn unsafe_service_headers_are_dropped() {
         ],
     }
     .encode_to_vec();
-    let d = interpret(&base(), &[], HeaderMode::Draft10, Ok(&raw));
+    let d = interpret_in(HeaderMode::Draft10, &base(), &[], Ok(&raw));
     assert_eq!(d.headers, h(&[("x-raw", "r1")]));
 }
 
@@ -620,11 +673,11 @@ fn failures_follow_failure_mode() {
         (Ok(&out_of_range), CallFailure::UnknownCode),
     ];
     for (reply, failure) in cases {
-        let d = interpret(&deny, &[Check::Plan], HeaderMode::Draft10, reply);
+        let d = interpret_in(HeaderMode::Draft10, &deny, &[Check::Plan], reply);
         assert_eq!(d.refuse, Some(ErrorType::Throttled), "{failure:?}");
         assert_eq!(d.headers, h(&[("retry-after", "1")]));
         assert_eq!(d.failure, Some(failure));
-        let d = interpret(&allow, &[Check::Plan], HeaderMode::Draft10, reply);
+        let d = interpret_in(HeaderMode::Draft10, &allow, &[Check::Plan], reply);
         assert_eq!(d.refuse, None);
         assert!(d.headers.is_empty());
         assert_eq!(d.failure, Some(failure));
