@@ -223,6 +223,29 @@ pub struct EnvoyOptions {
     /// Caching as docs/CACHING.md places it: Envoy's cache filter right after tollgate, and
     /// tollgate's upstream role (same configuration) as an upstream HTTP filter of the cluster.
     pub cache: bool,
+    /// More clusters (the rate limit service's, ...).
+    pub extra_clusters: Vec<Value>,
+}
+
+/// An HTTP/2 (gRPC) cluster on 127.0.0.1:`port`, as a rate limit service needs.
+pub fn grpc_cluster(name: &str, port: u16) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "0.25s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}
+            }
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                "address": "127.0.0.1", "port_value": port
+            }}}}]}]
+        }
+    })
 }
 
 /// The fields of the harness's Envoy file access log: Envoy's own, then tollgate's filter state
@@ -284,6 +307,7 @@ impl EnvoyOptions {
             access_log_path: None,
             stats_tags: false,
             cache: false,
+            extra_clusters: Vec::new(),
         }
     }
 }
@@ -382,6 +406,9 @@ pub fn bootstrap(opts: &EnvoyOptions) -> Value {
     if opts.cache {
         boot["static_resources"]["clusters"][0]["typed_extension_protocol_options"] =
             upstream_role_options(&opts.plugin_config, &wasm);
+    }
+    if let Some(clusters) = boot["static_resources"]["clusters"].as_array_mut() {
+        clusters.extend(opts.extra_clusters.iter().cloned());
     }
     if opts.stats_tags {
         boot["stats_config"] = tollgate_stats_config();
@@ -697,14 +724,41 @@ pub fn try_request(
     raw_request(port, &raw)
 }
 
-/// Sends raw bytes and reads the response until the server closes.
+/// Sends raw bytes and reads the response: up to its `content-length` when it has one (Envoy
+/// may hold a closing connection open for a second after a local reply), else until the server
+/// closes.
 pub fn raw_request(port: u16, raw: &[u8]) -> std::io::Result<Response> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(15)))?;
     s.write_all(raw)?;
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
+    let mut chunk = [0u8; 16384];
+    loop {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if complete_length(&buf).is_some_and(|len| buf.len() >= len) {
+            break;
+        }
+    }
     parse_response(&buf)
+}
+
+/// The full length of a response with a `content-length` once its head is in `buf`.
+fn complete_length(buf: &[u8]) -> Option<usize> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    // 1xx answers are followed by the real one.
+    if head.starts_with("http/1.1 1") {
+        return None;
+    }
+    let len = head.split("\r\n").find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        (n.trim() == "content-length").then(|| v.trim().parse::<usize>().ok())?
+    })?;
+    Some(end + 4 + len)
 }
 
 pub fn parse_response(buf: &[u8]) -> std::io::Result<Response> {

@@ -1,0 +1,284 @@
+//! Fleet-wide limits on a real rate limit service (issue 9, docs/RATE_LIMIT_SERVICE.md).
+//!
+//! The service is `tests/rls-server`: Envoy's `RateLimitService` on Kuadrant's `limitador`
+//! crate with its Redis storage, against Debian's `redis-server`, both started here on loopback
+//! (`make rls-server` builds it; the Makefile's `e2e` target depends on that). Envoy is the real
+//! Envoy 1.40 with the built module, as in every end-to-end test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+// --- the service -------------------------------------------------------------------------------
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn redis_bin() -> PathBuf {
+    PathBuf::from(std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into()))
+}
+
+fn rls_bin() -> PathBuf {
+    match std::env::var("RLS_SERVER") {
+        Ok(p) => PathBuf::from(p),
+        Err(_) => repo_root().join("target/rls-server/debug/rls-server"),
+    }
+}
+
+/// `redis-server` on a free loopback port, no persistence.
+struct Redis {
+    port: u16,
+    _proc: Proc,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = free_port();
+        let child = Command::new(redis_bin())
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", redis_bin().display()));
+        let proc = Proc(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis { port, _proc: proc }
+    }
+}
+
+/// The rate limit service on Redis, with `limits` (tests/rls-server's JSON format).
+struct Rls {
+    port: u16,
+    _proc: Proc,
+    _dir: tempdir::Dir,
+}
+
+impl Rls {
+    fn start(redis: &Redis, limits: &Value, delay_ms: u64) -> Rls {
+        let dir = tempdir::Dir::new("rls");
+        let limits_path = dir.path().join("limits.json");
+        std::fs::write(&limits_path, limits.to_string()).unwrap();
+        let mut child = Command::new(rls_bin())
+            .args(["--grpc", "127.0.0.1:0"])
+            .args(["--redis", &format!("redis://127.0.0.1:{}", redis.port)])
+            .arg("--limits")
+            .arg(&limits_path)
+            .args(["--delay-ms", &delay_ms.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {} (make rls-server): {e}", rls_bin().display())
+            });
+        let stdout = child.stdout.take().unwrap();
+        let proc = Proc(child);
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("listening 127.0.0.1:")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("rls-server said {line:?}"));
+        Rls {
+            port,
+            _proc: proc,
+            _dir: dir,
+        }
+    }
+}
+
+// --- Envoy -------------------------------------------------------------------------------------
+
+/// One key on a plan with a quota of 10 a day, delegated to the service.
+fn plugin(service: Value) -> Value {
+    json!({
+        "stage": "prod",
+        "api_key": {"keys": [
+            {"id": "team-a", "value": "k-team-a", "usage_plan": "gold"},
+            {"id": "team-b", "value": "k-team-b", "usage_plan": "gold"}
+        ]},
+        "usage_plans": {"gold": {"quota": {"limit": 10, "period": "DAY"}}},
+        "routes": [{"match": "ANY /{proxy+}", "api_key_required": true}],
+        "rate_limit_service": service
+    })
+}
+
+fn service(failure_mode: &str, timeout_ms: u64) -> Value {
+    json!({"cluster": "ratelimit", "domain": "tollgate", "failure_mode": failure_mode,
+           "timeout_ms": timeout_ms, "checks": ["quota"]})
+}
+
+/// The quota of the plan above, per key, fleet-wide: 10 a day.
+fn quota_limits() -> Value {
+    json!([{
+        "namespace": "tollgate",
+        "max_value": 10,
+        "seconds": 86400,
+        "conditions": [
+            "descriptors[0].stage == 'prod'",
+            "descriptors[0].usage_plan == 'gold'",
+            "descriptors[0].quota == 'DAY'"
+        ],
+        "variables": ["descriptors[0].api_key_id"]
+    }])
+}
+
+fn envoy(cfg: Value, upstream: u16, rls_port: u16) -> Envoy {
+    let mut opts = EnvoyOptions::new(cfg, upstream);
+    opts.extra_clusters = vec![grpc_cluster("ratelimit", rls_port)];
+    opts.stats_tags = true;
+    Envoy::start(&opts)
+}
+
+fn stat(envoy: &Envoy, counter: &str) -> i64 {
+    // /stats shows the full name, tags included (Prometheus shows them as labels).
+    let name = format!("wasmcustom.tollgate.stage=.=prod;.;{counter}");
+    envoy.stats().get(&name).copied().unwrap_or(0)
+}
+
+// --- tests -------------------------------------------------------------------------------------
+
+#[test]
+fn service_down_follows_failure_mode() {
+    let up = Upstream::start();
+    // A cluster on a port nobody listens on.
+    let dead = free_port();
+    for (mode, want) in [("allow", 200), ("deny", 429)] {
+        let envoy = envoy(plugin(service(mode, 200)), up.port, dead);
+        let r = envoy.get("/pets", &[("x-api-key", "k-team-a")]);
+        assert_eq!(r.status, want, "{mode}: {}", r.text());
+        if want == 429 {
+            assert_eq!(r.json(), json!({"message": "Too Many Requests"}));
+            assert_eq!(r.header("retry-after"), Some("1"));
+        }
+        let line = envoy.wait_log("the failure warning", |l| {
+            l.contains("tollgate: rate limit service: grpc_error")
+        });
+        assert!(line.contains(&format!("failure_mode {mode}")), "{line}");
+        assert_eq!(stat(&envoy, "rate_limit_service_failure_grpc_error"), 1);
+        envoy.assert_no_wasm_failure();
+    }
+}
+
+#[test]
+fn an_unknown_cluster_is_a_failure_not_a_crash() {
+    let up = Upstream::start();
+    let mut svc = service("deny", 100);
+    svc["cluster"] = json!("no-such-cluster");
+    let envoy = envoy(plugin(svc), up.port, free_port());
+    for _ in 0..3 {
+        let r = envoy.get("/pets", &[("x-api-key", "k-team-a")]);
+        assert_eq!(r.status, 429, "{}", r.text());
+        assert_eq!(r.header("retry-after"), Some("1"));
+    }
+    // Envoy refuses to start a call to a cluster it does not know.
+    envoy.wait_log("the failure warning", |l| {
+        l.contains("rate limit service: grpc_error (the call could not be started); failure_mode deny")
+    });
+    assert_eq!(stat(&envoy, "rate_limit_service_failure_grpc_error"), 3);
+    // Requests the service is not asked about still work.
+    assert_eq!(envoy.get("/pets", &[]).status, 403);
+    envoy.assert_no_wasm_failure();
+    assert_eq!(up.count(), 0);
+}
+
+#[test]
+fn two_envoys_share_one_quota_of_10() {
+    let redis = Redis::start();
+    let rls = Rls::start(&redis, &quota_limits(), 0);
+    let up = Upstream::start();
+    let a = envoy(plugin(service("deny", 1000)), up.port, rls.port);
+    let b = envoy(plugin(service("deny", 1000)), up.port, rls.port);
+    let mut admitted = 0;
+    let mut refused = Vec::new();
+    for i in 0..30 {
+        let envoy = if i % 2 == 0 { &a } else { &b };
+        let r = envoy.get("/pets", &[("x-api-key", "k-team-a")]);
+        match r.status {
+            200 => admitted += 1,
+            429 => refused.push(r),
+            s => panic!("request {i}: {s} {}", r.text()),
+        }
+    }
+    assert_eq!(admitted, 10, "exactly the fleet-wide quota");
+    assert_eq!(up.count(), 10);
+    // The contract's 429 for a spent quota, with the service's numbers in the headers.
+    let r = &refused[0];
+    assert_eq!(r.json(), json!({"message": "Limit Exceeded"}));
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=86400).contains(&retry), "{retry}");
+    assert_eq!(r.header("ratelimit-policy"), Some("\"quota\";q=10;w=86400"));
+    assert!(r.header("ratelimit").unwrap().starts_with("\"quota\";r=0;t="), "{:?}", r.headers);
+    // The service's own response headers are passed on.
+    assert_eq!(r.header("x-rls-server"), Some("limitador"));
+    // Another key has its own quota.
+    assert_eq!(a.get("/pets", &[("x-api-key", "k-team-b")]).status, 200);
+    let total_ok = stat(&a, "rate_limit_service_ok") + stat(&b, "rate_limit_service_ok");
+    let total_over =
+        stat(&a, "rate_limit_service_over_limit") + stat(&b, "rate_limit_service_over_limit");
+    assert_eq!((total_ok, total_over), (11, 20));
+    a.assert_no_wasm_failure();
+    b.assert_no_wasm_failure();
+}
+
+#[test]
+fn an_admitted_request_carries_the_services_ratelimit_headers() {
+    let redis = Redis::start();
+    let rls = Rls::start(&redis, &quota_limits(), 0);
+    let up = Upstream::start();
+    let envoy = envoy(plugin(service("deny", 1000)), up.port, rls.port);
+    let r = envoy.get("/pets", &[("x-api-key", "k-team-a")]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("ratelimit-policy"), Some("\"quota\";q=10;w=86400"));
+    assert!(r.header("ratelimit").unwrap().starts_with("\"quota\";r=9;t="), "{:?}", r.headers);
+    assert_eq!(r.header("x-rls-server"), Some("limitador"));
+    // The upstream saw the request once, unchanged.
+    assert_eq!(up.count(), 1);
+}
+
+#[test]
+fn a_slow_service_is_cut_off_at_the_timeout() {
+    let redis = Redis::start();
+    // The service answers after 600 ms; tollgate waits 100 ms.
+    let rls = Rls::start(&redis, &quota_limits(), 600);
+    let up = Upstream::start();
+    for (mode, want) in [("allow", 200), ("deny", 429)] {
+        let envoy = envoy(plugin(service(mode, 100)), up.port, rls.port);
+        let t = Instant::now();
+        // Keep-alive, so that the connection's own close does not count.
+        let mut conn = KeepAlive::connect(envoy.port);
+        let status = conn.get("/pets", &[("x-api-key", "k-team-a")]);
+        let took = t.elapsed();
+        assert_eq!(status, want, "{mode}");
+        assert!(took >= Duration::from_millis(90), "{mode}: {took:?}");
+        assert!(took < Duration::from_millis(450), "{mode}: not cut off: {took:?}");
+        envoy.wait_log("the timeout warning", |l| {
+            l.contains(&format!("rate limit service: timeout; failure_mode {mode}"))
+        });
+        assert_eq!(stat(&envoy, "rate_limit_service_failure_timeout"), 1);
+        envoy.assert_no_wasm_failure();
+    }
+}
