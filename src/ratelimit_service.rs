@@ -1,8 +1,6 @@
-//! Fleet-wide limits on an Envoy rate limit service (issue 9): **planned, not yet enabled**.
-//!
-//! This module is the pure groundwork; nothing calls it yet. The configuration reader still
-//! refuses a `rate_limit_service` section (it is an unknown field), and the filter makes no
-//! gRPC call. See docs/RATE_LIMIT_SERVICE.md for the design this module implements a part of.
+//! Fleet-wide limits on an Envoy rate limit service (docs/RATE_LIMIT_SERVICE.md): the pure
+//! part. `gateway::admit` builds the call for a request that passed the local checks,
+//! `gateway::conclude` applies the answer, and the filter (src/filter/http.rs) makes the call.
 //!
 //! What is here:
 //! * [`read_config`]: the `rate_limit_service` section, read strictly with field paths.
@@ -558,9 +556,15 @@ pub enum CallFailure {
 }
 
 impl CallFailure {
-    /// From the status Envoy reports in `on_grpc_call_response` (never 0 here).
-    pub fn from_grpc_status(status: u32) -> CallFailure {
-        if status == 4 {
+    /// From the status Envoy reports in `on_grpc_call_response` (never 0 here) and how long
+    /// the call took. Envoy 1.40 ends a call that ran out of time with 14 UNAVAILABLE (its
+    /// async client times out like an HTTP request, with a 504, which maps to 14), the same
+    /// status as a service that is down; so a 14 that came at 90% of `timeout_ms` or later
+    /// counts as a timeout (Envoy's timer and the wasm clock differ by a few ms; a service
+    /// that is down answers in about 1 ms). 4 DEADLINE_EXCEEDED always does.
+    pub fn from_grpc_status(status: u32, elapsed_ms: u64, timeout_ms: u32) -> CallFailure {
+        let out_of_time = elapsed_ms.saturating_mul(10) >= u64::from(timeout_ms).saturating_mul(9);
+        if status == 4 || (status == 14 && out_of_time) {
             CallFailure::Timeout
         } else {
             CallFailure::Grpc(Some(status))

@@ -35,6 +35,8 @@ pub struct Main {
 /// A request paused for the rate limit service's answer.
 struct Waiting {
     token: u32,
+    /// When the call was made (host clock, ns).
+    sent_ns: u64,
     call: ServiceCall,
     /// What the pipeline read of the request (reused by the access record).
     req: HostRequest,
@@ -118,7 +120,8 @@ impl Main {
     }
 
     /// Counts and (for failures) logs how a call to the rate limit service ended.
-    fn service_result(&self, result: ServiceResult) {
+    /// `elapsed_ms`: how long the call took (None: it was never made).
+    fn service_result(&self, result: ServiceResult, elapsed_ms: Option<u64>) {
         if let Some(&id) = self.rt.service_ids.get(metrics::service_counter(result)) {
             host::increment_metric(id, 1);
         }
@@ -126,10 +129,13 @@ impl Main {
             (result, self.rt.config.rate_limit_service.as_ref())
         {
             if host::log_enabled(LogLevel::Warn) {
-                let status = match f {
-                    CallFailure::Grpc(Some(s)) => format!(" (gRPC status {s})"),
-                    CallFailure::Grpc(None) => " (the call could not be started)".to_string(),
-                    _ => String::new(),
+                let status = match (f, elapsed_ms) {
+                    (CallFailure::Grpc(None), _) => " (the call could not be started)".to_string(),
+                    (CallFailure::Grpc(Some(s)), Some(ms)) => {
+                        format!(" (gRPC status {s} after {ms} ms)")
+                    }
+                    (_, Some(ms)) => format!(" (after {ms} ms)"),
+                    (_, None) => String::new(),
                 };
                 host::log(
                     LogLevel::Warn,
@@ -188,15 +194,25 @@ impl Context for Main {
             return;
         };
         let rt = Rc::clone(&self.rt);
+        let elapsed_ms = host::now_ns().saturating_sub(waiting.sent_ns) / 1_000_000;
         let body;
         let reply = if status_code == 0 {
             body = host::grpc_call_response(response_size).unwrap_or_default();
             Ok(body.as_slice())
         } else {
-            Err(CallFailure::from_grpc_status(status_code))
+            let timeout_ms = rt
+                .config
+                .rate_limit_service
+                .as_ref()
+                .map_or(0, |s| s.timeout_ms);
+            Err(CallFailure::from_grpc_status(
+                status_code,
+                elapsed_ms,
+                timeout_ms,
+            ))
         };
         let result = gateway::conclude(&rt.config, &mut decision, waiting.call, reply);
-        self.service_result(result);
+        self.service_result(result, Some(elapsed_ms));
         let mut req = waiting.req;
         if self.finish(decision, &mut req, waiting.end_of_stream) == Action::Continue {
             host::resume_request();
@@ -231,6 +247,7 @@ impl HttpContext for Main {
                     self.decision = Some(decision);
                     self.waiting = Some(Box::new(Waiting {
                         token,
+                        sent_ns: host::now_ns(),
                         call,
                         req,
                         end_of_stream,
@@ -245,7 +262,7 @@ impl HttpContext for Main {
                         call,
                         Err(CallFailure::Grpc(None)),
                     );
-                    self.service_result(result);
+                    self.service_result(result, None);
                 }
             }
         }

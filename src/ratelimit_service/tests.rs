@@ -682,10 +682,26 @@ fn failures_follow_failure_mode() {
         assert!(d.headers.is_empty());
         assert_eq!(d.failure, Some(failure));
     }
-    assert_eq!(CallFailure::from_grpc_status(4), CallFailure::Timeout);
     assert_eq!(
-        CallFailure::from_grpc_status(14),
+        CallFailure::from_grpc_status(4, 3, 20),
+        CallFailure::Timeout
+    );
+    // Envoy 1.40 reports a timed-out call as 14 UNAVAILABLE, like a service that is down.
+    assert_eq!(
+        CallFailure::from_grpc_status(14, 20, 20),
+        CallFailure::Timeout
+    );
+    assert_eq!(
+        CallFailure::from_grpc_status(14, 25, 20),
+        CallFailure::Timeout
+    );
+    assert_eq!(
+        CallFailure::from_grpc_status(14, 2, 20),
         CallFailure::Grpc(Some(14))
+    );
+    assert_eq!(
+        CallFailure::from_grpc_status(13, 50, 20),
+        CallFailure::Grpc(Some(13))
     );
     assert_eq!(CallFailure::Timeout.as_str(), "timeout");
     assert_eq!(CallFailure::Grpc(None).as_str(), "grpc_error");
