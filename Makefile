@@ -28,6 +28,7 @@ export TOLLGATE_DIST_WASM := $(abspath $(DIST_WASM))
 
 help:
 	@echo "make run     build tollgate.wasm and start Envoy with envoy/envoy.yaml (Ctrl-C stops)"
+	@echo "make run-ratelimit  Redis + a rate limit service + two Envoys sharing one quota"
 	@echo "make test    everything CI checks: fmt, clippy, unit tests, wasm build, Envoy e2e tests"
 	@echo "make build   build $(WASM)"
 	@echo "make unit-wasm32  the core's unit tests as 32-bit wasm under Node; make fuzz-smoke  fuzz each target briefly"
@@ -146,9 +147,24 @@ fuzz-smoke: fuzz-tools
 validate: build envoy
 	"$(ENVOY)" --mode validate -c envoy/envoy.yaml --log-level warn
 	"$(ENVOY)" --mode validate -c envoy/envoy-remote.yaml --log-level warn
+	"$(ENVOY)" --mode validate -c envoy/envoy-ratelimit.yaml --log-level warn
 
-e2e: build dist tools-yaml envoy browser-deps
+e2e: build dist tools-yaml envoy browser-deps redis rls-server
 	$(CARGO) $(NEXTEST) --test '*'
+
+# The rate limit service of the end-to-end tests and of `make run-ratelimit`: Debian's
+# redis-server, and tests/rls-server (Envoy's RateLimitService on the limitador crate).
+.PHONY: redis rls-server run-ratelimit
+redis:
+	@command -v redis-server >/dev/null || ./scripts/deb-install.sh redis-server
+
+rls-server: toolchain
+	@command -v pkg-config >/dev/null && [ -f /usr/include/openssl/ssl.h ] || ./scripts/deb-install.sh libssl-dev pkg-config
+	./scripts/build-rls-server.sh
+
+# Fleet-wide limits: Redis, the service and two Envoys on loopback (docs/RATE_LIMIT_SERVICE.md).
+run-ratelimit: build envoy redis rls-server
+	./scripts/run-ratelimit.sh
 
 test: fmt-check clippy unit unit-wasm32 fuzz-smoke build envoy validate test-oci e2e
 	@echo "make test: all checks passed"
