@@ -127,7 +127,7 @@ unit-wasm32: toolchain
 # cargo-fuzz targets (fuzz/, its own workspace) on the nightly toolchain. The smoke run replays
 # the committed bug-finding inputs in fuzz/corpus/ and fuzzes each target for FUZZ_SECONDS;
 # new inputs go to a scratch corpus under fuzz/target, never into fuzz/corpus.
-FUZZ_TARGETS := config routes cors decision access_log
+FUZZ_TARGETS := config json routes cors decision access_log
 FUZZ_SECONDS ?= 15
 fuzz-tools:
 	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal

@@ -31,8 +31,8 @@
 //! value, so each key gets its own counter > `quota`). Limitador's own RLS front end binds the
 //! list as `descriptors[i]`; see docs/RATE_LIMIT_SERVICE.md for writing its limits.
 
+use crate::config::json::Value;
 use prost::Message;
-use serde_json::Value;
 
 use crate::config::reader::Obj;
 use crate::error::FieldError;

@@ -1,11 +1,12 @@
 //! The plugin configuration: parsed strictly from JSON, validated, and compiled once into the
 //! structures the request path uses. Every error names the field by its JSON path.
 
+pub mod json;
 mod protobuf;
 mod raw;
 pub(crate) mod reader;
 
-use serde_json::{Number, Value};
+use json::{Number, Value};
 
 use crate::access_log::LogFormat;
 use crate::cache::{self, CacheMethods, CachePolicy, CacheSettings, UnauthorizedStrategy};
@@ -114,7 +115,7 @@ impl Config {
         }
         let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
         let value: Value = if first == Some(b'{') || first == Some(b'[') {
-            serde_json::from_slice(bytes).map_err(|e| err("", format!("not valid JSON: {e}")))?
+            json::parse(bytes).map_err(|e| err("", format!("not valid JSON: {e}")))?
         } else {
             protobuf::struct_to_json(bytes)
                 .map_err(|e| err("", format!("neither JSON nor a protobuf Struct ({e})")))?
@@ -311,7 +312,7 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
         Some(v) => Some(cache_settings(v, "cache")?),
     };
 
-    // Usage plans, in name order (BTreeMap) so indexes are stable.
+    // Usage plans, in name order (as read from the JSON object) so indexes are stable.
     let mut plans = Vec::new();
     for (name, p) in raw.usage_plans.unwrap_or_default() {
         let path = format!("usage_plans.{name}");

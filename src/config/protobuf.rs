@@ -2,7 +2,7 @@
 //! `Struct` to the plugin in protobuf binary form (a `StringValue` arrives as its string), so the
 //! plugin reads both. Only the well-known types Struct, Value and ListValue are understood.
 
-use serde_json::{Map, Number, Value};
+use super::json::{Map, Number, Value};
 
 /// Nesting limit (a config is shallow; this bounds recursion on hostile input).
 const MAX_DEPTH: u32 = 64;
@@ -84,18 +84,18 @@ fn decode_struct(buf: &[u8], depth: u32) -> Result<Value, String> {
         return Err("nesting too deep".into());
     }
     let mut r = Reader::new(buf);
-    let mut map = Map::new();
+    let mut entries = Vec::new();
     while !r.done() {
         let tag = r.varint()?;
         if tag >> 3 == 1 && tag & 7 == 2 {
             let entry = r.bytes()?;
-            let (k, v) = decode_entry(entry, depth)?;
-            map.insert(k, v);
+            entries.push(decode_entry(entry, depth)?);
         } else {
             r.skip(tag & 7)?;
         }
     }
-    Ok(Value::Object(map))
+    // Of repeated keys the last one wins.
+    Ok(Value::Object(Map::from_entries(entries)))
 }
 
 fn decode_entry(buf: &[u8], depth: u32) -> Result<(String, Value), String> {
@@ -134,7 +134,11 @@ fn decode_value(buf: &[u8], depth: u32) -> Result<Value, String> {
                 if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 {
                     Value::Number(Number::from(f as i64))
                 } else {
-                    Number::from_f64(f).map_or(Value::Null, Value::Number)
+                    if f.is_finite() {
+                        Value::Number(Number::Float(f))
+                    } else {
+                        Value::Null
+                    }
                 }
             }
             (3, 2) => Value::String(
@@ -217,7 +221,8 @@ mod tests {
     }
     fn enc_struct(v: &Value) -> Vec<u8> {
         let mut out = Vec::new();
-        for (k, val) in v.as_object().unwrap() {
+        let Value::Object(m) = v else { panic!() };
+        for (k, val) in m.iter() {
             let mut entry = Vec::new();
             field(1, k.as_bytes(), &mut entry);
             field(2, &enc_value(val), &mut entry);
@@ -228,15 +233,16 @@ mod tests {
 
     #[test]
     fn round_trips_a_config() {
-        let v = json!({
+        let v: Value = json!({
             "stage": "prod",
             "enforce": false,
             "throttle": {"rate": 0.5, "burst": 10},
             "cors": {"allow_origins": ["https://a.com", "https://*.b.com"], "max_age": 600},
             "nothing": null
-        });
+        })
+        .into();
         assert_eq!(struct_to_json(&enc_struct(&v)).unwrap(), v);
-        assert_eq!(struct_to_json(&[]).unwrap(), json!({}));
+        assert_eq!(struct_to_json(&[]).unwrap(), Value::Object(Map::new()));
     }
 
     #[test]
@@ -249,7 +255,7 @@ mod tests {
         for _ in 0..200 {
             v = json!({ "a": v });
         }
-        assert!(struct_to_json(&enc_struct(&v)).is_err());
+        assert!(struct_to_json(&enc_struct(&v.into())).is_err());
         let mut x: u64 = 7;
         for _ in 0..20_000 {
             x ^= x << 13;

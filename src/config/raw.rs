@@ -2,9 +2,7 @@
 //! [`super::reader`]: unknown fields and wrong types are errors with their path. Semantic
 //! checks live in `compile`.
 
-use std::collections::BTreeMap;
-
-use serde_json::{Number, Value};
+use super::json::{Number, Value};
 
 use super::reader::{join, Obj};
 use crate::error::FieldError;
@@ -14,7 +12,8 @@ pub struct RawConfig<'a> {
     pub stage: Option<String>,
     pub enforce: Option<bool>,
     pub api_key: Option<RawApiKey>,
-    pub usage_plans: Option<BTreeMap<String, RawPlan>>,
+    /// In name order.
+    pub usage_plans: Option<Vec<(String, RawPlan)>>,
     pub throttle: Option<RawThrottle>,
     pub client_throttle: Option<RawClientThrottle>,
     pub rate_limit_headers: Option<String>,
@@ -140,8 +139,8 @@ pub fn read_config(v: &Value) -> Result<RawConfig<'_>, FieldError> {
     let usage_plans = match o.map("usage_plans")? {
         None => None,
         Some(m) => {
-            let mut plans = BTreeMap::new();
-            for (name, p) in m {
+            let mut plans = Vec::with_capacity(m.len());
+            for (name, p) in m.iter() {
                 let path = join("usage_plans", name);
                 let po = Obj::open(p, &path, &["throttle", "quota"])?;
                 let quota = match po.object("quota", &["limit", "period"])? {
@@ -151,13 +150,13 @@ pub fn read_config(v: &Value) -> Result<RawConfig<'_>, FieldError> {
                         period: q.required_string("period")?,
                     }),
                 };
-                plans.insert(
+                plans.push((
                     name.clone(),
                     RawPlan {
                         throttle: read_throttle(&po, "throttle")?,
                         quota,
                     },
-                );
+                ));
             }
             Some(plans)
         }

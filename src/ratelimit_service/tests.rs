@@ -6,14 +6,15 @@
 )]
 
 use super::*;
-use serde_json::json;
+// The tests write sections with serde_json's `json!`.
+use serde_json::{json, Value};
 
 fn cfg(v: Value) -> ServiceConfig {
-    read_config(&v, "rate_limit_service").unwrap()
+    read_config(&v.into(), "rate_limit_service").unwrap()
 }
 
 fn err(v: Value) -> String {
-    read_config(&v, "rate_limit_service")
+    read_config(&v.into(), "rate_limit_service")
         .unwrap_err()
         .to_string()
 }
