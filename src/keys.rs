@@ -33,18 +33,20 @@ impl ApiKey {
 pub struct ApiKeys {
     pub header: String,
     keys: Vec<ApiKey>,
-    /// First 8 bytes of the digest -> key index. A prefix of a SHA-256 digest says nothing
-    /// useful about the key, so the map lookup's timing leaks nothing; the full digest is
-    /// then compared in constant time.
-    by_prefix: hashbrown::HashMap<[u8; 8], Vec<usize>>,
+    /// (First 8 bytes of the digest, key index), sorted by prefix: found by binary search. A
+    /// prefix of a SHA-256 digest says nothing useful about the key, so the lookup's timing
+    /// leaks nothing; the full digest is then compared in constant time.
+    by_prefix: Vec<([u8; 8], usize)>,
 }
 
 impl ApiKeys {
     pub fn new(header: String, keys: Vec<ApiKey>) -> Self {
-        let mut by_prefix: hashbrown::HashMap<[u8; 8], Vec<usize>> = hashbrown::HashMap::new();
-        for (i, k) in keys.iter().enumerate() {
-            by_prefix.entry(prefix(&k.digest)).or_default().push(i);
-        }
+        let mut by_prefix: Vec<([u8; 8], usize)> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (prefix(&k.digest), i))
+            .collect();
+        crate::sort::heapsort(&mut by_prefix, |a, b| a < b);
         ApiKeys {
             header,
             keys,
@@ -64,9 +66,12 @@ impl ApiKeys {
     /// The key whose digest matches the presented value, with its index.
     pub fn lookup_index(&self, presented: &[u8]) -> Option<(usize, &ApiKey)> {
         let digest = sha256(presented);
-        let candidates = self.by_prefix.get(&prefix(&digest))?;
+        let p = prefix(&digest);
+        // The keys with this prefix (almost always none or one).
+        let start = self.by_prefix.partition_point(|(q, _)| *q < p);
+        let candidates = self.by_prefix.get(start..).unwrap_or_default();
         let mut found = None;
-        for &i in candidates {
+        for &(_, i) in candidates.iter().take_while(|(q, _)| *q == p) {
             if let Some(k) = self.keys.get(i) {
                 if constant_time_eq(&k.digest, &digest) {
                     found = Some((i, k));
@@ -160,6 +165,38 @@ mod tests {
         assert!(keys.lookup(b"key-c").is_none());
         assert!(keys.lookup(b"").is_none());
         assert!(keys.lookup(b"\xff\xfe").is_none());
+    }
+
+    #[test]
+    fn lookup_among_many_keys_and_shared_prefixes() {
+        let mut keys: Vec<ApiKey> = (0..300)
+            .map(|i| {
+                ApiKey::new(
+                    format!("k{i}"),
+                    sha256(format!("key-{i}").as_bytes()),
+                    None,
+                    false,
+                )
+            })
+            .collect();
+        // Digests that share the 8-byte prefix of key-7's (no key hashes to them).
+        let real = sha256(b"key-7");
+        for (j, last) in [0u8, 0xff].into_iter().enumerate() {
+            let mut d = real;
+            d[31] = last ^ real[31] ^ 1;
+            d[30] ^= j as u8;
+            keys.push(ApiKey::new(format!("twin{j}"), d, None, false));
+        }
+        let keys = ApiKeys::new("x-api-key".into(), keys);
+        for i in 0..300 {
+            let (idx, k) = keys.lookup_index(format!("key-{i}").as_bytes()).unwrap();
+            assert_eq!(k.id, format!("k{i}"));
+            assert_eq!(idx, i);
+        }
+        assert!(keys.lookup(b"key-300").is_none());
+        assert!(ApiKeys::new("x".into(), Vec::new())
+            .lookup(b"key-1")
+            .is_none());
     }
 
     #[test]

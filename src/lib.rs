@@ -14,6 +14,7 @@ pub mod keys;
 pub mod metrics;
 pub mod ratelimit_service;
 pub mod routes;
+mod sort;
 pub mod throttle;
 pub mod token;
 

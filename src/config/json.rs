@@ -85,7 +85,7 @@ impl Map {
         let mut order: Vec<usize> = (0..entries.len()).collect();
         let key = |i: usize| entries.get(i).map_or("", |(k, _)| k.as_str());
         let less = |a: usize, b: usize| (key(a), a) < (key(b), b);
-        heapsort(&mut order, less);
+        crate::sort::heapsort(&mut order, |&a, &b| less(a, b));
         let mut slots: Vec<Option<(String, Value)>> = entries.into_iter().map(Some).collect();
         let mut sorted: Vec<(String, Value)> = Vec::with_capacity(slots.len());
         for i in order {
@@ -125,31 +125,6 @@ impl Map {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
-    }
-}
-
-fn heapsort(v: &mut [usize], less: impl Fn(usize, usize) -> bool) {
-    let at = |v: &[usize], i: usize| v.get(i).copied().unwrap_or(0);
-    let sift = |v: &mut [usize], mut root: usize, end: usize| loop {
-        let mut child = 2 * root + 1;
-        if child >= end {
-            break;
-        }
-        if child + 1 < end && less(at(v, child), at(v, child + 1)) {
-            child += 1;
-        }
-        if !less(at(v, root), at(v, child)) {
-            break;
-        }
-        v.swap(root, child);
-        root = child;
-    };
-    for i in (0..v.len() / 2).rev() {
-        sift(v, i, v.len());
-    }
-    for end in (1..v.len()).rev() {
-        v.swap(0, end);
-        sift(v, 0, end);
     }
 }
 
