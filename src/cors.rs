@@ -38,7 +38,7 @@
 //!   `Access-Control-Request-Private-Network`.
 //! * Duplicate entries in any list are dropped silently.
 
-use crate::error::FieldError;
+use crate::error::{comma_list, FieldError};
 use crate::token::is_token;
 
 /// Longest Origin value considered; longer ones are malformed (and refused in configuration).
@@ -269,7 +269,7 @@ impl CorsPolicy {
         let allow_methods_value = if methods.is_empty() {
             DEFAULT_ALLOW_METHODS.to_string()
         } else {
-            methods.join(", ")
+            comma_list(methods.iter().map(String::as_str))
         };
         // `*` stays in the header value (it is the wildcard there) but not in the match list.
         methods.retain(|m| m != "*");
@@ -279,13 +279,13 @@ impl CorsPolicy {
         let allow_headers_value = if headers.is_empty() {
             None
         } else {
-            Some(headers.join(", "))
+            Some(comma_list(headers.iter().map(String::as_str)))
         };
         let (_, expose) = compile_header_names(spec.expose_headers, "expose_headers", credentials)?;
         let expose_headers_value = if expose.is_empty() {
             None
         } else {
-            Some(expose.join(", "))
+            Some(comma_list(expose.iter().map(String::as_str)))
         };
 
         let max_age_value = match spec.max_age {

@@ -61,7 +61,7 @@ impl Pattern {
         } else {
             return Err(err(format!(
                 "unknown method {method:?}: use ANY or one of {}",
-                METHODS.join(", ")
+                crate::error::comma_list(METHODS.iter().copied())
             )));
         };
         if !path.starts_with('/') {
@@ -428,6 +428,15 @@ mod tests {
 
     fn table(ms: &[&str]) -> RouteTable {
         RouteTable::compile(ms.iter().copied()).unwrap()
+    }
+
+    #[test]
+    fn unknown_methods_list_the_known_ones() {
+        let e = Pattern::parse("BREW /pot").unwrap_err();
+        assert_eq!(
+            e.message,
+            "unknown method \"BREW\": use ANY or one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, CONNECT, TRACE"
+        );
     }
 
     #[test]

@@ -47,14 +47,16 @@ impl<'a> Obj<'a> {
             return Err(invalid(path, v, "an object"));
         };
         if let Some(k) = map.keys().find(|k| !known.contains(&k.as_str())) {
-            let expected: Vec<String> = known.iter().map(|f| format!("`{f}`")).collect();
-            return Err(FieldError::new(
-                path,
-                format!(
-                    "unknown field `{k}`, expected one of {}",
-                    expected.join(", ")
-                ),
-            ));
+            let mut message = format!("unknown field `{k}`, expected one of ");
+            for (i, f) in known.iter().enumerate() {
+                if i > 0 {
+                    message.push_str(", ");
+                }
+                message.push('`');
+                message.push_str(f);
+                message.push('`');
+            }
+            return Err(FieldError::new(path, message));
         }
         Ok(Obj {
             map,
@@ -172,6 +174,13 @@ mod tests {
             e.to_string(),
             "root.o: unknown field `k`, expected one of `j`"
         );
+        let e = o.object("o", &["i", "j", "l"]).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            "root.o: unknown field `k`, expected one of `i`, `j`, `l`"
+        );
+        let e = o.object("o", &[]).err().unwrap();
+        assert_eq!(e.to_string(), "root.o: unknown field `k`, expected one of ");
         let e = o.strings("l").unwrap_err();
         assert_eq!(e.path, "root.l[1]");
         assert_eq!(
