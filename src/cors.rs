@@ -39,7 +39,7 @@
 //! * Duplicate entries in any list are dropped silently.
 
 use crate::error::{comma_list, FieldError};
-use crate::token::is_token;
+use crate::token::{is_token, split_once_str};
 
 /// Longest Origin value considered; longer ones are malformed (and refused in configuration).
 pub const MAX_ORIGIN_LEN: usize = 1024;
@@ -475,7 +475,11 @@ pub fn merge_vary(existing: Option<&[u8]>, add: &[&str]) -> String {
         let Ok(name) = std::str::from_utf8(elem) else {
             continue;
         };
-        let dup = !out.is_empty() && out.split(", ").any(|have| have.eq_ignore_ascii_case(name));
+        // `out` holds tokens joined by ", ": the names are what lies between the commas.
+        let dup = !out.is_empty()
+            && out
+                .split(',')
+                .any(|have| have.trim_start_matches(' ').eq_ignore_ascii_case(name));
         if !dup {
             if !out.is_empty() {
                 out.push_str(", ");
@@ -528,7 +532,7 @@ fn compile_origin(entry: &str) -> Result<OriginEntry, String> {
     if entry.eq_ignore_ascii_case("null") {
         return Err("write `null` in lower case, as browsers send it".to_string());
     }
-    let Some((scheme, rest)) = entry.split_once("://") else {
+    let Some((scheme, rest)) = split_once_str(entry, "://") else {
         return Err(ORIGIN_FORM.to_string());
     };
     let scheme = if scheme.eq_ignore_ascii_case("https") {

@@ -11,6 +11,7 @@ use crate::throttle::bucket::{self, BucketSpec, BucketState};
 use crate::throttle::headers::{self, PolicyReport};
 use crate::throttle::quota::{self, QuotaState};
 use crate::throttle::store::{self, SharedStore, StoreError};
+use crate::token::split_once_str;
 
 /// What the pipeline needs to read from the request. Implementations fetch lazily, so a
 /// check that is not configured costs no host call.
@@ -330,9 +331,9 @@ fn ipv6_network64(text: &str) -> Option<[u16; 4]> {
     }
     let mut head = Vec::with_capacity(8);
     let mut tail = Vec::with_capacity(8);
-    match text.split_once("::") {
+    match split_once_str(text, "::") {
         Some((h, t)) => {
-            if t.contains("::") {
+            if split_once_str(t, "::").is_some() {
                 return None;
             }
             groups(h, &mut head, false)?;

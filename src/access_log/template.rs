@@ -44,7 +44,7 @@ impl Template {
         let mut segments = Vec::new();
         let mut literal = String::new();
         let mut rest = s;
-        while let Some(pos) = rest.find(PREFIX) {
+        while let Some(pos) = crate::token::find_str(rest, PREFIX) {
             literal.push_str(rest.get(..pos).unwrap_or(""));
             let after = rest.get(pos + PREFIX.len()..).unwrap_or("");
             let run_len = after
