@@ -216,6 +216,15 @@ fn agrees_with_serde_json_on_known_cases() {
 }
 
 #[test]
+fn powers_of_ten_are_the_literals() {
+    for k in 0..=308u32 {
+        let literal: f64 = format!("1e{k}").parse().unwrap();
+        assert_eq!(pow10(k).map(f64::to_bits), Some(literal.to_bits()), "1e{k}");
+    }
+    assert_eq!(pow10(309), None);
+}
+
+#[test]
 fn keys_are_sorted_and_the_last_duplicate_wins() {
     let Value::Object(m) = parse(br#"{"b": 1, "a": 2, "b": 3, "c": 4, "a": 5}"#).unwrap() else {
         panic!()
