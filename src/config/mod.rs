@@ -19,6 +19,7 @@ use crate::throttle::bucket::BucketSpec;
 use crate::throttle::headers::HeaderMode;
 use crate::throttle::quota::Period;
 use raw::{RawConfig, RawThrottle};
+use reader::join;
 
 /// Default number of per-client bucket slots.
 pub const DEFAULT_CLIENT_SLOTS: u32 = 4096;
@@ -180,9 +181,9 @@ fn positive_int(n: &Number, path: &str, max: u64) -> Result<u64, FieldError> {
 }
 
 fn throttle(t: &RawThrottle, path: &str) -> Result<BucketSpec, FieldError> {
-    let rate = positive_rate(&t.rate, &format!("{path}.rate"))?;
-    let burst = positive_int(&t.burst, &format!("{path}.burst"), u64::from(u32::MAX))?;
-    BucketSpec::new(rate, burst).ok_or_else(|| err(format!("{path}.rate"), "is out of range"))
+    let rate = positive_rate(&t.rate, &join(path, "rate"))?;
+    let burst = positive_int(&t.burst, &join(path, "burst"), u64::from(u32::MAX))?;
+    BucketSpec::new(rate, burst).ok_or_else(|| err(join(path, "rate"), "is out of range"))
 }
 
 fn cors(value: &Value, path: &str) -> Result<CorsPolicy, FieldError> {
@@ -193,7 +194,7 @@ fn cors(value: &Value, path: &str) -> Result<CorsPolicy, FieldError> {
             Some(v) if v <= 86_400 => u32::try_from(v).ok(),
             _ => {
                 return Err(err(
-                    format!("{path}.max_age"),
+                    join(path, "max_age"),
                     "must be a whole number of seconds from 0 to 86400",
                 ))
             }
@@ -220,7 +221,7 @@ fn cache_settings(value: &Value, path: &str) -> Result<CacheSettings, FieldError
             Some(v) if v <= cache::MAX_TTL_S => Some(v),
             _ => {
                 return Err(err(
-                    format!("{path}.ttl"),
+                    join(path, "ttl"),
                     "must be a whole number of seconds from 0 (no caching) to 3600",
                 ))
             }
@@ -230,7 +231,7 @@ fn cache_settings(value: &Value, path: &str) -> Result<CacheSettings, FieldError
         None => None,
         Some(s) => Some(UnauthorizedStrategy::parse(s).ok_or_else(|| {
             err(
-                format!("{path}.unauthorized_strategy"),
+                join(path, "unauthorized_strategy"),
                 format!(
                     "must be \"FAIL_WITH_403\", \"SUCCEED_WITH_RESPONSE_HEADER\" or \"SUCCEED_WITHOUT_RESPONSE_HEADER\", got {s:?}"
                 ),
@@ -278,7 +279,7 @@ fn cache_settings(value: &Value, path: &str) -> Result<CacheSettings, FieldError
             }
             if !m.get && !m.head {
                 return Err(err(
-                    format!("{path}.methods"),
+                    join(path, "methods"),
                     "must name \"GET\" and/or \"HEAD\" (use \"enabled\": false to turn caching off)",
                 ));
             }
@@ -323,15 +324,15 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
             ));
         }
         let throttle = match &p.throttle {
-            Some(t) => Some(throttle(t, &format!("{path}.throttle"))?),
+            Some(t) => Some(throttle(t, &join(&path, "throttle"))?),
             None => None,
         };
         let quota = match &p.quota {
             Some(q) => {
-                let limit = positive_int(&q.limit, &format!("{path}.quota.limit"), u64::MAX)?;
+                let limit = positive_int(&q.limit, &join(&path, "quota.limit"), u64::MAX)?;
                 let period = Period::parse(&q.period).ok_or_else(|| {
                     err(
-                        format!("{path}.quota.period"),
+                        join(&path, "quota.period"),
                         format!("must be DAY, WEEK or MONTH, got {:?}", q.period),
                     )
                 })?;
@@ -359,13 +360,13 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
                 let path = format!("api_key.keys[{i}]");
                 if !is_name(&k.id) {
                     return Err(err(
-                        format!("{path}.id"),
+                        join(&path, "id"),
                         "must be 1 to 128 characters of letters, digits, '-', '_' or '.'",
                     ));
                 }
                 if let Some(j) = keys.iter().position(|o| o.id == k.id) {
                     return Err(err(
-                        format!("{path}.id"),
+                        join(&path, "id"),
                         format!("duplicates the id of api_key.keys[{j}]"),
                     ));
                 }
@@ -378,7 +379,7 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
                     })?,
                     (None, Some(v)) => {
                         if v.is_empty() {
-                            return Err(err(format!("{path}.value"), "must not be empty"));
+                            return Err(err(join(&path, "value"), "must not be empty"));
                         }
                         warnings.push(format!(
                             "{path} ({}): key given as plain `value`, for local development only; use `sha256` in production",
@@ -399,7 +400,7 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
                     Some(name) => {
                         Some(plans.iter().position(|p| &p.name == name).ok_or_else(|| {
                             err(
-                                format!("{path}.usage_plan"),
+                                join(&path, "usage_plan"),
                                 format!("names no plan in usage_plans: {name:?}"),
                             )
                         })?)
@@ -493,7 +494,7 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
             None | Some(Value::Bool(true)) => stage_cache.as_ref().and_then(CacheSettings::policy),
             Some(Value::Bool(false)) => None,
             Some(v) => {
-                let own = cache_settings(v, &format!("{path}.cache"))?;
+                let own = cache_settings(v, &join(&path, "cache"))?;
                 stage_cache
                     .clone()
                     .unwrap_or_default()
@@ -504,18 +505,18 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
         let api_key_required = r.api_key_required.unwrap_or(false);
         if api_key_required && api_keys.as_ref().is_none_or(|k| k.keys().is_empty()) {
             return Err(err(
-                format!("{path}.api_key_required"),
+                join(&path, "api_key_required"),
                 "no keys are configured in api_key.keys, so every request would be refused",
             ));
         }
         let throttle = match &r.throttle {
-            Some(t) => Some(throttle(t, &format!("{path}.throttle"))?),
+            Some(t) => Some(throttle(t, &join(&path, "throttle"))?),
             None => None,
         };
         let cors = match r.cors {
             None | Some(Value::Bool(true)) => RouteCors::Stage,
             Some(Value::Bool(false)) => RouteCors::Off,
-            Some(v) => RouteCors::Own(Box::new(cors(v, &format!("{path}.cors"))?)),
+            Some(v) => RouteCors::Own(Box::new(cors(v, &join(&path, "cors"))?)),
         };
         routes.push(Route {
             name: Some(r.match_),

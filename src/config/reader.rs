@@ -27,11 +27,13 @@ fn invalid(path: &str, v: &Value, expected: &str) -> FieldError {
 
 /// Joins a field name onto a path.
 pub fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
+    let mut s = String::with_capacity(path.len() + 1 + key.len());
+    if !path.is_empty() {
+        s.push_str(path);
+        s.push('.');
     }
+    s.push_str(key);
+    s
 }
 
 /// An object whose fields are read by name. Unknown fields are refused when it is opened.
