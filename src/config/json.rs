@@ -80,21 +80,19 @@ impl Map {
 
     /// Builds a map from entries in document order; of duplicate keys the last one wins.
     pub fn from_entries(entries: Vec<(String, Value)>) -> Self {
-        // Sort positions by (key, position) so that equal keys stay in document order, then keep
-        // the last of each run. A heapsort: O(n log n) and a few hundred bytes of wasm.
-        let mut order: Vec<usize> = (0..entries.len()).collect();
-        let key = |i: usize| entries.get(i).map_or("", |(k, _)| k.as_str());
-        let less = |a: usize, b: usize| (key(a), a) < (key(b), b);
-        crate::sort::heapsort(&mut order, |&a, &b| less(a, b));
-        let mut slots: Vec<Option<(String, Value)>> = entries.into_iter().map(Some).collect();
-        let mut sorted: Vec<(String, Value)> = Vec::with_capacity(slots.len());
-        for i in order {
-            let Some(entry) = slots.get_mut(i).and_then(Option::take) else {
-                continue;
-            };
+        // Sorted by (key, position), so that equal keys stay in document order and the last of
+        // each run is the one kept.
+        let mut tagged: Vec<(String, usize, Value)> = entries
+            .into_iter()
+            .enumerate()
+            .map(|(i, (k, v))| (k, i, v))
+            .collect();
+        crate::sort::heapsort(&mut tagged, |a, b| (&a.0, a.1) < (&b.0, b.1));
+        let mut sorted: Vec<(String, Value)> = Vec::with_capacity(tagged.len());
+        for (k, _, v) in tagged {
             match sorted.last_mut() {
-                Some(last) if last.0 == entry.0 => *last = entry,
-                _ => sorted.push(entry),
+                Some(last) if last.0 == k => last.1 = v,
+                _ => sorted.push((k, v)),
             }
         }
         Map { entries: sorted }
