@@ -4,7 +4,6 @@
 //! Envoy's cache filter how long to keep the response. The policy is in [`crate::cache`].
 
 use std::cell::Cell;
-use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
@@ -18,9 +17,9 @@ use crate::gateway::Decision;
 use crate::host;
 
 thread_local! {
-    /// Random per VM instance (std seeds `RandomState` from the host's random source), so that
-    /// tokens of different workers never collide.
-    static TOKEN_SEED: u64 = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    /// Random per VM instance (from the host's random source), so that tokens of different
+    /// workers never collide.
+    static TOKEN_SEED: u64 = host::random_u64();
     static TOKEN_COUNTER: Cell<u64> = const { Cell::new(0) };
     /// The once-per-VM warning about responses without the upstream role's token.
     static WARNED_NO_UPSTREAM_ROLE: Cell<bool> = const { Cell::new(false) };

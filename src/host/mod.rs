@@ -40,6 +40,13 @@ pub fn now_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// A random number from the host's random source (WASI `random_get`, as std's `RandomState`
+/// uses). Should the host refuse, the wall clock in nanoseconds, which still differs between
+/// the VMs of a proxy.
+pub fn random_u64() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| now_ns())
+}
+
 /// A request header as bytes (any value, UTF-8 or not).
 pub fn request_header(name: &str) -> Option<Vec<u8>> {
     hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
