@@ -17,6 +17,8 @@
 //!   ([`classify`]). The main role gives the client the upstream's `Cache-Control` back and
 //!   removes every internal header.
 
+use crate::error::Quoted;
+
 /// Longest TTL a configuration may give, in seconds (API Gateway's limit).
 pub const MAX_TTL_S: u32 = 3600;
 /// TTL when none is configured.
@@ -104,28 +106,33 @@ pub fn parse_key_parameter(text: &str) -> Result<KeyParameter, String> {
     if let Some(name) = s.strip_prefix("querystring.") {
         if name.is_empty() || name.len() > 128 || !name.bytes().all(is_query_name_byte) {
             return Err(format!(
-                "{text:?}: a query parameter name is 1 to 128 letters, digits, '-', '.', '_', '~', '[' or ']'"
-            ));
+                "{text}: a query parameter name is 1 to 128 letters, digits, '-', '.', '_', '~', '[' or ']'", text = Quoted(text)));
         }
         return Ok(KeyParameter::Query(name.to_string()));
     }
     if let Some(name) = s.strip_prefix("header.") {
         let lower = name.to_ascii_lowercase();
         if lower.is_empty() || lower.len() > 256 || !crate::token::is_token(lower.as_bytes()) {
-            return Err(format!("{text:?}: not a valid HTTP header name"));
+            return Err(format!(
+                "{text}: not a valid HTTP header name",
+                text = Quoted(text)
+            ));
         }
         if lower.starts_with("x-tollgate-") {
-            return Err(format!("{text:?}: x-tollgate-* headers are tollgate's own"));
+            return Err(format!(
+                "{text}: x-tollgate-* headers are tollgate's own",
+                text = Quoted(text)
+            ));
         }
         return Ok(KeyParameter::Header(lower));
     }
     if s.starts_with("path.") {
         return Err(format!(
-            "{text:?}: the whole path is always part of the cache key; name \"querystring.NAME\" or \"header.NAME\""
-        ));
+            "{text}: the whole path is always part of the cache key; name \"querystring.NAME\" or \"header.NAME\"", text = Quoted(text)));
     }
     Err(format!(
-        "{text:?}: must be \"querystring.NAME\" or \"header.NAME\""
+        "{text}: must be \"querystring.NAME\" or \"header.NAME\"",
+        text = Quoted(text)
     ))
 }
 

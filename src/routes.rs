@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use crate::error::FieldError;
+use crate::error::{FieldError, Quoted};
 
 /// HTTP methods accepted in `routes[].match` besides `ANY`.
 const METHODS: &[&str] = &[
@@ -50,7 +50,8 @@ impl Pattern {
             (Some(m), Some(p), None) => (m, p),
             _ => {
                 return Err(err(format!(
-                    "must be \"METHOD /path\" (for example \"GET /pets/{{id}}\"), got {text:?}"
+                    "must be \"METHOD /path\" (for example \"GET /pets/{{id}}\"), got {text}",
+                    text = Quoted(text)
                 )))
             }
         };
@@ -60,16 +61,21 @@ impl Pattern {
             Some(method.to_string())
         } else {
             return Err(err(format!(
-                "unknown method {method:?}: use ANY or one of {}",
-                crate::error::comma_list(METHODS.iter().copied())
+                "unknown method {method}: use ANY or one of {}",
+                crate::error::comma_list(METHODS.iter().copied()),
+                method = Quoted(method)
             )));
         };
         if !path.starts_with('/') {
-            return Err(err(format!("path {path:?} must start with '/'")));
+            return Err(err(format!(
+                "path {path} must start with '/'",
+                path = Quoted(path)
+            )));
         }
         if path.contains(['?', '#']) {
             return Err(err(format!(
-                "path {path:?} must not contain a query string or fragment"
+                "path {path} must not contain a query string or fragment",
+                path = Quoted(path)
             )));
         }
         let mut segments = Vec::new();
@@ -82,7 +88,8 @@ impl Pattern {
                     break; // the root path "/"
                 }
                 return Err(err(format!(
-                    "path {path:?} has an empty segment (no \"//\" and no trailing '/')"
+                    "path {path} has an empty segment (no \"//\" and no trailing '/')",
+                    path = Quoted(path)
                 )));
             }
             if let Some(inner) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
@@ -96,12 +103,16 @@ impl Pattern {
                         .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
                 {
                     return Err(err(format!(
-                        "path {path:?}: parameter {seg:?} needs a name of letters, digits, '_' or '-'"
+                        "path {path}: parameter {seg} needs a name of letters, digits, '_' or '-'",
+                        path = Quoted(path),
+                        seg = Quoted(seg)
                     )));
                 }
                 if greedy && !last {
                     return Err(err(format!(
-                        "path {path:?}: greedy parameter {seg:?} must be the last segment"
+                        "path {path}: greedy parameter {seg} must be the last segment",
+                        path = Quoted(path),
+                        seg = Quoted(seg)
                     )));
                 }
                 segments.push(if greedy {
@@ -112,13 +123,11 @@ impl Pattern {
             } else {
                 if seg.contains(['{', '}']) {
                     return Err(err(format!(
-                        "path {path:?}: segment {seg:?} mixes text and a parameter; a parameter is a whole segment"
-                    )));
+                        "path {path}: segment {seg} mixes text and a parameter; a parameter is a whole segment", path = Quoted(path), seg = Quoted(seg))));
                 }
                 if *seg == "." || *seg == ".." || seg.contains(';') {
                     return Err(err(format!(
-                        "path {path:?}: segment {seg:?} is not allowed (dot segments and ';' are normalised away from requests)"
-                    )));
+                        "path {path}: segment {seg} is not allowed (dot segments and ';' are normalised away from requests)", path = Quoted(path), seg = Quoted(seg))));
                 }
                 let normalized = normalize_path(seg.as_bytes());
                 let lit = normalized.trim_start_matches('/').to_string();
@@ -214,7 +223,10 @@ impl RouteTable {
             if let Some(j) = patterns.iter().position(|q| q.same_shape(&p)) {
                 return Err(FieldError::new(
                     format!("[{i}].match"),
-                    format!("{m:?} duplicates routes[{j}] (the same method and path shape)"),
+                    format!(
+                        "{m} duplicates routes[{j}] (the same method and path shape)",
+                        m = Quoted(m)
+                    ),
                 ));
             }
             patterns.push(p);

@@ -11,7 +11,7 @@ use json::{Number, Value};
 use crate::access_log::LogFormat;
 use crate::cache::{self, CacheMethods, CachePolicy, CacheSettings, UnauthorizedStrategy};
 use crate::cors::{CorsPolicy, CorsSpec};
-use crate::error::FieldError;
+use crate::error::{FieldError, Quoted};
 use crate::keys::{parse_sha256_hex, sha256, ApiKey, ApiKeys};
 use crate::ratelimit_service::{self, Check, ServiceConfig};
 use crate::routes::RouteTable;
@@ -233,8 +233,7 @@ fn cache_settings(value: &Value, path: &str) -> Result<CacheSettings, FieldError
             err(
                 join(path, "unauthorized_strategy"),
                 format!(
-                    "must be \"FAIL_WITH_403\", \"SUCCEED_WITH_RESPONSE_HEADER\" or \"SUCCEED_WITHOUT_RESPONSE_HEADER\", got {s:?}"
-                ),
+                    "must be \"FAIL_WITH_403\", \"SUCCEED_WITH_RESPONSE_HEADER\" or \"SUCCEED_WITHOUT_RESPONSE_HEADER\", got {s}", s = Quoted(s)),
             )
         })?),
     };
@@ -271,8 +270,7 @@ fn cache_settings(value: &Value, path: &str) -> Result<CacheSettings, FieldError
                         return Err(err(
                             format!("{path}.methods[{i}]"),
                             format!(
-                                "{other:?} cannot be cached: Envoy's cache filter stores only GET responses (and answers HEAD from them); use \"GET\" and/or \"HEAD\""
-                            ),
+                                "{other} cannot be cached: Envoy's cache filter stores only GET responses (and answers HEAD from them); use \"GET\" and/or \"HEAD\"", other = Quoted(other)),
                         ))
                     }
                 }
@@ -333,7 +331,7 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
                 let period = Period::parse(&q.period).ok_or_else(|| {
                     err(
                         join(&path, "quota.period"),
-                        format!("must be DAY, WEEK or MONTH, got {:?}", q.period),
+                        format!("must be DAY, WEEK or MONTH, got {}", Quoted(&q.period)),
                     )
                 })?;
                 Some(Quota { limit, period })
@@ -401,7 +399,10 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
                         Some(plans.iter().position(|p| &p.name == name).ok_or_else(|| {
                             err(
                                 join(&path, "usage_plan"),
-                                format!("names no plan in usage_plans: {name:?}"),
+                                format!(
+                                    "names no plan in usage_plans: {name}",
+                                    name = Quoted(name)
+                                ),
                             )
                         })?)
                     }
@@ -434,7 +435,8 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
                         return Err(err(
                             "client_throttle.by",
                             format!(
-                                "must be \"ip\", \"api_key\" or \"header:NAME\", got {other:?}"
+                                "must be \"ip\", \"api_key\" or \"header:NAME\", got {other}",
+                                other = Quoted(other)
                             ),
                         ))
                     }
@@ -466,7 +468,10 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
         Some(s) => HeaderMode::parse(s).ok_or_else(|| {
             err(
                 "rate_limit_headers",
-                format!("must be \"draft10\", \"x-ratelimit\" or \"none\", got {s:?}"),
+                format!(
+                    "must be \"draft10\", \"x-ratelimit\" or \"none\", got {s}",
+                    s = Quoted(s)
+                ),
             )
         })?,
     };
