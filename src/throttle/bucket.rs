@@ -4,7 +4,7 @@
 
 /// Micro-tokens per token.
 pub const SCALE: u64 = 1_000_000;
-const NANOS_PER_SEC: u128 = 1_000_000_000;
+const NANOS_PER_SEC: u64 = 1_000_000_000;
 
 /// A bucket's configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,9 +42,72 @@ impl BucketSpec {
 
     /// Nanoseconds for `micro` micro-tokens to accrue.
     fn nanos_for(&self, micro: u64) -> u64 {
-        let n = (u128::from(micro) * NANOS_PER_SEC).div_ceil(u128::from(self.rate_micro.max(1)));
-        u64::try_from(n).unwrap_or(u64::MAX)
+        nanos_for(micro, self.rate_micro)
     }
+}
+
+// The two products below exceed 64 bits, but are computed without a 128-bit division: wasm has
+// none, and compiler-builtins' costs ~1 KB of the module (and more time than these).
+
+/// `ceil(micro * 1e9 / rate)` (rate 0 counts as 1), `u64::MAX` when it does not fit.
+fn nanos_for(micro: u64, rate: u64) -> u64 {
+    let d = rate.max(1);
+    // micro * 1e9 / d = (micro / d) * 1e9 + (micro % d) * 1e9 / d
+    let (fraction, rest) = scaled(micro % d, d);
+    (micro / d)
+        .checked_mul(NANOS_PER_SEC)
+        .and_then(|n| n.checked_add(fraction))
+        .and_then(|n| n.checked_add(u64::from(rest != 0)))
+        .unwrap_or(u64::MAX)
+}
+
+/// `(floor(r * 1e9 / d), r * 1e9 % d)` for `r < d`: the long division of `r` by `d` carried on
+/// over the digits of 1e9.
+fn scaled(r: u64, d: u64) -> (u64, u64) {
+    if d.checked_mul(1000).is_some() {
+        // Three base-1000 digits: rem * 1000 < d * 1000 fits.
+        let (mut q, mut rem) = (0u64, r);
+        for _ in 0..3 {
+            let t = rem * 1000;
+            q = q * 1000 + t / d;
+            rem = t % d;
+        }
+        (q, rem)
+    } else {
+        // A rate this high never comes from `BucketSpec::new`; exact all the same: r * 1e9 by
+        // Horner over the bits of 1e9, kept as q * d + rem with rem < d, so nothing overflows.
+        let (mut q, mut rem) = (0u64, 0u64);
+        for bit in (0..30).rev() {
+            if rem >= d - rem {
+                rem -= d - rem;
+                q = 2 * q + 1;
+            } else {
+                rem *= 2;
+                q *= 2;
+            }
+            if (NANOS_PER_SEC >> bit) & 1 == 1 {
+                if rem >= d - r {
+                    rem -= d - r;
+                    q += 1;
+                } else {
+                    rem += r;
+                }
+            }
+        }
+        (q, rem)
+    }
+}
+
+/// `floor(elapsed * rate / 1e9)`, `u64::MAX` when it does not fit.
+fn accrued(elapsed: u64, rate: u64) -> u64 {
+    // elapsed * rate = (q * 1e9 + r) * (rh * 1e9 + rl), so the quotient is
+    // q * rate + r * rh + floor(r * rl / 1e9), with r * rl < 1e18.
+    let (q, r) = (elapsed / NANOS_PER_SEC, elapsed % NANOS_PER_SEC);
+    let (rh, rl) = (rate / NANOS_PER_SEC, rate % NANOS_PER_SEC);
+    q.checked_mul(rate)
+        .and_then(|n| n.checked_add(r.checked_mul(rh)?))
+        .and_then(|n| n.checked_add(r * rl / NANOS_PER_SEC))
+        .unwrap_or(u64::MAX)
 }
 
 fn ceil_div(a: u64, b: u64) -> u64 {
@@ -94,8 +157,7 @@ impl BucketState {
     pub fn refilled(&self, spec: &BucketSpec, now_ns: u64) -> BucketState {
         let cap = spec.capacity_micro();
         let elapsed = now_ns.saturating_sub(self.last_ns);
-        let add = u128::from(elapsed) * u128::from(spec.rate_micro) / NANOS_PER_SEC;
-        let add = u64::try_from(add).unwrap_or(u64::MAX);
+        let add = accrued(elapsed, spec.rate_micro);
         BucketState {
             tokens_micro: self.tokens_micro.saturating_add(add).min(cap),
             last_ns: now_ns,
@@ -155,6 +217,60 @@ mod tests {
     use super::*;
 
     const SEC: u64 = 1_000_000_000;
+
+    /// The 128-bit formulas the functions replace.
+    fn nanos_for_u128(micro: u64, rate: u64) -> u64 {
+        let n = (u128::from(micro) * 1_000_000_000).div_ceil(u128::from(rate.max(1)));
+        u64::try_from(n).unwrap_or(u64::MAX)
+    }
+    fn accrued_u128(elapsed: u64, rate: u64) -> u64 {
+        u64::try_from(u128::from(elapsed) * u128::from(rate) / 1_000_000_000).unwrap_or(u64::MAX)
+    }
+
+    #[test]
+    fn arithmetic_matches_128_bit_math() {
+        let edges = [
+            0,
+            1,
+            2,
+            999,
+            1_000,
+            999_999,
+            1_000_000,
+            999_999_999,
+            1_000_000_000,
+            1_000_000_001,
+            1_000_000_000_000_000,
+            18_446_744_073_709_551,
+            18_446_744_073_709_552,
+            u64::MAX / 1000,
+            u64::MAX / 1000 + 1,
+            1 << 63,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut rand = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Spread over magnitudes: a random value shifted right by a random amount.
+            x >> (x % 64)
+        };
+        let mut pairs: Vec<(u64, u64)> = Vec::new();
+        for &a in &edges {
+            for &b in &edges {
+                pairs.push((a, b));
+            }
+        }
+        for _ in 0..200_000 {
+            pairs.push((rand(), rand()));
+        }
+        for (a, b) in pairs {
+            assert_eq!(nanos_for(a, b), nanos_for_u128(a, b), "nanos_for({a}, {b})");
+            assert_eq!(accrued(a, b), accrued_u128(a, b), "accrued({a}, {b})");
+        }
+    }
 
     #[test]
     fn spec_validation() {
