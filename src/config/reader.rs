@@ -140,14 +140,14 @@ impl<'a> Obj<'a> {
         let Some(items) = self.array(key)? else {
             return Ok(Vec::new());
         };
-        items
-            .iter()
-            .enumerate()
-            .map(|(i, v)| match v {
-                Value::String(s) => Ok(s.clone()),
-                _ => Err(invalid(&format!("{}[{i}]", self.path(key)), v, "a string")),
-            })
-            .collect()
+        let mut out = Vec::with_capacity(items.len());
+        for (i, v) in items.iter().enumerate() {
+            match v {
+                Value::String(s) => out.push(s.clone()),
+                _ => return Err(invalid(&format!("{}[{i}]", self.path(key)), v, "a string")),
+            }
+        }
+        Ok(out)
     }
 }
 
