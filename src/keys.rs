@@ -33,15 +33,15 @@ impl ApiKey {
 pub struct ApiKeys {
     pub header: String,
     keys: Vec<ApiKey>,
-    /// (First 8 bytes of the digest, key index), sorted by prefix: found by binary search. A
-    /// prefix of a SHA-256 digest says nothing useful about the key, so the lookup's timing
-    /// leaks nothing; the full digest is then compared in constant time.
-    by_prefix: Vec<([u8; 8], usize)>,
+    /// (First 8 bytes of the digest as a big-endian u64, key index), sorted: found by binary
+    /// search. A prefix of a SHA-256 digest says nothing useful about the key, so the lookup's
+    /// timing leaks nothing; the full digest is then compared in constant time.
+    by_prefix: Vec<(u64, usize)>,
 }
 
 impl ApiKeys {
     pub fn new(header: String, keys: Vec<ApiKey>) -> Self {
-        let mut by_prefix: Vec<([u8; 8], usize)> = keys
+        let mut by_prefix: Vec<(u64, usize)> = keys
             .iter()
             .enumerate()
             .map(|(i, k)| (prefix(&k.digest), i))
@@ -82,12 +82,9 @@ impl ApiKeys {
     }
 }
 
-fn prefix(d: &[u8; 32]) -> [u8; 8] {
-    let mut p = [0u8; 8];
-    if let Some(head) = d.first_chunk::<8>() {
-        p = *head;
-    }
-    p
+fn prefix(d: &[u8; 32]) -> u64 {
+    d.first_chunk::<8>()
+        .map_or(0, |head| u64::from_be_bytes(*head))
 }
 
 pub fn sha256(data: &[u8]) -> [u8; 32] {
