@@ -397,8 +397,9 @@ fn unauthorized_invalidation_follows_the_strategy() {
         [json!("miss"), Value::Null, json!("hit")],
         "{statuses:?}"
     );
-    let log = envoy.log();
-    assert!(log.contains("CACHE_INVALIDATION_DENIED"), "{log}");
+    envoy.wait_log("the denied invalidation", |l| {
+        l.contains("CACHE_INVALIDATION_DENIED")
+    });
     envoy.assert_no_wasm_failure();
 }
 
