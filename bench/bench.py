@@ -25,7 +25,9 @@ upstream then share a CPU).
 Environment: QUICK=1 (about a minute), ROUNDS, DURATION (seconds per round), CONNECTIONS,
 VARIANTS (comma list of names), UPSTREAM, ENVOY, TOLLGATE_WASM, BENCH_OUT (output directory,
 default target/bench), EXTRA_WASM=label=path,... (other builds of the module as more
-variants, with the configuration of the variant EXTRA_BASE, default T: before/after a change). Results: a table on stdout, BENCH_OUT/<suite>.md and .json.
+variants, with the configuration of the variant EXTRA_BASE, default T: before/after a change;
+EXTRA_BASE=T,T-empty runs each extra module with each configuration, as label@T, label@T-empty).
+Results: a table on stdout, BENCH_OUT/<suite>.md and .json.
 """
 
 import argparse
@@ -504,6 +506,7 @@ def envoy_version():
 
 
 def sanity_check(name, envoy, spec):
+    name = spec.get("base", name)
     status, headers, _ = get(envoy.port, headers={"Origin": ORIGIN})
     if status != 200:
         raise RuntimeError(f"{name}: GET {PATH} answered {status}")
@@ -524,6 +527,7 @@ def log_files(envoy, spec):
 
 def count_log_lines(envoy, spec, name):
     """Access log lines written so far (tollgate's go to Envoy's log, Envoy's to access.log)."""
+    name = spec.get("base", name)
     if spec.get("access_log"):
         path, needle = os.path.join(envoy.dir, "access.log"), b'"requestId"'
     elif name in ("T", "T-log"):
@@ -568,17 +572,21 @@ def main():
     variants = dict(MAIN_VARIANTS if args.suite == "main" else HOSTCALL_VARIANTS)
     # Other builds of the module side by side, e.g. before/after a change:
     # EXTRA_WASM=old=/tmp/old.wasm,new=target/.../tollgate.wasm EXTRA_BASE=T-empty
-    base = os.environ.get("EXTRA_BASE", "T")
+    # EXTRA_BASE may name several variants (T,T-empty): each extra module then runs each of
+    # their configurations, as `label@variant`.
+    bases = os.environ.get("EXTRA_BASE", "T").split(",")
     extras = set()
     for item in filter(None, os.environ.get("EXTRA_WASM", "").split(",")):
         label, _, path = item.partition("=")
-        if base not in MAIN_VARIANTS or not path:
-            sys.exit("EXTRA_WASM is label=path,...; EXTRA_BASE names a tollgate variant")
-        plugin = MAIN_VARIANTS[base][1]()["tollgate"]
-        variants[label] = (f"{base} config, module {path}",
-                           lambda plugin=plugin, path=os.path.abspath(path):
-                           tollgate(plugin, path))
-        extras.add(label)
+        if any(b not in MAIN_VARIANTS or b in ("A", "N") for b in bases) or not path:
+            sys.exit("EXTRA_WASM is label=path,...; EXTRA_BASE names tollgate variants")
+        for base in bases:
+            plugin = MAIN_VARIANTS[base][1]()["tollgate"]
+            name = label if len(bases) == 1 else f"{label}@{base}"
+            variants[name] = (f"{base} config, module {path}",
+                              lambda plugin=plugin, path=os.path.abspath(path), base=base:
+                              dict(tollgate(plugin, path), base=base))
+            extras.add(name)
     if os.environ.get("VARIANTS"):
         wanted = os.environ["VARIANTS"].split(",")
         unknown = [v for v in wanted if v not in variants]
