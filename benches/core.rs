@@ -213,11 +213,11 @@ impl FakeRequest {
 }
 
 impl RequestSource for FakeRequest {
-    fn header(&mut self, name: &str) -> Option<Vec<u8>> {
-        self.headers.get(name).cloned()
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.get(name).map(Vec::as_slice)
     }
-    fn source_address(&mut self) -> Option<Vec<u8>> {
-        Some(self.addr.clone())
+    fn source_address(&self) -> Option<&[u8]> {
+        Some(&self.addr)
     }
 }
 

@@ -13,13 +13,15 @@ use crate::throttle::quota::{self, QuotaState};
 use crate::throttle::store::{self, SharedStore, StoreError};
 use crate::token::split_once_str;
 
-/// What the pipeline needs to read from the request. Implementations fetch lazily, so a
-/// check that is not configured costs no host call.
+/// What the pipeline needs to read from the request. Values are borrowed from the source (the
+/// filter's reads all request headers with one host call); the source address is fetched only
+/// when a check asks for it.
 pub trait RequestSource {
-    /// A request header (lowercase name, pseudo-headers such as `:method` included).
-    fn header(&mut self, name: &str) -> Option<Vec<u8>>;
+    /// A request header's first value (lowercase name, pseudo-headers such as `:method`
+    /// included).
+    fn header(&self, name: &str) -> Option<&[u8]>;
     /// The downstream address as Envoy reports it (`source.address`, `ip:port`).
-    fn source_address(&mut self) -> Option<Vec<u8>>;
+    fn source_address(&self) -> Option<&[u8]>;
 }
 
 /// Why the filter refused (or, in report-only mode, would have refused) a request. The names
@@ -491,7 +493,7 @@ pub fn decide(
     keys: &StoreKeys,
     store: &dyn SharedStore,
     now_ns: u64,
-    req: &mut dyn RequestSource,
+    req: &dyn RequestSource,
 ) -> Decision {
     let mut decision = admit(cfg, keys, store, now_ns, req);
     if decision.outcome == Outcome::Forward && cfg.caching {
@@ -505,7 +507,7 @@ pub fn decide(
 
 /// Step 4, the cache (contract, "Cache"), for a request that goes on: whether it goes through
 /// Envoy's cache filter, under which key, and what becomes of a request for a fresh response.
-fn plan_cache(cfg: &Config, decision: &mut Decision, req: &mut dyn RequestSource) {
+fn plan_cache(cfg: &Config, decision: &mut Decision, req: &dyn RequestSource) {
     let route = cfg.route(decision.route);
     let method = req.header(":method").unwrap_or_default();
     let get_or_head = method == b"GET" || method == b"HEAD";
@@ -515,7 +517,7 @@ fn plan_cache(cfg: &Config, decision: &mut Decision, req: &mut dyn RequestSource
             .iter()
             .any(|h| req.header(h).is_some());
     let policy = match &route.cache {
-        Some(p) if p.methods.allows(&method) && !envoy_skips => p,
+        Some(p) if p.methods.allows(method) && !envoy_skips => p,
         _ => {
             decision.cache = CachePlan::Bypass {
                 shield: get_or_head && !envoy_skips,
@@ -529,13 +531,13 @@ fn plan_cache(cfg: &Config, decision: &mut Decision, req: &mut dyn RequestSource
     } else {
         None
     };
-    let asks = cache::asks_for_fresh(cache_control.as_deref(), pragma.as_deref());
+    let asks = cache::asks_for_fresh(cache_control, pragma);
     let may_invalidate = decision
         .key
         .and_then(|i| cfg.api_keys.as_ref()?.keys().get(i))
         .is_some_and(|k| k.invalidate_cache);
     let path = req.header(":path").unwrap_or_default();
-    let rewrite = cache::key_rewrite(policy, &path, &mut |h| req.header(h));
+    let rewrite = cache::key_rewrite(policy, path, &mut |h| req.header(h).map(<[u8]>::to_vec));
     let (refresh, warn) = match cache::invalidation(policy, asks, may_invalidate) {
         Invalidation::NotAsked => (false, false),
         Invalidation::Refresh => (true, false),
@@ -566,17 +568,15 @@ fn admit(
     keys: &StoreKeys,
     store: &dyn SharedStore,
     now_ns: u64,
-    req: &mut dyn RequestSource,
+    req: &dyn RequestSource,
 ) -> Decision {
     let method = req.header(":method").unwrap_or_default();
     let path = req.header(":path").unwrap_or_default();
     let origin = req.header("origin");
 
     // 0. A path whose route depends on how the upstream reads `;` is refused, not guessed at.
-    if crate::routes::is_ambiguous_path(&path) {
-        let cors = cfg
-            .cors_for(cfg.route(None))
-            .and_then(|p| p.actual(origin.as_deref()));
+    if crate::routes::is_ambiguous_path(path) {
+        let cors = cfg.cors_for(cfg.route(None)).and_then(|p| p.actual(origin));
         let outcome = if cfg.enforce {
             local_response(ErrorType::BadRequest, Vec::new(), cors.as_ref())
         } else {
@@ -598,19 +598,18 @@ fn admit(
 
     // 1. CORS preflight, routed by the method it asks about.
     if method == b"OPTIONS" {
-        if let Some(origin) = origin.as_deref() {
+        if let Some(origin) = origin {
             if let Some(requested) = req.header("access-control-request-method") {
-                let route_idx = cfg.table.find(&requested, &path);
+                let route_idx = cfg.table.find(requested, path);
                 let route = cfg.route(route_idx);
                 if let Some(policy) = cfg.cors_for(route) {
                     let request_headers = req.header("access-control-request-headers");
                     let pna = req.header("access-control-request-private-network");
                     let pre = Preflight {
                         origin,
-                        request_method: &requested,
-                        request_headers: request_headers.as_deref(),
+                        request_method: requested,
+                        request_headers,
                         request_private_network: pna
-                            .as_deref()
                             .is_some_and(|v| v.eq_ignore_ascii_case(b"true")),
                     };
                     let (outcome, error) = match policy.preflight(&pre) {
@@ -644,11 +643,9 @@ fn admit(
         }
     }
 
-    let route_idx = cfg.table.find(&method, &path);
+    let route_idx = cfg.table.find(method, path);
     let route: &Route = cfg.route(route_idx);
-    let cors = cfg
-        .cors_for(route)
-        .and_then(|p| p.actual(origin.as_deref()));
+    let cors = cfg.cors_for(route).and_then(|p| p.actual(origin));
     let mut decision = Decision {
         outcome: Outcome::Forward,
         route: route_idx,
@@ -667,7 +664,7 @@ fn admit(
     if let Some(api_keys) = &cfg.api_keys {
         let presented = req.header(&api_keys.header);
         match presented {
-            Some(value) => match api_keys.lookup_index(&value) {
+            Some(value) => match api_keys.lookup_index(value) {
                 Some((i, k)) => key = Some((i, k)),
                 None => decision.error = Some(ErrorType::InvalidApiKey),
             },
@@ -823,7 +820,7 @@ fn admit(
 fn client_identity_of(
     ct: &crate::config::ClientThrottle,
     key: Option<&crate::keys::ApiKey>,
-    req: &mut dyn RequestSource,
+    req: &dyn RequestSource,
 ) -> Vec<u8> {
     match (&ct.by, key) {
         (ClientBy::ApiKey, Some(k)) => {
@@ -834,12 +831,12 @@ fn client_identity_of(
         (ClientBy::Header(h), _) => match req.header(h) {
             Some(v) => {
                 let mut id = b"hdr:".to_vec();
-                id.extend_from_slice(&v);
+                id.extend_from_slice(v);
                 id
             }
-            None => ip_identity(&req.source_address().unwrap_or_default()),
+            None => ip_identity(req.source_address().unwrap_or_default()),
         },
-        _ => ip_identity(&req.source_address().unwrap_or_default()),
+        _ => ip_identity(req.source_address().unwrap_or_default()),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod config;
 pub mod cors;
 pub mod error;
 pub mod gateway;
+pub mod header_pairs;
 pub mod keys;
 pub mod metrics;
 pub mod ratelimit_service;

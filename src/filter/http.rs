@@ -70,7 +70,7 @@ impl Main {
     /// The pipeline decided (with the rate limit service's answer, if it was asked): logs what
     /// report-only mode would have done, records the observation, plans the cache and answers
     /// the request or lets it go on.
-    fn finish(&mut self, decision: Decision, req: &mut HostRequest, end_of_stream: bool) -> Action {
+    fn finish(&mut self, decision: Decision, req: HostRequest, end_of_stream: bool) -> Action {
         let rt = Rc::clone(&self.rt);
         if let (Some(error), Outcome::Forward) = (decision.error, &decision.outcome) {
             // Report-only mode: the request goes on; say what enforcement would have done.
@@ -213,8 +213,7 @@ impl Context for Main {
         };
         let result = gateway::conclude(&rt.config, &mut decision, waiting.call, reply);
         self.service_result(result, Some(elapsed_ms));
-        let mut req = waiting.req;
-        if self.finish(decision, &mut req, waiting.end_of_stream) == Action::Continue {
+        if self.finish(decision, waiting.req, waiting.end_of_stream) == Action::Continue {
             host::resume_request();
         }
     }
@@ -225,9 +224,8 @@ impl HttpContext for Main {
         let rt = Rc::clone(&self.rt);
         self.start_ns = host::now_ns();
         self.forward_ns = self.start_ns;
-        let mut req = HostRequest::default();
-        let mut decision =
-            gateway::decide(&rt.config, &rt.keys, &HostStore, self.start_ns, &mut req);
+        let req = HostRequest::read();
+        let mut decision = gateway::decide(&rt.config, &rt.keys, &HostStore, self.start_ns, &req);
         if let Some(why) = decision.store_failure {
             host::log(LogLevel::Warn, &format!("tollgate: {why}"));
         }
@@ -266,7 +264,7 @@ impl HttpContext for Main {
                 }
             }
         }
-        self.finish(decision, &mut req, end_of_stream)
+        self.finish(decision, req, end_of_stream)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {

@@ -1,67 +1,28 @@
 //! What the main filter observes of one request: the access record, the filter state exported
 //! for Envoy's own access loggers, and the metrics (contract, "Access log and metrics").
 //!
-//! Costs per request. Request headers: a table lookup for the metric series (the method comes
-//! from the pipeline's own read); the record's request-side values (request id, user agent,
-//! protocol) are read only when the host would keep the line; `set_property` for the decision's
-//! fields (`stage` always, then the route, key id and error when the request has them). Log:
-//! one `response.code` read, the integration latency exported when there was one, one clock read
-//! and 2 to 5 metric updates by precomputed id; with `access_log` off or the host's level above
-//! info, no record is built.
+//! Costs per request. Request headers: no read of its own (the metric series' method and the
+//! record's request-side values come from the pipeline's one read of the header map, which is
+//! kept until the log only when the host would keep the line); `set_property` for the
+//! decision's fields (`stage` always, then the route, key id and error when the request has
+//! them). Log: one `response.code` read, the integration latency exported when there was one,
+//! one clock read and 2 to 5 metric updates by precomputed id; with `access_log` off or the
+//! host's level above info, no record is built; with it, `request.protocol`, `response.size`
+//! and (unless a client throttle read it) `source.address` are read.
 //!
-//! Secrets: the record holds no header but `user-agent` and `x-request-id`; an API key appears
-//! by its `id`; the path is logged without its query string.
+//! Secrets: the record reads no header but `user-agent` and `x-request-id` (the kept header map
+//! never leaves the VM); an API key appears by its `id`; the path is logged without its query
+//! string.
+
+use std::borrow::Cow;
 
 use proxy_wasm::types::LogLevel;
 
 use super::Runtime;
 use crate::access_log::{self, Field, Record};
-use crate::gateway::{self, Decision};
+use crate::gateway::{self, Decision, RequestSource};
 use crate::host::{self, HostRequest};
 use crate::metrics::{self, Metric};
-
-/// Request-side values of the access record.
-#[derive(Default, Debug)]
-struct Captured {
-    method: Option<String>,
-    /// Without the query string.
-    path: Option<String>,
-    request_id: Option<String>,
-    protocol: Option<String>,
-    source_ip: Option<String>,
-    user_agent: Option<String>,
-}
-
-fn text(bytes: Option<Vec<u8>>) -> Option<String> {
-    bytes.map(|v| match String::from_utf8(v) {
-        Ok(s) => s,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    })
-}
-
-impl Captured {
-    /// Reads what the pipeline has not read already (`req` keeps `:method`, `:path` and the
-    /// source address it fetched); works in `on_log` too.
-    fn read(method: Option<Vec<u8>>, req: &mut HostRequest) -> Captured {
-        let path = text(req.take_path()).map(|p| {
-            let without = access_log::path_without_query(&p);
-            if without.len() == p.len() {
-                p
-            } else {
-                without.to_string()
-            }
-        });
-        let source_ip = text(req.take_source()).map(|a| gateway::address_ip(&a).to_string());
-        Captured {
-            method: text(method),
-            path,
-            request_id: text(host::request_header("x-request-id")),
-            protocol: text(host::property(&["request", "protocol"])),
-            source_ip,
-            user_agent: text(host::request_header("user-agent")),
-        }
-    }
-}
 
 /// Request timing, as the filter measured it (host wall clock, ns since the epoch; 0 = unknown).
 #[derive(Clone, Copy, Debug, Default)]
@@ -94,36 +55,36 @@ fn export(field: Field, value: &str) {
     host::set_property(field.property_name(), value.as_bytes());
 }
 
-/// One request's observation state, owned by the main HTTP context.
-#[derive(Default, Debug)]
+/// Request header text for the record (lossy: a header need not be UTF-8).
+fn text<'a>(request: &'a HostRequest, name: &str) -> Option<Cow<'a, str>> {
+    request.header(name).map(String::from_utf8_lossy)
+}
+
+/// One request's observation state, owned by the main HTTP context. (No `Debug`: it holds the
+/// request's headers, secrets included.)
+#[derive(Default)]
 pub struct Observation {
     /// The metric series (route x method); None when metrics are off.
     series: Option<usize>,
-    /// Request-side values of the access record, when the line will be written.
-    captured: Option<Box<Captured>>,
+    /// The request headers the pipeline read, kept for the access record when the line will be
+    /// written (one buffer, no copies of single values).
+    captured: Option<Box<HostRequest>>,
     /// `$context.cacheStatus` (`hit`, `miss`, `bypass`); None until caching decides.
     cache_status: Option<&'static str>,
 }
 
 impl Observation {
-    /// After the pipeline decided on the request headers: finds the metric series, captures the
-    /// record's request-side values if the line will be written, and exports the decision as
-    /// filter state. `req` is the source the pipeline read from.
-    pub fn on_request(rt: &Runtime, decision: &Decision, req: &mut HostRequest) -> Observation {
+    /// After the pipeline decided on the request headers: finds the metric series, keeps the
+    /// request for the record if the line will be written, and exports the decision as filter
+    /// state. `req` is the request the pipeline read.
+    pub fn on_request(rt: &Runtime, decision: &Decision, req: HostRequest) -> Observation {
         let mut obs = Observation::default();
-        let log_on = rt.config.access_log.is_some() && host::log_enabled(LogLevel::Info);
-        if rt.metric_ids.is_empty() && !log_on {
-            export_decision(rt, decision);
-            return obs;
-        }
-        let method = req.take_method();
         if !rt.metric_ids.is_empty() {
-            obs.series = rt
-                .metrics
-                .find(decision.route, method.as_deref().unwrap_or_default());
+            let method = req.header(":method").unwrap_or_default();
+            obs.series = rt.metrics.find(decision.route, method);
         }
-        if log_on {
-            obs.captured = Some(Box::new(Captured::read(method, req)));
+        if rt.config.access_log.is_some() && host::log_enabled(LogLevel::Info) {
+            obs.captured = Some(Box::new(req));
         }
         export_decision(rt, decision);
         obs
@@ -165,15 +126,22 @@ impl Observation {
         }
 
         let log_on = cfg.access_log.is_some() && host::log_enabled(LogLevel::Info);
-        // Without request headers the filter never ran: count the request as unmatched.
-        let mut late_method = None;
+        // Without request headers the filter never ran: read them now for the unmatched series
+        // and the record. (Also when logging was switched on mid-request.)
+        let late = match (&self.captured, decision) {
+            (None, None) if log_on || !rt.metric_ids.is_empty() => Some(HostRequest::read()),
+            (None, _) if log_on => Some(HostRequest::read()),
+            _ => None,
+        };
+        let request: Option<&HostRequest> = self.captured.as_deref().or(late.as_ref());
         let series = match (self.series, decision) {
             (Some(i), _) => Some(i),
-            (None, None) if !rt.metric_ids.is_empty() => {
-                late_method = host::request_header(":method");
-                rt.metrics
-                    .find(None, late_method.as_deref().unwrap_or_default())
-            }
+            (None, None) if !rt.metric_ids.is_empty() => rt.metrics.find(
+                None,
+                request
+                    .and_then(|r| r.header(":method"))
+                    .unwrap_or_default(),
+            ),
             (None, _) => None,
         };
         let ids = series.and_then(|i| rt.metric_ids.get(i));
@@ -198,22 +166,16 @@ impl Observation {
             }
         }
 
-        let Some(format) = &cfg.access_log else {
+        let (Some(format), Some(request), true) = (&cfg.access_log, request, log_on) else {
             return;
         };
-        if !log_on {
-            return;
-        }
-        let late;
-        let captured: &Captured = match &self.captured {
-            Some(c) => c,
-            None => {
-                // Logging was switched on mid-request, or the headers never reached the filter.
-                let method = late_method.or_else(|| host::request_header(":method"));
-                late = Captured::read(method, &mut HostRequest::default());
-                &late
-            }
-        };
+        let method = text(request, ":method");
+        let path = text(request, ":path");
+        let request_id = text(request, "x-request-id");
+        let user_agent = text(request, "user-agent");
+        let source = request.source_address().map(String::from_utf8_lossy);
+        let protocol = host::property(&["request", "protocol"]);
+        let protocol = protocol.as_deref().map(String::from_utf8_lossy);
         let length = host::property_u64(&["response", "size"]);
         let route = decision
             .and_then(|d| d.route)
@@ -223,18 +185,18 @@ impl Observation {
             .and_then(|i| cfg.api_keys.as_ref()?.keys().get(i))
             .map(|k| k.id.as_str());
         let record = Record {
-            request_id: captured.request_id.as_deref(),
+            request_id: request_id.as_deref(),
             request_time_epoch_ms: (timing.start_ns > 0).then_some(timing.start_ns / 1_000_000),
-            http_method: captured.method.as_deref(),
+            http_method: method.as_deref(),
             resource_path: route.map(|p| p.resource_path()),
-            path: captured.path.as_deref(),
-            protocol: captured.protocol.as_deref(),
+            path: path.as_deref().map(access_log::path_without_query),
+            protocol: protocol.as_deref(),
             status,
             response_length: length,
             response_latency_ms: latency,
             integration_latency_ms: integration,
-            source_ip: captured.source_ip.as_deref(),
-            user_agent: captured.user_agent.as_deref(),
+            source_ip: source.as_deref().map(gateway::address_ip),
+            user_agent: user_agent.as_deref(),
             api_key_id: key_id,
             stage: Some(cfg.stage.as_str()),
             error_message: error.map(|e| e.1),

@@ -8,7 +8,7 @@ const T0: u64 = 1_764_000_000 * SEC; // 2025-11-24
 struct Req {
     headers: HashMap<String, Vec<u8>>,
     addr: Vec<u8>,
-    reads: Vec<String>,
+    reads: std::cell::RefCell<Vec<String>>,
 }
 
 impl Req {
@@ -19,7 +19,7 @@ impl Req {
         Req {
             headers,
             addr: b"10.0.0.1:5555".to_vec(),
-            reads: Vec::new(),
+            reads: Default::default(),
         }
     }
     fn with(mut self, name: &str, value: &str) -> Req {
@@ -33,13 +33,13 @@ impl Req {
 }
 
 impl RequestSource for Req {
-    fn header(&mut self, name: &str) -> Option<Vec<u8>> {
-        self.reads.push(name.to_string());
-        self.headers.get(name).cloned()
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.reads.borrow_mut().push(name.to_string());
+        self.headers.get(name).map(Vec::as_slice)
     }
-    fn source_address(&mut self) -> Option<Vec<u8>> {
-        self.reads.push("source.address".into());
-        Some(self.addr.clone())
+    fn source_address(&self) -> Option<&[u8]> {
+        self.reads.borrow_mut().push("source.address".into());
+        Some(&self.addr)
     }
 }
 
@@ -57,8 +57,8 @@ impl Gw {
         initialize_store(&cfg, &keys, &store, T0).unwrap();
         Gw { cfg, keys, store }
     }
-    fn run(&self, mut req: Req, now: u64) -> Decision {
-        decide(&self.cfg, &self.keys, &self.store, now, &mut req)
+    fn run(&self, req: Req, now: u64) -> Decision {
+        decide(&self.cfg, &self.keys, &self.store, now, &req)
     }
 }
 
@@ -91,12 +91,12 @@ const KEYS: &str = r#""api_key": {"keys": [
 #[test]
 fn empty_config_forwards_and_reads_little() {
     let gw = Gw::new("{}");
-    let mut req = Req::new("GET", "/x");
-    let d = decide(&gw.cfg, &gw.keys, &gw.store, T0, &mut req);
+    let req = Req::new("GET", "/x");
+    let d = decide(&gw.cfg, &gw.keys, &gw.store, T0, &req);
     assert_eq!(d.outcome, Outcome::Forward);
     assert!(d.response_headers.is_empty());
     assert!(d.cors.is_none());
-    assert_eq!(req.reads, vec![":method", ":path", "origin"]);
+    assert_eq!(*req.reads.borrow(), vec![":method", ":path", "origin"]);
     assert!(gw.store.is_empty());
 }
 
@@ -410,7 +410,7 @@ fn contention_fails_closed() {
     let keys = StoreKeys::new("p:", &cfg);
     let store = Busy(MemoryStore::new());
     initialize_store(&cfg, &keys, &store.0, T0).unwrap();
-    let d = decide(&cfg, &keys, &store, T0, &mut Req::new("GET", "/"));
+    let d = decide(&cfg, &keys, &store, T0, &Req::new("GET", "/"));
     assert_eq!(status(&d), 429);
     assert!(d.store_failure.is_some());
 }
@@ -605,10 +605,10 @@ fn cache_plan_bypasses_what_the_cache_must_not_answer() {
     assert_eq!(d.cache, CachePlan::Off);
     // Without caching in the configuration nothing is planned and nothing more is read.
     let gw = Gw::new(r#"{"cache": {"enabled": false}}"#);
-    let mut req = Req::new("GET", "/x").with("cache-control", "max-age=0");
-    let d = decide(&gw.cfg, &gw.keys, &gw.store, T0, &mut req);
+    let req = Req::new("GET", "/x").with("cache-control", "max-age=0");
+    let d = decide(&gw.cfg, &gw.keys, &gw.store, T0, &req);
     assert_eq!(d.cache, CachePlan::Off);
-    assert_eq!(req.reads, vec![":method", ":path", "origin"]);
+    assert_eq!(*req.reads.borrow(), vec![":method", ":path", "origin"]);
 }
 
 /// Slots must be identical on the 64-bit host and in the 32-bit plugin (and across workers and

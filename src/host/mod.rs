@@ -1,12 +1,14 @@
 //! The only code that calls proxy-wasm: the core's traits implemented over hostcalls.
 //! Every hostcall result is handled; nothing here unwraps.
 
+use std::cell::OnceCell;
 use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
 
 use crate::gateway::RequestSource;
+use crate::header_pairs::HeaderPairs;
 use crate::metrics::MetricKind;
 use crate::throttle::store::{SharedStore, StoreError};
 
@@ -52,6 +54,35 @@ pub fn request_header(name: &str) -> Option<Vec<u8>> {
     hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
         .ok()
         .flatten()
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    // The ABI's call, declared here because the SDK's wrapper decodes the map into a `String`
+    // and a `Vec` per header. `map_type` is a `MapType`, the result a `Status` (0: Ok).
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
+}
+
+/// Every request header in one host call, read in place by [`HeaderPairs`] (empty when the
+/// host has no request headers to give).
+pub fn request_headers() -> HeaderPairs {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes the address and length of a buffer it allocated in this module's
+    // memory through the SDK's `proxy_on_memory_allocate` (a boxed slice: capacity == length),
+    // whose ownership passes to us; the SDK's own `get_map_bytes` takes it the same way.
+    let status = unsafe {
+        proxy_get_header_map_pairs(MapType::HttpRequestHeaders as u32, &mut data, &mut size)
+    };
+    if status != Status::Ok as u32 || data.is_null() {
+        return HeaderPairs::default();
+    }
+    // SAFETY: as above; `data` is non-null and owns `size` bytes.
+    HeaderPairs::new(unsafe { Vec::from_raw_parts(data, size, size) })
 }
 
 pub fn response_header(name: &str) -> Option<Vec<u8>> {
@@ -201,54 +232,31 @@ pub fn log(level: LogLevel, message: &str) {
     let _ = hostcalls::log(level, message);
 }
 
-/// Lazy access to the request for the pipeline: one hostcall per header actually asked for.
-/// `:method`, `:path` and the source address are kept once read, so the filter can reuse them
-/// (metrics, access record) without asking the host again.
-#[derive(Default)]
+/// The request as the pipeline and the access record read it: every request header from one
+/// host call, lookups borrowing from that one buffer, and the source address on first use.
 pub struct HostRequest {
-    method: Option<Option<Vec<u8>>>,
-    path: Option<Option<Vec<u8>>>,
-    source: Option<Option<Vec<u8>>>,
+    headers: HeaderPairs,
+    source: OnceCell<Option<Vec<u8>>>,
 }
 
 impl HostRequest {
-    /// `:method`, read now if the pipeline did not; taken out of the memo.
-    pub fn take_method(&mut self) -> Option<Vec<u8>> {
-        self.method
-            .take()
-            .unwrap_or_else(|| request_header(":method"))
+    /// Reads the request headers now (one host call).
+    pub fn read() -> HostRequest {
+        HostRequest {
+            headers: request_headers(),
+            source: OnceCell::new(),
+        }
     }
-
-    /// `:path`, read now if the pipeline did not; taken out of the memo.
-    pub fn take_path(&mut self) -> Option<Vec<u8>> {
-        self.path.take().unwrap_or_else(|| request_header(":path"))
-    }
-
-    /// `source.address`, read now if the pipeline did not; taken out of the memo.
-    pub fn take_source(&mut self) -> Option<Vec<u8>> {
-        self.source
-            .take()
-            .unwrap_or_else(|| property(&["source", "address"]))
-    }
-}
-
-fn memo(
-    slot: &mut Option<Option<Vec<u8>>>,
-    fetch: impl FnOnce() -> Option<Vec<u8>>,
-) -> Option<Vec<u8>> {
-    slot.get_or_insert_with(fetch).clone()
 }
 
 impl RequestSource for HostRequest {
-    fn header(&mut self, name: &str) -> Option<Vec<u8>> {
-        match name {
-            ":method" => memo(&mut self.method, || request_header(":method")),
-            ":path" => memo(&mut self.path, || request_header(":path")),
-            _ => request_header(name),
-        }
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.get(name)
     }
 
-    fn source_address(&mut self) -> Option<Vec<u8>> {
-        memo(&mut self.source, || property(&["source", "address"]))
+    fn source_address(&self) -> Option<&[u8]> {
+        self.source
+            .get_or_init(|| property(&["source", "address"]))
+            .as_deref()
     }
 }
