@@ -248,6 +248,78 @@ fn one_access_record_per_request_with_real_values_and_the_same_fields_in_envoys_
 }
 
 #[test]
+fn filter_state_exports_only_what_the_configuration_lists() {
+    let up = Upstream::start();
+    for (filter_state, exported) in [
+        (json!(false), &[][..]),
+        (
+            json!(["resourcePath", "error.responseType"]),
+            &["resourcePath", "errorType"][..],
+        ),
+    ] {
+        let cfg = json!({
+            "stage": "prod",
+            "api_key": {"keys": [{"id": "partner-a", "value": GOOD_KEY}]},
+            "access_log": {"format": "json"},
+            "filter_state": filter_state,
+            "routes": [
+                {"match": "GET /pets/{id}"},
+                {"match": "POST /pets", "api_key_required": true}
+            ]
+        });
+        let dir = tempdir::Dir::new("obs-filter-state");
+        let file_log = dir.path().join("access.log");
+        let mut opts = options(cfg, up.port);
+        opts.access_log_path = Some(file_log.clone());
+        let envoy = Envoy::start(&opts);
+        assert_eq!(envoy.get("/pets/1", &[]).status, 200);
+        assert_eq!(envoy.send("POST", "/pets", &[]).status, 403);
+        assert_eq!(
+            envoy
+                .send("POST", "/pets", &[("x-api-key", GOOD_KEY)])
+                .status,
+            200
+        );
+        let lines = wait_file_log(&file_log, 3);
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        let ok = &lines[0];
+        let denied = &lines[1];
+        let keyed = &lines[2];
+        let expected = |field: &str, value: Value| {
+            if exported.contains(&field) {
+                value
+            } else {
+                Value::Null
+            }
+        };
+        assert_eq!(ok["stage"], expected("stage", json!("prod")), "{ok}");
+        assert_eq!(
+            ok["resourcePath"],
+            expected("resourcePath", json!("/pets/{id}"))
+        );
+        assert_eq!(
+            denied["resourcePath"],
+            expected("resourcePath", json!("/pets"))
+        );
+        assert_eq!(
+            denied["errorType"],
+            expected("errorType", json!("INVALID_API_KEY"))
+        );
+        assert_eq!(denied["errorMessage"], Value::Null, "{denied}");
+        assert_eq!(keyed["apiKeyId"], Value::Null, "{keyed}");
+        assert_eq!(ok["integrationLatency"], Value::Null, "{ok}");
+        // tollgate's own record is complete whatever Envoy's loggers get.
+        let recs = wait_records(&envoy, 3);
+        let r = find(&recs, "/pets", 403);
+        assert_eq!(r["stage"], "prod");
+        assert_eq!(r["error.responseType"], "INVALID_API_KEY");
+        assert_eq!(find(&recs, "/pets", 200)["identity.apiKeyId"], "partner-a");
+        assert!(find(&recs, "/pets/1", 200)["integrationLatency"].is_u64());
+        envoy.assert_no_wasm_failure();
+    }
+}
+
+#[test]
 fn secrets_never_reach_a_log() {
     let up = Upstream::start();
     let cfg = json!({

@@ -21,7 +21,7 @@ mod text;
 mod tests;
 
 pub use template::{Segment, Template};
-pub use text::{json_escape_into, write_clf_time};
+pub use text::{decimal, json_escape_into, write_clf_time};
 
 use crate::error::FieldError;
 use text::{
@@ -147,6 +147,11 @@ impl Field {
         Field::CacheStatus,
     ];
 
+    /// The position of an [`Field::EXPORTED`] field in that list.
+    fn exported_index(self) -> Option<usize> {
+        Field::EXPORTED.iter().position(|f| *f == self)
+    }
+
     /// The property (`set_property` path) a field is exported under: `tollgate.` and the variable
     /// name. Envoy keeps it as filter state `wasm.tollgate.<variable>`, printed by
     /// `%FILTER_STATE(wasm.tollgate.<variable>:PLAIN)%`.
@@ -260,6 +265,40 @@ pub fn path_without_query(path: &str) -> &str {
 pub const CSV_HEADER: &str = "requestId,requestTime,requestTimeEpoch,httpMethod,resourcePath,\
 path,protocol,status,responseLength,responseLatency,integrationLatency,identity.sourceIp,\
 identity.userAgent,identity.apiKeyId,stage,error.message,error.responseType,cacheStatus";
+
+/// The fields exported as filter state (`filter_state` in the configuration): a subset of
+/// [`Field::EXPORTED`]. The default exports them all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exports(u8);
+
+impl Exports {
+    pub const ALL: Exports = Exports((1 << Field::EXPORTED.len()) - 1);
+    pub const NONE: Exports = Exports(0);
+
+    /// The set with `field` added (unchanged when `field` is not an exported one).
+    pub fn with(self, field: Field) -> Exports {
+        match field.exported_index() {
+            Some(i) => Exports(self.0 | 1 << i),
+            None => self,
+        }
+    }
+
+    pub fn contains(self, field: Field) -> bool {
+        field
+            .exported_index()
+            .is_some_and(|i| self.0 & (1 << i) != 0)
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl Default for Exports {
+    fn default() -> Exports {
+        Exports::ALL
+    }
+}
 
 /// How access log lines are written (`access_log.format`).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]

@@ -56,6 +56,13 @@ fn json(s: &str) -> String {
 // ---- fields ----
 
 #[test]
+fn decimal_writes_any_u64_without_allocating() {
+    for n in [0, 7, 10, 60, 12_345, 1_000_000, u64::MAX] {
+        assert_eq!(decimal(n, &mut [0; 20]), n.to_string().as_bytes());
+    }
+}
+
+#[test]
 fn field_names_round_trip_and_are_distinct() {
     for f in Field::ALL {
         assert_eq!(Field::from_name(f.name()), Some(f));

@@ -189,6 +189,21 @@ pub(super) fn push_u64(n: u64, out: &mut String) {
     push_u64_padded(n, 1, out);
 }
 
+/// `n` in decimal, written to the end of `buf` (no formatting machinery, no allocation): what
+/// the filter exports as `integrationLatency`.
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut start = buf.len();
+    for slot in buf.iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        start -= 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.get(start..).unwrap_or_default()
+}
+
 /// Appends the time `epoch_ms` (milliseconds since the Unix epoch) in CLF form, UTC, to the
 /// second: `14/Nov/2023:22:13:20 +0000`. Years past 9999 get more digits.
 pub fn write_clf_time(epoch_ms: u64, out: &mut String) {

@@ -8,7 +8,7 @@ pub(crate) mod reader;
 
 use json::{Number, Value};
 
-use crate::access_log::LogFormat;
+use crate::access_log::{Exports, Field, LogFormat};
 use crate::cache::{self, CacheMethods, CachePolicy, CacheSettings, UnauthorizedStrategy};
 use crate::cors::{CorsPolicy, CorsSpec};
 use crate::error::{FieldError, Quoted};
@@ -92,6 +92,8 @@ pub struct Config {
     pub rate_limit_headers: HeaderMode,
     pub cors: Option<CorsPolicy>,
     pub access_log: Option<LogFormat>,
+    /// The fields exported as filter state for Envoy's access loggers.
+    pub filter_state: Exports,
     pub table: RouteTable,
     /// Settings of each route, parallel to `table`.
     pub routes: Vec<Route>,
@@ -184,6 +186,55 @@ fn throttle(t: &RawThrottle, path: &str) -> Result<BucketSpec, FieldError> {
     let rate = positive_rate(&t.rate, &join(path, "rate"))?;
     let burst = positive_int(&t.burst, &join(path, "burst"), u64::from(u32::MAX))?;
     BucketSpec::new(rate, burst).ok_or_else(|| err(join(path, "rate"), "is out of range"))
+}
+
+/// `filter_state`: `true` (every exported field, the default), `false` (none), or the list of
+/// the variables to export.
+fn filter_state(value: &Value) -> Result<Exports, FieldError> {
+    let items = match value {
+        Value::Bool(true) => return Ok(Exports::ALL),
+        Value::Bool(false) => return Ok(Exports::NONE),
+        Value::Array(items) => items,
+        other => {
+            return Err(err(
+                "filter_state",
+                format!(
+                    "invalid type: {}, expected a boolean or an array of variable names",
+                    reader::type_name(other)
+                ),
+            ))
+        }
+    };
+    let mut exports = Exports::NONE;
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("filter_state[{i}]");
+        let Value::String(name) = item else {
+            return Err(err(
+                path,
+                format!(
+                    "invalid type: {}, expected a string",
+                    reader::type_name(item)
+                ),
+            ));
+        };
+        match Field::from_name(name).filter(|f| Field::EXPORTED.contains(f)) {
+            Some(f) => exports = exports.with(f),
+            None => {
+                let known: Vec<String> = Field::EXPORTED
+                    .iter()
+                    .map(|f| format!("`{}`", f.name()))
+                    .collect();
+                return Err(err(
+                    path,
+                    format!(
+                        "`{name}` is not exported as filter state, expected one of {}",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(exports)
 }
 
 fn cors(value: &Value, path: &str) -> Result<CorsPolicy, FieldError> {
@@ -489,6 +540,11 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
         ),
     };
 
+    let filter_state = match raw.filter_state {
+        None => Exports::ALL,
+        Some(v) => filter_state(v)?,
+    };
+
     let raw_routes = raw.routes.unwrap_or_default();
     let table = RouteTable::compile(raw_routes.iter().map(|r| r.match_.as_str()))
         .map_err(|e| e.within("routes"))?;
@@ -569,6 +625,7 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
         rate_limit_headers,
         cors: stage_cors,
         access_log,
+        filter_state,
         table,
         routes,
         default_route: Route {

@@ -21,6 +21,8 @@ pub struct RawConfig<'a> {
     pub cors: Option<&'a Value>,
     pub cache: Option<&'a Value>,
     pub access_log: Option<RawAccessLog>,
+    /// `true`, `false` or a list of variable names (read in `compile`).
+    pub filter_state: Option<&'a Value>,
     pub routes: Option<Vec<RawRoute<'a>>>,
     /// The `rate_limit_service` object (read in `compile`, so that errors keep their path).
     pub rate_limit_service: Option<&'a Value>,
@@ -117,6 +119,7 @@ const TOP: &[&str] = &[
     "cors",
     "cache",
     "access_log",
+    "filter_state",
     "routes",
     "rate_limit_service",
 ];
@@ -216,6 +219,7 @@ pub fn read_config(v: &Value) -> Result<RawConfig<'_>, FieldError> {
         cors: o.get("cors"),
         cache: o.get("cache"),
         access_log,
+        filter_state: o.get("filter_state"),
         routes,
         rate_limit_service: o.get("rate_limit_service"),
     })

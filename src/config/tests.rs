@@ -26,7 +26,36 @@ fn empty_config_passes_everything() {
         assert!(c.cors.is_none());
         assert!(c.access_log.is_none());
         assert_eq!(c.rate_limit_headers, HeaderMode::Draft10);
+        assert_eq!(c.filter_state, Exports::ALL);
     }
+}
+
+#[test]
+fn filter_state_is_all_none_or_the_listed_variables() {
+    for json in [
+        r#"{}"#,
+        r#"{"filter_state": true}"#,
+        r#"{"filter_state": null}"#,
+    ] {
+        let c = ok(json);
+        assert_eq!(c.filter_state, Exports::ALL, "{json}");
+        for f in Field::EXPORTED {
+            assert!(c.filter_state.contains(f), "{json}: {f:?}");
+        }
+    }
+    for json in [r#"{"filter_state": false}"#, r#"{"filter_state": []}"#] {
+        let c = ok(json);
+        assert!(c.filter_state.is_empty(), "{json}");
+        assert!(Field::EXPORTED.iter().all(|f| !c.filter_state.contains(*f)));
+    }
+    let c = ok(r#"{"filter_state": ["resourcePath", "error.responseType", "resourcePath"]}"#);
+    for f in Field::EXPORTED {
+        let listed = matches!(f, Field::ResourcePath | Field::ErrorResponseType);
+        assert_eq!(c.filter_state.contains(f), listed, "{f:?}");
+    }
+    // Variables Envoy has operators of its own for are never exported.
+    assert!(!Exports::ALL.contains(Field::Path));
+    assert!(!Exports::ALL.contains(Field::Status));
 }
 
 #[test]
@@ -345,6 +374,26 @@ fn errors_name_the_field() {
             "nope",
         ),
         (r#"{"enforce": "no"}"#, "enforce", "invalid type"),
+        (
+            r#"{"filter_state": "stage"}"#,
+            "filter_state",
+            "invalid type: string, expected a boolean or an array of variable names",
+        ),
+        (
+            r#"{"filter_state": ["stage", 1]}"#,
+            "filter_state[1]",
+            "invalid type: number, expected a string",
+        ),
+        (
+            r#"{"filter_state": ["stage", "path"]}"#,
+            "filter_state[1]",
+            "`path` is not exported as filter state, expected one of `stage`, `resourcePath`",
+        ),
+        (
+            r#"{"filter_state": ["$context.stage"]}"#,
+            "filter_state[0]",
+            "not exported",
+        ),
     ];
     for (json, path, msg) in cases {
         let e = bad(json);

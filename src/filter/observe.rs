@@ -5,7 +5,7 @@
 //! record's request-side values come from the pipeline's one read of the header map, which is
 //! kept until the log only when the host would keep the line); `set_property` for the
 //! decision's fields (`stage` always, then the route, key id and error when the request has
-//! them). Log: one `response.code` read, the integration latency exported when there was one,
+//! them; only those `filter_state` names, none with `"filter_state": false`). Log: one `response.code` read, the integration latency exported when there was one,
 //! one clock read and 2 to 5 metric updates by precomputed id; with `access_log` off or the
 //! host's level above info, no record is built; with it, `request.protocol`, `response.size`
 //! and (unless a client throttle read it) `source.address` are read.
@@ -19,7 +19,7 @@ use std::borrow::Cow;
 use proxy_wasm::types::LogLevel;
 
 use super::Runtime;
-use crate::access_log::{self, Field, Record};
+use crate::access_log::{self, Exports, Field, Record};
 use crate::gateway::{self, Decision, RequestSource};
 use crate::host::{self, HostRequest};
 use crate::metrics::{self, Metric};
@@ -51,8 +51,11 @@ fn integration_ms(t: &Timing) -> Option<u64> {
     }
 }
 
-fn export(field: Field, value: &str) {
-    host::set_property(field.property_name(), value.as_bytes());
+/// Exports one field as filter state, if the configuration exports it (`filter_state`).
+fn export(exports: Exports, field: Field, value: &[u8]) {
+    if exports.contains(field) {
+        host::set_property(field.property_name(), value);
+    }
 }
 
 /// Request header text for the record (lossy: a header need not be UTF-8).
@@ -71,6 +74,8 @@ pub struct Observation {
     captured: Option<Box<HostRequest>>,
     /// `$context.cacheStatus` (`hit`, `miss`, `bypass`); None until caching decides.
     cache_status: Option<&'static str>,
+    /// The fields exported as filter state (`filter_state` in the configuration).
+    exports: Exports,
 }
 
 impl Observation {
@@ -78,7 +83,10 @@ impl Observation {
     /// request for the record if the line will be written, and exports the decision as filter
     /// state. `req` is the request the pipeline read.
     pub fn on_request(rt: &Runtime, decision: &Decision, req: HostRequest) -> Observation {
-        let mut obs = Observation::default();
+        let mut obs = Observation {
+            exports: rt.config.filter_state,
+            ..Observation::default()
+        };
         if !rt.metric_ids.is_empty() {
             let method = req.header(":method").unwrap_or_default();
             obs.series = rt.metrics.find(decision.route, method);
@@ -94,7 +102,7 @@ impl Observation {
     /// exported as filter state.
     pub fn set_cache_status(&mut self, status: &'static str) {
         self.cache_status = Some(status);
-        export(Field::CacheStatus, status);
+        export(self.exports, Field::CacheStatus, status.as_bytes());
     }
 
     /// The stream is done: exports the values only known now as filter state, updates the
@@ -107,8 +115,13 @@ impl Observation {
             Some("hit") => None,
             _ => integration_ms(timing),
         };
+        let exports = cfg.filter_state;
         if let Some(v) = integration {
-            export(Field::IntegrationLatency, &v.to_string());
+            export(
+                exports,
+                Field::IntegrationLatency,
+                access_log::decimal(v, &mut [0; 20]),
+            );
         }
         let status = host::property_u64(&["response", "code"])
             .and_then(|c| u16::try_from(c).ok())
@@ -120,8 +133,8 @@ impl Observation {
             error = host::property(&["response", "code_details"])
                 .and_then(|d| access_log::integration_error(&String::from_utf8_lossy(&d)));
             if let Some((kind, message)) = error {
-                export(Field::ErrorMessage, message);
-                export(Field::ErrorResponseType, kind);
+                export(exports, Field::ErrorMessage, message.as_bytes());
+                export(exports, Field::ErrorResponseType, kind.as_bytes());
             }
         }
 
@@ -209,21 +222,26 @@ impl Observation {
     }
 }
 
-/// Exports the decision's fields as filter state (`wasm.tollgate.*`).
+/// Exports the decision's fields as filter state (`wasm.tollgate.*`): the stage, and the route,
+/// key id and error when the request has them.
 fn export_decision(rt: &Runtime, decision: &Decision) {
     let cfg = &rt.config;
-    export(Field::Stage, &cfg.stage);
+    let exports = cfg.filter_state;
+    if exports.is_empty() {
+        return;
+    }
+    export(exports, Field::Stage, cfg.stage.as_bytes());
     if let Some(p) = decision.route.and_then(|i| cfg.table.pattern(i)) {
-        export(Field::ResourcePath, p.resource_path());
+        export(exports, Field::ResourcePath, p.resource_path().as_bytes());
     }
     if let Some(k) = decision
         .key
         .and_then(|i| cfg.api_keys.as_ref()?.keys().get(i))
     {
-        export(Field::ApiKeyId, &k.id);
+        export(exports, Field::ApiKeyId, k.id.as_bytes());
     }
     if let Some(e) = decision.error {
-        export(Field::ErrorMessage, e.message());
-        export(Field::ErrorResponseType, e.as_str());
+        export(exports, Field::ErrorMessage, e.message().as_bytes());
+        export(exports, Field::ErrorResponseType, e.as_str().as_bytes());
     }
 }
