@@ -38,6 +38,8 @@
 //!   `Access-Control-Request-Private-Network`.
 //! * Duplicate entries in any list are dropped silently.
 
+use std::borrow::Cow;
+
 use crate::error::{comma_list, FieldError};
 use crate::token::{is_token, split_once_str};
 
@@ -188,12 +190,13 @@ pub enum PreflightDecision {
     Denied,
 }
 
-/// CORS headers for an actual (non-preflight) response from an allowed origin.
+/// What an actual (non-preflight) response from an allowed origin gets: the part that depends
+/// on the request. [`CorsPolicy::actual_headers`] gives the headers, with the policy's own
+/// values borrowed (no copies per request).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActualCors {
-    /// Headers to set, replacing any upstream value (strip [`CORS_RESPONSE_HEADERS`] first).
-    /// `Vary` is not among them: see `vary_origin`.
-    pub headers: Vec<(&'static str, String)>,
+    /// The value of `Access-Control-Allow-Origin`: `*`, or the request's origin echoed.
+    pub allow_origin: Cow<'static, str>,
     /// True when `Access-Control-Allow-Origin` echoes the origin (it is not `*`): the caller must
     /// then add `Origin` to the response's `Vary` with [`merge_vary`].
     pub vary_origin: bool,
@@ -340,14 +343,15 @@ impl CorsPolicy {
             .then_some(OriginMatch::Echo)
     }
 
-    /// The value of `Access-Control-Allow-Origin` for `origin`, or `None` when not allowed.
-    fn allow_origin_value(&self, origin: &[u8]) -> Option<(String, bool)> {
+    /// The value of `Access-Control-Allow-Origin` for `origin` and whether it echoes the origin,
+    /// or `None` when not allowed.
+    fn allow_origin_value(&self, origin: &[u8]) -> Option<(Cow<'static, str>, bool)> {
         match self.match_origin(origin)? {
-            OriginMatch::Star => Some(("*".to_string(), false)),
+            OriginMatch::Star => Some((Cow::Borrowed("*"), false)),
             // A matched origin is ASCII, so this conversion always succeeds.
             OriginMatch::Echo => std::str::from_utf8(origin)
                 .ok()
-                .map(|s| (s.to_string(), true)),
+                .map(|s| (Cow::Owned(s.to_string()), true)),
         }
     }
 
@@ -370,7 +374,7 @@ impl CorsPolicy {
         }
 
         let mut out: Vec<(&'static str, String)> = Vec::with_capacity(7);
-        out.push((ALLOW_ORIGIN, acao));
+        out.push((ALLOW_ORIGIN, acao.into_owned()));
         if self.allow_credentials {
             out.push((ALLOW_CREDENTIALS, "true".to_string()));
         }
@@ -415,19 +419,31 @@ impl CorsPolicy {
     /// caller wanting shared caches to stay correct adds `Vary: Origin` to every response that
     /// does not carry `Access-Control-Allow-Origin: *`, including those where this is `None`.
     pub fn actual(&self, origin: Option<&[u8]>) -> Option<ActualCors> {
-        let (acao, vary_origin) = self.allow_origin_value(origin?)?;
-        let mut headers: Vec<(&'static str, String)> = Vec::with_capacity(3);
-        headers.push((ALLOW_ORIGIN, acao));
-        if self.allow_credentials {
-            headers.push((ALLOW_CREDENTIALS, "true".to_string()));
-        }
-        if let Some(v) = &self.expose_headers_value {
-            headers.push((EXPOSE_HEADERS, v.clone()));
-        }
+        let (allow_origin, vary_origin) = self.allow_origin_value(origin?)?;
         Some(ActualCors {
-            headers,
+            allow_origin,
             vary_origin,
         })
+    }
+
+    /// The headers of an actual response that [`CorsPolicy::actual`] allowed: to set, replacing
+    /// any upstream value (strip the other [`CORS_RESPONSE_HEADERS`]).
+    /// `Access-Control-Allow-Origin`, then `-Allow-Credentials` and `-Expose-Headers` when the
+    /// policy has them. `Vary` is not among them: see [`ActualCors::vary_origin`].
+    pub fn actual_headers<'a>(
+        &'a self,
+        actual: &'a ActualCors,
+    ) -> impl Iterator<Item = (&'static str, &'a str)> + Clone + 'a {
+        [
+            Some((ALLOW_ORIGIN, &*actual.allow_origin)),
+            self.allow_credentials
+                .then_some((ALLOW_CREDENTIALS, "true")),
+            self.expose_headers_value
+                .as_deref()
+                .map(|v| (EXPOSE_HEADERS, v)),
+        ]
+        .into_iter()
+        .flatten()
     }
 
     fn method_allowed(&self, method: &[u8]) -> bool {
@@ -920,12 +936,19 @@ mod tests {
 
     fn acao(p: &CorsPolicy, origin: &[u8]) -> Option<String> {
         p.actual(Some(origin)).map(|a| {
-            a.headers
-                .iter()
+            p.actual_headers(&a)
                 .find(|(n, _)| *n == ALLOW_ORIGIN)
-                .map(|(_, v)| v.clone())
+                .map(|(_, v)| v.to_string())
                 .unwrap()
         })
+    }
+
+    /// The actual-response headers for `origin`, owned.
+    fn actual(p: &CorsPolicy, origin: &[u8]) -> Vec<(&'static str, String)> {
+        let a = p.actual(Some(origin)).unwrap();
+        p.actual_headers(&a)
+            .map(|(n, v)| (n, v.to_string()))
+            .collect()
     }
 
     fn pf<'a>(origin: &'a [u8], method: &'a [u8], headers: Option<&'a [u8]>) -> Preflight<'a> {
@@ -1228,11 +1251,11 @@ mod tests {
         assert_eq!(p.actual(Some(b"null")), None);
         let p = policy(&["https://a.com", "null"]);
         let a = p.actual(Some(b"null")).unwrap();
-        assert_eq!(header(&a.headers, ALLOW_ORIGIN), Some("null"));
+        assert_eq!(header(&actual(&p, b"null"), ALLOW_ORIGIN), Some("null"));
         assert!(a.vary_origin);
         let p = policy(&["*", "null"]);
         let a = p.actual(Some(b"null")).unwrap();
-        assert_eq!(header(&a.headers, ALLOW_ORIGIN), Some("null"));
+        assert_eq!(header(&actual(&p, b"null"), ALLOW_ORIGIN), Some("null"));
         assert!(a.vary_origin);
         assert!(!p.origin_allowed(b"NULL"));
         assert!(!p.origin_allowed(b"null "));
@@ -1243,8 +1266,15 @@ mod tests {
     fn star_origin() {
         let p = policy(&["*"]);
         let a = p.actual(Some(b"https://anything.example")).unwrap();
-        assert_eq!(a.headers, vec![(ALLOW_ORIGIN, "*".to_string())]);
+        assert_eq!(
+            actual(&p, b"https://anything.example"),
+            vec![(ALLOW_ORIGIN, "*".to_string())]
+        );
         assert!(!a.vary_origin);
+        assert!(
+            matches!(a.allow_origin, Cow::Borrowed("*")),
+            "no copy for `*`"
+        );
         assert!(p.origin_allowed(b"chrome-extension://abcdef"));
         assert!(p.origin_allowed(b"http://10.0.0.1:8080"));
         assert_eq!(p.actual(None), None, "no Origin, no CORS headers");
@@ -1333,7 +1363,7 @@ mod tests {
             .policy();
         let a = p.actual(Some(b"https://a.com")).unwrap();
         assert_eq!(
-            a.headers,
+            actual(&p, b"https://a.com"),
             vec![
                 (ALLOW_ORIGIN, "https://a.com".to_string()),
                 (ALLOW_CREDENTIALS, "true".to_string()),
@@ -1345,8 +1375,10 @@ mod tests {
         assert_eq!(p.actual(Some(b"https://b.com")), None);
 
         let p = policy(&["https://a.com"]);
-        let a = p.actual(Some(b"https://a.com")).unwrap();
-        assert_eq!(a.headers, vec![(ALLOW_ORIGIN, "https://a.com".to_string())]);
+        assert_eq!(
+            actual(&p, b"https://a.com"),
+            vec![(ALLOW_ORIGIN, "https://a.com".to_string())]
+        );
     }
 
     // ---- preflight -----------------------------------------------------------------------
@@ -1700,7 +1732,7 @@ mod tests {
                 if let Some(a) = &a {
                     allowed_count += 1;
                     // Whatever is returned is a valid header value (ASCII, no CR/LF/NUL).
-                    for (_, v) in &a.headers {
+                    for (_, v) in p.actual_headers(a) {
                         assert!(v.bytes().all(|b| (0x20..0x7f).contains(&b)), "{v:?}");
                     }
                 }

@@ -5,7 +5,7 @@
 
 use crate::cache::{self, CachePlan, Invalidation};
 use crate::config::{ClientBy, Config, Route};
-use crate::cors::{self, ActualCors, Preflight, PreflightDecision};
+use crate::cors::{self, ActualCors, CorsPolicy, Preflight, PreflightDecision};
 use crate::ratelimit_service::{self as rls, KeyFacts, RequestFacts};
 use crate::throttle::bucket::{self, BucketSpec, BucketState};
 use crate::throttle::headers::{self, PolicyReport};
@@ -110,7 +110,8 @@ pub struct Decision {
     pub error: Option<ErrorType>,
     /// Rate-limit headers to add to the upstream's response.
     pub response_headers: Vec<(&'static str, String)>,
-    /// CORS headers for the upstream's response (allowed origin, actual request).
+    /// What the route's CORS policy allowed this origin (actual request): the upstream's
+    /// response gets `CorsPolicy::actual_headers` of it.
     pub cors: Option<ActualCors>,
     /// The counter store failed; the request was refused to keep the limit (logged by the host).
     pub store_failure: Option<&'static str>,
@@ -468,14 +469,16 @@ fn check_quota(
     }
 }
 
+/// The filter's own answer to a refused request; `cors`: the policy of the request's route and
+/// what it allowed this origin, so that a browser can read the answer.
 fn local_response(
     error: ErrorType,
     mut headers: Vec<(&'static str, String)>,
-    cors: Option<&ActualCors>,
+    cors: Option<(&CorsPolicy, &ActualCors)>,
 ) -> Outcome {
     headers.push(("content-type", "application/json".to_string()));
-    if let Some(c) = cors {
-        headers.extend(c.headers.iter().cloned());
+    if let Some((policy, c)) = cors {
+        headers.extend(policy.actual_headers(c).map(|(n, v)| (n, v.to_string())));
         if c.vary_origin {
             headers.push(("vary", "Origin".to_string()));
         }
@@ -546,7 +549,11 @@ fn plan_cache(cfg: &Config, decision: &mut Decision, req: &dyn RequestSource) {
             let error = ErrorType::CacheInvalidationDenied;
             if route.enforce {
                 let headers = std::mem::take(&mut decision.response_headers);
-                decision.outcome = local_response(error, headers, decision.cors.as_ref());
+                decision.outcome = local_response(
+                    error,
+                    headers,
+                    cfg.cors_for(route).zip(decision.cors.as_ref()),
+                );
                 decision.error = Some(error);
                 return;
             }
@@ -576,9 +583,10 @@ fn admit(
 
     // 0. A path whose route depends on how the upstream reads `;` is refused, not guessed at.
     if crate::routes::is_ambiguous_path(path) {
-        let cors = cfg.cors_for(cfg.route(None)).and_then(|p| p.actual(origin));
+        let policy = cfg.cors_for(cfg.route(None));
+        let cors = policy.and_then(|p| p.actual(origin));
         let outcome = if cfg.enforce {
-            local_response(ErrorType::BadRequest, Vec::new(), cors.as_ref())
+            local_response(ErrorType::BadRequest, Vec::new(), policy.zip(cors.as_ref()))
         } else {
             Outcome::Forward
         };
@@ -675,8 +683,11 @@ fn admit(
     decision.key = key.map(|(i, _)| i);
     if decision.error.is_some() {
         if route.enforce {
-            decision.outcome =
-                local_response(ErrorType::InvalidApiKey, Vec::new(), decision.cors.as_ref());
+            decision.outcome = local_response(
+                ErrorType::InvalidApiKey,
+                Vec::new(),
+                cfg.cors_for(route).zip(decision.cors.as_ref()),
+            );
         }
         return decision;
     }
@@ -805,7 +816,8 @@ fn admit(
             if route.enforce {
                 let mut h = rl_headers;
                 h.push(("retry-after", retry_after.to_string()));
-                decision.outcome = local_response(error, h, decision.cors.as_ref());
+                decision.outcome =
+                    local_response(error, h, cfg.cors_for(route).zip(decision.cors.as_ref()));
             } else {
                 decision.response_headers = rl_headers;
             }
@@ -869,7 +881,8 @@ pub fn conclude(
             if route.enforce {
                 let mut h = rl_headers;
                 h.push(("retry-after", answer.retry_after_s.max(1).to_string()));
-                decision.outcome = local_response(error, h, decision.cors.as_ref());
+                decision.outcome =
+                    local_response(error, h, cfg.cors_for(route).zip(decision.cors.as_ref()));
                 decision.cache = CachePlan::Off;
             } else {
                 decision.response_headers = rl_headers;

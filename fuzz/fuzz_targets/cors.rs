@@ -59,14 +59,13 @@ fuzz_target!(|input: Input| {
     let actual = policy.actual(Some(&input.origin));
     assert_eq!(actual.is_some(), allowed);
     if let Some(a) = &actual {
-        for (_, v) in &a.headers {
+        for (_, v) in policy.actual_headers(a) {
             assert!(printable(v), "{v:?}");
         }
-        let acao = a
-            .headers
-            .iter()
+        let acao = policy
+            .actual_headers(a)
             .find(|(n, _)| *n == ALLOW_ORIGIN)
-            .map(|(_, v)| v.as_str());
+            .map(|(_, v)| v);
         if a.vary_origin {
             assert_eq!(acao.map(str::as_bytes), Some(&input.origin[..]));
         }

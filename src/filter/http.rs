@@ -8,7 +8,7 @@ use proxy_wasm::types::{Action, LogLevel};
 use super::cache::{self, CacheState};
 use super::observe::{Observation, Timing};
 use super::Runtime;
-use crate::cors::{self, ActualCors};
+use crate::cors::{self, ActualCors, CorsPolicy};
 use crate::gateway::{self, Decision, Outcome, ServiceCall, ServiceResult};
 use crate::host::{self, HostRequest, HostStore};
 use crate::metrics;
@@ -149,34 +149,43 @@ impl Main {
         }
     }
 
-    fn apply_cors(cors: Option<&ActualCors>, route_has_cors: bool) {
-        if let Some(c) = cors {
-            // Upstream CORS headers are replaced, never duplicated.
-            for name in cors::CORS_RESPONSE_HEADERS {
-                if !c.headers.iter().any(|(n, _)| n == name) {
+    /// CORS on the upstream's response: `policy` is the route's CORS policy, `cors` what it
+    /// allowed the request's origin.
+    fn apply_cors(policy: Option<&CorsPolicy>, cors: Option<&ActualCors>) {
+        let Some(policy) = policy else {
+            return;
+        };
+        match cors {
+            Some(c) => {
+                // Upstream CORS headers are replaced, never duplicated.
+                let headers = policy.actual_headers(c);
+                for name in cors::CORS_RESPONSE_HEADERS {
+                    if !headers.clone().any(|(n, _)| n == *name) {
+                        host::remove_response_header(name);
+                    }
+                }
+                for (name, value) in headers {
+                    host::set_response_header(name, value);
+                }
+            }
+            // The policy owns CORS on this route: an origin it does not allow (or no Origin)
+            // gets no CORS headers, whatever the upstream sent.
+            None => {
+                for name in cors::CORS_RESPONSE_HEADERS {
                     host::remove_response_header(name);
                 }
             }
-            for (name, value) in &c.headers {
-                host::set_response_header(name, value);
-            }
-        } else if route_has_cors {
-            // The policy owns CORS on this route: an origin it does not allow (or no Origin)
-            // gets no CORS headers, whatever the upstream sent.
-            for name in cors::CORS_RESPONSE_HEADERS {
-                host::remove_response_header(name);
-            }
         }
-        let vary_origin = match cors {
-            Some(c) => c.vary_origin,
-            // The answer depends on Origin even when this one got no CORS headers.
-            None => route_has_cors,
-        };
-        if vary_origin {
-            let existing = host::response_header("vary");
-            let merged = cors::merge_vary(existing.as_deref(), &["Origin"]);
-            if !merged.is_empty() && existing.as_deref() != Some(merged.as_bytes()) {
-                host::set_response_header("vary", &merged);
+        // The answer depends on Origin even when this one got no CORS headers.
+        if cors.is_none_or(|c| c.vary_origin) {
+            match host::response_header("vary") {
+                None => host::set_response_header("vary", "Origin"),
+                Some(existing) => {
+                    let merged = cors::merge_vary(Some(&existing), &["Origin"]);
+                    if !merged.is_empty() && existing != merged.as_bytes() {
+                        host::set_response_header("vary", &merged);
+                    }
+                }
             }
         }
     }
@@ -284,8 +293,7 @@ impl HttpContext for Main {
             host::set_response_header(name, value);
         }
         let route = self.rt.config.route(decision.route);
-        let route_has_cors = self.rt.config.cors_for(route).is_some();
-        Main::apply_cors(decision.cors.as_ref(), route_has_cors);
+        Main::apply_cors(self.rt.config.cors_for(route), decision.cors.as_ref());
         Action::Continue
     }
 
