@@ -189,6 +189,9 @@ MAIN_VARIANTS = {
     "T-log": ("tollgate: JSON access log only",
               lambda: tollgate({"stage": "bench", "access_log": TG_LOG})),
     "T-empty": ("tollgate: {}", lambda: tollgate({})),
+    "T-nofs": ("tollgate: T with \"filter_state\": false (no exports for Envoy's loggers)",
+               lambda: tollgate({"stage": "bench", "throttle": TG_THROTTLE, "cors": TG_CORS,
+                                 "access_log": TG_LOG, "filter_state": False})),
 }
 
 # Host-call probes: each repeats one call REPS times per request (see bench/probe/src/lib.rs).
@@ -510,9 +513,10 @@ def sanity_check(name, envoy, spec):
     status, headers, _ = get(envoy.port, headers={"Origin": ORIGIN})
     if status != 200:
         raise RuntimeError(f"{name}: GET {PATH} answered {status}")
-    if name in ("N", "T", "T-cors") and headers.get("access-control-allow-origin") != ORIGIN:
+    if (name in ("N", "T", "T-cors", "T-nofs")
+            and headers.get("access-control-allow-origin") != ORIGIN):
         raise RuntimeError(f"{name}: no CORS headers in {headers}")
-    if name in ("T", "T-throttle") and "ratelimit" not in headers:
+    if name in ("T", "T-throttle", "T-nofs") and "ratelimit" not in headers:
         raise RuntimeError(f"{name}: no RateLimit header in {headers}")
     if name == "N" and "x-ratelimit-limit" not in headers:
         raise RuntimeError(f"{name}: no X-RateLimit headers in {headers}")
@@ -530,7 +534,7 @@ def count_log_lines(envoy, spec, name):
     name = spec.get("base", name)
     if spec.get("access_log"):
         path, needle = os.path.join(envoy.dir, "access.log"), b'"requestId"'
-    elif name in ("T", "T-log"):
+    elif name in ("T", "T-log", "T-nofs"):
         path, needle = envoy.log_path, b'"requestId"'
     else:
         return None
