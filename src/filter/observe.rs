@@ -2,14 +2,14 @@
 //! for Envoy's own access loggers, and the metrics (contract, "Access log and metrics").
 //!
 //! Costs per request. Request headers: no host call of its own (the metric series' method and
-//! the record's request-side values come from the pipeline's one read of the header map, which
-//! is kept until the log only when the host would keep the line). Log: one `response.code`
-//! read, `set_property` for each value exported as filter state (`stage`, then the route, key
-//! id, error, integration latency and cache status when the request has them; only the
-//! `filter_state` names, none with `"filter_state": false`), one clock read and 2 to 5 metric
-//! updates by precomputed id; with `access_log` off or the host's level above info, no record
-//! is built; with it, `request.protocol`, `response.size` and (unless a client throttle read
-//! it) `source.address` are read.
+//! the record's request-side values come from the pipeline's one read of the header map, kept
+//! until the log when there is an access log). Log: one `response.code` read, `set_property`
+//! for each value exported as filter state (`stage`, then the route, key id, error, integration
+//! latency and cache status when the request has them; only the `filter_state` names, none with
+//! `"filter_state": false`), one clock read and 2 to 5 metric updates by precomputed id; with
+//! `access_log` off or the host's level above info, no record is built; with it,
+//! `request.protocol`, `response.size` and (unless a client throttle read it) `source.address`
+//! are read.
 //!
 //! Secrets: the record reads no header but `user-agent` and `x-request-id` (the kept header map
 //! never leaves the VM); an API key appears by its `id`; the path is logged without its query
@@ -71,8 +71,8 @@ fn text<'a>(request: &'a HostRequest, name: &str) -> Option<Cow<'a, str>> {
 pub struct Observation {
     /// The metric series (route x method); None when metrics are off.
     series: Option<usize>,
-    /// The request headers the pipeline read, kept for the access record when the line will be
-    /// written (one buffer, no copies of single values).
+    /// The request headers the pipeline read, kept for the access record when there is an
+    /// access log (one buffer, no copies of single values).
     captured: Option<Box<HostRequest>>,
     /// `$context.cacheStatus` (`hit`, `miss`, `bypass`); None until caching decides.
     cache_status: Option<&'static str>,
@@ -80,7 +80,7 @@ pub struct Observation {
 
 impl Observation {
     /// After the pipeline decided on the request headers: finds the metric series and keeps
-    /// the request for the record if the line will be written. `req` is the request the
+    /// the request for the record when there is an access log. `req` is the request the
     /// pipeline read.
     pub fn on_request(rt: &Runtime, decision: &Decision, req: HostRequest) -> Observation {
         let mut obs = Observation::default();
@@ -88,7 +88,8 @@ impl Observation {
             let method = req.header(":method").unwrap_or_default();
             obs.series = rt.metrics.find(decision.route, method);
         }
-        if rt.config.access_log.is_some() && host::log_enabled(LogLevel::Info) {
+        // Kept whatever the log level: on_log asks the host once, when the line would be built.
+        if rt.config.access_log.is_some() {
             obs.captured = Some(Box::new(req));
         }
         obs
@@ -164,7 +165,7 @@ impl Observation {
 
         let log_on = cfg.access_log.is_some() && host::log_enabled(LogLevel::Info);
         // Without request headers the filter never ran: read them now for the unmatched series
-        // and the record. (Also when logging was switched on mid-request.)
+        // and the record.
         let late = match (&self.captured, decision) {
             (None, None) if log_on || !rt.metric_ids.is_empty() => Some(HostRequest::read()),
             (None, _) if log_on => Some(HostRequest::read()),
