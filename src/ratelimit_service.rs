@@ -753,4 +753,4 @@ fn service_header(h: &HeaderValue) -> Option<(String, String)> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -636,10 +636,7 @@ fn slot_hash_is_the_same_on_every_target() {
 
 mod service {
     use super::*;
-    use crate::ratelimit_service::{
-        CallFailure, Code, DescriptorStatus, HeaderValue, RateLimit, RateLimitRequest,
-        RateLimitResponse, Unit,
-    };
+    use crate::ratelimit_service::{CallFailure, Code, DescriptorStatus, RateLimitRequest, Unit};
     use prost::Message;
 
     fn with_service(checks: &str, extra: &str) -> Gw {
@@ -650,36 +647,11 @@ mod service {
         ))
     }
 
-    fn answer(code: Code, statuses: Vec<DescriptorStatus>, headers: &[(&str, &str)]) -> Vec<u8> {
-        RateLimitResponse {
-            overall_code: code as i32,
-            statuses,
-            response_headers_to_add: headers
-                .iter()
-                .map(|(k, v)| HeaderValue {
-                    key: (*k).to_string(),
-                    value: (*v).to_string(),
-                    raw_value: Vec::new(),
-                })
-                .collect(),
-        }
-        .encode_to_vec()
-    }
+    use crate::ratelimit_service::tests::{response as answer, status as descriptor_status};
 
+    /// A status of a limit of `limit` a day, reset in an hour.
     fn day_status(code: Code, limit: u32, remaining: u32) -> DescriptorStatus {
-        DescriptorStatus {
-            code: code as i32,
-            current_limit: Some(RateLimit {
-                name: String::new(),
-                requests_per_unit: limit,
-                unit: Unit::Day as i32,
-            }),
-            limit_remaining: remaining,
-            duration_until_reset: Some(crate::ratelimit_service::Duration {
-                seconds: 3600,
-                nanos: 0,
-            }),
-        }
+        descriptor_status(code, limit, Unit::Day, remaining, Some((3600, 0)))
     }
 
     fn sent(call: &ServiceCall) -> Vec<Vec<(String, String)>> {

@@ -395,7 +395,8 @@ fn unknown_fields_are_skipped_and_garbage_is_refused() {
 
 // --- decisions -------------------------------------------------------------------------------
 
-fn status(
+/// A per-descriptor status (also used by the gateway's tests).
+pub(crate) fn status(
     code: Code,
     per_unit: u32,
     unit: Unit,
@@ -414,7 +415,12 @@ fn status(
     }
 }
 
-fn response(overall: Code, statuses: Vec<DescriptorStatus>, headers: &[(&str, &str)]) -> Vec<u8> {
+/// An encoded `RateLimitResponse` (also used by the gateway's tests).
+pub(crate) fn response(
+    overall: Code,
+    statuses: Vec<DescriptorStatus>,
+    headers: &[(&str, &str)],
+) -> Vec<u8> {
     RateLimitResponse {
         overall_code: overall as i32,
         statuses,
