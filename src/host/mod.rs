@@ -1,5 +1,6 @@
 //! The only code that calls proxy-wasm: the core's traits implemented over hostcalls.
-//! Every hostcall result is handled; nothing here unwraps.
+//! Every hostcall result is handled; nothing here unwraps. The one `unsafe` block is the raw
+//! header-map read ([`request_headers`]), which takes over the host's buffer as the SDK does.
 
 use std::cell::OnceCell;
 use std::time::{Duration, UNIX_EPOCH};
