@@ -119,12 +119,7 @@ pub fn on_response(cfg: &Config, state: &CacheState, obs: &mut Observation) {
         }
         CacheState::Lookup { token, warn } => {
             let headers = host::response_headers();
-            let find = |name: &str| {
-                headers
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                    .map(|(_, v)| v.as_slice())
-            };
+            let find = |name: &str| headers.get(name);
             let echoed = find(cache::MARKER);
             let status = cache::classify(token.as_bytes(), echoed);
             obs.set_cache_status(status.as_str());
@@ -232,27 +227,28 @@ impl HttpContext for Upstream {
         let mut status = 0u16;
         let mut control: Option<Vec<u8>> = None;
         let mut sets_cookie = false;
-        for (name, value) in &headers {
-            match name.to_ascii_lowercase().as_str() {
-                ":status" => {
-                    status = std::str::from_utf8(value)
-                        .ok()
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(0);
-                }
-                "cache-control" => match &mut control {
+        for (name, value) in headers.iter() {
+            if name.eq_ignore_ascii_case(b":status") {
+                status = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+            } else if name.eq_ignore_ascii_case(b"cache-control") {
+                match &mut control {
                     Some(c) => {
                         c.extend_from_slice(b", ");
                         c.extend_from_slice(value);
                     }
-                    None => control = Some(value.clone()),
-                },
-                "set-cookie" => sets_cookie = true,
-                n if cache::INTERNAL_RESPONSE_HEADERS.contains(&n) => {
-                    // An upstream may not speak for tollgate.
-                    host::remove_response_header(n);
+                    None => control = Some(value.to_vec()),
                 }
-                _ => {}
+            } else if name.eq_ignore_ascii_case(b"set-cookie") {
+                sets_cookie = true;
+            } else if let Some(n) = cache::INTERNAL_RESPONSE_HEADERS
+                .iter()
+                .find(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+            {
+                // An upstream may not speak for tollgate.
+                host::remove_response_header(n);
             }
         }
         let storage = cache::storage(*ttl_s, status, control.as_deref(), sets_cookie);

@@ -1,6 +1,6 @@
 //! The only code that calls proxy-wasm: the core's traits implemented over hostcalls.
 //! Every hostcall result is handled; nothing here unwraps. The one `unsafe` block is the raw
-//! header-map read ([`request_headers`]), which takes over the host's buffer as the SDK does.
+//! header-map read (`header_map`), which takes over the host's buffer as the SDK does.
 
 use std::cell::OnceCell;
 use std::time::{Duration, UNIX_EPOCH};
@@ -68,22 +68,30 @@ extern "C" {
     ) -> u32;
 }
 
-/// Every request header in one host call, read in place by [`HeaderPairs`] (empty when the
-/// host has no request headers to give).
-pub fn request_headers() -> HeaderPairs {
+/// A whole header map in one host call, read in place by [`HeaderPairs`] (empty when the host
+/// has no such map to give).
+fn header_map(map: MapType) -> HeaderPairs {
     let mut data: *mut u8 = std::ptr::null_mut();
     let mut size: usize = 0;
     // SAFETY: the host writes the address and length of a buffer it allocated in this module's
     // memory through the SDK's `proxy_on_memory_allocate` (a boxed slice: capacity == length),
     // whose ownership passes to us; the SDK's own `get_map_bytes` takes it the same way.
-    let status = unsafe {
-        proxy_get_header_map_pairs(MapType::HttpRequestHeaders as u32, &mut data, &mut size)
-    };
+    let status = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
     if status != Status::Ok as u32 || data.is_null() {
         return HeaderPairs::default();
     }
     // SAFETY: as above; `data` is non-null and owns `size` bytes.
     HeaderPairs::new(unsafe { Vec::from_raw_parts(data, size, size) })
+}
+
+/// Every request header, in one host call.
+pub fn request_headers() -> HeaderPairs {
+    header_map(MapType::HttpRequestHeaders)
+}
+
+/// Every response header, in order, in one host call.
+pub fn response_headers() -> HeaderPairs {
+    header_map(MapType::HttpResponseHeaders)
 }
 
 pub fn response_header(name: &str) -> Option<Vec<u8>> {
@@ -108,11 +116,6 @@ pub fn remove_response_header(name: &str) {
 /// Sets (replacing every existing value) a response header to arbitrary bytes.
 pub fn set_response_header_bytes(name: &str, value: &[u8]) {
     let _ = hostcalls::set_map_value_bytes(MapType::HttpResponseHeaders, name, Some(value));
-}
-
-/// Every response header, in order (one hostcall).
-pub fn response_headers() -> Vec<(String, Vec<u8>)> {
-    hostcalls::get_map_bytes(MapType::HttpResponseHeaders).unwrap_or_default()
 }
 
 /// Sets (replacing every existing value) a request header (`:path` included).
