@@ -200,7 +200,7 @@ HOSTCALL_VARIANTS = {
     "A": MAIN_VARIANTS["A"],
     "T": MAIN_VARIANTS["T"],
     "P-none": ("probe, no host call", lambda: probe("")),
-    "P-mimic": ("probe making T's 33 host calls per request, nothing else",
+    "P-mimic": ("probe making T's 28 host calls per request, nothing else",
                 lambda: probe("mimic=1")),
     "P-lean": ("probe getting the same with 19 host calls", lambda: probe("lean=1")),
     "P-hdr": (f"{REPS} x get_header_map_value (request, present)", lambda: probe(f"hdr={REPS}")),
