@@ -588,3 +588,37 @@ fn example_gateway_logs_filter_state_and_labels_its_metrics() {
         assert!(prom.lines().any(|l| l == sample), "{sample} missing");
     }
 }
+
+#[test]
+fn an_upstream_timeout_is_an_integration_timeout() {
+    // The upstream answers after 1.5 s; the route gives up at 200 ms and Envoy answers 504.
+    let up = Upstream::with(|_| {
+        std::thread::sleep(Duration::from_millis(1500));
+        Reply::ok("too late")
+    });
+    let cfg = json!({"stage": "prod", "access_log": {"format": "json"}});
+    let mut opts = options(cfg, up.port);
+    opts.hcm_extra["route_config"] = json!({"virtual_hosts": [{
+        "name": "all",
+        "domains": ["*"],
+        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "0.2s"}}]
+    }]});
+    let dir = tempdir::Dir::new("obs-timeout");
+    let file_log = dir.path().join("access.log");
+    opts.access_log_path = Some(file_log.clone());
+    let envoy = Envoy::start(&opts);
+    let r = envoy.get("/slow", &[]);
+    assert_eq!(r.status, 504, "{}", r.text());
+    let recs = wait_records(&envoy, 1);
+    let rec = find(&recs, "/slow", 504);
+    assert_eq!(rec["error.responseType"], "INTEGRATION_TIMEOUT", "{rec}");
+    assert_eq!(rec["error.message"], "Endpoint request timed out", "{rec}");
+    // The same values reach Envoy's own access log through filter state.
+    let lines = wait_file_log(&file_log, 1);
+    assert_eq!(
+        lines[0]["errorType"], "INTEGRATION_TIMEOUT",
+        "{:?}",
+        lines[0]
+    );
+    envoy.assert_no_wasm_failure();
+}

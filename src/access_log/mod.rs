@@ -230,11 +230,15 @@ impl Field {
 
 /// `$context.error.responseType` and `$context.error.message` for a 5xx that Envoy answered
 /// itself because the upstream failed, from Envoy's `response.code_details`:
-/// `INTEGRATION_TIMEOUT` ("Endpoint request timed out") for upstream timeouts,
+/// `INTEGRATION_TIMEOUT` ("Endpoint request timed out") for upstream timeouts (the route's
+/// `timeout`, per-try timeouts),
 /// `INTEGRATION_FAILURE` ("Internal server error") for connection failures, resets and no healthy
 /// upstream. None for responses the upstream sent (`via_upstream`) and for anything else.
 pub fn integration_error(code_details: &str) -> Option<(&'static str, &'static str)> {
-    if code_details.starts_with("upstream_response_timeout")
+    // Envoy 1.40 says `response_timeout` for the route's timeout (measured end to end); older
+    // versions and some paths say `upstream_response_timeout`.
+    if code_details.starts_with("response_timeout")
+        || code_details.starts_with("upstream_response_timeout")
         || code_details.starts_with("upstream_per_try_timeout")
         || code_details.starts_with("upstream_per_try_idle_timeout")
     {

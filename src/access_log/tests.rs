@@ -702,6 +702,11 @@ fn integration_errors_come_only_from_envoy_made_upstream_failures() {
     assert_eq!(integration_error("direct_response"), None);
     assert_eq!(integration_error("route_not_found"), None);
     assert_eq!(integration_error(""), None);
+    // What Envoy 1.40 reports for a route timeout (tests/observability.rs).
+    assert_eq!(
+        integration_error("response_timeout"),
+        Some(("INTEGRATION_TIMEOUT", "Endpoint request timed out"))
+    );
     assert_eq!(
         integration_error("upstream_response_timeout"),
         Some(("INTEGRATION_TIMEOUT", "Endpoint request timed out"))

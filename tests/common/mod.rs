@@ -250,8 +250,9 @@ pub fn grpc_cluster(name: &str, port: u16) -> Value {
 
 /// The fields of the harness's Envoy file access log: Envoy's own, then tollgate's filter state
 /// (`set_property(["tollgate.X"])` is Envoy filter state `wasm.tollgate.X`).
-pub const TOLLGATE_ACCESS_LOG_FIELDS: [(&str, &str); 12] = [
+pub const TOLLGATE_ACCESS_LOG_FIELDS: [(&str, &str); 13] = [
     ("status", "%RESPONSE_CODE%"),
+    ("details", "%RESPONSE_CODE_DETAILS%"),
     ("path", "%PATH(NQ)%"),
     ("request_id", "%REQ(X-REQUEST-ID)%"),
     ("duration", "%DURATION%"),
