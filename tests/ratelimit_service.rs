@@ -12,7 +12,7 @@
 )]
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -356,4 +356,52 @@ fn the_example_fleet_shares_the_free_plans_quota() {
     // The gold key has its own quota.
     let r = request(a, "GET", "/pets/1", &[("x-api-key", "partner-a-secret")]);
     assert_eq!(r.status, 200);
+}
+
+#[test]
+fn a_request_body_waits_for_the_answer_too() {
+    // One request a minute for the key; the service answers after 300 ms. A POST's body must
+    // not carry the request past the filter while it waits.
+    let redis = Redis::start();
+    let limits = json!([{
+        "namespace": "tollgate", "max_value": 1, "seconds": 60,
+        "conditions": ["descriptors[0].quota == 'DAY'"],
+        "variables": ["descriptors[0].api_key_id"]
+    }]);
+    let rls = Rls::start(&redis, &limits, 300);
+    let up = Upstream::start();
+    let envoy = envoy(plugin(service("deny", 2000)), up.port, rls.port);
+    let key = [("x-api-key", "k-team-a")];
+    let t = Instant::now();
+    let r = try_request(envoy.port, "POST", "/pets", &key, b"first body").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        t.elapsed() >= Duration::from_millis(290),
+        "{:?}",
+        t.elapsed()
+    );
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].body, b"first body",
+        "the body went on whole after the answer"
+    );
+    // Over the limit: the body never reaches the upstream, even when it arrives on its own
+    // while the filter waits for the service.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", envoy.port)).unwrap();
+    s.write_all(b"POST /pets HTTP/1.1\r\nhost: localhost\r\nx-api-key: k-team-a\r\ncontent-length: 11\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    s.write_all(b"second body").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    let r = parse_response(&buf[..n]).unwrap();
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(
+        up.count(),
+        1,
+        "a refused request's body reached the upstream"
+    );
+    envoy.assert_no_wasm_failure();
 }

@@ -276,6 +276,26 @@ impl HttpContext for Main {
         self.finish(decision, req, end_of_stream)
     }
 
+    /// While the rate limit service decides, the body waits too. Envoy's filter API says a
+    /// data callback that continues resumes headers stopped with StopIteration; Envoy 1.40's
+    /// Wasm filter was measured not to (tests/ratelimit_service.rs sends a body on its own
+    /// while the call is out), and the explicit pause keeps it so on any host.
+    fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+        if self.waiting.is_some() {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self.waiting.is_some() {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         self.response_ns = host::now_ns();
         if self.local_reply {
