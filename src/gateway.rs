@@ -124,6 +124,30 @@ pub struct Decision {
     pub service_headers: Vec<(String, String)>,
 }
 
+impl Decision {
+    /// A decision with no key, no rate-limit headers, no store failure, no cache plan and no
+    /// service call yet: what each step of the pipeline starts from.
+    fn new(
+        outcome: Outcome,
+        route: Option<usize>,
+        error: Option<ErrorType>,
+        cors: Option<ActualCors>,
+    ) -> Decision {
+        Decision {
+            outcome,
+            route,
+            key: None,
+            error,
+            response_headers: Vec::new(),
+            cors,
+            store_failure: None,
+            cache: CachePlan::Off,
+            service_call: None,
+            service_headers: Vec::new(),
+        }
+    }
+}
+
 /// A `ShouldRateLimit` call to make for a request (docs/RATE_LIMIT_SERVICE.md).
 #[derive(Debug, PartialEq, Eq)]
 pub struct ServiceCall {
@@ -590,18 +614,7 @@ fn admit(
         } else {
             Outcome::Forward
         };
-        return Decision {
-            outcome,
-            route: None,
-            key: None,
-            error: Some(ErrorType::BadRequest),
-            response_headers: Vec::new(),
-            cors,
-            store_failure: None,
-            cache: CachePlan::Off,
-            service_call: None,
-            service_headers: Vec::new(),
-        };
+        return Decision::new(outcome, None, Some(ErrorType::BadRequest), cors);
     }
 
     // 1. CORS preflight, routed by the method it asks about.
@@ -634,18 +647,7 @@ fn admit(
                             Some(ErrorType::CorsPreflightDenied),
                         ),
                     };
-                    return Decision {
-                        outcome,
-                        route: route_idx,
-                        key: None,
-                        error,
-                        response_headers: Vec::new(),
-                        cors: None,
-                        store_failure: None,
-                        cache: CachePlan::Off,
-                        service_call: None,
-                        service_headers: Vec::new(),
-                    };
+                    return Decision::new(outcome, route_idx, error, None);
                 }
             }
         }
@@ -654,18 +656,7 @@ fn admit(
     let route_idx = cfg.table.find(method, path);
     let route: &Route = cfg.route(route_idx);
     let cors = cfg.cors_for(route).and_then(|p| p.actual(origin));
-    let mut decision = Decision {
-        outcome: Outcome::Forward,
-        route: route_idx,
-        key: None,
-        error: None,
-        response_headers: Vec::new(),
-        cors,
-        store_failure: None,
-        cache: CachePlan::Off,
-        service_call: None,
-        service_headers: Vec::new(),
-    };
+    let mut decision = Decision::new(Outcome::Forward, route_idx, None, cors);
 
     // 2. API key.
     let mut key = None;
