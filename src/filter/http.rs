@@ -119,6 +119,15 @@ impl Main {
         action
     }
 
+    /// Pause while the rate limit service has not answered, else go on.
+    fn hold_while_waiting(&self) -> Action {
+        if self.waiting.is_some() {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+
     /// Counts and (for failures) logs how a call to the rate limit service ended.
     /// `elapsed_ms`: how long the call took (None: it was never made).
     fn service_result(&self, result: ServiceResult, elapsed_ms: Option<u64>) {
@@ -281,19 +290,11 @@ impl HttpContext for Main {
     /// Wasm filter was measured not to (tests/ratelimit_service.rs sends a body on its own
     /// while the call is out), and the explicit pause keeps it so on any host.
     fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
-        if self.waiting.is_some() {
-            Action::Pause
-        } else {
-            Action::Continue
-        }
+        self.hold_while_waiting()
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        if self.waiting.is_some() {
-            Action::Pause
-        } else {
-            Action::Continue
-        }
+        self.hold_while_waiting()
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
