@@ -12,17 +12,9 @@ use common::*;
 
 #[test]
 fn example_gateway_serves_the_readme_walkthrough() {
-    let yaml = std::fs::read_to_string(repo_root().join("envoy/envoy.yaml")).unwrap();
-    let (gw, admin, demo) = (free_port(), free_port(), free_port());
-    let yaml = yaml
-        .replace("port_value: 10000", &format!("port_value: {gw}"))
-        .replace("port_value: 9901", &format!("port_value: {admin}"))
-        .replace("port_value: 10080", &format!("port_value: {demo}"))
-        .replace(
-            "filename: target/wasm32-wasip1/release/tollgate.wasm",
-            &format!("filename: {}", wasm_path().display()),
-        );
-    let _envoy = YamlEnvoy::start(tempdir::Dir::new("example"), &yaml, 2, admin);
+    let (yaml, ports) = example_yaml("envoy.yaml");
+    let gw = ports.gateway;
+    let _envoy = YamlEnvoy::start(tempdir::Dir::new("example"), &yaml, 2, ports.admin);
 
     let r = request(gw, "GET", "/pets/1", &[]);
     assert_eq!(r.status, 200, "{}", r.text());

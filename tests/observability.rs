@@ -543,22 +543,15 @@ fn example_gateway_logs_filter_state_and_labels_its_metrics() {
             "envoy/envoy.yaml lacks the {tag} tag"
         );
     }
-    let (gw, admin, demo) = (free_port(), free_port(), free_port());
     let dir = tempdir::Dir::new("obs-example");
     let file_log = dir.path().join("access.log");
     assert!(yaml.contains("path: /dev/stdout"));
-    let yaml = yaml
-        .replace("port_value: 10000", &format!("port_value: {gw}"))
-        .replace("port_value: 9901", &format!("port_value: {admin}"))
-        .replace("port_value: 10080", &format!("port_value: {demo}"))
-        .replace(
-            "path: /dev/stdout",
-            &format!("path: {}", file_log.display()),
-        )
-        .replace(
-            "filename: target/wasm32-wasip1/release/tollgate.wasm",
-            &format!("filename: {}", wasm_path().display()),
-        );
+    let (yaml, ports) = example_yaml("envoy.yaml");
+    let (gw, admin) = (ports.gateway, ports.admin);
+    let yaml = yaml.replace(
+        "path: /dev/stdout",
+        &format!("path: {}", file_log.display()),
+    );
     let _envoy = YamlEnvoy::start(dir, &yaml, 1, admin);
 
     assert_eq!(request(gw, "GET", "/pets/1?x=1", &[]).status, 200);

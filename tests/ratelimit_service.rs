@@ -324,21 +324,12 @@ fn the_example_fleet_shares_the_free_plans_quota() {
     )
     .unwrap();
     let rls = Rls::start(&redis, &limits, 0);
-    let yaml = std::fs::read_to_string(repo_root().join("envoy/envoy-ratelimit.yaml")).unwrap();
     let start = |tag: &str| {
-        let (gw, admin, demo) = (free_port(), free_port(), free_port());
-        let yaml = yaml
-            .replace("port_value: 10000", &format!("port_value: {gw}"))
-            .replace("port_value: 9901", &format!("port_value: {admin}"))
-            .replace("port_value: 10080", &format!("port_value: {demo}"))
-            .replace("port_value: 8081", &format!("port_value: {}", rls.port))
-            .replace(
-                "filename: target/wasm32-wasip1/release/tollgate.wasm",
-                &format!("filename: {}", wasm_path().display()),
-            );
+        let (yaml, ports) = example_yaml("envoy-ratelimit.yaml");
+        let yaml = yaml.replace("port_value: 8081", &format!("port_value: {}", rls.port));
         (
-            gw,
-            YamlEnvoy::start(tempdir::Dir::new(tag), &yaml, 2, admin),
+            ports.gateway,
+            YamlEnvoy::start(tempdir::Dir::new(tag), &yaml, 2, ports.admin),
         )
     };
     let (a, _ea) = start("fleet-a");

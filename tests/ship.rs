@@ -148,11 +148,9 @@ impl RemoteExample {
                 "{placeholder} not in the example"
             );
         }
-        let (gateway, admin, demo) = (free_port(), free_port(), free_port());
+        let (yaml, ports) = example_yaml("envoy-remote.yaml");
+        let (gateway, admin) = (ports.gateway, ports.admin);
         let yaml = yaml
-            .replace("port_value: 10000", &format!("port_value: {gateway}"))
-            .replace("port_value: 9901", &format!("port_value: {admin}"))
-            .replace("port_value: 10080", &format!("port_value: {demo}"))
             .replace("port_value: 8000", &format!("port_value: {module_port}"))
             .replace("127.0.0.1:8000", &format!("127.0.0.1:{module_port}"))
             .replace("sha256: TOLLGATE_SHA256", &format!("sha256: {sha256}"));

@@ -227,6 +227,39 @@ pub struct EnvoyOptions {
     pub extra_clusters: Vec<Value>,
 }
 
+/// The ports an example configuration in envoy/ listens on, moved to free ones.
+pub struct ExamplePorts {
+    /// The gateway listener (10000 in the file).
+    pub gateway: u16,
+    /// The admin endpoint (9901).
+    pub admin: u16,
+    /// The demo upstream the same Envoy serves (10080).
+    pub demo: u16,
+}
+
+/// `envoy/<file>` as `make run` starts it, with its gateway, admin and demo upstream ports moved
+/// to free ones and a local module path pointed at the build under test.
+pub fn example_yaml(file: &str) -> (String, ExamplePorts) {
+    let yaml = std::fs::read_to_string(repo_root().join("envoy").join(file)).unwrap();
+    let ports = ExamplePorts {
+        gateway: free_port(),
+        admin: free_port(),
+        demo: free_port(),
+    };
+    let yaml = yaml
+        .replace(
+            "port_value: 10000",
+            &format!("port_value: {}", ports.gateway),
+        )
+        .replace("port_value: 9901", &format!("port_value: {}", ports.admin))
+        .replace("port_value: 10080", &format!("port_value: {}", ports.demo))
+        .replace(
+            "filename: target/wasm32-wasip1/release/tollgate.wasm",
+            &format!("filename: {}", wasm_path().display()),
+        );
+    (yaml, ports)
+}
+
 /// An HTTP/2 (gRPC) cluster on 127.0.0.1:`port`, as a rate limit service needs.
 pub fn grpc_cluster(name: &str, port: u16) -> Value {
     json!({
