@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Side-by-side Envoy benchmark of tollgate (`make bench`; Python 3 standard library only).
 
-Every variant is a fresh Envoy started by this run (`--concurrency 1`, pinned with taskset to
-CPU 0); wrk is pinned to CPU 1 and talks to it over loopback only. All Envoys of the run are
-started first and stay idle while another one is measured; rounds are interleaved (the order
-rotates every round) and the medians over rounds are reported.
+Every variant is a listener, with a VM of its own, of one fresh Envoy started by this run
+(`--concurrency 1`, pinned with taskset to CPU 0); wrk is pinned to CPU 1 and talks to it over
+loopback only. One variant is driven at a time while the others stay idle; rounds are
+interleaved (the order rotates every round) and the medians over rounds are reported. One
+process for all variants, because two Envoy processes with identical configurations were
+measured up to 17 µs per request apart (`PROCESS=each` gives every variant its own Envoy, as
+runs before 2026-11-25 did).
 
 Suites (`--suite`):
   main      (A) router only, (N) Envoy's native equivalent (local_ratelimit never tripping +
@@ -22,7 +25,8 @@ variants are exactly the filters' cost. `UPSTREAM=separate` runs one upstream En
 to CPU 1 beside wrk instead (one pass per request in the measured Envoy, but client and
 upstream then share a CPU).
 
-Environment: QUICK=1 (about a minute), ROUNDS, DURATION (seconds per round), CONNECTIONS,
+Environment: QUICK=1 (about a minute), PROCESS (one or each), REPLICAS (copies of each
+variant, each with its own VM, pooled; default 2), ROUNDS, DURATION (seconds per round), CONNECTIONS,
 VARIANTS (comma list of names), UPSTREAM, ENVOY, TOLLGATE_WASM, BENCH_OUT (output directory,
 default target/bench), EXTRA_WASM=label=path,... (other builds of the module as more
 variants, with the configuration of the variant EXTRA_BASE, default T: before/after a change;
@@ -258,7 +262,8 @@ def upstream_listener(port):
     }
 
 
-def bootstrap(spec, front_port, upstream_port, with_upstream_listener, access_log_path):
+def front_listener(name, spec, port, access_log_path):
+    """The measured listener of one variant: `spec`'s filters, then the router to `upstream`."""
     vhost = {
         "name": "all", "domains": ["*"],
         "routes": [{"match": {"prefix": "/"},
@@ -269,7 +274,7 @@ def bootstrap(spec, front_port, upstream_port, with_upstream_listener, access_lo
     # The same connection manager settings as envoy/envoy.yaml, in every variant.
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-        "stat_prefix": "ingress",
+        "stat_prefix": f"front_{name}",
         "use_remote_address": True,
         "normalize_path": True,
         "merge_slashes": True,
@@ -286,14 +291,21 @@ def bootstrap(spec, front_port, upstream_port, with_upstream_listener, access_lo
                 "log_format": {"json_format": NATIVE_LOG_FORMAT},
             },
         }]
-    listeners = [{
-        "name": "front",
-        "address": {"socket_address": {"address": "127.0.0.1", "port_value": front_port}},
+    return {
+        "name": f"front_{name}",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
         "filter_chains": [{"filters": [{
             "name": "envoy.filters.network.http_connection_manager",
             "typed_config": hcm,
         }]}],
-    }]
+    }
+
+
+def bootstrap_fronts(fronts, upstream_port, with_upstream_listener):
+    """One Envoy with a front listener per `(name, spec, port, access_log_path)` in `fronts`,
+    all routing to the cluster `upstream` (and, with `with_upstream_listener`, the upstream's
+    direct_response listener in the same Envoy)."""
+    listeners = [front_listener(*f) for f in fronts]
     if with_upstream_listener:
         listeners.append(upstream_listener(upstream_port))
     return {
@@ -310,6 +322,22 @@ def bootstrap(spec, front_port, upstream_port, with_upstream_listener, access_lo
             }],
         },
     }
+
+
+def bootstrap(spec, front_port, upstream_port, with_upstream_listener, access_log_path):
+    """One Envoy for one variant."""
+    return bootstrap_fronts([("main", spec, front_port, access_log_path)], upstream_port,
+                            with_upstream_listener)
+
+
+def own_vms(spec, name):
+    """`spec` with a VM of its own for each wasm filter (vm_id suffixed with the variant's
+    name), so that variants sharing one Envoy share neither a VM nor shared data."""
+    for f in spec["filters"]:
+        vm = f.get("typed_config", {}).get("config", {}).get("vm_config")
+        if vm is not None:
+            vm["vm_id"] = f"{vm['vm_id']}-{name}"
+    return spec
 
 
 def upstream_only_bootstrap(port):
@@ -401,6 +429,38 @@ class Envoy:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class Front:
+    """One variant's listener in the run's shared Envoy (PROCESS=one): its port and its own
+    directory, and the process's log, CPU and memory."""
+
+    def __init__(self, name, envoy, port, workdir):
+        self.name = name
+        self.envoy = envoy
+        self.port = port
+        self.dir = os.path.join(workdir, name)
+        os.makedirs(self.dir, exist_ok=True)
+
+    @property
+    def pid(self):
+        return self.envoy.pid
+
+    @property
+    def log_path(self):
+        return self.envoy.log_path
+
+    def wait_ready(self, timeout=60):
+        self.envoy.wait_ready(timeout)
+
+    def cpu_ticks(self):
+        return self.envoy.cpu_ticks()
+
+    def rss_kib(self):
+        return self.envoy.rss_kib()
+
+    def stop(self):
+        self.envoy.stop()
 
 
 def tail(path, n=30):
@@ -571,6 +631,10 @@ def main():
     warmup = int(os.environ.get("WARMUP", 1 if quick else 2))
     connections = int(os.environ.get("CONNECTIONS", 16))
     upstream_mode = os.environ.get("UPSTREAM", "same")
+    process_mode = os.environ.get("PROCESS", "one")
+    replicas = int(os.environ.get("REPLICAS", 1 if quick else 2))
+    if process_mode not in ("one", "each"):
+        sys.exit("PROCESS must be `one` or `each`")
     if upstream_mode not in ("same", "separate"):
         sys.exit("UPSTREAM must be `same` or `separate`")
     variants = dict(MAIN_VARIANTS if args.suite == "main" else HOSTCALL_VARIANTS)
@@ -621,7 +685,7 @@ def main():
 
     envoys = {}
     upstream = None
-    results = {name: [] for name in variants}
+    results = {}
     noise = []
     try:
         if upstream_mode == "separate":
@@ -629,26 +693,46 @@ def main():
             upstream = Envoy("upstream", upstream_only_bootstrap(up_port), work, CLIENT_CPU,
                              up_port)
             upstream.wait_ready()
+        # REPLICAS > 1: each variant several times over, each copy a listener and VM of its own
+        # (`T#2`), and the rounds of all copies pooled: two VMs of one module and configuration
+        # were measured several µs per request apart, in one process as in two.
         specs = {}
         for name, (_, build) in variants.items():
-            spec = build()
-            specs[name] = spec
-            front = free_port()
+            for k in range(replicas):
+                key = name if replicas == 1 else f"{name}#{k + 1}"
+                spec = own_vms(build(), key.replace("#", "-"))
+                spec.setdefault("base", name)
+                specs[key] = spec
+        if process_mode == "one":
+            # Every variant a listener (with its own VM) of one Envoy: no variant gets a
+            # faster or slower process than another.
             up = up_port if upstream else free_port()
-            cfg = bootstrap(spec, front, up, upstream is None, os.path.join(work, name,
-                                                                            "access.log"))
-            envoys[name] = Envoy(name, cfg, work, ENVOY_CPU, front)
+            fronts = [(name, spec, free_port(), os.path.join(work, name, "access.log"))
+                      for name, spec in specs.items()]
+            shared = Envoy("envoy", bootstrap_fronts(fronts, up, upstream is None), work,
+                           ENVOY_CPU, None)
+            for name, _, port, _ in fronts:
+                envoys[name] = Front(name, shared, port, work)
+        else:
+            for name, spec in specs.items():
+                front = free_port()
+                up = up_port if upstream else free_port()
+                cfg = bootstrap(spec, front, up, upstream is None,
+                                os.path.join(work, name, "access.log"))
+                envoys[name] = Envoy(name, cfg, work, ENVOY_CPU, front)
         for name, e in envoys.items():
             e.wait_ready()
             sanity_check(name, e, specs[name]) if args.suite == "main" else None
-        print(f"{len(envoys)} Envoys ready; warming up {warmup:g} s each")
+        print(f"{len(envoys)} variants ready "
+              + ("as listeners of one Envoy" if process_mode == "one" else "in their own Envoys")
+              + f"; warming up {warmup:g} s each")
         for name, e in envoys.items():
+            before = count_log_lines(e, specs[name], name)
             run_wrk(e.port, warmup, connections, os.path.join(work, name, "warmup.txt"))
             # The access log really is written, one JSON line per request.
-            lines = count_log_lines(e, specs[name], name)
-            if lines == 0:
+            if before is not None and count_log_lines(e, specs[name], name) <= before:
                 time.sleep(1.5)
-                if count_log_lines(e, specs[name], name) == 0:
+                if count_log_lines(e, specs[name], name) <= before:
                     raise RuntimeError(f"{name}: no access log lines after the warm-up")
         names = list(envoys)
         for r in range(rounds):
@@ -680,15 +764,25 @@ def main():
                 if res["non2xx"] or res["socket_errors"]:
                     print(f"  warning: {name} round {r}: {res['non2xx']} non-2xx, "
                           f"socket errors {res['socket_errors'] or 'none'}")
-                results[name].append(res)
+                results.setdefault(name, []).append(res)
                 noise.append(res["other_load_pct"])
                 print(f"  round {r + 1}/{rounds} {name:<11} {res['rps']:>9.0f} req/s  "
                       f"p50 {fmt_us(res['p50_us']):>8}  p99 {fmt_us(res['p99_us']):>8}  "
                       f"{res['cpu_us_per_req']:6.1f} µs CPU/req  other load "
                       f"{res['other_load_pct']:4.1f}%", flush=True)
         rss = {name: e.rss_kib() for name, e in envoys.items()}
+        # The copies' rounds pooled per variant, in the same (round, copy) order for every
+        # variant, so that per-round differences compare runs made side by side.
+        instances = results
+        results = {name: [] for name in variants}
+        for r in range(rounds):
+            for k in range(replicas):
+                for name in variants:
+                    key = name if replicas == 1 else f"{name}#{k + 1}"
+                    results[name].append(instances[key][r])
+        rss = {name: rss[name if replicas == 1 else f"{name}#1"] for name in variants}
     finally:
-        for e in envoys.values():
+        for e in {id(x.envoy if isinstance(x, Front) else x): x for x in envoys.values()}.values():
             e.stop()
         if upstream:
             upstream.stop()
@@ -718,11 +812,16 @@ def main():
     table = render(args.suite, variants, summary)
     header = (f"{info['vcpus']} vCPU {info['cpu']} (kernel {info['kernel']}), "
               f"{finished:%Y-%m-%d %H:%M} UTC; Envoy {envoy_version()}, V8, `--concurrency 1` "
-              f"on CPU {ENVOY_CPU}, wrk `-t1 -c{connections}` on CPU {CLIENT_CPU}, "
+              + ("(one process, a listener and VM per variant) " if process_mode == "one"
+                 else "(a process per variant) ")
+              + f"on CPU {ENVOY_CPU}, wrk `-t1 -c{connections}` on CPU {CLIENT_CPU}, "
               f"`GET {PATH}` with `Origin`, keep-alive; upstream: "
               + ("a direct_response listener in the same Envoy (two passes per request)"
                  if upstream_mode == "same" else "a separate Envoy on CPU 1")
-              + f"; {rounds} interleaved rounds x {duration:g} s, medians (+µs: median of the "
+              + f"; {rounds} interleaved rounds x {duration:g} s"
+              + (f" x {replicas} copies of each variant (own listener and VM), pooled"
+                 if replicas > 1 else "")
+              + ", medians (+µs: median of the "
               f"per-round differences). Load average "
               f"{' '.join(info['loadavg'])} before, {' '.join(loadavg)} after; other load "
               f"on the 2 CPUs during rounds: median {median(noise):.1f}%, max "
@@ -740,7 +839,8 @@ def main():
             f.write("\n" + hostcall_costs(summary) + "\n")
     with open(os.path.join(out_dir, f"{args.suite}.json"), "w") as f:
         json.dump({"started": started.isoformat(), "finished": finished.isoformat(),
-                   "machine": info, "rounds": rounds, "duration_s": duration,
+                   "machine": info, "rounds": rounds, "replicas": replicas,
+                   "process": process_mode, "duration_s": duration,
                    "connections": connections, "upstream": upstream_mode,
                    "summary": summary, "results": results}, f, indent=1)
     print(f"\n(written to {os.path.relpath(out_dir, ROOT)}/{args.suite}.md and .json; "
