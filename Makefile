@@ -48,8 +48,11 @@ envoy:
 	@if [ "$(ENVOY)" = "$(TOOLS)/bin/envoy" ]; then ./scripts/install-envoy.sh; \
 	 else test -x "$(ENVOY)" || command -v "$(ENVOY)" >/dev/null || { echo "ENVOY=$(ENVOY) is not executable" >&2; exit 1; }; fi
 
+# scripts/trim-exports.py: the SDK exports every Proxy-Wasm callback; Envoy calls each one it
+# finds, per request, so the callbacks tollgate leaves at their defaults are removed.
 build: toolchain
 	$(CARGO) build --release --target wasm32-wasip1 --lib
+	python3 scripts/trim-exports.py $(WASM)
 	@ls -l $(WASM) | awk '{print "built $(WASM): " $$5 " bytes"}'
 
 .PHONY: dist oci test-oci tools-wasm-opt tools-oci tools-yaml
@@ -76,7 +79,10 @@ dist: toolchain tools-wasm-opt
 	  done)" \
 	  $(CARGO) build --release --target wasm32-wasip1 --lib --locked
 	@mkdir -p $(DIST)
-	$(WASM_OPT) $(WASM_OPT_FLAGS) $(DIST_TARGET)/wasm32-wasip1/release/tollgate.wasm -o $(DIST_WASM)
+	python3 scripts/trim-exports.py $(DIST_TARGET)/wasm32-wasip1/release/tollgate.wasm \
+	  -o $(DIST_TARGET)/tollgate-trimmed.wasm
+	$(WASM_OPT) $(WASM_OPT_FLAGS) $(DIST_TARGET)/tollgate-trimmed.wasm -o $(DIST_WASM)
+	python3 scripts/trim-exports.py --check $(DIST_WASM)
 	cd $(DIST) && sha256sum tollgate-$(VERSION).wasm > tollgate-$(VERSION).wasm.sha256
 	@echo "dist: $(DIST_WASM) $$(stat -c %s $(DIST_WASM)) bytes" \
 	  "(before wasm-opt $$(stat -c %s $(DIST_TARGET)/wasm32-wasip1/release/tollgate.wasm))," \

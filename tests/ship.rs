@@ -69,6 +69,82 @@ fn optimized_module_fits_the_size_budget_and_matches_its_checksum() {
     );
 }
 
+/// Both modules (the one `make build` leaves for the e2e tests and the shipped one) export only
+/// the callbacks tollgate implements: Envoy calls every exported callback, per request
+/// (scripts/trim-exports.py says which are removed and why).
+#[test]
+fn modules_export_only_the_callbacks_tollgate_implements() {
+    for module in [wasm_path(), dist_wasm()] {
+        let out = Command::new("python3")
+            .arg(repo_root().join("scripts/trim-exports.py"))
+            .arg("--check")
+            .arg(&module)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            module.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The check itself finds an untrimmed module: the SDK's full set of callbacks.
+    let untrimmed =
+        std::env::temp_dir().join(format!("tollgate-untrimmed-{}.wasm", std::process::id()));
+    std::fs::write(&untrimmed, untrimmed_module()).unwrap();
+    let out = Command::new("python3")
+        .arg(repo_root().join("scripts/trim-exports.py"))
+        .arg("--check")
+        .arg(&untrimmed)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&untrimmed);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "an untrimmed module passed the check"
+    );
+    assert!(stderr.contains("still exports proxy_on_done"), "{stderr}");
+    assert!(
+        stderr.contains("still exports proxy_on_response_body"),
+        "{stderr}"
+    );
+}
+
+/// A minimal module exporting (as functions) what the SDK exports, names only.
+fn untrimmed_module() -> Vec<u8> {
+    let names = [
+        "proxy_on_context_create",
+        "proxy_on_request_headers",
+        "proxy_on_response_headers",
+        "proxy_on_response_body",
+        "proxy_on_done",
+        "proxy_on_log",
+        "proxy_on_delete",
+    ];
+    // type section: one type () -> (); function section: one function; export section: every
+    // name to function 0; code section: one empty body.
+    let mut m = b"\0asm\x01\0\0\0".to_vec();
+    m.extend([1, 4, 1, 0x60, 0, 0]);
+    m.extend([3, 2, 1, 0]);
+    let mut exports = vec![names.len() as u8];
+    for n in names {
+        exports.push(n.len() as u8);
+        exports.extend(n.as_bytes());
+        exports.extend([0, 0]);
+    }
+    m.push(7);
+    let mut size = exports.len();
+    while size >= 0x80 {
+        m.push((size & 0x7f) as u8 | 0x80);
+        size >>= 7;
+    }
+    m.push(size as u8);
+    m.extend(exports);
+    m.extend([10, 4, 1, 2, 0, 0x0b]);
+    m
+}
+
 #[test]
 fn optimized_module_serves_traffic() {
     let up = Upstream::start();
