@@ -206,6 +206,8 @@ bench-micro: toolchain
 bench-hostcalls: toolchain envoy wrk
 	$(CARGO) build --release --target wasm32-wasip1 --manifest-path bench/probe/Cargo.toml \
 	  --target-dir target/probe
+	python3 scripts/trim-exports.py target/probe/wasm32-wasip1/release/tollgate_probe.wasm \
+	  -o target/probe/wasm32-wasip1/release/tollgate_probe.trimmed.wasm
 	python3 bench/bench.py --suite hostcalls
 
 # Envoy RSS with tollgate at 2 workers, idle and after 1,000,000 distinct clients (CLIENTS=N).

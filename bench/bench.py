@@ -53,6 +53,10 @@ ENVOY = os.environ.get("ENVOY") or os.path.join(ROOT, ".tools/bin/envoy")
 WASM = os.environ.get("TOLLGATE_WASM") or os.path.join(
     ROOT, "target/wasm32-wasip1/release/tollgate.wasm")
 PROBE_WASM = os.path.join(ROOT, "target/probe/wasm32-wasip1/release/tollgate_probe.wasm")
+# The probe with the callbacks it does not implement removed from its exports, as tollgate's
+# build does (scripts/trim-exports.py).
+PROBE_TRIMMED_WASM = os.path.join(
+    ROOT, "target/probe/wasm32-wasip1/release/tollgate_probe.trimmed.wasm")
 ENVOY_CPU = "0"
 CLIENT_CPU = "1"
 ORIGIN = "http://localhost:3000"
@@ -102,6 +106,16 @@ NATIVE_LOG_FORMAT = {
     "error.responseType": "%RESPONSE_FLAGS%",
     "cacheStatus": "%DYNAMIC_METADATA(tollgate:cacheStatus)%",
 }
+
+# The same line from Envoy's file access logger with tollgate's values taken from the filter
+# state it exports (as envoy/envoy.yaml logs; docs/OBSERVABILITY.md): the T-envoylog variant.
+TOLLGATE_FS_LOG_FORMAT = dict(
+    NATIVE_LOG_FORMAT,
+    **{k: f"%FILTER_STATE(wasm.tollgate.{k}:PLAIN)%" for k in (
+        "resourcePath", "integrationLatency", "identity.apiKeyId", "stage", "error.message",
+        "error.responseType", "cacheStatus")},
+    path="%PATH(NQ)%",
+)
 
 ROUTER = {
     "name": "envoy.filters.http.router",
@@ -175,8 +189,8 @@ def native_equivalent():
     }
 
 
-def probe(ops):
-    return {"filters": [wasm_filter(PROBE_WASM, ops, name="probe")],
+def probe(ops, wasm=PROBE_WASM):
+    return {"filters": [wasm_filter(wasm, ops, name="probe")],
             "probe": True}
 
 
@@ -193,17 +207,29 @@ MAIN_VARIANTS = {
     "T-log": ("tollgate: JSON access log only",
               lambda: tollgate({"stage": "bench", "access_log": TG_LOG})),
     "T-empty": ("tollgate: {}", lambda: tollgate({})),
+    "T-envoylog": ("tollgate: throttle + CORS, the JSON access log written by Envoy's file "
+                   "access logger from tollgate's filter state",
+                   lambda: dict(tollgate({"stage": "bench", "throttle": TG_THROTTLE,
+                                          "cors": TG_CORS}),
+                                access_log=TOLLGATE_FS_LOG_FORMAT)),
     "T-nofs": ("tollgate: T with \"filter_state\": false (no exports for Envoy's loggers)",
                lambda: tollgate({"stage": "bench", "throttle": TG_THROTTLE, "cors": TG_CORS,
                                  "access_log": TG_LOG, "filter_state": False})),
 }
 
 # Host-call probes: each repeats one call REPS times per request (see bench/probe/src/lib.rs).
-REPS = 20
+# REPS=1 measures a call made once per request, as tollgate makes most of them (one call among
+# a request's others costs more than each of 20 in a row: caches and predictors are cold).
+REPS = int(os.environ.get("REPS", 20))
 HOSTCALL_VARIANTS = {
     "A": MAIN_VARIANTS["A"],
     "T": MAIN_VARIANTS["T"],
+    "T-log": MAIN_VARIANTS["T-log"],
+    "T-empty": MAIN_VARIANTS["T-empty"],
     "P-none": ("probe, no host call", lambda: probe("")),
+    "P-trimmed": ("probe, no host call, without the callbacks it does not implement "
+                  "(proxy_on_response_body, proxy_on_done, ...)",
+                  lambda: probe("", PROBE_TRIMMED_WASM)),
     "P-mimic": ("probe making T's 28 host calls per request, nothing else",
                 lambda: probe("mimic=1")),
     "P-lean": ("probe getting the same with 19 host calls", lambda: probe("lean=1")),
@@ -288,7 +314,8 @@ def front_listener(name, spec, port, access_log_path):
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
                 "path": access_log_path,
-                "log_format": {"json_format": NATIVE_LOG_FORMAT},
+                "log_format": {"json_format": NATIVE_LOG_FORMAT if spec["access_log"] is True
+                               else spec["access_log"]},
             },
         }]
     return {
@@ -573,10 +600,10 @@ def sanity_check(name, envoy, spec):
     status, headers, _ = get(envoy.port, headers={"Origin": ORIGIN})
     if status != 200:
         raise RuntimeError(f"{name}: GET {PATH} answered {status}")
-    if (name in ("N", "T", "T-cors", "T-nofs")
+    if (name in ("N", "T", "T-cors", "T-nofs", "T-envoylog")
             and headers.get("access-control-allow-origin") != ORIGIN):
         raise RuntimeError(f"{name}: no CORS headers in {headers}")
-    if name in ("T", "T-throttle", "T-nofs") and "ratelimit" not in headers:
+    if name in ("T", "T-throttle", "T-nofs", "T-envoylog") and "ratelimit" not in headers:
         raise RuntimeError(f"{name}: no RateLimit header in {headers}")
     if name == "N" and "x-ratelimit-limit" not in headers:
         raise RuntimeError(f"{name}: no X-RateLimit headers in {headers}")
@@ -592,7 +619,10 @@ def log_files(envoy, spec):
 def count_log_lines(envoy, spec, name):
     """Access log lines written so far (tollgate's go to Envoy's log, Envoy's to access.log)."""
     name = spec.get("base", name)
-    if spec.get("access_log"):
+    if name == "T-envoylog":
+        # Envoy's line, with tollgate's values from the filter state.
+        path, needle = os.path.join(envoy.dir, "access.log"), b'"stage":"bench"'
+    elif spec.get("access_log"):
         path, needle = os.path.join(envoy.dir, "access.log"), b'"requestId"'
     elif name in ("T", "T-log", "T-nofs"):
         path, needle = envoy.log_path, b'"requestId"'
@@ -889,7 +919,7 @@ def hostcall_costs(s):
     lines = ["| host call | µs each (Envoy CPU, (variant - P-none) / " + str(REPS) + ") |",
              "|---|---:|"]
     for name, (desc, _) in HOSTCALL_VARIANTS.items():
-        if (not name.startswith("P-") or name in ("P-none", "P-mimic", "P-lean")
+        if (not name.startswith("P-") or name in ("P-none", "P-trimmed", "P-mimic", "P-lean")
                 or name not in s):
             continue
         per = s[name]["plus_us_vs_P-none"] / REPS
