@@ -258,6 +258,17 @@ pub fn integration_error(code_details: &str) -> Option<(&'static str, &'static s
         .then_some(("INTEGRATION_FAILURE", "Internal server error"))
 }
 
+/// A response's status from its `:status` header value: three ASCII digits, 100 to 999 (None
+/// for anything else, so a garbled value is never counted or logged as a status).
+pub fn status_code(value: &[u8]) -> Option<u16> {
+    match value {
+        [a @ b'1'..=b'9', b @ b'0'..=b'9', c @ b'0'..=b'9'] => {
+            Some(u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0'))
+        }
+        _ => None,
+    }
+}
+
 /// `$context.path`: the request path without its query string (API Gateway's `path` has none;
 /// query strings often carry tokens, so they never reach a log line).
 pub fn path_without_query(path: &str) -> &str {

@@ -731,3 +731,25 @@ fn path_drops_query_and_fragment() {
     assert_eq!(path_without_query("?x"), "");
     assert_eq!(path_without_query(""), "");
 }
+
+#[test]
+fn status_codes_are_three_digits_from_100() {
+    assert_eq!(status_code(b"200"), Some(200));
+    assert_eq!(status_code(b"429"), Some(429));
+    assert_eq!(status_code(b"100"), Some(100));
+    assert_eq!(status_code(b"999"), Some(999));
+    for bad in [
+        &b""[..],
+        b"20",
+        b"2000",
+        b"099",
+        b"0",
+        b" 200",
+        b"200 ",
+        b"2a0",
+        b"-20",
+        b"\xff\xff\xff",
+    ] {
+        assert_eq!(status_code(bad), None, "{bad:?}");
+    }
+}

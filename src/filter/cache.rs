@@ -14,6 +14,7 @@ use super::Runtime;
 use crate::cache::{self, CachePlan, CacheStatus};
 use crate::config::Config;
 use crate::gateway::Decision;
+use crate::header_pairs::HeaderPairs;
 use crate::host;
 
 thread_local! {
@@ -108,8 +109,14 @@ pub fn on_request(
 }
 
 /// The main role, response headers (not of its own replies): hit or miss, the upstream's
-/// `Cache-Control` back, internal headers out.
-pub fn on_response(cfg: &Config, state: &CacheState, obs: &mut Observation) {
+/// `Cache-Control` back, internal headers out. `headers`: the response headers, when the
+/// filter has read them already (read here otherwise).
+pub fn on_response(
+    cfg: &Config,
+    state: &CacheState,
+    obs: &mut Observation,
+    headers: Option<&HeaderPairs>,
+) {
     match state {
         CacheState::Off => {}
         CacheState::Bypass => {
@@ -118,7 +125,14 @@ pub fn on_response(cfg: &Config, state: &CacheState, obs: &mut Observation) {
             }
         }
         CacheState::Lookup { token, warn } => {
-            let headers = host::response_headers();
+            let read;
+            let headers = match headers {
+                Some(h) => h,
+                None => {
+                    read = host::response_headers();
+                    &read
+                }
+            };
             let find = |name: &str| headers.get(name);
             let echoed = find(cache::MARKER);
             let status = cache::classify(token.as_bytes(), echoed);

@@ -8,6 +8,7 @@ use proxy_wasm::types::{Action, LogLevel};
 use super::cache::{self, CacheState};
 use super::observe::{Observation, Timing};
 use super::Runtime;
+use crate::access_log;
 use crate::cors::{self, ActualCors, CorsPolicy};
 use crate::gateway::{self, Decision, Outcome, ServiceCall, ServiceResult};
 use crate::host::{self, HostRequest, HostStore};
@@ -30,6 +31,9 @@ pub struct Main {
     forward_ns: u64,
     /// The request waits for the rate limit service.
     waiting: Option<Box<Waiting>>,
+    /// The response's status, once the filter has seen it (its own reply, or the response
+    /// headers): spares the log a `response.code` property read.
+    status: Option<u16>,
 }
 
 /// A request paused for the rate limit service's answer.
@@ -55,6 +59,7 @@ impl Main {
             cache: CacheState::Off,
             forward_ns: 0,
             waiting: None,
+            status: None,
         }
     }
 
@@ -109,6 +114,7 @@ impl Main {
                     body.map(str::as_bytes),
                 );
                 if sent {
+                    self.status = Some(*status);
                     Action::Pause
                 } else {
                     Action::Continue
@@ -159,11 +165,9 @@ impl Main {
     }
 
     /// CORS on the upstream's response: `policy` is the route's CORS policy, `cors` what it
-    /// allowed the request's origin.
-    fn apply_cors(policy: Option<&CorsPolicy>, cors: Option<&ActualCors>) {
-        let Some(policy) = policy else {
-            return;
-        };
+    /// allowed the request's origin, `vary` the response's `Vary` as it stands (its first
+    /// value, as a single-header read gives it).
+    fn apply_cors(policy: &CorsPolicy, cors: Option<&ActualCors>, vary: Option<&[u8]>) {
         match cors {
             Some(c) => {
                 // Upstream CORS headers are replaced, never duplicated.
@@ -187,10 +191,10 @@ impl Main {
         }
         // The answer depends on Origin even when this one got no CORS headers.
         if cors.is_none_or(|c| c.vary_origin) {
-            match host::response_header("vary") {
+            match vary {
                 None => host::set_response_header("vary", "Origin"),
                 Some(existing) => {
-                    let merged = cors::merge_vary(Some(&existing), &["Origin"]);
+                    let merged = cors::merge_vary(Some(existing), &["Origin"]);
                     if !merged.is_empty() && existing != merged.as_bytes() {
                         host::set_response_header("vary", &merged);
                     }
@@ -303,7 +307,23 @@ impl HttpContext for Main {
             // Our own response already carries every header it needs.
             return Action::Continue;
         }
-        cache::on_response(&self.rt.config, &self.cache, &mut self.obs);
+        let rt = Rc::clone(&self.rt);
+        let cfg = &rt.config;
+        let cors = self.decision.as_ref().and_then(|d| {
+            let policy = cfg.cors_for(cfg.route(d.route))?;
+            Some((policy, d.cors.as_ref()))
+        });
+        // One read of the whole map when CORS (for Vary) or caching needs more than the
+        // status; else the status alone. Either is cheaper for Envoy than the `response.code`
+        // property the log would otherwise read.
+        let needs_vary = cors.is_some_and(|(_, c)| c.is_none_or(|c| c.vary_origin));
+        let map = (needs_vary || matches!(self.cache, CacheState::Lookup { .. }))
+            .then(host::response_headers);
+        self.status = match &map {
+            Some(m) => m.get(":status").and_then(access_log::status_code),
+            None => host::response_header(":status").and_then(|v| access_log::status_code(&v)),
+        };
+        cache::on_response(cfg, &self.cache, &mut self.obs, map.as_ref());
         let Some(decision) = &self.decision else {
             return Action::Continue;
         };
@@ -313,13 +333,26 @@ impl HttpContext for Main {
         for (name, value) in &decision.service_headers {
             host::set_response_header(name, value);
         }
-        let route = self.rt.config.route(decision.route);
-        Main::apply_cors(self.rt.config.cors_for(route), decision.cors.as_ref());
+        if let Some((policy, allowed)) = cors {
+            // Vary as it now stands: the rate limit service's, if it set one, else the map's.
+            let vary = decision
+                .service_headers
+                .iter()
+                .rev()
+                .find(|(n, _)| n.eq_ignore_ascii_case("vary"))
+                .map(|(_, v)| v.as_bytes())
+                .or_else(|| map.as_ref().and_then(|m| m.get("vary")));
+            Main::apply_cors(policy, allowed, vary);
+        }
         Action::Continue
     }
 
     fn on_log(&mut self) {
-        self.obs
-            .on_log(&self.rt, self.decision.as_ref(), &self.timing());
+        self.obs.on_log(
+            &self.rt,
+            self.decision.as_ref(),
+            &self.timing(),
+            self.status,
+        );
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! Costs per request. Request headers: no host call of its own (the metric series' method and
 //! the record's request-side values come from the pipeline's one read of the header map, kept
-//! until the log when there is an access log). Log: one `response.code` read, `set_property`
+//! until the log when there is an access log). Response headers: `:status`, read with the
+//! response header map when CORS or caching reads it anyway, else on its own. Log: no
+//! `response.code` read unless the response headers never passed the filter, `set_property`
 //! for each value exported as filter state (`stage`, then the route, key id, error, integration
 //! latency and cache status when the request has them; only the `filter_state` names, none with
 //! `"filter_state": false`), one clock read and 2 to 5 metric updates by precomputed id; with
@@ -142,16 +144,28 @@ impl Observation {
     /// The stream is done: exports the request's values as filter state, updates the metrics
     /// and writes the access record. Envoy calls this before its own access loggers (observed
     /// with Envoy 1.40), so they see what is exported here.
-    pub fn on_log(&self, rt: &Runtime, decision: Option<&Decision>, timing: &Timing) {
+    ///
+    /// `status`: the response's status when the filter saw it (its own reply, or the response
+    /// headers on their way out); else it is asked of Envoy (`response.code`, a property read
+    /// costs Envoy several times what a header read does).
+    pub fn on_log(
+        &self,
+        rt: &Runtime,
+        decision: Option<&Decision>,
+        timing: &Timing,
+        status: Option<u16>,
+    ) {
         let cfg = &rt.config;
         // A cache hit never reached the integration.
         let integration = match self.cache_status {
             Some("hit") => None,
             _ => integration_ms(timing),
         };
-        let status = host::property_u64(&["response", "code"])
-            .and_then(|c| u16::try_from(c).ok())
-            .filter(|c| *c > 0);
+        let status = status.or_else(|| {
+            host::property_u64(&["response", "code"])
+                .and_then(|c| u16::try_from(c).ok())
+                .filter(|c| *c > 0)
+        });
         let mut error = decision
             .and_then(|d| d.error)
             .map(|e| (e.as_str(), e.message()));
