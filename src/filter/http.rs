@@ -166,14 +166,20 @@ impl Main {
 
     /// CORS on the upstream's response: `policy` is the route's CORS policy, `cors` what it
     /// allowed the request's origin, `vary` the response's `Vary` as it stands (its first
-    /// value, as a single-header read gives it).
-    fn apply_cors(policy: &CorsPolicy, cors: Option<&ActualCors>, vary: Option<&[u8]>) {
+    /// value, as a single-header read gives it). `present(name)`: whether the response may
+    /// carry header `name` (so that headers it lacks are not removed, a host call each).
+    fn apply_cors(
+        policy: &CorsPolicy,
+        cors: Option<&ActualCors>,
+        vary: Option<&[u8]>,
+        present: impl Fn(&str) -> bool,
+    ) {
         match cors {
             Some(c) => {
                 // Upstream CORS headers are replaced, never duplicated.
                 let headers = policy.actual_headers(c);
                 for name in cors::CORS_RESPONSE_HEADERS {
-                    if !headers.clone().any(|(n, _)| n == *name) {
+                    if present(name) && !headers.clone().any(|(n, _)| n == *name) {
                         host::remove_response_header(name);
                     }
                 }
@@ -185,7 +191,9 @@ impl Main {
             // gets no CORS headers, whatever the upstream sent.
             None => {
                 for name in cors::CORS_RESPONSE_HEADERS {
-                    host::remove_response_header(name);
+                    if present(name) {
+                        host::remove_response_header(name);
+                    }
                 }
             }
         }
@@ -342,7 +350,16 @@ impl HttpContext for Main {
                 .find(|(n, _)| n.eq_ignore_ascii_case("vary"))
                 .map(|(_, v)| v.as_bytes())
                 .or_else(|| map.as_ref().and_then(|m| m.get("vary")));
-            Main::apply_cors(policy, allowed, vary);
+            // A header is there if the map (read before the sets above) or the rate limit
+            // service's headers have it; without the map, any may be.
+            let present = |name: &str| {
+                map.as_ref().is_none_or(|m| m.get(name).is_some())
+                    || decision
+                        .service_headers
+                        .iter()
+                        .any(|(n, _)| n.eq_ignore_ascii_case(name))
+            };
+            Main::apply_cors(policy, allowed, vary, present);
         }
         Action::Continue
     }
