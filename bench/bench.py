@@ -230,7 +230,7 @@ HOSTCALL_VARIANTS = {
     "P-trimmed": ("probe, no host call, without the callbacks it does not implement "
                   "(proxy_on_response_body, proxy_on_done, ...)",
                   lambda: probe("", PROBE_TRIMMED_WASM)),
-    "P-mimic": ("probe making T's 28 host calls per request, nothing else",
+    "P-mimic": ("probe making T's 23 host calls per request, nothing else",
                 lambda: probe("mimic=1")),
     "P-lean": ("probe getting the same with 19 host calls", lambda: probe("lean=1")),
     "P-hdr": (f"{REPS} x get_header_map_value (request, present)", lambda: probe(f"hdr={REPS}")),
@@ -657,7 +657,7 @@ def main():
     # Many short rounds beat a few long ones on a shared machine: the medians shrug off a
     # disturbed round.
     rounds = int(os.environ.get("ROUNDS", 3 if quick else 7 if main_suite else 5))
-    duration = int(os.environ.get("DURATION", 1 if quick else 3 if main_suite else 2))
+    duration = int(os.environ.get("DURATION", 1 if quick else 2))
     warmup = int(os.environ.get("WARMUP", 1 if quick else 2))
     connections = int(os.environ.get("CONNECTIONS", 16))
     upstream_mode = os.environ.get("UPSTREAM", "same")
