@@ -75,12 +75,7 @@ fn optimized_module_fits_the_size_budget_and_matches_its_checksum() {
 #[test]
 fn modules_export_only_the_callbacks_tollgate_implements() {
     for module in [wasm_path(), dist_wasm()] {
-        let out = Command::new("python3")
-            .arg(repo_root().join("scripts/trim-exports.py"))
-            .arg("--check")
-            .arg(&module)
-            .output()
-            .unwrap();
+        let out = check_exports(&module);
         assert!(
             out.status.success(),
             "{}: {}",
@@ -92,12 +87,7 @@ fn modules_export_only_the_callbacks_tollgate_implements() {
     let untrimmed =
         std::env::temp_dir().join(format!("tollgate-untrimmed-{}.wasm", std::process::id()));
     std::fs::write(&untrimmed, untrimmed_module()).unwrap();
-    let out = Command::new("python3")
-        .arg(repo_root().join("scripts/trim-exports.py"))
-        .arg("--check")
-        .arg(&untrimmed)
-        .output()
-        .unwrap();
+    let out = check_exports(&untrimmed);
     let _ = std::fs::remove_file(&untrimmed);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -109,6 +99,16 @@ fn modules_export_only_the_callbacks_tollgate_implements() {
         stderr.contains("still exports proxy_on_response_body"),
         "{stderr}"
     );
+}
+
+/// `scripts/trim-exports.py --check MODULE`.
+fn check_exports(module: &Path) -> std::process::Output {
+    Command::new("python3")
+        .arg(repo_root().join("scripts/trim-exports.py"))
+        .arg("--check")
+        .arg(module)
+        .output()
+        .unwrap()
 }
 
 /// A minimal module exporting (as functions) what the SDK exports, names only.

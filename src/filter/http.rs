@@ -342,22 +342,19 @@ impl HttpContext for Main {
             host::set_response_header(name, value);
         }
         if let Some((policy, allowed)) = cors {
-            // Vary as it now stands: the rate limit service's, if it set one, else the map's.
-            let vary = decision
-                .service_headers
-                .iter()
-                .rev()
-                .find(|(n, _)| n.eq_ignore_ascii_case("vary"))
-                .map(|(_, v)| v.as_bytes())
-                .or_else(|| map.as_ref().and_then(|m| m.get("vary")));
-            // A header is there if the map (read before the sets above) or the rate limit
-            // service's headers have it; without the map, any may be.
+            // The response as it now stands: the map was read before the sets above, so the
+            // rate limit service's headers come first; without the map, any header may be there.
+            let service = |name: &str| {
+                decision
+                    .service_headers
+                    .iter()
+                    .rev()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.as_bytes())
+            };
+            let vary = service("vary").or_else(|| map.as_ref().and_then(|m| m.get("vary")));
             let present = |name: &str| {
-                map.as_ref().is_none_or(|m| m.get(name).is_some())
-                    || decision
-                        .service_headers
-                        .iter()
-                        .any(|(n, _)| n.eq_ignore_ascii_case(name))
+                service(name).is_some() || map.as_ref().is_none_or(|m| m.get(name).is_some())
             };
             Main::apply_cors(policy, allowed, vary, present);
         }
