@@ -753,3 +753,35 @@ fn status_codes_are_three_digits_from_100() {
         assert_eq!(status_code(bad), None, "{bad:?}");
     }
 }
+
+#[test]
+fn escapes_only_flag_ascii_or_characters_whose_lead_byte_is_decoded() {
+    // escape_with decodes only characters starting with a DECODE_LEADS byte: a predicate that
+    // flagged any other non-ASCII character would let it through unescaped.
+    let mut buf = [0u8; 4];
+    for c in (0..=0x10FFFF_u32).filter_map(char::from_u32) {
+        let lead = c.encode_utf8(&mut buf).as_bytes()[0];
+        for needs in text::PREDICATES {
+            assert!(
+                !needs(c) || c.is_ascii() || text::decoded_lead(lead),
+                "U+{:04X} is flagged but its lead byte {lead:#x} is never decoded",
+                u32::from(c)
+            );
+        }
+    }
+}
+
+#[test]
+fn escapes_find_their_characters_among_multibyte_text() {
+    let s = "é\u{85}x\u{2028}😀\"\u{2029}\\ü\u{fffe}\u{7f}";
+    let mut out = String::new();
+    json_escape_into(s, &mut out);
+    assert_eq!(out, "é\\u0085x\\u2028😀\\\"\\u2029\\\\ü\u{fffe}\\u007f");
+    let mut out = String::new();
+    text::xml_escape_into(s, &mut out);
+    assert_eq!(out, "é&#x85;x&#x2028;😀&quot;&#x2029;\\ü\u{fffd}&#x7F;");
+    // Â, â and ï are letters (their UTF-8 starts with 0xC3): copied as they are.
+    let mut out = String::new();
+    json_escape_into("\u{c2}\u{e2}\u{ef}", &mut out);
+    assert_eq!(out, "\u{c2}\u{e2}\u{ef}");
+}

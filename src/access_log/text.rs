@@ -14,8 +14,16 @@ fn is_line_unsafe(c: char) -> bool {
     c.is_control() || c == '\u{2028}' || c == '\u{2029}'
 }
 
+/// The lead bytes of the only non-ASCII characters an escape here ever needs to see: C1 controls
+/// (U+0080..U+009F, 0xC2), the line and paragraph separators (U+2028, U+2029, 0xE2) and XML's
+/// forbidden U+FFFE, U+FFFF (0xEF). Every predicate below flags ASCII characters or these only
+/// (a unit test checks every character), so other bytes are copied without decoding.
+const DECODE_LEADS: [u8; 3] = [0xC2, 0xE2, 0xEF];
+
 /// Copies `s` to `out`, letting `escape` write each character for which `needs(c)` holds; runs of
-/// other characters are copied with one `push_str`.
+/// other characters are copied with one `push_str`. Only ASCII bytes and characters starting
+/// with a [`DECODE_LEADS`] byte are looked at: decoding every character was most of the JSON
+/// record's cost.
 #[inline]
 fn escape_with(
     s: &str,
@@ -23,19 +31,69 @@ fn escape_with(
     needs: impl Fn(char) -> bool,
     mut escape: impl FnMut(char, &mut String),
 ) {
+    let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, c) in s.char_indices() {
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let c = if b.is_ascii() {
+            char::from(b)
+        } else if DECODE_LEADS.contains(&b) {
+            // A lead byte starts a character: `i` is a boundary.
+            match s.get(i..).and_then(|rest| rest.chars().next()) {
+                Some(c) => c,
+                None => break,
+            }
+        } else {
+            i += 1;
+            continue;
+        };
+        let end = i + c.len_utf8();
         if needs(c) {
             if let Some(run) = s.get(start..i) {
                 out.push_str(run);
             }
             escape(c, out);
-            start = i + c.len_utf8();
+            start = end;
         }
+        i = end;
     }
     if let Some(run) = s.get(start..) {
         out.push_str(run);
     }
+}
+
+/// What each escape below flags (named for the test that checks them against
+/// [`DECODE_LEADS`]). JSON strings and CLF's quoted request line: quotes, backslashes and
+/// line-unsafe characters.
+fn quoted_needs(c: char) -> bool {
+    c == '"' || c == '\\' || is_line_unsafe(c)
+}
+
+fn token_needs(c: char) -> bool {
+    c == ' ' || quoted_needs(c)
+}
+
+fn csv_needs(c: char) -> bool {
+    c == '"' || is_line_unsafe(c)
+}
+
+fn xml_needs(c: char) -> bool {
+    matches!(c, '&' | '<' | '>' | '"' | '\'' | '\u{fffe}' | '\u{ffff}') || is_line_unsafe(c)
+}
+
+/// Every predicate `escape_with` is called with.
+#[cfg(test)]
+pub(super) const PREDICATES: [fn(char) -> bool; 5] = [
+    quoted_needs,
+    is_line_unsafe,
+    token_needs,
+    csv_needs,
+    xml_needs,
+];
+
+#[cfg(test)]
+pub(super) fn decoded_lead(b: u8) -> bool {
+    DECODE_LEADS.contains(&b)
 }
 
 /// Appends the hex digits of `v`, at least `width` of them, upper- or lowercase.
@@ -70,19 +128,14 @@ fn push_backslash_hex(c: char, out: &mut String) {
 /// breaks of any convention reach the log; all other characters, non-ASCII included, are copied
 /// as UTF-8.
 pub fn json_escape_into(s: &str, out: &mut String) {
-    escape_with(
-        s,
-        out,
-        |c| c == '"' || c == '\\' || is_line_unsafe(c),
-        |c, out| match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            _ => {
-                out.push_str("\\u");
-                push_hex(u32::from(c), 4, false, out);
-            }
-        },
-    );
+    escape_with(s, out, quoted_needs, |c, out| match c {
+        '"' => out.push_str("\\\""),
+        '\\' => out.push_str("\\\\"),
+        _ => {
+            out.push_str("\\u");
+            push_hex(u32::from(c), 4, false, out);
+        }
+    });
 }
 
 /// Template values: raw, except control characters (and U+2028/U+2029) as `\xHH` / `\uHHHH`.
@@ -93,22 +146,12 @@ pub(super) fn text_escape_into(s: &str, out: &mut String) {
 /// An unquoted CLF field (source IP, request id): also space, `"` and `\` as `\xHH`, so the value
 /// stays one space-separated token.
 pub(super) fn token_escape_into(s: &str, out: &mut String) {
-    escape_with(
-        s,
-        out,
-        |c| c == ' ' || c == '"' || c == '\\' || is_line_unsafe(c),
-        push_backslash_hex,
-    );
+    escape_with(s, out, token_needs, push_backslash_hex);
 }
 
 /// Inside CLF's quoted request line: `"`, `\` and control characters as `\xHH`.
 pub(super) fn quoted_escape_into(s: &str, out: &mut String) {
-    escape_with(
-        s,
-        out,
-        |c| c == '"' || c == '\\' || is_line_unsafe(c),
-        push_backslash_hex,
-    );
+    escape_with(s, out, quoted_needs, push_backslash_hex);
 }
 
 /// One RFC 4180 CSV field: quoted when it contains a comma, a quote, CR or LF, with quotes doubled.
@@ -118,18 +161,13 @@ pub(super) fn csv_field_into(s: &str, out: &mut String) {
     if quote {
         out.push('"');
     }
-    escape_with(
-        s,
-        out,
-        |c| c == '"' || is_line_unsafe(c),
-        |c, out| {
-            if c == '"' {
-                out.push_str("\"\"");
-            } else {
-                push_backslash_hex(c, out);
-            }
-        },
-    );
+    escape_with(s, out, csv_needs, |c, out| {
+        if c == '"' {
+            out.push_str("\"\"");
+        } else {
+            push_backslash_hex(c, out);
+        }
+    });
     if quote {
         out.push('"');
     }
@@ -139,26 +177,19 @@ pub(super) fn csv_field_into(s: &str, out: &mut String) {
 /// U+2028/U+2029 as character references (legal, and keep the record on one line); the characters
 /// XML 1.0 forbids outright (other C0 controls, U+FFFE, U+FFFF) as U+FFFD.
 pub(super) fn xml_escape_into(s: &str, out: &mut String) {
-    escape_with(
-        s,
-        out,
-        |c| {
-            matches!(c, '&' | '<' | '>' | '"' | '\'' | '\u{fffe}' | '\u{ffff}') || is_line_unsafe(c)
-        },
-        |c, out| match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\t' | '\n' | '\r' | '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}' => {
-                out.push_str("&#x");
-                push_hex(u32::from(c), 1, true, out);
-                out.push(';');
-            }
-            _ => out.push('\u{fffd}'),
-        },
-    );
+    escape_with(s, out, xml_needs, |c, out| match c {
+        '&' => out.push_str("&amp;"),
+        '<' => out.push_str("&lt;"),
+        '>' => out.push_str("&gt;"),
+        '"' => out.push_str("&quot;"),
+        '\'' => out.push_str("&apos;"),
+        '\t' | '\n' | '\r' | '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}' => {
+            out.push_str("&#x");
+            push_hex(u32::from(c), 1, true, out);
+            out.push(';');
+        }
+        _ => out.push('\u{fffd}'),
+    });
 }
 
 /// Appends `n` in decimal, zero-padded to at least `width` digits.
