@@ -14,8 +14,6 @@
 //! limited to 15 digits (larger values are clamped to 999 999 999 999 999), Strings quoted with
 //! `\` and `"` escaped.
 
-use std::fmt::Write as _;
-
 /// Which family of rate-limit headers to send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HeaderMode {
@@ -136,7 +134,13 @@ fn limit_list(reports: &[PolicyReport]) -> String {
 
 /// `;key=<Integer>`, clamped to the Structured Fields Integer range.
 fn push_sf_param(out: &mut String, key: &str, value: u64) {
-    let _ = write!(out, ";{key}={}", value.min(SF_INTEGER_MAX));
+    out.push(';');
+    out.push_str(key);
+    out.push('=');
+    let mut digits = [0; 20];
+    // Decimal digits are ASCII.
+    let text = crate::access_log::decimal(value.min(SF_INTEGER_MAX), &mut digits);
+    out.extend(text.iter().map(|&b| char::from(b)));
 }
 
 /// A Structured Fields String: quoted, `\` and `"` escaped; characters outside printable ASCII
