@@ -26,7 +26,8 @@ to CPU 1 beside wrk instead (one pass per request in the measured Envoy, but cli
 upstream then share a CPU).
 
 Environment: QUICK=1 (about a minute), PROCESS (one or each), REPLICAS (copies of each
-variant, each with its own VM, pooled; default 2), ROUNDS, DURATION (seconds per round), CONNECTIONS,
+variant, each with its own VM, pooled; default 2 for main, 1 for hostcalls), REPS (calls per
+request in the host-call probes, default 20), ROUNDS, DURATION (seconds per round), CONNECTIONS,
 VARIANTS (comma list of names), UPSTREAM, ENVOY, TOLLGATE_WASM, BENCH_OUT (output directory,
 default target/bench), EXTRA_WASM=label=path,... (other builds of the module as more
 variants, with the configuration of the variant EXTRA_BASE, default T: before/after a change;
