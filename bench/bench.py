@@ -290,7 +290,9 @@ def upstream_listener(port):
 
 
 def front_listener(name, spec, port, access_log_path):
-    """The measured listener of one variant: `spec`'s filters, then the router to `upstream`."""
+    """The measured listener of one variant: `spec`'s filters, then the router to `upstream`.
+    Named `front_<name>`, stats under `http.ingress_<name>.`; with `name` None (an Envoy of
+    one variant, as bench/memory.py starts) `front` and `http.ingress.`."""
     vhost = {
         "name": "all", "domains": ["*"],
         "routes": [{"match": {"prefix": "/"},
@@ -301,7 +303,7 @@ def front_listener(name, spec, port, access_log_path):
     # The same connection manager settings as envoy/envoy.yaml, in every variant.
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-        "stat_prefix": f"front_{name}",
+        "stat_prefix": "ingress" if name is None else f"ingress_{name}",
         "use_remote_address": True,
         "normalize_path": True,
         "merge_slashes": True,
@@ -320,7 +322,7 @@ def front_listener(name, spec, port, access_log_path):
             },
         }]
     return {
-        "name": f"front_{name}",
+        "name": "front" if name is None else f"front_{name}",
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
         "filter_chains": [{"filters": [{
             "name": "envoy.filters.network.http_connection_manager",
@@ -354,7 +356,7 @@ def bootstrap_fronts(fronts, upstream_port, with_upstream_listener):
 
 def bootstrap(spec, front_port, upstream_port, with_upstream_listener, access_log_path):
     """One Envoy for one variant."""
-    return bootstrap_fronts([("main", spec, front_port, access_log_path)], upstream_port,
+    return bootstrap_fronts([(None, spec, front_port, access_log_path)], upstream_port,
                             with_upstream_listener)
 
 
