@@ -194,9 +194,9 @@ bench-smoke: build envoy wrk
 	  python3 bench/bench.py --suite main
 	BENCH_OUT=target/bench-smoke CLIENTS=20000 python3 bench/memory.py
 
-# Benchmarks (only their smoke run, bench-smoke, is part of `make test`; see README "Performance"). `make bench`: fresh Envoys
-# side by side, Envoy pinned to CPU 0 and wrk to CPU 1 (bench/bench.py), then the criterion
-# micro-benchmarks; about 5 minutes, QUICK=1 about 1.
+# Benchmarks (of them only bench-smoke is part of `make test`; see README "Performance").
+# `make bench`: the variants side by side as listeners of one Envoy pinned to CPU 0, wrk on
+# CPU 1 (bench/bench.py), then the criterion micro-benchmarks; about 8 minutes, QUICK=1 about 1.
 .PHONY: bench bench-micro bench-hostcalls bench-memory wrk
 BENCH_MICRO_ARGS := $(if $(filter-out 0,$(QUICK)),--warm-up-time 0.2 --measurement-time 0.3,)
 
