@@ -247,6 +247,10 @@ HOSTCALL_VARIANTS = {
                 lambda: probe(f"rcode={REPS}")),
     "P-rsize": (f"{REPS} x get_property(response.size), in on_log",
                 lambda: probe(f"rsize={REPS}")),
+    "P-props3": (f"{REPS} x the access record's 3 properties (source.address, request.protocol, "
+                 "response.size), in on_log", lambda: probe(f"props3={REPS}")),
+    "P-expr": (f"{REPS} x one CEL expr_evaluate of the same 3 as a list, in on_log",
+               lambda: probe(f"expr={REPS}")),
     "P-time": (f"{REPS} x get_current_time", lambda: probe(f"time={REPS}")),
     "P-cas": (f"{REPS} x shared data get + CAS set", lambda: probe(f"cas={REPS}")),
     "P-rset": (f"{REPS} x set response header", lambda: probe(f"rset={REPS}")),
