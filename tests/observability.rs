@@ -101,6 +101,9 @@ fn one_access_record_per_request_with_real_values_and_the_same_fields_in_envoys_
         if r.path.starts_with("/fail") {
             return Reply::ok("upstream broke").status(503);
         }
+        if r.path.starts_with("/chunked") {
+            return Reply::ok("chunked body").header("transfer-encoding", "chunked");
+        }
         if r.path.starts_with("/broken") {
             // A second, conflicting content-length: Envoy refuses the response and answers 502.
             return Reply::ok("x").header("content-length", "999");
@@ -113,6 +116,8 @@ fn one_access_record_per_request_with_real_values_and_the_same_fields_in_envoys_
         "access_log": {"format": "json"},
         "routes": [
             {"match": "GET /pets/{id}"},
+            {"match": "HEAD /pets/{id}"},
+            {"match": "GET /chunked"},
             {"match": "POST /pets", "api_key_required": true},
             {"match": "GET /limited", "throttle": {"rate": 0.001, "burst": 1}}
         ]
@@ -139,8 +144,16 @@ fn one_access_record_per_request_with_real_values_and_the_same_fields_in_envoys_
     assert_eq!(upstream_5xx.status, 503);
     let envoy_5xx = envoy.get("/broken", &[]);
     assert_eq!(envoy_5xx.status, 502);
+    // responseLength without a body (HEAD, whose Content-Length tells the GET's) and without a
+    // Content-Length (chunked).
+    let head = envoy.send("HEAD", "/pets/1", &[]);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length").as_deref(), Some("5"));
+    let chunked = envoy.get("/chunked", &[]);
+    assert_eq!(chunked.text(), "chunked body");
+    assert_eq!(chunked.header("content-length"), None);
     let after = now_ms();
-    let sent = 7;
+    let sent = 9;
 
     let recs = wait_records(&envoy, sent);
     assert_eq!(recs.len(), sent, "one record per request: {recs:#?}");
@@ -219,6 +232,10 @@ fn one_access_record_per_request_with_real_values_and_the_same_fields_in_envoys_
     assert_eq!(r["error.responseType"], "INTEGRATION_FAILURE");
     assert_eq!(r["error.message"], "Internal server error");
     assert_eq!(r["responseLength"], envoy_5xx.body.len());
+    let r = recs.iter().find(|r| r["httpMethod"] == "HEAD").unwrap();
+    assert_eq!(r["responseLength"], 0, "{r}");
+    let r = find(&recs, "/chunked", 200);
+    assert_eq!(r["responseLength"], "chunked body".len(), "{r}");
 
     // Envoy's own file access log carries the same fields from tollgate's filter state.
     let lines = wait_file_log(&file_log, sent);
@@ -229,6 +246,8 @@ fn one_access_record_per_request_with_real_values_and_the_same_fields_in_envoys_
             .find(|l| l["request_id"] == rec["requestId"])
             .unwrap_or_else(|| panic!("no Envoy log line for {rec}"));
         assert_eq!(line["status"], rec["status"], "{line}");
+        // The length tollgate read from the headers is what Envoy counted as sent.
+        assert_eq!(line["bytes_sent"], rec["responseLength"], "{line} {rec}");
         assert_eq!(line["path"], rec["path"], "{line}");
         assert_eq!(line["stage"], rec["stage"], "{line}");
         assert_eq!(line["resourcePath"], rec["resourcePath"], "{line}");

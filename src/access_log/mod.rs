@@ -269,6 +269,25 @@ pub fn status_code(value: &[u8]) -> Option<u16> {
     }
 }
 
+/// `$context.responseLength` from what the filter sees of the response headers, so that the
+/// record need not ask Envoy for `response.size` (a property read costs Envoy several times what
+/// a header read does): 0 for a response that ends with its headers (HEAD, 204, 304, empty
+/// local replies), else its `Content-Length` (ASCII digits only). None when neither tells (a
+/// chunked body, a garbled length): the caller then asks Envoy for the bytes it sent.
+pub fn response_length(end_of_stream: bool, content_length: Option<&[u8]>) -> Option<u64> {
+    if end_of_stream {
+        return Some(0);
+    }
+    let digits = content_length?;
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| match b {
+        b'0'..=b'9' => n.checked_mul(10)?.checked_add(u64::from(b - b'0')),
+        _ => None,
+    })
+}
+
 /// `$context.path`: the request path without its query string (API Gateway's `path` has none;
 /// query strings often carry tokens, so they never reach a log line).
 pub fn path_without_query(path: &str) -> &str {
@@ -349,6 +368,26 @@ impl LogFormat {
                 }
                 Ok(LogFormat::Template(template))
             }
+        }
+    }
+
+    /// Whether lines in this format show `field`: the filter asks Envoy only for the values
+    /// its format prints (`json`, `csv` and `xml` print all of them).
+    pub fn uses(&self, field: Field) -> bool {
+        match self {
+            LogFormat::Json | LogFormat::Csv | LogFormat::Xml => true,
+            LogFormat::Clf => matches!(
+                field,
+                Field::SourceIp
+                    | Field::RequestTime
+                    | Field::HttpMethod
+                    | Field::Path
+                    | Field::Protocol
+                    | Field::Status
+                    | Field::ResponseLength
+                    | Field::RequestId
+            ),
+            LogFormat::Template(t) => t.fields().any(|f| f == field),
         }
     }
 

@@ -733,6 +733,76 @@ fn path_drops_query_and_fragment() {
 }
 
 #[test]
+fn response_length_comes_from_the_headers_when_they_tell() {
+    // A response that ends with its headers has no body, whatever Content-Length says (HEAD).
+    assert_eq!(response_length(true, Some(b"1234")), Some(0));
+    assert_eq!(response_length(true, None), Some(0));
+    assert_eq!(response_length(false, Some(b"0")), Some(0));
+    assert_eq!(response_length(false, Some(b"5")), Some(5));
+    assert_eq!(response_length(false, Some(b"0012")), Some(12));
+    assert_eq!(
+        response_length(false, Some(b"9999999999999999999")),
+        Some(9_999_999_999_999_999_999)
+    );
+    // Nothing to go by: the caller asks Envoy.
+    assert_eq!(response_length(false, None), None);
+    for bad in [
+        &b""[..],
+        b" 5",
+        b"5 ",
+        b"-1",
+        b"+5",
+        b"5,5",
+        b"0x10",
+        b"18446744073709551616",
+        b"99999999999999999999",
+        b"\xff",
+    ] {
+        assert_eq!(response_length(false, Some(bad)), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn a_format_uses_a_value_exactly_when_its_line_shows_it() {
+    // The values the filter has to ask Envoy for, each in one record slot of its own.
+    let clear = |f: Field| {
+        let mut r = full();
+        match f {
+            Field::Protocol => r.protocol = None,
+            Field::ResponseLength => r.response_length = None,
+            Field::SourceIp => r.source_ip = None,
+            Field::Status => r.status = None,
+            _ => {} // not asked below
+        }
+        r
+    };
+    let formats = [
+        "json",
+        "clf",
+        "csv",
+        "xml",
+        "$context.status $context.identity.sourceIp",
+        "$context.protocol $context.responseLength",
+        "$context.requestId",
+    ];
+    for spec in formats {
+        let format = LogFormat::parse(spec).unwrap();
+        let mut line = String::new();
+        format.format_into(&full(), &mut line);
+        for f in [
+            Field::Protocol,
+            Field::ResponseLength,
+            Field::SourceIp,
+            Field::Status,
+        ] {
+            let mut without = String::new();
+            format.format_into(&clear(f), &mut without);
+            assert_eq!(format.uses(f), line != without, "{spec}: {f:?}");
+        }
+    }
+}
+
+#[test]
 fn status_codes_are_three_digits_from_100() {
     assert_eq!(status_code(b"200"), Some(200));
     assert_eq!(status_code(b"429"), Some(429));

@@ -8,7 +8,7 @@ use proxy_wasm::types::{Action, LogLevel};
 use super::cache::{self, CacheState};
 use super::observe::{Observation, Timing};
 use super::Runtime;
-use crate::access_log;
+use crate::access_log::{self, Field};
 use crate::cors::{self, ActualCors, CorsPolicy};
 use crate::gateway::{self, Decision, Outcome, ServiceCall, ServiceResult};
 use crate::host::{self, HostRequest, HostStore};
@@ -34,6 +34,9 @@ pub struct Main {
     /// The response's status, once the filter has seen it (its own reply, or the response
     /// headers): spares the log a `response.code` property read.
     status: Option<u16>,
+    /// The response's body length as its headers told it (see
+    /// [`access_log::response_length`]): spares the record a `response.size` property read.
+    response_length: Option<u64>,
 }
 
 /// A request paused for the rate limit service's answer.
@@ -60,6 +63,7 @@ impl Main {
             forward_ns: 0,
             waiting: None,
             status: None,
+            response_length: None,
         }
     }
 
@@ -309,14 +313,23 @@ impl HttpContext for Main {
         self.hold_while_waiting()
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         self.response_ns = host::now_ns();
-        if self.local_reply {
-            // Our own response already carries every header it needs.
-            return Action::Continue;
-        }
         let rt = Rc::clone(&self.rt);
         let cfg = &rt.config;
+        let wants_length = cfg
+            .access_log
+            .as_ref()
+            .is_some_and(|f| f.uses(Field::ResponseLength));
+        if self.local_reply {
+            // Our own response already carries every header it needs.
+            if wants_length {
+                let length = host::response_header("content-length");
+                self.response_length =
+                    access_log::response_length(end_of_stream, length.as_deref());
+            }
+            return Action::Continue;
+        }
         let cors = self.decision.as_ref().and_then(|d| {
             let policy = cfg.cors_for(cfg.route(d.route))?;
             Some((policy, d.cors.as_ref()))
@@ -325,8 +338,12 @@ impl HttpContext for Main {
         // status; else the status alone. Either is cheaper for Envoy than the `response.code`
         // property the log would otherwise read.
         let needs_vary = cors.is_some_and(|(_, c)| c.is_none_or(|c| c.vary_origin));
-        let map = (needs_vary || matches!(self.cache, CacheState::Lookup { .. }))
+        let map = (needs_vary || wants_length || matches!(self.cache, CacheState::Lookup { .. }))
             .then(host::response_headers);
+        if wants_length {
+            let length = map.as_ref().and_then(|m| m.get("content-length"));
+            self.response_length = access_log::response_length(end_of_stream, length);
+        }
         self.status = match &map {
             Some(m) => m.get(":status").and_then(access_log::status_code),
             None => host::response_header(":status").and_then(|v| access_log::status_code(&v)),
@@ -367,6 +384,7 @@ impl HttpContext for Main {
             self.decision.as_ref(),
             &self.timing(),
             self.status,
+            self.response_length,
         );
     }
 }

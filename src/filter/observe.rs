@@ -147,13 +147,16 @@ impl Observation {
     ///
     /// `status`: the response's status when the filter saw it (its own reply, or the response
     /// headers on their way out); else it is asked of Envoy (`response.code`, a property read
-    /// costs Envoy several times what a header read does).
+    /// costs Envoy several times what a header read does). `response_length`: the body length
+    /// the response headers told; else the record asks Envoy (`response.size`). The record asks
+    /// Envoy only for the values its format prints.
     pub fn on_log(
         &self,
         rt: &Runtime,
         decision: Option<&Decision>,
         timing: &Timing,
         status: Option<u16>,
+        response_length: Option<u64>,
     ) {
         let cfg = &rt.config;
         // A cache hit never reached the integration.
@@ -225,10 +228,21 @@ impl Observation {
         let path = text(request, ":path");
         let request_id = text(request, "x-request-id");
         let user_agent = text(request, "user-agent");
-        let source = request.source_address().map(String::from_utf8_lossy);
-        let protocol = host::property(&["request", "protocol"]);
+        let source = format
+            .uses(Field::SourceIp)
+            .then(|| request.source_address())
+            .flatten()
+            .map(String::from_utf8_lossy);
+        let protocol = format
+            .uses(Field::Protocol)
+            .then(|| host::property(&["request", "protocol"]))
+            .flatten();
         let protocol = protocol.as_deref().map(String::from_utf8_lossy);
-        let length = host::property_u64(&["response", "size"]);
+        let length = match response_length {
+            Some(n) => Some(n),
+            None if format.uses(Field::ResponseLength) => host::property_u64(&["response", "size"]),
+            None => None,
+        };
         let route = decision
             .and_then(|d| d.route)
             .and_then(|i| cfg.table.pattern(i));

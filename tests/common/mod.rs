@@ -186,13 +186,36 @@ fn serve_connection(stream: TcpStream, seen: &Mutex<Vec<SeenRequest>>, handler: 
             body,
         };
         let reply = handler(&req);
+        let head = req.method == "HEAD";
         seen.lock().unwrap().push(req);
         let mut out = format!("HTTP/1.1 {} X\r\n", reply.status).into_bytes();
         for (n, v) in &reply.headers {
             out.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
         }
-        out.extend_from_slice(format!("content-length: {}\r\n\r\n", reply.body.len()).as_bytes());
-        out.extend_from_slice(&reply.body);
+        // A reply with `transfer-encoding: chunked` goes out in chunks of up to 4 bytes and no
+        // length; a HEAD reply has the length of the body it leaves out.
+        let chunked = reply
+            .headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v == "chunked");
+        if chunked {
+            out.extend_from_slice(b"\r\n");
+            if !head {
+                for chunk in reply.body.chunks(4) {
+                    out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                    out.extend_from_slice(chunk);
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+        } else {
+            out.extend_from_slice(
+                format!("content-length: {}\r\n\r\n", reply.body.len()).as_bytes(),
+            );
+            if !head {
+                out.extend_from_slice(&reply.body);
+            }
+        }
         if writer.write_all(&out).is_err() {
             return;
         }
@@ -283,8 +306,9 @@ pub fn grpc_cluster(name: &str, port: u16) -> Value {
 
 /// The fields of the harness's Envoy file access log: Envoy's own, then tollgate's filter state
 /// (`set_property(["tollgate.X"])` is Envoy filter state `wasm.tollgate.X`).
-pub const TOLLGATE_ACCESS_LOG_FIELDS: [(&str, &str); 13] = [
+pub const TOLLGATE_ACCESS_LOG_FIELDS: [(&str, &str); 14] = [
     ("status", "%RESPONSE_CODE%"),
+    ("bytes_sent", "%BYTES_SENT%"),
     ("details", "%RESPONSE_CODE_DETAILS%"),
     ("path", "%PATH(NQ)%"),
     ("request_id", "%REQ(X-REQUEST-ID)%"),
