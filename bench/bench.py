@@ -231,7 +231,7 @@ HOSTCALL_VARIANTS = {
     "P-trimmed": ("probe, no host call, without the callbacks it does not implement "
                   "(proxy_on_response_body, proxy_on_done, ...)",
                   lambda: probe("", PROBE_TRIMMED_WASM)),
-    "P-mimic": ("probe making T's 23 host calls per request, nothing else",
+    "P-mimic": ("probe making T's 22 host calls per request, nothing else",
                 lambda: probe("mimic=1")),
     "P-lean": ("probe getting the same with 19 host calls", lambda: probe("lean=1")),
     "P-hdr": (f"{REPS} x get_header_map_value (request, present)", lambda: probe(f"hdr={REPS}")),
