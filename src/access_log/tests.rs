@@ -825,13 +825,26 @@ fn status_codes_are_three_digits_from_100() {
 }
 
 #[test]
+fn each_escapes_ascii_set_flags_what_its_predicate_does() {
+    for (i, (needs, set)) in text::PREDICATES.into_iter().enumerate() {
+        for b in 0u8..0x80 {
+            assert_eq!(
+                set.contains(b),
+                needs(char::from(b)),
+                "predicate {i}, {b:#04x}"
+            );
+        }
+    }
+}
+
+#[test]
 fn escapes_only_flag_ascii_or_characters_whose_lead_byte_is_decoded() {
     // escape_with decodes only characters starting with a DECODE_LEADS byte: a predicate that
     // flagged any other non-ASCII character would let it through unescaped.
     let mut buf = [0u8; 4];
     for c in (0..=0x10FFFF_u32).filter_map(char::from_u32) {
         let lead = c.encode_utf8(&mut buf).as_bytes()[0];
-        for needs in text::PREDICATES {
+        for (needs, _) in text::PREDICATES {
             assert!(
                 !needs(c) || c.is_ascii() || text::decoded_lead(lead),
                 "U+{:04X} is flagged but its lead byte {lead:#x} is never decoded",

@@ -20,14 +20,60 @@ fn is_line_unsafe(c: char) -> bool {
 /// (a unit test checks every character), so other bytes are copied without decoding.
 const DECODE_LEADS: [u8; 3] = [0xC2, 0xE2, 0xEF];
 
+/// The ASCII characters a predicate flags, as two 64-bit masks (a `u128` shift is a library
+/// call at `opt-level = "z"`): the line-unsafe ones (C0 controls and DEL) and `extra`. A unit
+/// test checks each set against its predicate.
+#[derive(Clone, Copy)]
+pub(super) struct AsciiSet {
+    low: u64,
+    high: u64,
+}
+
+impl AsciiSet {
+    const fn line_unsafe_and(mut extra: &[u8]) -> AsciiSet {
+        let mut set = AsciiSet {
+            low: 0xFFFF_FFFF,       // 0x00..=0x1F
+            high: 1 << (0x7F - 64), // DEL
+        };
+        while let [first, rest @ ..] = extra {
+            if *first < 64 {
+                set.low |= 1 << *first;
+            } else if *first < 128 {
+                set.high |= 1 << (*first - 64);
+            }
+            extra = rest;
+        }
+        set
+    }
+
+    /// Whether the ASCII byte `b` (< 0x80) is in the set.
+    #[inline]
+    pub(super) fn contains(self, b: u8) -> bool {
+        let (mask, bit) = if b < 64 {
+            (self.low, b)
+        } else {
+            (self.high, b.wrapping_sub(64) & 63)
+        };
+        (mask >> bit) & 1 == 1
+    }
+}
+
+pub(super) const QUOTED_SET: AsciiSet = AsciiSet::line_unsafe_and(b"\"\\");
+pub(super) const TOKEN_SET: AsciiSet = AsciiSet::line_unsafe_and(b" \"\\");
+pub(super) const CSV_SET: AsciiSet = AsciiSet::line_unsafe_and(b"\"");
+pub(super) const XML_SET: AsciiSet = AsciiSet::line_unsafe_and(b"&<>\"'");
+pub(super) const LINE_SET: AsciiSet = AsciiSet::line_unsafe_and(b"");
+
 /// Copies `s` to `out`, letting `escape` write each character for which `needs(c)` holds; runs of
-/// other characters are copied with one `push_str`. Only ASCII bytes and characters starting
-/// with a [`DECODE_LEADS`] byte are looked at: decoding every character was most of the JSON
-/// record's cost.
+/// other characters are copied with one `push_str`. ASCII bytes are looked up in `ascii` (the
+/// ASCII characters `needs` flags); of the others only characters
+/// starting with a [`DECODE_LEADS`] byte are decoded and asked of `needs`. Decoding every
+/// character, then calling the predicate on every ASCII one, was most of the JSON record's cost.
 #[inline]
 fn escape_with(
     s: &str,
     out: &mut String,
+    ascii: AsciiSet,
     needs: impl Fn(char) -> bool,
     mut escape: impl FnMut(char, &mut String),
 ) {
@@ -35,27 +81,32 @@ fn escape_with(
     let mut start = 0;
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
-        let c = if b.is_ascii() {
+        let c = if b < 0x80 {
+            if !ascii.contains(b) {
+                i += 1;
+                continue;
+            }
             char::from(b)
         } else if DECODE_LEADS.contains(&b) {
             // A lead byte starts a character: `i` is a boundary.
             match s.get(i..).and_then(|rest| rest.chars().next()) {
-                Some(c) => c,
+                Some(c) if needs(c) => c,
+                Some(c) => {
+                    i += c.len_utf8();
+                    continue;
+                }
                 None => break,
             }
         } else {
             i += 1;
             continue;
         };
-        let end = i + c.len_utf8();
-        if needs(c) {
-            if let Some(run) = s.get(start..i) {
-                out.push_str(run);
-            }
-            escape(c, out);
-            start = end;
+        if let Some(run) = s.get(start..i) {
+            out.push_str(run);
         }
-        i = end;
+        escape(c, out);
+        i += c.len_utf8();
+        start = i;
     }
     if let Some(run) = s.get(start..) {
         out.push_str(run);
@@ -81,14 +132,18 @@ fn xml_needs(c: char) -> bool {
     matches!(c, '&' | '<' | '>' | '"' | '\'' | '\u{fffe}' | '\u{ffff}') || is_line_unsafe(c)
 }
 
-/// Every predicate `escape_with` is called with.
+/// A predicate of `escape_with` and its ASCII set.
 #[cfg(test)]
-pub(super) const PREDICATES: [fn(char) -> bool; 5] = [
-    quoted_needs,
-    is_line_unsafe,
-    token_needs,
-    csv_needs,
-    xml_needs,
+pub(super) type Predicate = (fn(char) -> bool, AsciiSet);
+
+/// Every predicate `escape_with` is called with, and its ASCII set.
+#[cfg(test)]
+pub(super) const PREDICATES: [Predicate; 5] = [
+    (quoted_needs, QUOTED_SET),
+    (is_line_unsafe, LINE_SET),
+    (token_needs, TOKEN_SET),
+    (csv_needs, CSV_SET),
+    (xml_needs, XML_SET),
 ];
 
 #[cfg(test)]
@@ -128,7 +183,7 @@ fn push_backslash_hex(c: char, out: &mut String) {
 /// breaks of any convention reach the log; all other characters, non-ASCII included, are copied
 /// as UTF-8.
 pub fn json_escape_into(s: &str, out: &mut String) {
-    escape_with(s, out, quoted_needs, |c, out| match c {
+    escape_with(s, out, QUOTED_SET, quoted_needs, |c, out| match c {
         '"' => out.push_str("\\\""),
         '\\' => out.push_str("\\\\"),
         _ => {
@@ -140,18 +195,18 @@ pub fn json_escape_into(s: &str, out: &mut String) {
 
 /// Template values: raw, except control characters (and U+2028/U+2029) as `\xHH` / `\uHHHH`.
 pub(super) fn text_escape_into(s: &str, out: &mut String) {
-    escape_with(s, out, is_line_unsafe, push_backslash_hex);
+    escape_with(s, out, LINE_SET, is_line_unsafe, push_backslash_hex);
 }
 
 /// An unquoted CLF field (source IP, request id): also space, `"` and `\` as `\xHH`, so the value
 /// stays one space-separated token.
 pub(super) fn token_escape_into(s: &str, out: &mut String) {
-    escape_with(s, out, token_needs, push_backslash_hex);
+    escape_with(s, out, TOKEN_SET, token_needs, push_backslash_hex);
 }
 
 /// Inside CLF's quoted request line: `"`, `\` and control characters as `\xHH`.
 pub(super) fn quoted_escape_into(s: &str, out: &mut String) {
-    escape_with(s, out, quoted_needs, push_backslash_hex);
+    escape_with(s, out, QUOTED_SET, quoted_needs, push_backslash_hex);
 }
 
 /// One RFC 4180 CSV field: quoted when it contains a comma, a quote, CR or LF, with quotes doubled.
@@ -161,7 +216,7 @@ pub(super) fn csv_field_into(s: &str, out: &mut String) {
     if quote {
         out.push('"');
     }
-    escape_with(s, out, csv_needs, |c, out| {
+    escape_with(s, out, CSV_SET, csv_needs, |c, out| {
         if c == '"' {
             out.push_str("\"\"");
         } else {
@@ -177,7 +232,7 @@ pub(super) fn csv_field_into(s: &str, out: &mut String) {
 /// U+2028/U+2029 as character references (legal, and keep the record on one line); the characters
 /// XML 1.0 forbids outright (other C0 controls, U+FFFE, U+FFFF) as U+FFFD.
 pub(super) fn xml_escape_into(s: &str, out: &mut String) {
-    escape_with(s, out, xml_needs, |c, out| match c {
+    escape_with(s, out, XML_SET, xml_needs, |c, out| match c {
         '&' => out.push_str("&amp;"),
         '<' => out.push_str("&lt;"),
         '>' => out.push_str("&gt;"),
@@ -193,30 +248,19 @@ pub(super) fn xml_escape_into(s: &str, out: &mut String) {
 }
 
 /// Appends `n` in decimal, zero-padded to at least `width` digits.
-pub(super) fn push_u64_padded(mut n: u64, width: usize, out: &mut String) {
+pub(super) fn push_u64_padded(n: u64, width: usize, out: &mut String) {
     let mut buf = [0u8; 20]; // u64::MAX has 20 digits
-    let mut len = 0;
-    loop {
-        if let Some(slot) = buf.get_mut(len) {
-            *slot = b'0' + (n % 10) as u8;
-        }
-        len += 1;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for _ in len..width {
+    let digits = decimal(n, &mut buf);
+    for _ in digits.len()..width {
         out.push('0');
     }
-    for &b in buf.iter().take(len).rev() {
-        out.push(char::from(b));
-    }
+    // Decimal digits are ASCII: the conversion cannot fail.
+    out.push_str(std::str::from_utf8(digits).unwrap_or_default());
 }
 
-/// Appends `n` in decimal.
+/// Appends `n` in decimal (one `push_str`, no formatting machinery).
 #[inline]
-pub(super) fn push_u64(n: u64, out: &mut String) {
+pub fn push_u64(n: u64, out: &mut String) {
     push_u64_padded(n, 1, out);
 }
 
@@ -243,17 +287,44 @@ pub fn write_clf_time(epoch_ms: u64, out: &mut String) {
     let (days, secs_of_day) = split_unix_seconds(secs);
     let (year, month, day) = civil_from_days(days);
     let month_index = usize::try_from(month).unwrap_or(1).saturating_sub(1);
+    let month = MONTHS.get(month_index).copied().unwrap_or("Jan");
+    // The year is never negative here: the time is at or after 1970.
+    let year = u64::try_from(year).unwrap_or(0);
+    let (hour, minute, second) = (secs_of_day / 3600, secs_of_day / 60 % 60, secs_of_day % 60);
+    if year <= 9999 {
+        // Filled in place and appended at once: the record's one time costs one `push_str`.
+        let mut buf = *b"dd/Mon/yyyy:hh:mm:ss +0000";
+        put_digits(&mut buf, 0, u64::from(day), 2);
+        for (slot, b) in buf.iter_mut().skip(3).zip(month.bytes()) {
+            *slot = b;
+        }
+        put_digits(&mut buf, 7, year, 4);
+        put_digits(&mut buf, 12, u64::from(hour), 2);
+        put_digits(&mut buf, 15, u64::from(minute), 2);
+        put_digits(&mut buf, 18, u64::from(second), 2);
+        out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
+        return;
+    }
     push_u64_padded(u64::from(day), 2, out);
     out.push('/');
-    out.push_str(MONTHS.get(month_index).copied().unwrap_or("Jan"));
+    out.push_str(month);
     out.push('/');
-    // The year is never negative here: the time is at or after 1970.
-    push_u64_padded(u64::try_from(year).unwrap_or(0), 4, out);
+    push_u64_padded(year, 4, out);
     out.push(':');
-    push_u64_padded(u64::from(secs_of_day / 3600), 2, out);
+    push_u64_padded(u64::from(hour), 2, out);
     out.push(':');
-    push_u64_padded(u64::from(secs_of_day / 60 % 60), 2, out);
+    push_u64_padded(u64::from(minute), 2, out);
     out.push(':');
-    push_u64_padded(u64::from(secs_of_day % 60), 2, out);
+    push_u64_padded(u64::from(second), 2, out);
     out.push_str(" +0000");
+}
+
+/// Writes the last `width` decimal digits of `n` into `buf` from `at` (zero-padded).
+fn put_digits(buf: &mut [u8], at: usize, mut n: u64, width: usize) {
+    if let Some(digits) = buf.get_mut(at..at.saturating_add(width)) {
+        for slot in digits.iter_mut().rev() {
+            *slot = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    }
 }

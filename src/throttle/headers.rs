@@ -104,7 +104,7 @@ fn most_restrictive(reports: &[PolicyReport]) -> Option<&PolicyReport> {
 
 /// `RateLimit-Policy`: `"name";q=<limit>[;w=<window_s>]` per report.
 fn policy_list(reports: &[PolicyReport]) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(reports.len().saturating_mul(REPORT_CAPACITY));
     for (i, r) in reports.iter().enumerate() {
         if i > 0 {
             out.push_str(", ");
@@ -120,7 +120,7 @@ fn policy_list(reports: &[PolicyReport]) -> String {
 
 /// `RateLimit`: `"name";r=<remaining>;t=<reset_s>` per report.
 fn limit_list(reports: &[PolicyReport]) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(reports.len().saturating_mul(REPORT_CAPACITY));
     for (i, r) in reports.iter().enumerate() {
         if i > 0 {
             out.push_str(", ");
@@ -132,21 +132,30 @@ fn limit_list(reports: &[PolicyReport]) -> String {
     out
 }
 
+/// Room for one report in either header: `, "client";q=<15 digits>;w=<15 digits>` fits, so
+/// the usual header is built without growing its string.
+const REPORT_CAPACITY: usize = 48;
+
 /// `;key=<Integer>`, clamped to the Structured Fields Integer range.
 fn push_sf_param(out: &mut String, key: &str, value: u64) {
     out.push(';');
     out.push_str(key);
     out.push('=');
-    let mut digits = [0; 20];
-    // Decimal digits are ASCII.
-    let text = crate::access_log::decimal(value.min(SF_INTEGER_MAX), &mut digits);
-    out.extend(text.iter().map(|&b| char::from(b)));
+    crate::access_log::push_u64(value.min(SF_INTEGER_MAX), out);
 }
 
 /// A Structured Fields String: quoted, `\` and `"` escaped; characters outside printable ASCII
 /// (which a String cannot carry) are left out.
 fn push_sf_string(out: &mut String, s: &str) {
     out.push('"');
+    if s.bytes()
+        .all(|b| matches!(b, b' '..=b'~') && b != b'"' && b != b'\\')
+    {
+        // The policy names: nothing to escape or leave out.
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '\\' | '"' => {
