@@ -189,15 +189,16 @@ test: fmt-check clippy unit unit-wasm32 fuzz-smoke build envoy validate test-oci
 # lines, tollgate's filter state in Envoy's line) and the memory run with 20,000 clients, into
 # target/bench-smoke (the real results in target/bench stay). About a minute.
 .PHONY: bench-smoke
-bench-smoke: build envoy wrk
+bench-smoke: build envoy wrk valgrind
 	BENCH_OUT=target/bench-smoke QUICK=1 ROUNDS=1 VARIANTS=A,N,T,T-envoylog \
 	  python3 bench/bench.py --suite main
 	BENCH_OUT=target/bench-smoke CLIENTS=20000 python3 bench/memory.py
+	BENCH_OUT=target/bench-smoke N=20 python3 bench/instructions.py
 
 # Benchmarks (of them only bench-smoke is part of `make test`; see README "Performance").
 # `make bench`: the variants side by side as listeners of one Envoy pinned to CPU 0, wrk on
 # CPU 1 (bench/bench.py), then the criterion micro-benchmarks; about 8 minutes, QUICK=1 about 1.
-.PHONY: bench bench-micro bench-hostcalls bench-memory wrk
+.PHONY: bench bench-micro bench-instructions bench-hostcalls bench-memory wrk valgrind
 BENCH_MICRO_ARGS := $(if $(filter-out 0,$(QUICK)),--warm-up-time 0.2 --measurement-time 0.3,)
 
 wrk:
@@ -213,6 +214,14 @@ bench: build dist envoy wrk
 
 bench-micro: toolchain
 	$(CARGO) bench --profile micro --bench core -- $(BENCH_MICRO_ARGS)
+
+valgrind:
+	@command -v valgrind >/dev/null || ./scripts/deb-install.sh valgrind
+
+# Instructions per call of the hot path under callgrind (benches/instructions.rs): repeatable to
+# the instruction, unlike the timings. BASE=<git rev> adds a column for that revision.
+bench-instructions: toolchain valgrind
+	python3 bench/instructions.py
 
 # The cost of single proxy-wasm host calls, with the probe module in bench/probe.
 bench-hostcalls: toolchain envoy wrk

@@ -4,7 +4,7 @@
 //!   make bench-micro                                        # all of them, about a minute
 //!   cargo bench --profile micro --bench core -- cors        # names containing "cors"
 //!
-//! They run natively with the `micro` profile (release's opt-level "s" and LTO, with unwinding
+//! They run natively with the `micro` profile (release's opt-level "z" and LTO, with unwinding
 //! for the harness), so the code is optimised as in the shipped wasm; V8's code is slower than
 //! native, so read the numbers as relative costs, not as the filter's cost inside Envoy
 //! (`make bench` measures that).
@@ -15,7 +15,6 @@
     clippy::indexing_slicing
 )]
 
-use std::collections::HashMap;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
@@ -23,14 +22,14 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use tollgate::access_log::{LogFormat, Record};
 use tollgate::config::Config;
 use tollgate::cors::{CorsPolicy, CorsSpec, Preflight};
-use tollgate::gateway::{self, RequestSource, StoreKeys};
+use tollgate::gateway::{self, StoreKeys};
 use tollgate::routes::{normalize_path, RouteTable};
 use tollgate::throttle::bucket::{self, BucketSpec, BucketState};
 use tollgate::throttle::quota::{self, Period, QuotaState};
 use tollgate::throttle::store::MemoryStore;
 
-const SEC: u64 = 1_000_000_000;
-const T0: u64 = 1_764_000_000 * SEC; // 2025-11-24
+mod common;
+use common::{FakeRequest, BENCH_T, FULL, SEC, T0};
 
 /// A 20-route table shaped like a real API: literals, parameters, a greedy proxy, ANY routes.
 const ROUTES: [&str; 20] = [
@@ -193,62 +192,6 @@ fn access_log(c: &mut Criterion) {
     }
     g.finish();
 }
-
-/// A request as the pipeline sees it: header reads come from a small map, as the host's would.
-struct FakeRequest {
-    headers: HashMap<&'static str, Vec<u8>>,
-    addr: Vec<u8>,
-}
-
-impl FakeRequest {
-    fn new(pairs: &[(&'static str, &str)]) -> FakeRequest {
-        FakeRequest {
-            headers: pairs
-                .iter()
-                .map(|(n, v)| (*n, v.as_bytes().to_vec()))
-                .collect(),
-            addr: b"10.1.2.3:40000".to_vec(),
-        }
-    }
-}
-
-impl RequestSource for FakeRequest {
-    fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.get(name).map(Vec::as_slice)
-    }
-    fn source_address(&self) -> Option<&[u8]> {
-        Some(&self.addr)
-    }
-}
-
-/// The `make bench` "T" configuration: never-tripping stage throttle, CORS, JSON access log.
-const BENCH_T: &str = r#"{
-  "stage": "bench",
-  "throttle": {"rate": 1000000000, "burst": 4000000000},
-  "cors": {"allow_origins": ["http://localhost:3000", "https://*.example.com"],
-           "allow_methods": ["GET", "POST", "PUT", "DELETE"],
-           "allow_headers": ["content-type", "authorization", "x-api-key"],
-           "expose_headers": ["x-request-id", "ratelimit", "ratelimit-policy"],
-           "max_age": 600, "allow_credentials": true},
-  "access_log": {"format": "json"}
-}"#;
-
-/// Everything on: key, usage plan throttle and quota, route throttle, stage, client throttle.
-const FULL: &str = r#"{
-  "stage": "bench",
-  "api_key": {"keys": [{"id": "partner-a", "value": "bench-key-1", "usage_plan": "gold"}]},
-  "usage_plans": {"gold": {"throttle": {"rate": 1000000000, "burst": 4000000000},
-                           "quota": {"limit": 1000000000000, "period": "MONTH"}}},
-  "throttle": {"rate": 1000000000, "burst": 4000000000},
-  "client_throttle": {"by": "ip", "rate": 1000000000, "burst": 4000000000},
-  "cors": {"allow_origins": ["http://localhost:3000"], "allow_credentials": true},
-  "access_log": {"format": "json"},
-  "routes": [
-    {"match": "GET /pets/{id}", "throttle": {"rate": 1000000000, "burst": 4000000000}},
-    {"match": "POST /pets", "api_key_required": true},
-    {"match": "ANY /admin/{proxy+}", "api_key_required": true, "cors": false}
-  ]
-}"#;
 
 fn decide(c: &mut Criterion) {
     let mut g = c.benchmark_group("gateway_decide");

@@ -44,6 +44,11 @@ impl HeaderPairs {
         HeaderPairs { bytes }
     }
 
+    /// The serialized bytes (for benchmarks: what the host would hand over).
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
     /// The pairs in the host's order.
     pub fn iter(&self) -> Pairs<'_> {
         let count = le32(&self.bytes, 0).unwrap_or(0);

@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Instructions per call of the filter's hot path (benches/instructions.rs), counted by
+callgrind: each case runs under `valgrind --tool=callgrind` with 0 and with N calls, and the
+difference over N is printed. Repeatable to the instruction on one machine and toolchain, so a
+change of a few percent shows, where the Envoy benchmark's noise hides several microseconds.
+
+Environment: N (calls per case, default 2000), CASES (comma list, default all), BENCH_OUT
+(output directory, default target/bench; writes instructions.md and instructions.json),
+BASE (a git revision: the same cases are also counted at that revision, built in a worktree
+under target/, and the table gets a column for it; the revision must have this harness).
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def build(tree, target_dir):
+    """Builds the harness in `tree`; returns the executable's path."""
+    out = subprocess.run(
+        ["cargo", "bench", "--profile", "instr", "--bench", "instructions", "--no-run",
+         "--message-format", "json", "--target-dir", target_dir],
+        cwd=tree, check=True, capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        msg = json.loads(line)
+        if msg.get("reason") == "compiler-artifact" and msg["target"]["name"] == "instructions" \
+                and msg.get("executable"):
+            return msg["executable"]
+    sys.exit("instructions: the build named no executable")
+
+
+def cases(exe):
+    """The harness's cases, from its usage text: [(name, description)]."""
+    p = subprocess.run([exe], capture_output=True, text=True)
+    found = []
+    for line in p.stderr.splitlines():
+        m = re.match(r"^  (\S+)\s+(.*)$", line)
+        if m:
+            found.append((m.group(1), m.group(2)))
+    if not found:
+        sys.exit(f"instructions: {exe} listed no cases:\n{p.stderr}")
+    return found
+
+
+def count(exe, case, n):
+    """Instructions of one run of the harness (whole process) with n calls of case."""
+    p = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", exe, case, str(n)],
+        capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"instructions: {case} {n} failed under valgrind:\n{p.stderr[-2000:]}")
+    m = re.search(r"Collected : (\d+)", p.stderr)
+    if not m:
+        sys.exit(f"instructions: no count in callgrind's output for {case}:\n{p.stderr[-2000:]}")
+    return int(m.group(1))
+
+
+def per_call(exe, case, n):
+    base = count(exe, case, 0)
+    total = count(exe, case, n)
+    return (total - base) / n
+
+
+def main():
+    if not shutil.which("valgrind"):
+        sys.exit("instructions: valgrind is not installed (make bench-instructions installs it)")
+    n = int(os.environ.get("N", 2000))
+    out_dir = os.environ.get("BENCH_OUT") or os.path.join(ROOT, "target/bench")
+    os.makedirs(out_dir, exist_ok=True)
+    exe = build(ROOT, os.path.join(ROOT, "target"))
+    listed = cases(exe)
+    wanted = [c for c in os.environ.get("CASES", "").split(",") if c]
+    unknown = set(wanted) - {name for name, _ in listed}
+    if unknown:
+        sys.exit(f"instructions: unknown cases {sorted(unknown)}; known: {[c for c, _ in listed]}")
+    chosen = [(c, d) for c, d in listed if not wanted or c in wanted]
+
+    base_rev = os.environ.get("BASE")
+    base_exe = None
+    if base_rev:
+        tree = os.path.join(ROOT, "target/instructions-base")
+        subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=ROOT,
+                       capture_output=True)
+        subprocess.run(["git", "worktree", "add", "--detach", "--force", tree, base_rev],
+                       cwd=ROOT, check=True, capture_output=True)
+        try:
+            base_exe = build(tree, os.path.join(ROOT, "target/instructions-base-target"))
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=ROOT,
+                           capture_output=True)
+
+    rows = []
+    for case, what in chosen:
+        row = {"case": case, "what": what, "instructions": per_call(exe, case, n)}
+        if base_exe:
+            row["base"] = per_call(base_exe, case, n)
+        rows.append(row)
+        extra = f"  (base {row['base']:,.0f})" if base_exe else ""
+        print(f"  {case:20} {row['instructions']:10,.0f} instructions per call{extra}",
+              flush=True)
+
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                          capture_output=True, text=True).stdout.strip()
+    lines = [f"Instructions per call (callgrind; {n} calls minus 0; {rustc}; opt-level \"z\", "
+             f"native; commit {head}{', base ' + base_rev if base_rev else ''})", ""]
+    if base_exe:
+        lines += ["| case | what | instructions | base | change |", "|---|---|---:|---:|---:|"]
+        for r in rows:
+            change = (r["instructions"] - r["base"]) / r["base"] * 100 if r["base"] else 0
+            lines.append(f"| {r['case']} | {r['what']} | {r['instructions']:,.0f} | "
+                         f"{r['base']:,.0f} | {change:+.1f}% |")
+    else:
+        lines += ["| case | what | instructions |", "|---|---|---:|"]
+        for r in rows:
+            lines.append(f"| {r['case']} | {r['what']} | {r['instructions']:,.0f} |")
+    text = "\n".join(lines) + "\n"
+    print()
+    print(text)
+    with open(os.path.join(out_dir, "instructions.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(out_dir, "instructions.json"), "w") as f:
+        json.dump({"n": n, "commit": head, "base": base_rev, "rows": rows}, f, indent=1)
+    print(f"(written to {out_dir}/instructions.md and .json)")
+
+
+if __name__ == "__main__":
+    main()
