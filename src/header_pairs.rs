@@ -67,11 +67,29 @@ impl HeaderPairs {
 
     /// The first value of header `name`, compared ASCII case-insensitively (hosts keep names in
     /// lower case). Hosts answer a single-header read with the first value too.
+    ///
+    /// The hot path of every request: names of another length are skipped on their size
+    /// alone, and a lower-case name is compared as bytes before it is compared ignoring case.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        let name = name.as_bytes();
-        self.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        let want = name.as_bytes();
+        let mut pairs = self.iter();
+        while pairs.index < pairs.count {
+            let sizes = pairs.index.checked_mul(8)?.checked_add(4)?;
+            let name_len = le32(pairs.bytes, sizes)?;
+            let value_len = le32(pairs.bytes, sizes.checked_add(4)?)?;
+            let name_end = pairs.pos.checked_add(name_len)?;
+            let value_start = name_end.checked_add(1)?;
+            let value_end = value_start.checked_add(value_len)?;
+            if name_len == want.len() {
+                let found = pairs.bytes.get(pairs.pos..name_end)?;
+                if found == want || found.eq_ignore_ascii_case(want) {
+                    return pairs.bytes.get(value_start..value_end);
+                }
+            }
+            pairs.pos = value_end.checked_add(1)?;
+            pairs.index += 1;
+        }
+        None
     }
 }
 
@@ -131,6 +149,40 @@ mod tests {
         );
         assert_eq!(m.get("absent"), None);
         assert_eq!(m.get(""), None);
+    }
+
+    #[test]
+    fn get_finds_what_iterating_finds_even_in_cut_or_garbled_maps() {
+        let good = HeaderPairs::encode(&[
+            (":method", b"GET"),
+            ("ORIGIN", b"http://a"),
+            ("x-b", b"1"),
+            ("origin", b"http://b"),
+            ("x-a", b""),
+            ("accept", b"*/*"),
+        ])
+        .into_bytes();
+        let names = [
+            ":method", "origin", "Origin", "x-a", "x-b", "accept", "absent", "",
+        ];
+        let slow = |m: &HeaderPairs, name: &str| {
+            m.iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+                .map(|(_, v)| v.to_vec())
+        };
+        // Every cut of the map, and every single byte set to 0xFF (lengths and count too).
+        let mut maps: Vec<Vec<u8>> = (0..=good.len()).map(|n| good[..n].to_vec()).collect();
+        for i in 0..good.len() {
+            let mut garbled = good.clone();
+            garbled[i] = 0xFF;
+            maps.push(garbled);
+        }
+        for bytes in maps {
+            let m = HeaderPairs::new(bytes);
+            for name in names {
+                assert_eq!(m.get(name).map(<[u8]>::to_vec), slow(&m, name), "{name}");
+            }
+        }
     }
 
     #[test]
