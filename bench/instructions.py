@@ -7,7 +7,8 @@ change of a few percent shows, where the Envoy benchmark's noise hides several m
 Environment: N (calls per case, default 2000), CASES (comma list, default all), BENCH_OUT
 (output directory, default target/bench; writes instructions.md and instructions.json),
 BASE (a git revision: the same cases are also counted at that revision, built in a worktree
-under target/, and the table gets a column for it; the revision must have this harness).
+under target/ with this harness copied in, and the table gets a column for it; the harness
+must compile against that revision's library).
 """
 import json
 import os
@@ -31,6 +32,33 @@ def build(tree, target_dir):
                 and msg.get("executable"):
             return msg["executable"]
     sys.exit("instructions: the build named no executable")
+
+
+HARNESS_TOML = """
+[[bench]]
+name = "instructions"
+harness = false
+
+[profile.instr]
+inherits = "micro"
+strip = false
+debug = "line-tables-only"
+"""
+
+
+def copy_harness(tree):
+    """Puts this checkout's harness into the worktree `tree` (an older revision may predate
+    it or have another version of it), so that both columns count the same code paths."""
+    shutil.copy(os.path.join(ROOT, "benches/instructions.rs"),
+                os.path.join(tree, "benches/instructions.rs"))
+    shutil.copytree(os.path.join(ROOT, "benches/common"), os.path.join(tree, "benches/common"),
+                    dirs_exist_ok=True)
+    toml = os.path.join(tree, "Cargo.toml")
+    with open(toml) as f:
+        text = f.read()
+    if 'name = "instructions"' not in text:
+        with open(toml, "a") as f:
+            f.write(HARNESS_TOML)
 
 
 def cases(exe):
@@ -88,6 +116,7 @@ def main():
         subprocess.run(["git", "worktree", "add", "--detach", "--force", tree, base_rev],
                        cwd=ROOT, check=True, capture_output=True)
         try:
+            copy_harness(tree)
             base_exe = build(tree, os.path.join(ROOT, "target/instructions-base-target"))
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=ROOT,

@@ -44,11 +44,6 @@ impl HeaderPairs {
         HeaderPairs { bytes }
     }
 
-    /// The serialized bytes (for benchmarks: what the host would hand over).
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.bytes
-    }
-
     /// The pairs in the host's order.
     pub fn iter(&self) -> Pairs<'_> {
         let count = le32(&self.bytes, 0).unwrap_or(0);
@@ -161,7 +156,7 @@ mod tests {
             ("x-a", b""),
             ("accept", b"*/*"),
         ])
-        .into_bytes();
+        .bytes;
         let names = [
             ":method", "origin", "Origin", "x-a", "x-b", "accept", "absent", "",
         ];
