@@ -393,7 +393,8 @@ def free_port():
 class Envoy:
     """One Envoy process started by this run (killed by pid when the run ends)."""
 
-    def __init__(self, name, config, workdir, cpu, port, log_level="wasm:info", concurrency=1):
+    def __init__(self, name, config, workdir, cpu, port, log_level="wasm:info", concurrency=1,
+                 wrapper=()):
         self.name = name
         self.dir = os.path.join(workdir, name)
         os.makedirs(self.dir, exist_ok=True)
@@ -409,6 +410,8 @@ class Envoy:
         cmd = [ENVOY, "-c", self.config_path, "--concurrency", str(concurrency),
                "--disable-hot-restart", "-l", "warning", "--component-log-level", log_level,
                "--log-path", self.log_path, "--admin-address-path", self.admin_path]
+        # `wrapper`: a command Envoy runs under (bench/envoy_instructions.py: valgrind).
+        cmd = list(wrapper) + cmd
         if cpu is not None:
             cmd = ["taskset", "-c", cpu] + cmd
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
