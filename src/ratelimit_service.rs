@@ -561,10 +561,13 @@ impl CallFailure {
     /// async client times out like an HTTP request, with a 504, which maps to 14), the same
     /// status as a service that is down; so a 14 that came at 90% of `timeout_ms` or later
     /// counts as a timeout (Envoy's timer and the wasm clock differ by a few ms; a service
-    /// that is down answers in about 1 ms). 4 DEADLINE_EXCEEDED always does.
+    /// that is down answers in about 1 ms). So does a 1 CANCELLED that late: Envoy sends the
+    /// deadline as `grpc-timeout`, and a service on tonic (Limitador) answers its expiry with
+    /// CANCELLED, which wins the race when Envoy's own timer fires late on a loaded worker.
+    /// 4 DEADLINE_EXCEEDED always does.
     pub fn from_grpc_status(status: u32, elapsed_ms: u64, timeout_ms: u32) -> CallFailure {
         let out_of_time = elapsed_ms.saturating_mul(10) >= u64::from(timeout_ms).saturating_mul(9);
-        if status == 4 || (status == 14 && out_of_time) {
+        if status == 4 || ((status == 14 || status == 1) && out_of_time) {
             CallFailure::Timeout
         } else {
             CallFailure::Grpc(Some(status))

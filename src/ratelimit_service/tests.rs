@@ -706,6 +706,17 @@ fn failures_follow_failure_mode() {
         CallFailure::from_grpc_status(14, 2, 20),
         CallFailure::Grpc(Some(14))
     );
+    // A tonic service answers the expiry of the `grpc-timeout` Envoy sent with 1 CANCELLED,
+    // sometimes before Envoy's own timer fires; a CANCELLED well before the deadline is the
+    // service's own error.
+    assert_eq!(
+        CallFailure::from_grpc_status(1, 24, 20),
+        CallFailure::Timeout
+    );
+    assert_eq!(
+        CallFailure::from_grpc_status(1, 17, 20),
+        CallFailure::Grpc(Some(1))
+    );
     assert_eq!(
         CallFailure::from_grpc_status(13, 50, 20),
         CallFailure::Grpc(Some(13))
