@@ -230,16 +230,20 @@ bench-instructions: toolchain valgrind
 # (bench/envoy_instructions.py, ~5 min): repeatable to about 0.5%, where the timings spread by
 # tens of percent on a shared VM. EXTRA_WASM=label=path compares another build; KEEP=1 keeps
 # the profiles for callgrind_annotate.
-bench-envoy-instructions: build envoy valgrind
+# The probe's variants (P-*, bench-hostcalls) count too: VARIANTS=A,P-none,P-mimic,T.
+bench-envoy-instructions: build probe envoy valgrind
 	python3 bench/envoy_instructions.py
 
 # The cost of single proxy-wasm host calls, with the probe module in bench/probe.
-bench-hostcalls: toolchain envoy wrk
+bench-hostcalls: probe envoy wrk
+	python3 bench/bench.py --suite hostcalls
+
+.PHONY: probe
+probe: toolchain
 	$(CARGO) build --release --target wasm32-wasip1 --manifest-path bench/probe/Cargo.toml \
 	  --target-dir target/probe
 	python3 scripts/trim-exports.py target/probe/wasm32-wasip1/release/tollgate_probe.wasm \
 	  -o target/probe/wasm32-wasip1/release/tollgate_probe.trimmed.wasm
-	python3 bench/bench.py --suite hostcalls
 
 # Envoy RSS with tollgate at 2 workers, idle and after 1,000,000 distinct clients (CLIENTS=N).
 bench-memory: build envoy wrk

@@ -15,7 +15,9 @@ log lines go to files Envoy buffers), and what an instruction costs (cache misse
 of V8's calls in and out of the VM). So it ranks and sizes changes to tollgate's work per
 request; `make bench` stays the measure of time.
 
-Environment: VARIANTS (comma list; default A,N,T,T-empty,T-envoylog), EXTRA_WASM=label=path,...
+Environment: VARIANTS (comma list; default A,N,T,T-empty,T-envoylog; the probe's P-* variants
+of bench-hostcalls too, with REPS calls per request: A,P-none,P-mimic,T splits T's cost into
+the VM's floor, its host calls and tollgate's own code), EXTRA_WASM=label=path,...
 (other builds of the module with T's configuration, as in bench.py; valgrind holds about four
 Wasm VMs), N (requests per round, default 500), ROUNDS (default 2, interleaved; the table gives
 the median), BENCH_OUT (default target/bench: envoy-instructions.md and .json), KEEP=1 (keep
@@ -103,10 +105,11 @@ def main():
     rounds = int(os.environ.get("ROUNDS", 2))
     wanted = os.environ.get("VARIANTS", DEFAULT_VARIANTS).split(",")
     variants = {}
+    known = {**bench.HOSTCALL_VARIANTS, **bench.MAIN_VARIANTS}
     for name in wanted:
-        if name not in bench.MAIN_VARIANTS:
-            sys.exit(f"unknown variant {name}; known: {', '.join(bench.MAIN_VARIANTS)}")
-        variants[name] = bench.MAIN_VARIANTS[name]
+        if name not in known:
+            sys.exit(f"unknown variant {name}; known: {', '.join(known)}")
+        variants[name] = known[name]
     for item in filter(None, os.environ.get("EXTRA_WASM", "").split(",")):
         label, _, path = item.partition("=")
         if not path:
