@@ -8,7 +8,9 @@
 //! (get_current_time), `cas` (get_shared_data then a CAS set_shared_data), `level`
 //! (get_log_level), `fs` (set_property: a filter state value).
 //! Response headers: `rset` (set a response header), `rrm` (remove an absent response header),
-//! `rmap` (get_header_map_pairs of the response).
+//! `rmap` (get_header_map_pairs of the response), `radd` (add_header_map_value: a response
+//! header known to be absent), `rpairs` (set_header_map_pairs: the response's map as read once,
+//! plus T's six headers, written back whole; what one call instead of six sets would cost).
 //! Log: `fslog` (set_property in on_log), `rcode` and `rsize` (get_property response.code, response.size), `ctr`
 //! (increment_metric of a counter), `hist` (record_metric of a histogram), `log` (a 400-byte
 //! line at info, which the bench's Envoy writes), `logdrop` (the same at debug, which the host
@@ -47,6 +49,8 @@ struct Ops {
     rset: u32,
     rrm: u32,
     rmap: u32,
+    radd: u32,
+    rpairs: u32,
     log: u32,
     logdrop: u32,
     fs: u32,
@@ -84,6 +88,8 @@ impl Ops {
                 "rset" => o.rset = n,
                 "rrm" => o.rrm = n,
                 "rmap" => o.rmap = n,
+                "radd" => o.radd = n,
+                "rpairs" => o.rpairs = n,
                 "log" => o.log = n,
                 "logdrop" => o.logdrop = n,
                 "fs" => o.fs = n,
@@ -102,6 +108,15 @@ impl Ops {
 }
 
 const KEY: &str = "probe:counter";
+/// The six response headers tollgate's T configuration sets.
+const T_RESPONSE_HEADERS: [(&str, &str); 6] = [
+    ("ratelimit-policy", "\"stage\";q=4000000000;w=4"),
+    ("ratelimit", "\"stage\";r=3999999999;t=1"),
+    ("access-control-allow-origin", "http://localhost:3000"),
+    ("access-control-allow-credentials", "true"),
+    ("access-control-expose-headers", "x-request-id, ratelimit, ratelimit-policy"),
+    ("vary", "Origin"),
+];
 /// The three values tollgate's access record reads as properties, as one CEL list.
 const LOG_EXPRESSION: &str = "[source.address, request.protocol, response.size]";
 const HEADERS: [&str; 5] = [":method", ":path", "origin", "user-agent", "x-request-id"];
@@ -362,6 +377,19 @@ impl HttpContext for Probe {
         }
         for _ in 0..o.rrm {
             hostcalls::remove_map_value(MapType::HttpResponseHeaders, "x-absent").unwrap();
+        }
+        for i in 0..o.radd as usize {
+            let name = RESPONSE_NAMES[i % RESPONSE_NAMES.len()];
+            hostcalls::add_map_value(MapType::HttpResponseHeaders, name, "v").unwrap();
+        }
+        if o.rpairs > 0 {
+            let read = hostcalls::get_map_bytes(MapType::HttpResponseHeaders).unwrap();
+            let mut pairs: Vec<(&str, &[u8])> =
+                read.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+            pairs.extend(T_RESPONSE_HEADERS.iter().map(|(k, v)| (*k, v.as_bytes())));
+            for _ in 0..o.rpairs {
+                hostcalls::set_map_bytes(MapType::HttpResponseHeaders, pairs.clone()).unwrap();
+            }
         }
         for _ in 0..o.rmap {
             let m = hostcalls::get_map_bytes(MapType::HttpResponseHeaders).unwrap();
