@@ -120,8 +120,11 @@ run: build envoy
 	@echo
 	exec "$(ENVOY)" -c envoy/envoy.yaml --concurrency 2 --disable-hot-restart --component-log-level wasm:info
 
+# The probe and the test rate limit service are crates of their own: checked too.
 fmt-check: toolchain
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path bench/probe/Cargo.toml -- --check
+	$(CARGO) fmt --manifest-path tests/rls-server/Cargo.toml -- --check
 
 clippy: toolchain
 	$(CARGO) clippy --all-targets -- -D warnings
