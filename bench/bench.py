@@ -262,6 +262,8 @@ HOSTCALL_VARIANTS = {
     "P-radd": (f"{REPS} x add response header (absent)", lambda: probe(f"radd={REPS}")),
     "P-rpairs": (f"{REPS} x set_header_map_pairs (response: its map + T's 6 headers)",
                  lambda: probe(f"rpairs={REPS}")),
+    "P-rmapraw": (f"{REPS} x get_header_map_pairs (response, read in place)",
+                  lambda: probe(f"rmapraw={REPS}")),
     "P-rmap": (f"{REPS} x get_header_map_pairs (response)", lambda: probe(f"rmap={REPS}")),
     "P-log": (f"{REPS} x log at info, 400 bytes (written)", lambda: probe(f"log={REPS}")),
     "P-logdrop": (f"{REPS} x log at debug (dropped by the host)",

@@ -8,7 +8,7 @@
 //! (get_current_time), `cas` (get_shared_data then a CAS set_shared_data), `level`
 //! (get_log_level), `fs` (set_property: a filter state value).
 //! Response headers: `rset` (set a response header), `rrm` (remove an absent response header),
-//! `rmap` (get_header_map_pairs of the response), `radd` (add_header_map_value: a response
+//! `rmap` (get_header_map_pairs of the response), `rmapraw` (the same read in place), `radd` (add_header_map_value: a response
 //! header known to be absent), `rpairs` (set_header_map_pairs: the response's map as read once,
 //! plus T's six headers, written back whole; what one call instead of six sets would cost).
 //! Log: `fslog` (set_property in on_log), `rcode` and `rsize` (get_property response.code, response.size), `ctr`
@@ -51,6 +51,7 @@ struct Ops {
     rset: u32,
     rrm: u32,
     rmap: u32,
+    rmapraw: u32,
     radd: u32,
     rpairs: u32,
     log: u32,
@@ -94,6 +95,7 @@ impl Ops {
                 "rset" => o.rset = n,
                 "rrm" => o.rrm = n,
                 "rmap" => o.rmap = n,
+                "rmapraw" => o.rmapraw = n,
                 "radd" => o.radd = n,
                 "rpairs" => o.rpairs = n,
                 "log" => o.log = n,
@@ -412,6 +414,9 @@ impl HttpContext for Probe {
             for _ in 0..o.rpairs {
                 hostcalls::set_map_bytes(MapType::HttpResponseHeaders, pairs.clone()).unwrap();
             }
+        }
+        for _ in 0..o.rmapraw {
+            self.sink += map_raw(MapType::HttpResponseHeaders);
         }
         for _ in 0..o.rmap {
             let m = hostcalls::get_map_bytes(MapType::HttpResponseHeaders).unwrap();
