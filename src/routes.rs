@@ -267,7 +267,10 @@ impl RouteTable {
         }
         let spilled: Vec<&str>;
         let segs: &[&str] = if count == INLINE_SEGMENTS && parts.next().is_some() {
-            spilled = normalized.split('/').filter(|s| !s.is_empty()).collect();
+            // Sized once: a path of n bytes has at most n / 2 segments.
+            let mut all = Vec::with_capacity(normalized.len() / 2 + 1);
+            all.extend(normalized.split('/').filter(|s| !s.is_empty()));
+            spilled = all;
             &spilled
         } else {
             inline.get(..count).unwrap_or_default()
@@ -330,30 +333,34 @@ pub fn normalize_path(path: &[u8]) -> Cow<'_, str> {
             return Cow::Borrowed(s);
         }
     }
-    let mut segments: Vec<String> = Vec::new();
+    // One buffer: each segment is decoded in place after its '/', and dropped again when it
+    // turns out empty, `.` or `..` (which also drops the one before). Only ASCII goes in.
+    let mut out: Vec<u8> = Vec::with_capacity(path.len() + 1);
     for raw in path.split(|&b| b == b'/') {
         let raw = match raw.iter().position(|&b| b == b';') {
             Some(p) => raw.get(..p).unwrap_or(raw),
             None => raw,
         };
-        let seg = decode_segment(raw);
-        match seg.as_str() {
-            "" | "." => {}
-            ".." => {
-                segments.pop();
+        let start = out.len();
+        out.push(b'/');
+        decode_segment_into(raw, &mut out);
+        match out.get(start + 1..).unwrap_or_default() {
+            b"" | b"." => out.truncate(start),
+            b".." => {
+                out.truncate(start);
+                let previous = out.iter().rposition(|&b| b == b'/').unwrap_or(0);
+                out.truncate(previous);
             }
-            _ => segments.push(seg),
+            _ => {}
         }
     }
-    let mut out = String::with_capacity(path.len() + 1);
-    for s in &segments {
-        out.push('/');
-        out.push_str(s);
-    }
     if out.is_empty() {
-        out.push('/');
+        out.push(b'/');
     }
-    Cow::Owned(out)
+    Cow::Owned(
+        String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    )
 }
 
 /// True when a `;parameters` suffix changes the shape of the path: a segment that is empty,
@@ -396,7 +403,14 @@ fn is_plain(path: &[u8]) -> bool {
 }
 
 fn decode_segment(raw: &[u8]) -> String {
-    let mut out = String::with_capacity(raw.len());
+    let mut out = Vec::with_capacity(raw.len());
+    decode_segment_into(raw, &mut out);
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// Appends `raw` decoded to `out`: `%XX` of unreserved characters decoded, other escapes kept
+/// (upper-case hex), bytes that are not printable ASCII escaped. Only ASCII is appended.
+fn decode_segment_into(raw: &[u8], out: &mut Vec<u8>) {
     let mut i = 0;
     while let Some(&b) = raw.get(i) {
         if b == b'%' {
@@ -405,32 +419,29 @@ fn decode_segment(raw: &[u8]) -> String {
             if let (Some(h), Some(l)) = (hi, lo) {
                 let v = h * 16 + l;
                 if is_unreserved(v) {
-                    out.push(char::from(v));
+                    out.push(v);
                 } else {
-                    push_escaped(&mut out, v);
+                    push_escaped(out, v);
                 }
                 i += 3;
                 continue;
             }
             // A stray '%' is kept escaped so it cannot combine with later bytes.
-            push_escaped(&mut out, b);
+            push_escaped(out, b);
         } else if b.is_ascii_graphic() {
-            out.push(char::from(b));
+            out.push(b);
         } else {
-            push_escaped(&mut out, b);
+            push_escaped(out, b);
         }
         i += 1;
     }
-    out
 }
 
-fn push_escaped(out: &mut String, b: u8) {
+fn push_escaped(out: &mut Vec<u8>, b: u8) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    out.push('%');
+    out.push(b'%');
     for nibble in [b >> 4, b & 0x0f] {
-        out.push(char::from(
-            HEX.get(usize::from(nibble)).copied().unwrap_or(b'0'),
-        ));
+        out.push(HEX.get(usize::from(nibble)).copied().unwrap_or(b'0'));
     }
 }
 
@@ -661,5 +672,62 @@ mod tests {
             let n = normalize_path(&bytes);
             assert!(n.starts_with('/'));
         }
+    }
+
+    /// The normalisation as it was written before it decoded into one buffer (a Vec of
+    /// segments, each decoded on its own), kept as the reference for the one-buffer version.
+    fn normalize_reference(path: &[u8]) -> String {
+        let end = path
+            .iter()
+            .position(|&b| b == b'?' || b == b'#')
+            .unwrap_or(path.len());
+        let mut segments: Vec<String> = Vec::new();
+        for raw in path[..end].split(|&b| b == b'/') {
+            let raw = match raw.iter().position(|&b| b == b';') {
+                Some(p) => &raw[..p],
+                None => raw,
+            };
+            let seg = decode_segment(raw);
+            match seg.as_str() {
+                "" | "." => {}
+                ".." => {
+                    segments.pop();
+                }
+                _ => segments.push(seg),
+            }
+        }
+        let mut out = String::new();
+        for s in &segments {
+            out.push('/');
+            out.push_str(s);
+        }
+        if out.is_empty() {
+            out.push('/');
+        }
+        out
+    }
+
+    #[test]
+    fn one_buffer_normalisation_matches_the_reference_on_every_short_path() {
+        // Every path of up to 6 bytes over an alphabet with each special case in it.
+        const ALPHABET: &[u8] = b"/.%2Ea;?\x00\xff";
+        let mut checked = 0;
+        let mut path = Vec::new();
+        for len in 0..=6u32 {
+            for mut code in 0..ALPHABET.len().pow(len) {
+                path.clear();
+                for _ in 0..len {
+                    path.push(ALPHABET[code % ALPHABET.len()]);
+                    code /= ALPHABET.len();
+                }
+                assert_eq!(
+                    normalize_path(&path),
+                    normalize_reference(&path),
+                    "{path:?}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 1_000_000, "{checked}");
     }
 }
