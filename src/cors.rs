@@ -357,11 +357,9 @@ impl CorsPolicy {
 
     /// Preflight decision: `Allowed` when the origin, the requested method, every requested
     /// header and (if asked) private network access are allowed; `Denied` otherwise.
+    /// Deciding allocates nothing; only an allowed preflight builds its answer's headers.
     pub fn preflight(&self, req: &Preflight<'_>) -> PreflightDecision {
-        let Some((acao, _)) = self.allow_origin_value(req.origin) else {
-            return PreflightDecision::Denied;
-        };
-        if !self.method_allowed(req.request_method) {
+        if self.match_origin(req.origin).is_none() || !self.method_allowed(req.request_method) {
             return PreflightDecision::Denied;
         }
         if let Some(raw) = req.request_headers {
@@ -372,6 +370,9 @@ impl CorsPolicy {
         if req.request_private_network && !self.allow_private_network {
             return PreflightDecision::Denied;
         }
+        let Some((acao, _)) = self.allow_origin_value(req.origin) else {
+            return PreflightDecision::Denied;
+        };
 
         let mut out: Vec<(&'static str, String)> = Vec::with_capacity(7);
         out.push((ALLOW_ORIGIN, acao.into_owned()));
