@@ -108,6 +108,10 @@ pub fn on_request(
     CacheState::Lookup { token, warn }
 }
 
+/// Response headers [`on_response`] may write on a looked-up request (besides removing
+/// tollgate's internal ones): a later writer must not take them for absent.
+pub const WRITTEN_RESPONSE_HEADERS: [&str; 2] = ["cache-control", "warning"];
+
 /// The main role, response headers (not of its own replies): hit or miss, the upstream's
 /// `Cache-Control` back, internal headers out. `headers`: the response headers, when the
 /// filter has read them already (read here otherwise).

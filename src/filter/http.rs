@@ -375,7 +375,16 @@ impl HttpContext for Main {
         };
         // A header the map (read before any write) lacks and no write here has set yet is
         // added; without the map, any header may be there and each write replaces.
-        let unread = |name: &str| map.as_ref().is_some_and(|m| m.get(name).is_none());
+        // A map without `:status` is a failed read (the host gave nothing), not a response
+        // without headers. Caching may have written its headers since the read.
+        let read = map.as_ref().filter(|m| m.get(":status").is_some());
+        let cache_wrote = |name: &str| {
+            matches!(self.cache, CacheState::Lookup { .. })
+                && cache::WRITTEN_RESPONSE_HEADERS
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(name))
+        };
+        let unread = |name: &str| read.is_some_and(|m| m.get(name).is_none()) && !cache_wrote(name);
         let (limits, service) = (&decision.response_headers, &decision.service_headers);
         for (i, (name, value)) in limits.iter().enumerate() {
             put_response_header(
