@@ -335,7 +335,12 @@ pub fn normalize_path(path: &[u8]) -> Cow<'_, str> {
     }
     // One buffer: each segment is decoded in place after its '/', and dropped again when it
     // turns out empty, `.` or `..` (which also drops the one before). Only ASCII goes in.
-    let mut out: Vec<u8> = Vec::with_capacity(path.len() + 1);
+    // Sized once: an escaped byte takes three.
+    let escaped = path
+        .iter()
+        .filter(|&&b| b == b'%' || !b.is_ascii_graphic())
+        .count();
+    let mut out: Vec<u8> = Vec::with_capacity(path.len() + 2 * escaped + 1);
     for raw in path.split(|&b| b == b'/') {
         let raw = match raw.iter().position(|&b| b == b';') {
             Some(p) => raw.get(..p).unwrap_or(raw),
