@@ -362,10 +362,7 @@ pub fn normalize_path(path: &[u8]) -> Cow<'_, str> {
     if out.is_empty() {
         out.push(b'/');
     }
-    Cow::Owned(
-        String::from_utf8(out)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-    )
+    Cow::Owned(into_string(out))
 }
 
 /// True when a `;parameters` suffix changes the shape of the path: a segment that is empty,
@@ -410,7 +407,14 @@ fn is_plain(path: &[u8]) -> bool {
 fn decode_segment(raw: &[u8]) -> String {
     let mut out = Vec::with_capacity(raw.len());
     decode_segment_into(raw, &mut out);
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    into_string(out)
+}
+
+/// The decoded bytes as a string: [`decode_segment_into`] appends only ASCII, so this never
+/// copies (the lossy branch is there so that no input could make it fail).
+fn into_string(decoded: Vec<u8>) -> String {
+    String::from_utf8(decoded)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Appends `raw` decoded to `out`: `%XX` of unreserved characters decoded, other escapes kept
