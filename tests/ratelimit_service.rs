@@ -361,7 +361,9 @@ fn a_request_body_waits_for_the_answer_too() {
     }]);
     let rls = Rls::start(&redis, &limits, 300);
     let up = Upstream::start();
-    let envoy = envoy(plugin(service("deny", 2000)), up.port, rls.port);
+    let mut cfg = plugin(service("deny", 2000));
+    cfg["access_log"] = json!({"format": "json"});
+    let envoy = envoy(cfg, up.port, rls.port);
     let key = [("x-api-key", "k-team-a")];
     let t = Instant::now();
     let r = try_request(envoy.port, "POST", "/pets", &key, b"first body").unwrap();
@@ -371,6 +373,15 @@ fn a_request_body_waits_for_the_answer_too() {
         "{:?}",
         t.elapsed()
     );
+    // The wait is the response's latency, not the integration's: that starts with the answer.
+    let line = envoy.wait_log("the access record", |l| l.contains("\"requestId\""));
+    let record = line
+        .lines()
+        .find_map(|l| l.find("{\"requestId\"").map(|i| &l[i..]))
+        .unwrap();
+    let record: Value = serde_json::from_str(record).unwrap();
+    assert!(record["responseLatency"].as_u64().unwrap() >= 290, "{record}");
+    assert!(record["integrationLatency"].as_u64().unwrap() < 250, "{record}");
     let seen = up.requests();
     assert_eq!(seen.len(), 1);
     assert_eq!(
