@@ -5,6 +5,10 @@
 /// Micro-tokens per token.
 pub const SCALE: u64 = 1_000_000;
 const NANOS_PER_SEC: u64 = 1_000_000_000;
+/// How far a clock reading may lag a bucket's last update and still be taken for readings
+/// arriving out of order between workers rather than a clock stepped back (see
+/// [`BucketState::refilled`]).
+pub const REORDER_NS: u64 = NANOS_PER_SEC;
 
 /// A bucket's configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,15 +156,44 @@ impl BucketState {
         })
     }
 
-    /// The state refilled up to `now_ns`. A clock that went backwards refills nothing and
-    /// re-bases the bucket on the new clock, so it neither mints tokens nor stalls.
+    /// The state refilled up to `now_ns`. A reading behind `last_ns` refills nothing. Up to
+    /// [`REORDER_NS`] behind, it is the same clock read out of order (a worker reads the clock
+    /// before it reaches shared data, so a late writer carries an older reading) and the
+    /// bucket keeps its time: moving it back would make the next take count that stretch twice.
+    /// Further behind, the clock was stepped back: the bucket re-bases on it, so it neither
+    /// mints tokens nor stalls for as long as the step.
     pub fn refilled(&self, spec: &BucketSpec, now_ns: u64) -> BucketState {
         let cap = spec.capacity_micro();
+        if now_ns < self.last_ns {
+            let behind = self.last_ns - now_ns;
+            return BucketState {
+                tokens_micro: self.tokens_micro.min(cap),
+                last_ns: if behind > REORDER_NS {
+                    now_ns
+                } else {
+                    self.last_ns
+                },
+            };
+        }
         let elapsed = now_ns.saturating_sub(self.last_ns);
         let add = accrued(elapsed, spec.rate_micro);
         BucketState {
             tokens_micro: self.tokens_micro.saturating_add(add).min(cap),
             last_ns: now_ns,
+        }
+    }
+}
+
+impl BucketState {
+    /// The state with one token given back (a request that took it was refused later),
+    /// never above the bucket's size.
+    pub fn refunded(&self, spec: &BucketSpec) -> BucketState {
+        BucketState {
+            tokens_micro: self
+                .tokens_micro
+                .saturating_add(SCALE)
+                .min(spec.capacity_micro()),
+            last_ns: self.last_ns,
         }
     }
 }
@@ -350,6 +383,59 @@ mod tests {
         // One second after the jump, a token is back (no hour-long stall).
         let (o, _) = take(&spec, s, back + SEC);
         assert!(o.allowed);
+    }
+
+    #[test]
+    fn readings_out_of_order_never_count_time_twice() {
+        // Worker A writes at t0 and t0+1s; worker B read its clock at t0+0.5s but reaches
+        // shared data after A's second write. Bound: burst + rate x 1.5 s = 3.5.
+        let spec = BucketSpec::new(1.0, 2).unwrap();
+        let t0 = 1_000 * SEC;
+        let mut s = BucketState::full(&spec, t0);
+        let mut admitted = 0;
+        for now in [t0, t0 + SEC, t0 + SEC / 2, t0 + 3 * SEC / 2] {
+            let (o, next) = take(&spec, s, now);
+            admitted += u32::from(o.allowed);
+            if o.allowed {
+                s = next;
+            }
+        }
+        assert_eq!(admitted, 3);
+        assert_eq!(
+            s.last_ns,
+            t0 + SEC,
+            "the late reading left the bucket's time alone"
+        );
+    }
+
+    #[test]
+    fn interleaved_workers_with_lag_stay_within_the_bound() {
+        // Requests every 80 us alternate between a worker that reaches shared data 5 us after
+        // its clock read and one that takes 90 us: writes land out of clock order.
+        let spec = BucketSpec::new(10_000.0, 100).unwrap();
+        let us = 1_000;
+        let t0 = 1_000 * SEC;
+        let mut events = Vec::new();
+        let (mut t, mut i) = (t0, 0u64);
+        while t < t0 + SEC {
+            let lag = if i % 2 == 0 { 5 * us } else { 90 * us };
+            events.push((t + lag, t));
+            t += 80 * us;
+            i += 1;
+        }
+        events.sort_unstable();
+        let mut s = BucketState::full(&spec, t0);
+        let mut admitted = 0u64;
+        for &(_, now) in &events {
+            let (o, next) = take(&spec, s, now);
+            if o.allowed {
+                admitted += 1;
+                s = next;
+            }
+        }
+        // 12,500 offered; at most burst + rate x 1 s, and no fewer than the rate.
+        assert_eq!(events.len(), 12_500);
+        assert!((10_000..=10_100).contains(&admitted), "admitted {admitted}");
     }
 
     #[test]
