@@ -11,7 +11,7 @@ use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
 use crate::gateway::RequestSource;
 use crate::header_pairs::HeaderPairs;
 use crate::metrics::MetricKind;
-use crate::throttle::store::{SharedStore, StoreError};
+use crate::throttle::store::{self, SharedStore, StoreError};
 
 /// Envoy shared data.
 pub struct HostStore;
@@ -19,9 +19,7 @@ pub struct HostStore;
 impl SharedStore for HostStore {
     fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
         match hostcalls::get_shared_data(key) {
-            Ok((Some(v), Some(cas))) => Ok(Some((v, cas))),
-            Ok((Some(v), None)) => Ok(Some((v, 0))),
-            Ok((None, _)) => Ok(None),
+            Ok((value, cas)) => Ok(store::entry_from_host(value, cas)),
             Err(_) => Err(StoreError::Host),
         }
     }

@@ -26,6 +26,19 @@ pub trait SharedStore {
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError>;
 }
 
+/// What a shared-data read gave (Envoy's `get_shared_data` through the SDK: the value and the
+/// CAS token) as [`SharedStore::get`]'s answer. Envoy hands over an empty value as no data at
+/// all, with its token: that entry exists, and an update must compare-and-swap it like any
+/// other, or two workers could both write it unconditionally. Only a read without a token is
+/// an absent key.
+pub fn entry_from_host(value: Option<Vec<u8>>, cas: Option<u32>) -> Option<(Vec<u8>, u32)> {
+    match (value, cas) {
+        (value, Some(cas)) => Some((value.unwrap_or_default(), cas)),
+        (Some(value), None) => Some((value, 0)),
+        (None, None) => None,
+    }
+}
+
 /// Why an update gave up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpdateError {
@@ -153,6 +166,53 @@ mod tests {
             (o.allowed, Some(next.encode()))
         })
         .unwrap()
+    }
+
+    /// Envoy's shared data as the SDK shows it: an empty value comes back as no data, with
+    /// its CAS token.
+    struct EnvoyLike(MemoryStore);
+
+    impl SharedStore for EnvoyLike {
+        fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+            let raw = self.0.get(key)?;
+            let (value, cas) = match raw {
+                Some((v, cas)) => ((!v.is_empty()).then_some(v), Some(cas)),
+                None => (None, None),
+            };
+            Ok(entry_from_host(value, cas))
+        }
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+            self.0.set(key, value, cas)
+        }
+    }
+
+    #[test]
+    fn an_empty_entry_is_updated_with_compare_and_swap() {
+        assert_eq!(entry_from_host(None, Some(7)), Some((Vec::new(), 7)));
+        assert_eq!(
+            entry_from_host(Some(b"v".to_vec()), Some(7)),
+            Some((b"v".to_vec(), 7))
+        );
+        assert_eq!(
+            entry_from_host(Some(b"v".to_vec()), None),
+            Some((b"v".to_vec(), 0))
+        );
+        assert_eq!(entry_from_host(None, None), None);
+        // A quota counter is created empty. Another worker writes it between this worker's
+        // read and its write: the write must fail its CAS and be retried on the new value,
+        // not overwrite it.
+        let s = EnvoyLike(MemoryStore::new());
+        assert!(ensure(&s, "q", &[]).unwrap());
+        let mut seen = Vec::new();
+        update(&s, "q", |cur| {
+            seen.push(cur.map(<[u8]>::to_vec));
+            if seen.len() == 1 {
+                s.set("q", b"other", None).unwrap();
+            }
+            ((), Some([1; 16]))
+        })
+        .unwrap();
+        assert_eq!(seen, vec![Some(Vec::new()), Some(b"other".to_vec())]);
     }
 
     #[test]
