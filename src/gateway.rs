@@ -122,6 +122,72 @@ pub struct Decision {
     pub service_call: Option<ServiceCall>,
     /// Headers the rate limit service asked to add to the response (safe names only).
     pub service_headers: Vec<(String, String)>,
+    /// What the local checks took for the request, given back should it be refused later.
+    pub spent: Spent,
+}
+
+/// What the local checks took for one request: a token of each bucket that passed and a unit
+/// of the quota. A request refused after them (by a later check, by cache invalidation or by
+/// the rate limit service) gets them back ([`give_back`]), so that only admitted requests
+/// spend tokens and quota: a client over its own limit cannot drain a bucket it shares.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Spent {
+    /// The API key (index) whose usage-plan bucket gave a token.
+    plan: Option<usize>,
+    /// The route (index) whose bucket gave a token.
+    route: Option<usize>,
+    stage: bool,
+    /// The client slot whose bucket gave a token.
+    client: Option<u32>,
+    /// The API key (index) whose quota counted the request, and the window it counted in.
+    quota: Option<(usize, i64)>,
+}
+
+/// Gives back what the local checks took for a refused request (see [`Spent`]). Best effort:
+/// a store that fails here leaves the limit stricter, never looser.
+fn give_back(cfg: &Config, keys: &StoreKeys, store: &dyn SharedStore, spent: &mut Spent) {
+    let spent = std::mem::take(spent);
+    let bucket = |key: &str, spec: &BucketSpec| {
+        let _ = store::update(store, key, |cur| {
+            let next = cur.and_then(BucketState::decode).map(|s| s.refunded(spec));
+            ((), next.map(|s| s.encode()))
+        });
+    };
+    let api_keys = cfg.api_keys.as_ref().map_or(&[][..], |k| k.keys());
+    let plan_of = |i: usize| api_keys.get(i)?.plan.and_then(|p| cfg.plans.get(p));
+    if let Some(i) = spent.plan {
+        if let (Some(spec), Some(key)) = (plan_of(i).and_then(|p| p.throttle), keys.plan.get(i)) {
+            bucket(key, &spec);
+        }
+    }
+    if let Some(i) = spent.route {
+        if let (Some(spec), Some(key)) = (
+            cfg.routes.get(i).and_then(|r| r.throttle),
+            keys.routes.get(i),
+        ) {
+            bucket(key, &spec);
+        }
+    }
+    if let (true, Some(spec)) = (spent.stage, &cfg.stage_throttle) {
+        bucket(&keys.stage, spec);
+    }
+    if let (Some(slot), Some(ct)) = (spent.client, &cfg.client_throttle) {
+        bucket(&keys.client(slot), &ct.spec);
+    }
+    if let Some((i, window)) = spent.quota {
+        if let Some(key) = keys.quota.get(i) {
+            let _ = store::update(store, key, |cur| {
+                let next = cur
+                    .and_then(QuotaState::decode)
+                    .filter(|s| s.window_start == window && s.used > 0)
+                    .map(|s| QuotaState {
+                        used: s.used - 1,
+                        ..s
+                    });
+                ((), next.map(|s| s.encode()))
+            });
+        }
+    }
 }
 
 impl Decision {
@@ -144,6 +210,7 @@ impl Decision {
             cache: CachePlan::Off,
             service_call: None,
             service_headers: Vec::new(),
+            spent: Spent::default(),
         }
     }
 }
@@ -420,6 +487,9 @@ fn check_bucket(
     store: &dyn SharedStore,
     now_ns: u64,
 ) -> Check {
+    if now_ns == 0 {
+        return Check::StoreFailed(NO_CLOCK);
+    }
     let result = store::update(store, key, |cur| {
         let prior = cur
             .and_then(BucketState::decode)
@@ -464,15 +534,19 @@ fn check_quota(
     key: &str,
     store: &dyn SharedStore,
     now_ns: u64,
-) -> Check {
+) -> (Check, Option<i64>) {
+    if now_ns == 0 {
+        return (Check::StoreFailed(NO_CLOCK), None);
+    }
     let now_s = i64::try_from(now_ns / 1_000_000_000).unwrap_or(i64::MAX);
     let result = store::update(store, key, |cur| {
         let prior = cur.and_then(QuotaState::decode);
         let (outcome, next) = quota::consume(limit, period, prior, now_s);
-        (outcome, next.map(|s| s.encode()))
+        let counted_in = next.filter(|_| outcome.allowed).map(|s| s.window_start);
+        ((outcome, counted_in), next.map(|s| s.encode()))
     });
-    match result {
-        Ok(o) => {
+    let check = match result {
+        Ok((o, _)) => {
             let report = PolicyReport {
                 name: "quota",
                 limit,
@@ -490,8 +564,13 @@ fn check_quota(
         Err(_) => Check::StoreFailed(
             "the quota counter could not be updated; request refused to keep the limit",
         ),
-    }
+    };
+    (check, result.ok().and_then(|(_, w)| w))
 }
+
+/// Why a limit refuses every request while the host's clock cannot be read (`now_ns` 0):
+/// without it no bucket can refill and no quota window can be told.
+const NO_CLOCK: &str = "the host clock could not be read; request refused to keep the limit";
 
 /// The filter's own answer to a refused request; `cors`: the policy of the request's route and
 /// what it allowed this origin, so that a browser can read the answer.
@@ -525,6 +604,10 @@ pub fn decide(
     let mut decision = admit(cfg, keys, store, now_ns, req);
     if decision.outcome == Outcome::Forward && cfg.caching {
         plan_cache(cfg, &mut decision, req);
+        if decision.error == Some(ErrorType::CacheInvalidationDenied) {
+            // Refused (or, report-only, counted as refused): nothing spent.
+            give_back(cfg, keys, store, &mut decision.spent);
+        }
         if decision.outcome != Outcome::Forward {
             decision.service_call = None;
         }
@@ -609,7 +692,10 @@ fn admit(
     if crate::routes::is_ambiguous_path(path) {
         let policy = cfg.cors_for(cfg.route(None));
         let cors = policy.and_then(|p| p.actual(origin));
-        let outcome = if cfg.enforce {
+        // No route can be told, so any route that enforces refuses it: a report-only stage
+        // must not let such a path past a route that enforces.
+        let enforced = cfg.enforce || cfg.routes.iter().any(|r| r.enforce);
+        let outcome = if enforced {
             local_response(ErrorType::BadRequest, Vec::new(), policy.zip(cors.as_ref()))
         } else {
             Outcome::Forward
@@ -715,6 +801,7 @@ fn admit(
             }
         };
     let mut passed = true;
+    let mut spent = Spent::default();
     if let (Some(p), Some((i, _)), true) = (plan, key, local(rls::Check::Plan)) {
         if let (Some(spec), Some(k)) = (&p.throttle, keys.plan.get(i)) {
             passed = run(
@@ -722,6 +809,7 @@ fn admit(
                 &mut reports,
                 &mut decision,
             );
+            spent.plan = passed.then_some(i);
         }
     }
     if passed && local(rls::Check::Route) {
@@ -732,6 +820,7 @@ fn admit(
                     &mut reports,
                     &mut decision,
                 );
+                spent.route = passed.then_some(i);
             }
         }
     }
@@ -742,6 +831,7 @@ fn admit(
                 &mut reports,
                 &mut decision,
             );
+            spent.stage = passed;
         }
     }
     let mut client_identity = None;
@@ -755,6 +845,7 @@ fn admit(
                     &mut reports,
                     &mut decision,
                 );
+                spent.client = passed.then_some(slot);
             }
             client_identity = Some(identity);
         }
@@ -762,13 +853,18 @@ fn admit(
     if passed && local(rls::Check::Quota) {
         if let (Some(q), Some((i, _))) = (plan.and_then(|p| p.quota), key) {
             if let Some(k) = keys.quota.get(i) {
-                run(
-                    check_quota(q.limit, q.period, k, store, now_ns),
-                    &mut reports,
-                    &mut decision,
-                );
+                let (check, window) = check_quota(q.limit, q.period, k, store, now_ns);
+                if run(check, &mut reports, &mut decision) {
+                    spent.quota = window.map(|w| (i, w));
+                }
             }
         }
+    }
+
+    // A request refused here gets back what the checks before took.
+    decision.spent = spent;
+    if failure.is_some() {
+        give_back(cfg, keys, store, &mut decision.spent);
     }
 
     // 4. The rate limit service, for a request every local check admitted.
@@ -850,6 +946,8 @@ fn client_identity_of(
 /// from the service only. Returns how the call ended.
 pub fn conclude(
     cfg: &Config,
+    keys: &StoreKeys,
+    store: &dyn SharedStore,
     decision: &mut Decision,
     call: ServiceCall,
     reply: Result<&[u8], rls::CallFailure>,
@@ -868,6 +966,9 @@ pub fn conclude(
     let route = cfg.route(decision.route);
     match answer.refuse {
         Some(error) => {
+            // Refused by the service (or its failure): the local checks' tokens and quota
+            // go back.
+            give_back(cfg, keys, store, &mut decision.spent);
             decision.error = Some(error);
             if route.enforce {
                 let mut h = rl_headers;

@@ -380,8 +380,14 @@ fn a_request_body_waits_for_the_answer_too() {
         .find_map(|l| l.find("{\"requestId\"").map(|i| &l[i..]))
         .unwrap();
     let record: Value = serde_json::from_str(record).unwrap();
-    assert!(record["responseLatency"].as_u64().unwrap() >= 290, "{record}");
-    assert!(record["integrationLatency"].as_u64().unwrap() < 250, "{record}");
+    assert!(
+        record["responseLatency"].as_u64().unwrap() >= 290,
+        "{record}"
+    );
+    assert!(
+        record["integrationLatency"].as_u64().unwrap() < 250,
+        "{record}"
+    );
     let seen = up.requests();
     assert_eq!(seen.len(), 1);
     assert_eq!(

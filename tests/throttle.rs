@@ -301,6 +301,27 @@ fn report_only_passes_everything_but_reports() {
 }
 
 #[test]
+fn a_report_only_stage_keeps_an_enforced_route_closed_to_ambiguous_paths() {
+    // The stage only reports; the admin route enforces. A path whose route depends on how the
+    // upstream reads `;` cannot be told to be off that route, so it is refused.
+    let up = Upstream::start();
+    let cfg = keys_config(json!({
+        "enforce": false,
+        "routes": [{"match": "ANY /admin/{proxy+}", "api_key_required": true, "enforce": true}]
+    }));
+    let envoy = Envoy::start(&EnvoyOptions::new(cfg, up.port));
+    assert_eq!(envoy.get("/admin/users", &[]).status, 403);
+    for path in ["/;x/admin/users", "/admin/%2e%2e;/admin/users"] {
+        let raw = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        let r = raw_request(envoy.port, raw.as_bytes()).unwrap();
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+    }
+    assert_eq!(up.count(), 0);
+    assert_eq!(envoy.get("/pets", &[]).status, 200);
+    envoy.assert_no_wasm_failure();
+}
+
+#[test]
 fn client_throttle_by_header_and_ip() {
     let up = Upstream::start();
     let cfg = json!({"client_throttle": {"by": "header:x-tenant", "rate": 0.001, "burst": 2}});
@@ -319,6 +340,33 @@ fn client_throttle_by_header_and_ip() {
         let codes: Vec<u16> = (0..3).map(|_| get_from(ip, envoy.port, "/")).collect();
         assert_eq!(codes, vec![200, 200, 429], "{ip}");
     }
+}
+
+#[test]
+fn a_client_over_its_limit_leaves_the_stage_to_others() {
+    // Requests the client bucket refuses give back the stage token they took: one busy client
+    // cannot throttle everyone through the shared stage bucket.
+    let up = Upstream::start();
+    let cfg = json!({
+        "throttle": {"rate": 0.001, "burst": 10},
+        "client_throttle": {"by": "ip", "rate": 0.001, "burst": 3}
+    });
+    let mut opts = EnvoyOptions::new(cfg, up.port);
+    // Close at once after a local reply: the test reads each answer to EOF.
+    opts.hcm_extra = json!({"delayed_close_timeout": "0s"});
+    let envoy = Envoy::start(&opts);
+    let codes: Vec<u16> = (0..20)
+        .map(|_| get_from("127.0.0.2", envoy.port, "/"))
+        .collect();
+    assert_eq!(codes.iter().filter(|c| **c == 200).count(), 3, "{codes:?}");
+    for ip in ["127.0.0.3", "127.0.0.4"] {
+        let codes: Vec<u16> = (0..3).map(|_| get_from(ip, envoy.port, "/")).collect();
+        assert_eq!(codes, vec![200, 200, 200], "{ip}");
+    }
+    // 9 of the stage's 10 spent: one more request from anyone, then 429.
+    assert_eq!(get_from("127.0.0.5", envoy.port, "/"), 200);
+    assert_eq!(get_from("127.0.0.6", envoy.port, "/"), 429);
+    envoy.assert_no_wasm_failure();
 }
 
 /// A GET from a given loopback source address.

@@ -276,7 +276,14 @@ impl Context for Main {
                 timeout_ms,
             ))
         };
-        let result = gateway::conclude(&rt.config, &mut decision, waiting.call, reply);
+        let result = gateway::conclude(
+            &rt.config,
+            &rt.keys,
+            &HostStore,
+            &mut decision,
+            waiting.call,
+            reply,
+        );
         self.service_result(result, Some(elapsed_ms));
         if self.finish(decision, waiting.req, waiting.end_of_stream, true) == Action::Continue {
             host::resume_request();
@@ -321,6 +328,8 @@ impl HttpContext for Main {
                     // The host would not even start the call: as if it had failed.
                     let result = gateway::conclude(
                         &rt.config,
+                        &rt.keys,
+                        &HostStore,
                         &mut decision,
                         call,
                         Err(CallFailure::Grpc(None)),

@@ -697,7 +697,7 @@ mod service {
             vec![day_status(Code::Ok, 10, 7)],
             &[("x-rls", "yes")],
         );
-        let r = conclude(&gw.cfg, &mut d, call, Ok(&ok));
+        let r = conclude(&gw.cfg, &gw.keys, &gw.store, &mut d, call, Ok(&ok));
         assert_eq!(r, ServiceResult::Ok);
         assert_eq!(d.outcome, Outcome::Forward);
         assert_eq!(
@@ -718,7 +718,7 @@ mod service {
             &[],
         );
         assert_eq!(
-            conclude(&gw.cfg, &mut d, call, Ok(&over)),
+            conclude(&gw.cfg, &gw.keys, &gw.store, &mut d, call, Ok(&over)),
             ServiceResult::OverLimit
         );
         assert_eq!(status(&d), 429);
@@ -745,7 +745,14 @@ mod service {
             ));
             let mut d = gw.run(Req::new("GET", "/").with("x-api-key", "k-gold-1"), T0);
             let call = d.service_call.take().unwrap();
-            let r = conclude(&gw.cfg, &mut d, call, Err(CallFailure::Timeout));
+            let r = conclude(
+                &gw.cfg,
+                &gw.keys,
+                &gw.store,
+                &mut d,
+                call,
+                Err(CallFailure::Timeout),
+            );
             assert_eq!(r, ServiceResult::Failure(CallFailure::Timeout));
             assert_eq!(status(&d), want, "{mode}");
             if want == 429 {
@@ -803,7 +810,7 @@ mod service {
         let mut d = gw.run(Req::new("GET", "/").with("x-api-key", "k-gold-1"), T0);
         let call = d.service_call.take().unwrap();
         let over = answer(Code::OverLimit, Vec::new(), &[]);
-        conclude(&gw.cfg, &mut d, call, Ok(&over));
+        conclude(&gw.cfg, &gw.keys, &gw.store, &mut d, call, Ok(&over));
         assert_eq!(d.outcome, Outcome::Forward);
         assert_eq!(d.error, Some(ErrorType::Throttled));
     }
@@ -829,5 +836,185 @@ mod service {
                 vec![kv("stage", "default"), kv("client", "2001:db8:1:2::/64")],
             ]
         );
+    }
+}
+
+/// What a request refused later gets back (`Spent`, `give_back`).
+mod refused_requests_spend_nothing {
+    use super::*;
+    use crate::ratelimit_service::tests::{response as answer, status as descriptor_status};
+    use crate::ratelimit_service::{Code, Unit};
+
+    fn tokens(gw: &Gw, key: &str) -> u64 {
+        let v = gw.store.get(key).unwrap().unwrap().0;
+        BucketState::decode(&v).unwrap().tokens_micro / bucket::SCALE
+    }
+
+    fn quota_used(gw: &Gw, id: &str) -> u64 {
+        let v = gw
+            .store
+            .get(&format!("tollgate:test:quota:{id}"))
+            .unwrap()
+            .unwrap()
+            .0;
+        QuotaState::decode(&v).map_or(0, |s| s.used)
+    }
+
+    #[test]
+    fn a_client_over_its_limit_does_not_drain_the_stage_bucket() {
+        let gw = Gw::new(
+            r#"{"throttle": {"rate": 0.001, "burst": 100},
+                "client_throttle": {"by": "ip", "rate": 0.001, "burst": 5}}"#,
+        );
+        let admitted = (0..100)
+            .filter(|_| status(&gw.run(Req::new("GET", "/").from("10.0.0.66:1"), T0)) == 200)
+            .count();
+        assert_eq!(admitted, 5);
+        assert_eq!(
+            tokens(&gw, "tollgate:test:stage"),
+            95,
+            "only admitted requests spent"
+        );
+        let d = gw.run(Req::new("GET", "/").from("10.0.0.7:1"), T0);
+        assert_eq!(status(&d), 200, "{:?}", d.error);
+    }
+
+    #[test]
+    fn report_only_spends_as_enforcement_would() {
+        let gw = Gw::new(
+            r#"{"enforce": false, "throttle": {"rate": 0.001, "burst": 100},
+                "client_throttle": {"by": "ip", "rate": 0.001, "burst": 5}}"#,
+        );
+        for _ in 0..20 {
+            let d = gw.run(Req::new("GET", "/").from("10.0.0.66:1"), T0);
+            assert_eq!(d.outcome, Outcome::Forward);
+        }
+        assert_eq!(tokens(&gw, "tollgate:test:stage"), 95);
+    }
+
+    #[test]
+    fn a_plan_over_its_quota_gives_back_its_bucket_tokens() {
+        // free: bucket of 100, quota of 2 a day.
+        let gw = Gw::new(&format!("{{{KEYS}}}"));
+        let key = Req::new("GET", "/").with("x-api-key", "k-free-1");
+        let statuses: Vec<u16> = (0..5).map(|_| status(&gw.run(key_req(&key), T0))).collect();
+        assert_eq!(statuses, [200, 200, 429, 429, 429]);
+        assert_eq!(tokens(&gw, "tollgate:test:plan:free-1"), 98);
+        assert_eq!(quota_used(&gw, "free-1"), 2);
+    }
+
+    fn key_req(r: &Req) -> Req {
+        let mut n = Req::new("GET", "/");
+        n.headers = r.headers.clone();
+        n
+    }
+
+    #[test]
+    fn a_request_the_service_refuses_does_not_count_against_the_local_quota() {
+        let gw = Gw::new(&format!(
+            r#"{{{KEYS}, "rate_limit_service": {{"cluster": "rls", "domain": "tg",
+                "failure_mode": "deny", "checks": ["plan"]}}}}"#
+        ));
+        let mut d = gw.run(Req::new("GET", "/").with("x-api-key", "k-free-1"), T0);
+        let call = d.service_call.take().unwrap();
+        assert_eq!(quota_used(&gw, "free-1"), 1, "counted in front of the call");
+        let over = answer(
+            Code::OverLimit,
+            vec![descriptor_status(
+                Code::OverLimit,
+                10,
+                Unit::Second,
+                0,
+                Some((1, 0)),
+            )],
+            &[],
+        );
+        let r = conclude(&gw.cfg, &gw.keys, &gw.store, &mut d, call, Ok(&over));
+        assert_eq!(r, ServiceResult::OverLimit);
+        assert_eq!(status(&d), 429);
+        assert_eq!(quota_used(&gw, "free-1"), 0, "given back");
+        // A failure under failure_mode deny refuses too, and gives back as well.
+        let mut d = gw.run(Req::new("GET", "/").with("x-api-key", "k-free-1"), T0);
+        let call = d.service_call.take().unwrap();
+        conclude(
+            &gw.cfg,
+            &gw.keys,
+            &gw.store,
+            &mut d,
+            call,
+            Err(crate::ratelimit_service::CallFailure::Timeout),
+        );
+        assert_eq!(status(&d), 429);
+        assert_eq!(quota_used(&gw, "free-1"), 0);
+        // Admitted by the service: it stays counted.
+        let mut d = gw.run(Req::new("GET", "/").with("x-api-key", "k-free-1"), T0);
+        let call = d.service_call.take().unwrap();
+        let ok = answer(
+            Code::Ok,
+            vec![descriptor_status(Code::Ok, 10, Unit::Second, 9, None)],
+            &[],
+        );
+        conclude(&gw.cfg, &gw.keys, &gw.store, &mut d, call, Ok(&ok));
+        assert_eq!(d.outcome, Outcome::Forward);
+        assert_eq!(quota_used(&gw, "free-1"), 1);
+    }
+
+    #[test]
+    fn a_refused_cache_invalidation_spends_no_quota() {
+        let gw = Gw::new(&format!(
+            r#"{{{KEYS}, "cache": {{"enabled": true, "require_authorization": true,
+                "unauthorized_strategy": "FAIL_WITH_403"}}}}"#
+        ));
+        let fresh = || {
+            Req::new("GET", "/x")
+                .with("x-api-key", "k-free-1")
+                .with("cache-control", "max-age=0")
+        };
+        for _ in 0..3 {
+            let d = gw.run(fresh(), T0);
+            assert_eq!(status(&d), 403);
+            assert_eq!(d.error, Some(ErrorType::CacheInvalidationDenied));
+        }
+        assert_eq!(quota_used(&gw, "free-1"), 0);
+        assert_eq!(tokens(&gw, "tollgate:test:plan:free-1"), 100);
+        let d = gw.run(Req::new("GET", "/x").with("x-api-key", "k-free-1"), T0);
+        assert_eq!(status(&d), 200, "{:?}", d.error);
+    }
+
+    #[test]
+    fn a_report_only_stage_does_not_open_an_enforced_route_to_ambiguous_paths() {
+        let gw = Gw::new(
+            r#"{"enforce": false,
+                "api_key": {"keys": [{"id": "a", "value": "k"}]},
+                "routes": [{"match": "ANY /admin/{proxy+}", "api_key_required": true,
+                            "enforce": true}]}"#,
+        );
+        assert_eq!(status(&gw.run(Req::new("GET", "/admin/secret"), T0)), 403);
+        for p in ["/;x/admin/secret", "/admin/..;/admin/secret"] {
+            let d = gw.run(Req::new("GET", p), T0);
+            assert_eq!(status(&d), 400, "{p}");
+            assert_eq!(d.error, Some(ErrorType::BadRequest));
+        }
+        // With enforcement off everywhere, it is reported, not refused.
+        let gw = Gw::new(r#"{"enforce": false, "routes": [{"match": "ANY /admin/{proxy+}"}]}"#);
+        let d = gw.run(Req::new("GET", "/;x/admin/secret"), T0);
+        assert_eq!(d.outcome, Outcome::Forward);
+        assert_eq!(d.error, Some(ErrorType::BadRequest));
+    }
+
+    #[test]
+    fn no_clock_refuses_instead_of_guessing() {
+        let gw = Gw::new(&format!(
+            r#"{{{KEYS}, "throttle": {{"rate": 10, "burst": 10}}}}"#
+        ));
+        let d = gw.run(Req::new("GET", "/"), 0);
+        assert_eq!(status(&d), 429);
+        assert!(d.store_failure.is_some_and(|w| w.contains("clock")));
+        let d = gw.run(Req::new("GET", "/").with("x-api-key", "k-free-1"), 0);
+        assert_eq!(status(&d), 429);
+        assert_eq!(quota_used(&gw, "free-1"), 0);
+        // A configuration without limits needs no clock.
+        let gw = Gw::new("{}");
+        assert_eq!(status(&gw.run(Req::new("GET", "/"), 0)), 200);
     }
 }
