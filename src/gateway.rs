@@ -703,12 +703,18 @@ fn admit(
         return Decision::new(outcome, None, Some(ErrorType::BadRequest), cors);
     }
 
-    // 1. CORS preflight, routed by the method it asks about.
+    // 1. CORS preflight, routed by the method it asks about. On a route with CORS off the
+    //    upstream answers preflights: the request goes on as one of that route's, untouched
+    //    by any CORS policy.
+    let mut preflight_route = None;
     if method == b"OPTIONS" {
         if let Some(origin) = origin {
             if let Some(requested) = req.header("access-control-request-method") {
                 let route_idx = cfg.table.find(requested, path);
                 let route = cfg.route(route_idx);
+                if route_idx.is_some() && cfg.cors_for(route).is_none() {
+                    preflight_route = Some(route_idx);
+                }
                 if let Some(policy) = cfg.cors_for(route) {
                     let request_headers = req.header("access-control-request-headers");
                     let pna = req.header("access-control-request-private-network");
@@ -739,9 +745,13 @@ fn admit(
         }
     }
 
-    let route_idx = cfg.table.find(method, path);
+    let route_idx = preflight_route.unwrap_or_else(|| cfg.table.find(method, path));
     let route: &Route = cfg.route(route_idx);
-    let cors = cfg.cors_for(route).and_then(|p| p.actual(origin));
+    let cors = if preflight_route.is_some() {
+        None
+    } else {
+        cfg.cors_for(route).and_then(|p| p.actual(origin))
+    };
     let mut decision = Decision::new(Outcome::Forward, route_idx, None, cors);
 
     // 2. API key.

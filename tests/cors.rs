@@ -682,6 +682,44 @@ fn malformed_repeated_and_oversized_origins_are_refused_never_a_crash() {
 }
 
 #[test]
+fn a_preflight_for_a_method_route_with_cors_off_reaches_the_upstream_untouched() {
+    // `PUT /items/{id}` leaves CORS to its upstream: the preflight asking about PUT goes there
+    // as it is, and the upstream's answer comes back without the stage policy's headers.
+    let up = Upstream::with(|r| {
+        if r.method == "OPTIONS" {
+            Reply::ok("")
+                .status(204)
+                .header(
+                    "access-control-allow-origin",
+                    "https://upstream.example.net",
+                )
+                .header("access-control-allow-methods", "PUT")
+                .header("access-control-max-age", "7")
+        } else {
+            Reply::ok("put")
+        }
+    });
+    let cfg = with(json!({"routes": [{"match": "PUT /items/{id}", "cors": false}]}));
+    let envoy = start(cfg, &up);
+    let r = preflight(&envoy, "/items/1", APP, "PUT", &[]);
+    assert_eq!(r.status, 204, "{:?}", r.headers);
+    assert_eq!(up.count(), 1, "the upstream answered the preflight");
+    assert_eq!(
+        once(&r, "access-control-allow-origin"),
+        "https://upstream.example.net"
+    );
+    assert_eq!(once(&r, "access-control-allow-methods"), "PUT");
+    assert_eq!(once(&r, "access-control-max-age"), "7");
+    assert!(r.header("vary").is_none(), "{:?}", r.headers);
+    // A preflight about GET on the same path is the stage policy's.
+    let r = preflight(&envoy, "/items/1", APP, "GET", &[]);
+    assert_eq!(r.status, 204);
+    assert_eq!(up.count(), 1);
+    assert_eq!(once(&r, "access-control-allow-origin"), APP);
+    envoy.assert_no_wasm_failure();
+}
+
+#[test]
 fn per_route_cors_off_and_override() {
     let up = Upstream::with(|r| {
         let reply = Reply::ok(&format!("seen {} {}", r.method, r.path));

@@ -1018,3 +1018,22 @@ mod refused_requests_spend_nothing {
         assert_eq!(status(&gw.run(Req::new("GET", "/"), 0)), 200);
     }
 }
+
+#[test]
+fn a_preflight_about_a_route_with_cors_off_is_that_routes_request() {
+    let gw = Gw::new(&format!(
+        r#"{{{CORS}, "routes": [{{"match": "PUT /items/{{id}}", "cors": false}}]}}"#
+    ));
+    let r = Req::new("OPTIONS", "/items/1")
+        .with("origin", "https://app.example.com")
+        .with("access-control-request-method", "PUT");
+    let d = gw.run(r, T0);
+    assert_eq!(d.outcome, Outcome::Forward);
+    assert_eq!(d.route, Some(0));
+    assert!(d.cors.is_none(), "no CORS policy touches its answer");
+    // About GET, the stage's policy answers.
+    let r = Req::new("OPTIONS", "/items/1")
+        .with("origin", "https://app.example.com")
+        .with("access-control-request-method", "GET");
+    assert_eq!(status(&gw.run(r, T0)), 204);
+}
