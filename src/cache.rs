@@ -124,6 +124,12 @@ pub fn parse_key_parameter(text: &str) -> Result<KeyParameter, String> {
                 text = Quoted(text)
             ));
         }
+        if REWRITTEN_REQUEST_HEADERS.contains(&lower.as_str()) {
+            return Err(format!(
+                "{text}: tollgate interprets {lower} itself and rewrites it before the cache, so it cannot split entries",
+                text = Quoted(text)
+            ));
+        }
         return Ok(KeyParameter::Header(lower));
     }
     if s.starts_with("path.") {
@@ -308,10 +314,20 @@ pub fn split_path(path: &[u8]) -> (&[u8], Option<&[u8]>) {
     }
 }
 
+/// Request headers the main role rewrites before Envoy's cache filter (the client's freshness
+/// directives are tollgate's to interpret): no key parameter can name them.
+pub const REWRITTEN_REQUEST_HEADERS: [&str; 3] = ["cache-control", "pragma", "if-none-match"];
+
+/// Hex digits of a header value's digest in the cache key: 128 bits of SHA-256.
+const HEADER_DIGEST_HEX: usize = 32;
+
 /// The cache key's query string for a request (without `?`; empty when nothing is kept): the
 /// query parameters the policy names, canonical and sorted by name (repeated names keep their
-/// order), then the named headers as `~h.<name>=<value>`. Absent parameters and headers are left
-/// out; a parameter without `=` stays distinct from one with an empty value.
+/// order), then the named headers as `~h.<name>=<digest>`. A header's value is never written
+/// (it may be a credential, such as an API key, and the key is the request's `:path`, which
+/// access logs print): the first 128 bits of its SHA-256, in hex, split the entries instead.
+/// Absent parameters and headers are left out; a parameter without `=` stays distinct from one
+/// with an empty value.
 pub fn key_query(
     policy: &CachePolicy,
     query: Option<&[u8]>,
@@ -376,11 +392,25 @@ pub fn key_query(
         out.extend_from_slice(b"~h.");
         out.extend_from_slice(name.as_bytes());
         out.push(b'=');
-        for &b in &value {
-            push_canonical(b, &mut out);
+        let digest = crate::keys::sha256(&value);
+        for &b in digest.iter().take(HEADER_DIGEST_HEX / 2) {
+            out.push(HEX.get(usize::from(b >> 4)).copied().unwrap_or(b'0'));
+            out.push(HEX.get(usize::from(b & 0x0f)).copied().unwrap_or(b'0'));
         }
     }
     out
+}
+
+/// The query-parameter part of a cache key query: without its header entries, which come
+/// last (a query parameter's `~` is escaped, so `~h.` starts only a header entry).
+fn query_part(key: &[u8]) -> &[u8] {
+    if key.starts_with(b"~h.") {
+        return &[];
+    }
+    match key.windows(4).position(|w| w == b"&~h.") {
+        Some(i) => key.get(..i).unwrap_or_default(),
+        None => key,
+    }
 }
 
 /// How the main role rewrites a request's `:path` to its cache key.
@@ -434,22 +464,19 @@ fn stash_query(query: Option<&[u8]>) -> Vec<u8> {
 /// The upstream role's side of [`key_rewrite`]: given the `:path` it sees (possibly rewritten
 /// by Envoy's route since, in its path part only) and the [`QUERY_STASH`] value, the `:path` to
 /// send upstream: the current path with the client's original query. None when the stash is
-/// malformed or does not normalise to the current query, so a request that did not come through
-/// the main role cannot swap in a query of its choosing.
-pub fn restore_query(
-    policy: &CachePolicy,
-    current: &[u8],
-    stash: &[u8],
-    header: &mut dyn FnMut(&str) -> Option<Vec<u8>>,
-) -> Option<Vec<u8>> {
+/// malformed or does not normalise to the current query's parameters, so a request that did
+/// not come through the main role cannot swap in a query of its choosing. The key's header
+/// entries are not compared: Envoy's route may add or remove those headers on the way
+/// (`request_headers_to_remove`), and they never reach the upstream's query.
+pub fn restore_query(policy: &CachePolicy, current: &[u8], stash: &[u8]) -> Option<Vec<u8>> {
     let original: Option<&[u8]> = match stash.split_first() {
         Some((b'-', [])) => None,
         Some((b'?', rest)) => Some(rest),
         _ => return None,
     };
     let (base, current_query) = split_path(current);
-    let key = key_query(policy, original, header);
-    if key.as_slice() != current_query.unwrap_or_default() {
+    let key = key_query(policy, original, &mut |_| None);
+    if key.as_slice() != query_part(current_query.unwrap_or_default()) {
         return None;
     }
     let mut out = Vec::with_capacity(base.len() + stash.len());

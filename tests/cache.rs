@@ -319,6 +319,45 @@ fn only_key_parameters_split_the_cache_and_the_upstream_gets_the_original_query(
     envoy.assert_no_wasm_failure();
 }
 
+#[test]
+fn key_headers_stay_out_of_paths_and_the_routes_ttl_wins_over_an_upstream_age() {
+    // The API key splits the cache (a response per key), and an upstream that is itself a
+    // cache says its copy is 120 s old.
+    let up = Upstream::with(|r| {
+        let key = r.header("x-api-key").unwrap_or_default();
+        Reply::ok(&format!("{} for {key}", r.path)).header("age", "120")
+    });
+    let cfg = json!({
+        "api_key": {"keys": [
+            {"id": "a", "value": "key-a-s3cret"},
+            {"id": "b", "value": "key-b-s3cret"}
+        ]},
+        "cache": {"ttl": 60, "key_parameters": ["header.x-api-key", "querystring.page"]}
+    });
+    let envoy = start(cfg, &up);
+    let a = [("x-api-key", "key-a-s3cret")];
+    let first = envoy.get("/pets?page=1&utm=x", &a);
+    assert_eq!(first.text(), "/pets?page=1&utm=x for key-a-s3cret");
+    // Within the route's TTL, whatever age the upstream claimed: a hit.
+    let hit = envoy.get("/pets?utm=y&page=1", &a);
+    assert_eq!(hit.text(), "/pets?page=1&utm=x for key-a-s3cret");
+    let age: u64 = hit.header("age").unwrap().parse().unwrap();
+    assert!(age < 60, "{:?}", hit.headers);
+    let b = envoy.get("/pets?page=1", &[("x-api-key", "key-b-s3cret")]);
+    assert_eq!(
+        b.text(),
+        "/pets?page=1 for key-b-s3cret",
+        "another key, another entry"
+    );
+    assert_eq!(up.count(), 2);
+    // The upstream got each client's own query, never the cache key.
+    for seen in up.requests() {
+        assert!(!seen.path.contains("~h."), "{}", seen.path);
+    }
+    assert!(!envoy.log().contains("stashed query does not match"));
+    envoy.assert_no_wasm_failure();
+}
+
 fn invalidation_config() -> Value {
     json!({
         "api_key": {"keys": [

@@ -225,7 +225,7 @@ impl HttpContext for Upstream {
         };
         if let Some(stash) = stash {
             let current = host::request_header(":path").unwrap_or_default();
-            match cache::restore_query(policy, &current, &stash, &mut host::request_header) {
+            match cache::restore_query(policy, &current, &stash) {
                 Some(path) => host::set_request_header(":path", &path),
                 None => host::log(
                     LogLevel::Warn,
@@ -245,6 +245,7 @@ impl HttpContext for Upstream {
         let mut status = 0u16;
         let mut control: Option<Vec<u8>> = None;
         let mut sets_cookie = false;
+        let mut has_age = false;
         for (name, value) in headers.iter() {
             if name.eq_ignore_ascii_case(b":status") {
                 status = std::str::from_utf8(value)
@@ -261,6 +262,8 @@ impl HttpContext for Upstream {
                 }
             } else if name.eq_ignore_ascii_case(b"set-cookie") {
                 sets_cookie = true;
+            } else if name.eq_ignore_ascii_case(b"age") {
+                has_age = true;
             } else if let Some(n) = cache::INTERNAL_RESPONSE_HEADERS
                 .iter()
                 .find(|n| name.eq_ignore_ascii_case(n.as_bytes()))
@@ -272,6 +275,11 @@ impl HttpContext for Upstream {
         let storage = cache::storage(*ttl_s, status, control.as_deref(), sets_cookie);
         if let cache::Storage::Store(_) = storage {
             host::set_response_header("date", &cache::http_date(host::now_ns() / 1_000_000_000));
+            // The route's TTL counts from now: an upstream that is itself a cache sends how old
+            // its copy is, and Envoy's cache would count that age against the TTL.
+            if has_age {
+                host::remove_response_header("age");
+            }
         }
         if let Some(cc) = storage.cache_control() {
             host::set_response_header_bytes(

@@ -510,7 +510,7 @@ fn cache_plan_keys_the_request_and_gates_invalidation() {
         lookup(&d),
         (
             Some((
-                "/pets?page=2&~h.accept-language=fr".into(),
+                "/pets?page=2&~h.accept-language=67AD8F41A7BB0A18C45F3EFD8F6A32BD".into(),
                 "?utm=x&page=2".into()
             )),
             false,
