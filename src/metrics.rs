@@ -256,6 +256,13 @@ impl MetricTable {
                         method: "OPTIONS",
                     });
                 }
+                // HEAD is routed to a GET route (routes::RouteTable::find).
+                if method == "GET" {
+                    self.series.push(Series {
+                        route,
+                        method: "HEAD",
+                    });
+                }
                 self.routes.push(RouteMethods::One { method, start });
             }
             None => {
@@ -294,6 +301,8 @@ impl MetricTable {
                     Some(*start)
                 } else if method == b"OPTIONS" {
                     Some(start + 1)
+                } else if method == b"HEAD" && *m == "GET" {
+                    Some(start + 2)
                 } else {
                     None
                 }
@@ -458,8 +467,8 @@ mod tests {
                 (Some("OPTIONS"), "/opt"),
             ],
         );
-        // GET + OPTIONS, POST + OPTIONS, 10 methods, OPTIONS only, 10 for unmatched.
-        assert_eq!(t.len(), 2 + 2 + 10 + 1 + 10);
+        // GET + OPTIONS + HEAD, POST + OPTIONS, 10 methods, OPTIONS only, 10 for unmatched.
+        assert_eq!(t.len(), 3 + 2 + 10 + 1 + 10);
         let s = |r, m: &str| t.find(r, m.as_bytes()).map(|i| t.series()[i].clone());
         assert_eq!(
             s(Some(0), "GET"),
@@ -475,6 +484,15 @@ mod tests {
                 method: "OPTIONS"
             })
         );
+        // HEAD reaches a GET route.
+        assert_eq!(
+            s(Some(0), "HEAD"),
+            Some(Series {
+                route: Some(0),
+                method: "HEAD"
+            })
+        );
+        assert_eq!(s(Some(1), "HEAD"), None);
         assert_eq!(s(Some(0), "POST"), None);
         assert_eq!(s(Some(2), "DELETE").unwrap().method, "DELETE");
         assert_eq!(s(Some(2), "PROPFIND").unwrap().method, "OTHER");
@@ -556,7 +574,9 @@ mod tests {
         )
         .unwrap();
         let t = MetricTable::for_config(&cfg);
-        assert_eq!(t.len(), 2 + 10 + 10);
+        assert_eq!(t.len(), 3 + 10 + 10);
+        let head = t.find(cfg.table.find(b"HEAD", b"/pets/1"), b"HEAD");
+        assert_eq!(head.map(|i| t.series()[i].method), Some("HEAD"));
         let i = t.find(cfg.table.find(b"GET", b"/pets/1"), b"GET").unwrap();
         assert_eq!(
             t.stat_name(i, Metric::Status4xx).unwrap(),
