@@ -483,15 +483,18 @@ fn prometheus_shows_labelled_series_whose_counts_match_the_traffic() {
     send("GET", "/limited", &[]);
     send("GET", "/nothing", &[]);
     send("PROPFIND", "/nothing", &[]);
+    send("HEAD", "/pets/1", &[]);
     assert_eq!(
         statuses,
-        [200, 200, 200, 403, 403, 200, 429, 403, 200, 429, 500, 500]
+        [200, 200, 200, 403, 403, 200, 429, 403, 200, 429, 500, 500, 200]
     );
 
     let pets = "_pets_~7Bid~7D";
     let expected: Vec<(Series, f64)> = vec![
         (key("requests", pets, "GET"), 3.0),
         (key("4xx", pets, "GET"), 0.0),
+        // HEAD reaches the GET route and has a series of its own there.
+        (key("requests", pets, "HEAD"), 1.0),
         (key("requests", "_pets", "POST"), 4.0),
         (key("4xx", "_pets", "POST"), 3.0),
         (key("forbidden", "_pets", "POST"), 2.0),
@@ -534,7 +537,7 @@ fn prometheus_shows_labelled_series_whose_counts_match_the_traffic() {
         .filter(|(k, _)| k.0 == "tollgate_requests")
         .map(|(_, v)| v)
         .sum();
-    assert_eq!(total, 12.0);
+    assert_eq!(total, 13.0);
     assert!(samples.keys().all(|k| k.1 == "prod"));
     assert!(
         !samples.contains_key(&key("requests", "_pets", "GET")),
