@@ -298,7 +298,7 @@ fn cache_settings(value: &Value, path: &str) -> Result<CacheSettings, FieldError
                 if let Some(j) = params.iter().position(|q| q == &p) {
                     return Err(err(
                         format!("{path}.key_parameters[{i}]"),
-                        format!("duplicates key_parameters[{j}]"),
+                        format!("duplicates {path}.key_parameters[{j}]"),
                     ));
                 }
                 params.push(p);
@@ -554,6 +554,15 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
         let cache = match &r.cache {
             None | Some(Value::Bool(true)) => stage_cache.as_ref().and_then(CacheSettings::policy),
             Some(Value::Bool(false)) => None,
+            Some(v) if !matches!(v, Value::Object(_)) => {
+                return Err(err(
+                    join(&path, "cache"),
+                    format!(
+                        "invalid type: {}, expected true, false or an object",
+                        reader::type_name(v)
+                    ),
+                ));
+            }
             Some(v) => {
                 let own = cache_settings(v, &join(&path, "cache"))?;
                 stage_cache
@@ -577,6 +586,15 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
         let cors = match r.cors {
             None | Some(Value::Bool(true)) => RouteCors::Stage,
             Some(Value::Bool(false)) => RouteCors::Off,
+            Some(v) if !matches!(v, Value::Object(_)) => {
+                return Err(err(
+                    join(&path, "cors"),
+                    format!(
+                        "invalid type: {}, expected true, false or an object",
+                        reader::type_name(v)
+                    ),
+                ));
+            }
             Some(v) => RouteCors::Own(Box::new(cors(v, &join(&path, "cors"))?)),
         };
         routes.push(Route {

@@ -346,7 +346,7 @@ fn errors_name_the_field() {
         (
             r#"{"routes": [{"match": "GET /a", "cache": {"key_parameters": ["header.Accept", "header.accept"]}}]}"#,
             "routes[0].cache.key_parameters[1]",
-            "duplicates key_parameters[0]",
+            "duplicates routes[0].cache.key_parameters[0]",
         ),
         (
             r#"{"routes": [{"match": "GET /a", "cache": {"key_parameters": "querystring.page"}}]}"#,
@@ -366,7 +366,12 @@ fn errors_name_the_field() {
         (
             r#"{"routes": [{"match": "GET /a", "cache": 60}]}"#,
             "routes[0].cache",
-            "invalid type: number, expected an object",
+            "invalid type: number, expected true, false or an object",
+        ),
+        (
+            r#"{"routes": [{"match": "GET /a", "cors": "yes"}]}"#,
+            "routes[0].cors",
+            "invalid type: string, expected true, false or an object",
         ),
         (
             r#"{"access_log": {"format": "$context.nope"}}"#,
