@@ -125,12 +125,13 @@ impl Pattern {
                     return Err(err(format!(
                         "path {path}: segment {seg} mixes text and a parameter; a parameter is a whole segment", path = Quoted(path), seg = Quoted(seg))));
                 }
-                if *seg == "." || *seg == ".." || seg.contains(';') {
+                // Decoded as a request segment is, so that `%2e%2e` is refused like `..` (it
+                // could never match) and the literal compares with normalised requests.
+                let lit = decode_segment(seg.as_bytes());
+                if lit == "." || lit == ".." || lit.contains(';') {
                     return Err(err(format!(
                         "path {path}: segment {seg} is not allowed (dot segments and ';' are normalised away from requests)", path = Quoted(path), seg = Quoted(seg))));
                 }
-                let normalized = normalize_path(seg.as_bytes());
-                let lit = normalized.trim_start_matches('/').to_string();
                 segments.push(Segment::Literal(lit));
             }
         }
@@ -492,6 +493,37 @@ mod tests {
         ] {
             assert!(Pattern::parse(bad).is_err(), "{bad} should be rejected");
         }
+    }
+
+    #[test]
+    fn encoded_dot_segments_are_refused_like_raw_ones() {
+        // A literal that decodes to `.` or `..` could never match (requests are normalised
+        // first): a configuration error, as the raw spelling is.
+        for (bad, seg) in [
+            ("GET /a/%2e%2e/b", "%2e%2e"),
+            ("GET /a/%2E%2E", "%2E%2E"),
+            ("GET /a/.%2e/b", ".%2e"),
+            ("GET /a/%2E./b", "%2E."),
+            ("GET /%2e/b", "%2e"),
+            ("ANY /a/%2e%2E/{proxy+}", "%2e%2E"),
+        ] {
+            let e = Pattern::parse(bad).unwrap_err();
+            let path = bad.split(' ').nth(1).unwrap();
+            assert_eq!(
+                e.message,
+                format!(
+                    "path \"{path}\": segment \"{seg}\" is not allowed (dot segments and ';' \
+                     are normalised away from requests)"
+                ),
+                "{bad}"
+            );
+            let e = RouteTable::compile(["GET /ok", bad]).unwrap_err();
+            assert_eq!(e.path, "[1].match", "{bad}");
+        }
+        // Dots that are part of a name stay literals.
+        let t = table(&["GET /a/%2e%2e%2e", "GET /a/.%2ex"]);
+        assert_eq!(t.find(b"GET", b"/a/..."), Some(0));
+        assert_eq!(t.find(b"GET", b"/a/..x"), Some(1));
     }
 
     #[test]
