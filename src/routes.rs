@@ -163,12 +163,20 @@ impl Pattern {
                 })
     }
 
-    fn matches(&self, method: &[u8], segs: &[&str]) -> bool {
-        if let Some(m) = &self.method {
-            if m.as_bytes() != method {
-                return false;
-            }
+    /// How closely the route's method fits the request's, lower is closer; `None` when the
+    /// route does not apply to it. The request's own method comes first and `ANY` last; for a
+    /// `HEAD` request a `GET` route comes between them, as servers answer HEAD with their GET
+    /// handler.
+    fn method_rank(&self, method: &[u8]) -> Option<u8> {
+        match &self.method {
+            None => Some(2),
+            Some(m) if m.as_bytes() == method => Some(0),
+            Some(m) if m == "GET" && method == b"HEAD" => Some(1),
+            Some(_) => None,
         }
+    }
+
+    fn matches_path(&self, segs: &[&str]) -> bool {
         let mut i = 0;
         for seg in &self.segments {
             match seg {
@@ -189,8 +197,9 @@ impl Pattern {
         i == segs.len()
     }
 
-    /// True when `self` is more specific than `other` (both having matched the same request).
-    fn more_specific_than(&self, other: &Pattern) -> bool {
+    /// True when `self` is more specific than `other`, both having matched the same request,
+    /// their methods with the given [`Pattern::method_rank`]s.
+    fn more_specific_than(&self, method_rank: u8, other: &Pattern, other_method_rank: u8) -> bool {
         for (a, b) in self.segments.iter().zip(&other.segments) {
             match a.rank().cmp(&b.rank()) {
                 std::cmp::Ordering::Less => return true,
@@ -202,7 +211,7 @@ impl Pattern {
             // A longer pattern that matched consumed the path with more fixed parts.
             return self.segments.len() > other.segments.len();
         }
-        self.method.is_some() && other.method.is_none()
+        method_rank < other_method_rank
     }
 }
 
@@ -250,8 +259,10 @@ impl RouteTable {
     /// Index of the most specific route matching the request, if any. `path` is the raw
     /// `:path` value (query string included); it is normalised first.
     ///
-    /// A `HEAD` request matches as a `GET` unless a `HEAD` route matches it: servers answer
-    /// HEAD with their GET handler, so a GET route's key and throttle must cover it too.
+    /// A `HEAD` request is matched against `HEAD`, `GET` and `ANY` routes together, by the same
+    /// specificity: servers answer HEAD with their GET handler, so a GET route's key and
+    /// throttle must cover it too, unless a HEAD route is at least as specific (a tie in path
+    /// goes to HEAD, then GET, then ANY).
     pub fn find(&self, method: &[u8], path: &[u8]) -> Option<usize> {
         if self.patterns.is_empty() {
             return None;
@@ -276,27 +287,20 @@ impl RouteTable {
         } else {
             inline.get(..count).unwrap_or_default()
         };
-        let method = if method == b"HEAD"
-            && !self
-                .patterns
-                .iter()
-                .any(|p| p.method.as_deref() == Some("HEAD") && p.matches(method, segs))
-        {
-            b"GET"
-        } else {
-            method
-        };
-        let mut best: Option<(usize, &Pattern)> = None;
+        let mut best: Option<(usize, &Pattern, u8)> = None;
         for (i, p) in self.patterns.iter().enumerate() {
-            if !p.matches(method, segs) {
+            let Some(rank) = p.method_rank(method) else {
+                continue;
+            };
+            if !p.matches_path(segs) {
                 continue;
             }
             match best {
-                Some((_, b)) if !p.more_specific_than(b) => {}
-                _ => best = Some((i, p)),
+                Some((_, b, b_rank)) if !p.more_specific_than(rank, b, b_rank) => {}
+                _ => best = Some((i, p, rank)),
             }
         }
-        best.map(|(i, _)| i)
+        best.map(|(i, _, _)| i)
     }
 }
 
@@ -631,7 +635,7 @@ mod tests {
     }
 
     #[test]
-    fn head_matches_get_routes_unless_a_head_route_matches() {
+    fn head_matches_get_routes_and_equally_specific_head_routes_first() {
         let t = table(&[
             "GET /pets/{id}",
             "ANY /pets/{id}",
@@ -646,6 +650,36 @@ mod tests {
         assert_eq!(t.find(b"HEAD", b"/other"), Some(1));
         let t = table(&["POST /pets"]);
         assert_eq!(t.find(b"HEAD", b"/pets"), None);
+    }
+
+    #[test]
+    fn head_takes_the_most_specific_of_head_get_and_any_routes() {
+        // A less specific HEAD route does not shadow a more specific GET route.
+        let t = table(&["GET /files/secret", "HEAD /files/{name}"]);
+        assert_eq!(t.find(b"HEAD", b"/files/secret"), Some(0));
+        assert_eq!(t.find(b"HEAD", b"/files/other"), Some(1));
+        assert_eq!(t.find(b"GET", b"/files/other"), None);
+        // ...nor a more specific ANY route.
+        let t = table(&["HEAD /files/{name}", "ANY /files/secret"]);
+        assert_eq!(t.find(b"HEAD", b"/files/secret"), Some(1));
+        let t = table(&["HEAD /{proxy+}", "GET /a/{b}", "ANY /a/b/{c}"]);
+        assert_eq!(t.find(b"HEAD", b"/a/x"), Some(1));
+        assert_eq!(t.find(b"HEAD", b"/a/b/c"), Some(2));
+        assert_eq!(t.find(b"HEAD", b"/z"), Some(0));
+        // Equally specific: HEAD over GET over ANY, in any configuration order.
+        for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0], [2, 0, 1]] {
+            let ms = ["HEAD /x/{id}", "GET /x/{id}", "ANY /x/{id}"];
+            let t = table(&order.map(|i| ms[i]));
+            let at = |m: usize| order.iter().position(|&i| i == m);
+            assert_eq!(t.find(b"HEAD", b"/x/1"), at(0), "{order:?}");
+            assert_eq!(t.find(b"GET", b"/x/1"), at(1), "{order:?}");
+            assert_eq!(t.find(b"POST", b"/x/1"), at(2), "{order:?}");
+        }
+        let t = table(&["ANY /x/{id}", "GET /x/{id}"]);
+        assert_eq!(t.find(b"HEAD", b"/x/1"), Some(1));
+        let t = table(&["ANY /x/{id}", "HEAD /x/{id}"]);
+        assert_eq!(t.find(b"HEAD", b"/x/1"), Some(1));
+        assert_eq!(t.find(b"GET", b"/x/1"), Some(0));
     }
 
     #[test]

@@ -466,6 +466,26 @@ fn head_is_held_to_the_get_route() {
     assert_eq!(status(&gw.run(Req::new("GET", "/pets/1"), T0)), 429);
 }
 
+#[test]
+fn head_is_held_to_a_more_specific_get_route_than_its_own() {
+    // A HEAD route for the collection does not take HEAD of a key-required GET resource.
+    let gw = Gw::new(&format!(
+        r#"{{{KEYS}, "routes": [
+            {{"match": "GET /files/secret", "api_key_required": true}},
+            {{"match": "HEAD /files/{{name}}"}}]}}"#
+    ));
+    let d = gw.run(Req::new("HEAD", "/files/secret"), T0);
+    assert_eq!((status(&d), d.route), (403, Some(0)));
+    assert_eq!(d.error, Some(ErrorType::InvalidApiKey));
+    let d = gw.run(
+        Req::new("HEAD", "/files/secret").with("x-api-key", "k-noplan"),
+        T0,
+    );
+    assert_eq!((status(&d), d.route), (200, Some(0)));
+    let d = gw.run(Req::new("HEAD", "/files/public"), T0);
+    assert_eq!((status(&d), d.route), (200, Some(1)));
+}
+
 const CACHE: &str = r#""api_key": {"keys": [
     {"id": "admin", "value": "k-admin", "invalidate_cache": true},
     {"id": "user", "value": "k-user"}]},
