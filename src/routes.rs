@@ -125,10 +125,13 @@ impl Pattern {
                     return Err(err(format!(
                         "path {path}: segment {seg} mixes text and a parameter; a parameter is a whole segment", path = Quoted(path), seg = Quoted(seg))));
                 }
-                // Decoded as a request segment is, so that `%2e%2e` is refused like `..` (it
-                // could never match) and the literal compares with normalised requests.
-                let lit = decode_segment(seg.as_bytes());
-                if lit == "." || lit == ".." || lit.contains(';') {
+                // Decoded as a request segment is, so that `%2e%2e` is refused like `..` and
+                // `%3B` like `;` (no request could match them) and the literal compares with
+                // normalised requests (`items%3Abatch` is `items:batch`).
+                let mut name = Vec::with_capacity(seg.len());
+                let params = decode_name_into(seg.as_bytes(), &mut name);
+                let lit = into_string(name);
+                if params || lit == "." || lit == ".." {
                     return Err(err(format!(
                         "path {path}: segment {seg} is not allowed (dot segments and ';' are normalised away from requests)", path = Quoted(path), seg = Quoted(seg))));
                 }
@@ -304,10 +307,6 @@ impl RouteTable {
     }
 }
 
-fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
-}
-
 fn hex_val(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
@@ -317,13 +316,60 @@ fn hex_val(b: u8) -> Option<u8> {
     }
 }
 
+/// True for the characters whose `%XX` escape is decoded: printable ASCII but for those whose
+/// decoding would change the path's structure: `/` and `\` (separators to some servers), `%`
+/// (decoding it would let `%2541` be decoded twice), `?` and `#` (which start the query and
+/// fragment). `;` is decoded, and then starts parameters as a raw `;` does.
+fn decodes(v: u8) -> bool {
+    v.is_ascii_graphic() && !matches!(v, b'/' | b'\\' | b'%' | b'?' | b'#')
+}
+
+/// What a byte or `%XX` escape of a raw segment stands for in the normal form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unit {
+    /// A printable ASCII character, written as itself (sent as itself or escaped).
+    Char(u8),
+    /// A byte written as `%XX` with upper-case hex: a delimiter escape that stays data, a
+    /// control, space, DEL or non-ASCII byte (sent raw or escaped), or a stray `%`.
+    Escaped(u8),
+}
+
+/// The first unit of `raw` and the number of bytes it takes; `None` when `raw` is empty.
+fn next_unit(raw: &[u8]) -> Option<(Unit, usize)> {
+    let &b = raw.first()?;
+    if b == b'%' {
+        let hi = raw.get(1).copied().and_then(hex_val);
+        let lo = raw.get(2).copied().and_then(hex_val);
+        if let (Some(h), Some(l)) = (hi, lo) {
+            let v = h * 16 + l;
+            let unit = if decodes(v) {
+                Unit::Char(v)
+            } else {
+                Unit::Escaped(v)
+            };
+            return Some((unit, 3));
+        }
+        // A stray '%' is kept escaped so it cannot combine with later bytes.
+        return Some((Unit::Escaped(b), 1));
+    }
+    let unit = if b.is_ascii_graphic() {
+        Unit::Char(b)
+    } else {
+        Unit::Escaped(b)
+    };
+    Some((unit, 1))
+}
+
 /// Normalises a request path for matching:
 /// - the query string and fragment are dropped;
-/// - `%XX` escapes of unreserved characters (`A-Z a-z 0-9 - . _ ~`) are decoded, other escapes
-///   are kept with upper-case hex (so `%2F` never becomes a separator);
-/// - a `;parameters` suffix of a segment is dropped (servlet containers ignore it);
+/// - `%XX` escapes of printable ASCII characters are decoded (`%3A` is `:`, `%61` is `a`), as
+///   upstreams decode them, but for `%2F`, `%5C`, `%25`, `%3F` and `%23` (`/ \ % ? #`), which
+///   stay data, with upper-case hex (so `%2F` never becomes a separator);
+/// - a `;parameters` suffix of a segment is dropped (servlet containers ignore it), whether the
+///   `;` was sent raw or as `%3B`;
 /// - empty segments (`//`) and `.` segments are removed, `..` removes the segment before it;
-/// - bytes that are not printable ASCII are percent-encoded.
+/// - everything else that is not printable ASCII (controls, space, DEL, non-ASCII bytes, sent
+///   raw or escaped) is percent-encoded with upper-case hex.
 ///
 /// The result starts with `/` and has no trailing `/` (except the root). It borrows when the
 /// path is already normal.
@@ -338,8 +384,8 @@ pub fn normalize_path(path: &[u8]) -> Cow<'_, str> {
             return Cow::Borrowed(s);
         }
     }
-    // One buffer: each segment is decoded in place after its '/', and dropped again when it
-    // turns out empty, `.` or `..` (which also drops the one before). Only ASCII goes in.
+    // One buffer: each segment's name is decoded in place after its '/', and dropped again when
+    // it turns out empty, `.` or `..` (which also drops the one before). Only ASCII goes in.
     // Sized once: an escaped byte takes three.
     let escaped = path
         .iter()
@@ -347,13 +393,9 @@ pub fn normalize_path(path: &[u8]) -> Cow<'_, str> {
         .count();
     let mut out: Vec<u8> = Vec::with_capacity(path.len() + 2 * escaped + 1);
     for raw in path.split(|&b| b == b'/') {
-        let raw = match raw.iter().position(|&b| b == b';') {
-            Some(p) => raw.get(..p).unwrap_or(raw),
-            None => raw,
-        };
         let start = out.len();
         out.push(b'/');
-        decode_segment_into(raw, &mut out);
+        decode_name_into(raw, &mut out);
         match out.get(start + 1..).unwrap_or_default() {
             b"" | b"." => out.truncate(start),
             b".." => {
@@ -374,18 +416,30 @@ pub fn normalize_path(path: &[u8]) -> Cow<'_, str> {
 /// `.` or `..` once its parameters are dropped (`/admin/..;/x`, `/a/.;/b`, `/;x/a`), so that
 /// servlet containers (which drop `;...` first) and every other server (for which `..;` is an
 /// ordinary name) would route it differently. Such paths are refused rather than guessed at.
+/// A `;` sent as `%3B` counts as a raw one, as [`normalize_path`] reads it so.
 pub fn is_ambiguous_path(path: &[u8]) -> bool {
     let end = path
         .iter()
         .position(|&b| b == b'?' || b == b'#')
         .unwrap_or(path.len());
     let path = path.get(..end).unwrap_or(path);
-    path.split(|&b| b == b'/').any(|raw| {
-        raw.iter().position(|&b| b == b';').is_some_and(|p| {
-            let name = decode_segment(raw.get(..p).unwrap_or(raw));
-            matches!(name.as_str(), "" | "." | "..")
-        })
-    })
+    path.split(|&b| b == b'/').any(is_ambiguous_segment)
+}
+
+/// True when the raw segment has `;parameters` and its name (decoded) is empty, `.` or `..`.
+/// Reads no further than the name's first character that is not a dot; allocates nothing.
+fn is_ambiguous_segment(raw: &[u8]) -> bool {
+    let mut dots = 0u8;
+    let mut rest = raw;
+    while let Some((unit, len)) = next_unit(rest) {
+        match unit {
+            Unit::Char(b';') => return true,
+            Unit::Char(b'.') if dots < 2 => dots += 1,
+            _ => return false,
+        }
+        rest = rest.get(len..).unwrap_or_default();
+    }
+    false
 }
 
 /// True when the path needs no normalisation: starts with '/', no empty, `.`/`..` segments,
@@ -409,46 +463,27 @@ fn is_plain(path: &[u8]) -> bool {
         .any(|s| s.is_empty() || s == b"." || s == b"..")
 }
 
-fn decode_segment(raw: &[u8]) -> String {
-    let mut out = Vec::with_capacity(raw.len());
-    decode_segment_into(raw, &mut out);
-    into_string(out)
-}
-
-/// The decoded bytes as a string: [`decode_segment_into`] appends only ASCII, so this never
+/// The decoded bytes as a string: [`decode_name_into`] appends only ASCII, so this never
 /// copies (the lossy branch is there so that no input could make it fail).
 fn into_string(decoded: Vec<u8>) -> String {
     String::from_utf8(decoded)
         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-/// Appends `raw` decoded to `out`: `%XX` of unreserved characters decoded, other escapes kept
-/// (upper-case hex), bytes that are not printable ASCII escaped. Only ASCII is appended.
-fn decode_segment_into(raw: &[u8], out: &mut Vec<u8>) {
-    let mut i = 0;
-    while let Some(&b) = raw.get(i) {
-        if b == b'%' {
-            let hi = raw.get(i + 1).copied().and_then(hex_val);
-            let lo = raw.get(i + 2).copied().and_then(hex_val);
-            if let (Some(h), Some(l)) = (hi, lo) {
-                let v = h * 16 + l;
-                if is_unreserved(v) {
-                    out.push(v);
-                } else {
-                    push_escaped(out, v);
-                }
-                i += 3;
-                continue;
-            }
-            // A stray '%' is kept escaped so it cannot combine with later bytes.
-            push_escaped(out, b);
-        } else if b.is_ascii_graphic() {
-            out.push(b);
-        } else {
-            push_escaped(out, b);
+/// Appends the name of the raw segment `raw` to `out` in normal form (see [`normalize_path`]):
+/// decoded up to its first `;`, sent raw or as `%3B`, which starts parameters. Returns whether
+/// there were parameters. Only ASCII is appended.
+fn decode_name_into(raw: &[u8], out: &mut Vec<u8>) -> bool {
+    let mut rest = raw;
+    while let Some((unit, len)) = next_unit(rest) {
+        match unit {
+            Unit::Char(b';') => return true,
+            Unit::Char(c) => out.push(c),
+            Unit::Escaped(b) => push_escaped(out, b),
         }
-        i += 1;
+        rest = rest.get(len..).unwrap_or_default();
     }
+    false
 }
 
 fn push_escaped(out: &mut Vec<u8>, b: u8) {
@@ -693,6 +728,12 @@ mod tests {
             "/;x/admin",
             "/admin/;",
             "/admin//;/x",
+            // A `;` sent as `%3B` is treated as a raw one: the same decision either way.
+            "/a/%3b/..",
+            "/%3Bx/admin",
+            "/admin/%2e%2e%3b/x",
+            "/admin/..%3Bx=1/x",
+            "/a/.%3b/b",
         ] {
             assert!(is_ambiguous_path(p.as_bytes()), "{p}");
         }
@@ -702,7 +743,12 @@ mod tests {
             "/admin/..x;/y",
             "/admin/...;/y",
             "/admin/x?a=..;",
-            "/a/%3b/..",
+            "/admin%3Bx",
+            "/admin/x%3By/z",
+            "/admin/..x%3B/y",
+            "/admin/..%3F;/y",
+            "/admin/%3F;/y",
+            "/admin/%253B/..",
             "/",
             "",
         ] {
@@ -720,6 +766,99 @@ mod tests {
         assert_eq!(normalize_path(b"/a\xff\x00"), "/a%FF%00");
         assert_eq!(normalize_path(b"/%7e%2D"), "/~-");
         assert_eq!(normalize_path(b"/a/b/.."), "/a");
+        assert_eq!(
+            normalize_path(b"/v1/items%3abatchDelete"),
+            "/v1/items:batchDelete"
+        );
+        assert_eq!(
+            normalize_path(b"/%21%24%26%27%28%29%2A%2B%2C%3D%40"),
+            "/!$&'()*+,=@"
+        );
+        assert_eq!(
+            normalize_path(b"/%22%3C%3E%5B%5D%5E%60%7B%7C%7D"),
+            "/\"<>[]^`{|}"
+        );
+        // Delimiters stay data, spelled one way: `/`, `\`, `%`, `?` and `#`.
+        assert_eq!(
+            normalize_path(b"/a%2fb%5cc%25d%3fe%23f"),
+            "/a%2Fb%5Cc%25d%3Fe%23f"
+        );
+        assert_eq!(normalize_path(b"/a%2541"), "/a%2541");
+        // `;` decoded is `;`: its parameters are dropped as a raw one's.
+        assert_eq!(normalize_path(b"/admin%3Bx=1/y"), "/admin/y");
+        assert_eq!(normalize_path(b"/admin%3b"), "/admin");
+        // Controls, space, DEL and non-ASCII stay escaped (upper-case hex).
+        assert_eq!(
+            normalize_path(b"/a%00%1f%20%7f%80%ff"),
+            "/a%00%1F%20%7F%80%FF"
+        );
+    }
+
+    #[test]
+    fn encoded_reserved_characters_do_not_skip_a_literal_route() {
+        let t = table(&["POST /v1/items:batchDelete", "ANY /{proxy+}"]);
+        for p in [
+            "/v1/items:batchDelete",
+            "/v1/items%3AbatchDelete",
+            "/v1/items%3abatchDelete",
+            "/v1/items%3A%62atchDelete",
+            "/v1/items%3AbatchDelete?x=1",
+            "/v1/items%3AbatchDelete;x",
+            "/v1/items%3AbatchDelete%3Bx",
+        ] {
+            assert_eq!(t.find(b"POST", p.as_bytes()), Some(0), "{p}");
+        }
+        assert_eq!(t.find(b"POST", b"/v1/items%253AbatchDelete"), Some(1));
+        // Every printable ASCII character but the delimiters, in the pattern as written or
+        // encoded, and in the request as sent or encoded (either hex case): one resource.
+        for c in (0x21u8..=0x7e).filter(|c| !b"/\\%?#;{}".contains(c)) {
+            let raw = format!("a{}b", c as char);
+            let upper = format!("a%{c:02X}b");
+            let lower = format!("a%{c:02x}b");
+            for pattern in [&raw, &upper] {
+                let t = table(&[&format!("GET /x/{pattern}"), "ANY /{proxy+}"]);
+                for request in [&raw, &upper, &lower] {
+                    let path = format!("/x/{request}");
+                    assert_eq!(t.find(b"GET", path.as_bytes()), Some(0), "{pattern} {path}");
+                }
+            }
+        }
+        // `{` and `}` only encoded in a pattern (raw, they make a parameter).
+        let t = table(&["GET /x/%7Bid%7d", "GET /x/{id}"]);
+        assert_eq!(t.find(b"GET", b"/x/{id}"), Some(0));
+        assert_eq!(t.find(b"GET", b"/x/%7bid%7D"), Some(0));
+        assert_eq!(t.find(b"GET", b"/x/id"), Some(1));
+        // Delimiters are data, matched in their one escaped spelling.
+        for (pattern, same, other) in [
+            ("%2F", "%2f", "/"),
+            ("%5C", "%5c", "\\"),
+            ("%25", "%25", "%2525"),
+            ("%3F", "%3f", "?"),
+            ("%23", "%23", "#"),
+        ] {
+            let t = table(&[&format!("GET /x/a{pattern}b"), "ANY /{proxy+}"]);
+            let path = format!("/x/a{same}b");
+            assert_eq!(t.find(b"GET", path.as_bytes()), Some(0), "{path}");
+            let path = format!("/x/a{other}b");
+            assert_ne!(t.find(b"GET", path.as_bytes()), Some(0), "{path}");
+        }
+        // A stray `%` is data too: the same as `%25`.
+        let t = table(&["GET /x/a%25b"]);
+        assert_eq!(t.find(b"GET", b"/x/a%b"), Some(0));
+        // Outside printable ASCII nothing is decoded: the escape is the name.
+        let t = table(&["GET /x/a%20b", "GET /x/caf%C3%A9", "ANY /{proxy+}"]);
+        assert_eq!(t.find(b"GET", b"/x/a%20b"), Some(0));
+        assert_eq!(t.find(b"GET", b"/x/a b"), Some(0));
+        assert_eq!(t.find(b"GET", b"/x/caf%c3%a9"), Some(1));
+        assert_eq!(t.find(b"GET", "/x/café".as_bytes()), Some(1));
+    }
+
+    #[test]
+    fn encoded_semicolons_are_refused_in_patterns_like_raw_ones() {
+        for bad in ["GET /a%3Bb", "GET /a/%3b", "GET /%3Bx/{id}"] {
+            let e = Pattern::parse(bad).unwrap_err();
+            assert!(e.message.contains("is not allowed"), "{bad}: {}", e.message);
+        }
     }
 
     #[test]
@@ -749,26 +888,59 @@ mod tests {
         }
     }
 
-    /// The normalisation as it was written before it decoded into one buffer (a Vec of
-    /// segments, each decoded on its own), kept as the reference for the one-buffer version.
-    fn normalize_reference(path: &[u8]) -> String {
+    /// The intended reading of one raw segment, written plainly and independently of the
+    /// code under test: `%XX` of printable ASCII decoded except `/ \ % ? #`, everything that is
+    /// not printable ASCII (raw or escaped) and a stray `%` written as `%XX`.
+    fn decode_reference(raw: &[u8]) -> String {
+        let mut out = String::new();
+        let mut i = 0;
+        while i < raw.len() {
+            let hex = raw
+                .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit));
+            let (b, kept_escaped) = match (raw[i], hex) {
+                (b'%', Some(h)) => {
+                    i += 3;
+                    let v = u8::from_str_radix(std::str::from_utf8(h).unwrap(), 16).unwrap();
+                    (v, "/\\%?#".contains(v as char))
+                }
+                (b, _) => {
+                    i += 1;
+                    (b, b == b'%')
+                }
+            };
+            if (0x21..=0x7e).contains(&b) && !kept_escaped {
+                out.push(b as char);
+            } else {
+                let hex = |n: u8| char::from_digit(u32::from(n), 16).unwrap();
+                out.extend(['%', hex(b >> 4), hex(b & 15)].map(|c| c.to_ascii_uppercase()));
+            }
+        }
+        out
+    }
+
+    /// The normalisation written as a Vec of segments, each decoded on its own by
+    /// [`decode_reference`] and cut at its first `;` (raw or decoded), kept as the reference for
+    /// the one-buffer version. Also says whether the path is ambiguous: some segment has
+    /// parameters and a name that is empty, `.` or `..`.
+    fn normalize_reference(path: &[u8]) -> (String, bool) {
         let end = path
             .iter()
             .position(|&b| b == b'?' || b == b'#')
             .unwrap_or(path.len());
         let mut segments: Vec<String> = Vec::new();
+        let mut ambiguous = false;
         for raw in path[..end].split(|&b| b == b'/') {
-            let raw = match raw.iter().position(|&b| b == b';') {
-                Some(p) => &raw[..p],
-                None => raw,
-            };
-            let seg = decode_segment(raw);
-            match seg.as_str() {
+            let decoded = decode_reference(raw);
+            let name = decoded.split(';').next().unwrap().to_string();
+            let dots = matches!(name.as_str(), "" | "." | "..");
+            ambiguous |= dots && decoded.contains(';');
+            match name.as_str() {
                 "" | "." => {}
                 ".." => {
                     segments.pop();
                 }
-                _ => segments.push(seg),
+                _ => segments.push(name),
             }
         }
         let mut out = String::new();
@@ -779,30 +951,45 @@ mod tests {
         if out.is_empty() {
             out.push('/');
         }
-        out
+        (out, ambiguous)
+    }
+
+    /// Checks every path of up to `max` tokens over `tokens` against the reference.
+    fn check_against_the_reference(tokens: &[&[u8]], max: u32) -> usize {
+        let mut checked = 0;
+        let mut path = Vec::new();
+        for len in 0..=max {
+            for mut code in 0..tokens.len().pow(len) {
+                path.clear();
+                for _ in 0..len {
+                    path.extend_from_slice(tokens[code % tokens.len()]);
+                    code /= tokens.len();
+                }
+                let (normal, ambiguous) = normalize_reference(&path);
+                assert_eq!(normalize_path(&path), normal, "{path:?}");
+                assert_eq!(is_ambiguous_path(&path), ambiguous, "{path:?}");
+                checked += 1;
+            }
+        }
+        checked
     }
 
     #[test]
     fn one_buffer_normalisation_matches_the_reference_on_every_short_path() {
+        let bytes =
+            |alphabet: &'static [u8]| -> Vec<&'static [u8]> { alphabet.chunks(1).collect() };
         // Every path of up to 6 bytes over an alphabet with each special case in it.
-        const ALPHABET: &[u8] = b"/.%2Ea;?\x00\xff";
-        let mut checked = 0;
-        let mut path = Vec::new();
-        for len in 0..=6u32 {
-            for mut code in 0..ALPHABET.len().pow(len) {
-                path.clear();
-                for _ in 0..len {
-                    path.push(ALPHABET[code % ALPHABET.len()]);
-                    code /= ALPHABET.len();
-                }
-                assert_eq!(
-                    normalize_path(&path),
-                    normalize_reference(&path),
-                    "{path:?}"
-                );
-                checked += 1;
-            }
-        }
-        assert!(checked > 1_000_000, "{checked}");
+        let mut checked = check_against_the_reference(&bytes(b"/.%2Ea;?\x00\xff"), 6);
+        // Up to 5 bytes over one that spells escapes of each kind: decoded (`%2E`, `%3a`,
+        // `%3B`, `%5B`), kept (`%2F`, `%5C`, `%25`, `%3F`, `%23`, `%FF`) and broken (`%5`).
+        checked += check_against_the_reference(&bytes(b"/.%235BCEFa;?"), 5);
+        // Up to 4 whole escapes, raw delimiters and controls.
+        let tokens: &[&[u8]] = &[
+            b"/", b".", b";", b"a", b"%", b"?", b"#", b"%2e", b"%2E", b"%3b", b"%3B", b"%3a",
+            b"%2F", b"%2f", b"%5C", b"%25", b"%3F", b"%23", b"%00", b"%20", b"%7f", b"%FF",
+            b"\xff", b"\x00", b"\\",
+        ];
+        checked += check_against_the_reference(tokens, 4);
+        assert!(checked > 1_500_000, "{checked}");
     }
 }

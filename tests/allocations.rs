@@ -1,5 +1,6 @@
-//! Issue 8: route matching and CORS decisions allocate nothing on the request path. A counting
-//! global allocator (this test binary's own) counts the allocations each call makes.
+//! Issue 8: route matching, the ambiguity check and CORS decisions allocate nothing on the
+//! request path. A counting global allocator (this test binary's own) counts the allocations
+//! each call makes.
 //!
 //! What may allocate, and only that: a path Envoy did not normalise (one buffer for the
 //! normalised copy), the `Access-Control-Allow-Origin` value of an allowed actual request when
@@ -88,6 +89,9 @@ fn route_matching_allocates_nothing() {
         // Bytes escaped on the way (three for one): still one buffer, sized once.
         ("GET", "/pets/%zz%zz%zz%zz%zz%zz%zz%zz", Some(2), 1),
         ("GET", "/pets/café-crème-brûlée-über", Some(2), 1),
+        // Reserved characters decoded, delimiters kept, `%3B` parameters dropped: one buffer.
+        ("GET", "/pets/%3A%40%21%2F%3F%23%25%5C", Some(2), 1),
+        ("GET", "/pets/1%3Bx=1/toys/2", Some(3), 1),
     ] {
         let (n, found) = allocations(|| table.find(method.as_bytes(), path.as_bytes()));
         assert_eq!(found, want, "{method} {path}");
@@ -95,6 +99,21 @@ fn route_matching_allocates_nothing() {
             n <= most,
             "{method} {path}: {n} allocations, at most {most}"
         );
+    }
+}
+
+#[test]
+fn the_ambiguity_check_allocates_nothing() {
+    for (path, want) in [
+        ("/pets/1", false),
+        ("/pets/1;x=1", false),
+        ("/pets/%3A%3b", false),
+        ("/admin/..;/x", true),
+        ("/admin/%2e%2E%3Bx/y", true),
+        ("/;x/admin?y=..;", true),
+    ] {
+        let (n, got) = allocations(|| tollgate::routes::is_ambiguous_path(path.as_bytes()));
+        assert_eq!((n, got), (0, want), "{path}");
     }
 }
 

@@ -233,6 +233,9 @@ const ADMIN_SPELLINGS: &[(&str, Want)] = &[
     ("/admin/?", Want::Forbidden),
     ("/admin/users.", Want::Forbidden),
     ("/admin/.;/users", Want::Forbidden),
+    // `;` sent as `%3B` is read as a raw `;`, whatever the upstream does with it.
+    ("/admin%3Bx", Want::Forbidden),
+    ("/admin%3bjsessionid=1/users", Want::Forbidden),
     ("http://localhost/admin/users", Want::Forbidden),
     ("http://evil.example/admin", Want::Forbidden),
     // Envoy resolves `..;` as a dot segment itself and forwards the result.
@@ -243,6 +246,8 @@ const ADMIN_SPELLINGS: &[(&str, Want)] = &[
     ("/admin/.%2e;x=1/x", Want::BadRequest),
     ("/x/%2e;/admin", Want::BadRequest),
     ("/;x/admin", Want::BadRequest),
+    ("/%3Bx/admin", Want::BadRequest),
+    ("/x/%2e%2e%3B/admin", Want::BadRequest),
     // Envoy refuses NUL, fragments and raw spaces.
     ("/admin%00", Want::BadRequest),
     ("/admin#frag", Want::BadRequest),
@@ -255,6 +260,9 @@ const ADMIN_SPELLINGS: &[(&str, Want)] = &[
     ("/admin%2Fusers", Want::Elsewhere("/admin%2Fusers")),
     ("/admin%2fusers", Want::Elsewhere("/admin%2fusers")),
     ("/%2561dmin", Want::Elsewhere("/%2561dmin")),
+    // `?` and `#` sent encoded are data: part of the name, not a query or fragment.
+    ("/admin%3F", Want::Elsewhere("/admin%3F")),
+    ("/admin%23", Want::Elsewhere("/admin%23")),
 ];
 
 #[test]
@@ -313,6 +321,56 @@ fn no_spelling_reaches_admin_without_a_key() {
 }
 
 #[test]
+fn encoded_reserved_characters_do_not_skip_a_key_required_literal_route() {
+    // Envoy's normalize_path leaves `%3A` as sent; upstreams such as Django, Flask or Spring
+    // decode it and serve the `:batchDelete` resource. tollgate must apply that route too, not
+    // the open catch-all.
+    let up = Upstream::with(|r| Reply::ok(&format!("{} {}", r.method, r.path)));
+    let config = json!({
+        "api_key": {"keys": [{"id": "k1", "value": KEY}]},
+        "routes": [
+            {"match": "POST /v1/items:batchDelete", "api_key_required": true},
+            {"match": "ANY /{proxy+}"}
+        ]
+    });
+    let envoy = Envoy::start(&EnvoyOptions::new(config, up.port));
+    for p in [
+        "/v1/items:batchDelete",
+        "/v1/items%3AbatchDelete",
+        "/v1/items%3abatchDelete",
+        "/v1/items%3A%62atchDelete",
+        "/v1/items%3AbatchDelete?x=1",
+        "/v1/items%3AbatchDelete%3Bx=1",
+    ] {
+        let r = send(envoy.port, "POST", p.as_bytes(), &[], b"");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (403, r#"{"message":"Forbidden"}"#),
+            "POST {p}"
+        );
+    }
+    assert_eq!(up.count(), 0);
+    // A `;` sent encoded is refused where a raw one is.
+    let r = send(envoy.port, "POST", b"/%3Bx/v1/items:batchDelete", &[], b"");
+    assert_eq!(r.status, 400);
+    assert_eq!(up.count(), 0);
+    // With the key the request goes through, and the upstream gets the path as sent.
+    let r = send(
+        envoy.port,
+        "POST",
+        b"/v1/items%3AbatchDelete",
+        &[("x-api-key", KEY.as_bytes())],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "POST /v1/items%3AbatchDelete");
+    // Other resources stay open.
+    let r = send(envoy.port, "POST", b"/v1/items%3Abatch", &[], b"");
+    assert_eq!(r.status, 200);
+    assert_vm_healthy(&envoy);
+}
+
+#[test]
 fn case_is_significant_and_the_upstream_gets_what_was_sent() {
     // API Gateway routes are case-sensitive: /ADMIN is another resource. tollgate forwards it
     // untouched; an upstream that folds case must not be put behind case-sensitive routes.
@@ -328,13 +386,16 @@ fn case_is_significant_and_the_upstream_gets_what_was_sent() {
 #[test]
 fn escaped_slashes_as_the_example_sets_them_are_refused() {
     // envoy/envoy.yaml sets path_with_escaped_slashes_action: REJECT_REQUEST, so an upstream
-    // that decodes %2F before routing (WSGI, older Go) can never be handed /admin%2Fusers.
+    // that decodes %2F or %5C before routing (WSGI, older Go) can never be handed
+    // /admin%2Fusers (tollgate keeps both escaped, as data).
     let (up, envoy) = start(json!({"path_with_escaped_slashes_action": "REJECT_REQUEST"}));
     for p in [
         "/admin%2Fusers",
         "/admin%2fusers",
         "/x%2F..%2Fadmin",
         "/pets%2F1",
+        "/admin%5Cusers",
+        "/x%5c..%5cadmin",
     ] {
         assert_eq!(get(envoy.port, p, &[]).status, 400, "{p}");
     }

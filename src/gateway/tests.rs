@@ -455,6 +455,40 @@ fn ambiguous_paths_are_refused_before_any_check() {
 }
 
 #[test]
+fn encoded_reserved_characters_do_not_escape_a_literal_route() {
+    // `%3A` is `:` to the upstream (Django, Flask, Spring decode it; Envoy does not): the
+    // key-required literal route applies, not the open catch-all.
+    let gw = Gw::new(&format!(
+        r#"{{{KEYS}, "routes": [
+            {{"match": "POST /v1/items:batchDelete", "api_key_required": true}},
+            {{"match": "ANY /{{proxy+}}"}}]}}"#
+    ));
+    for p in [
+        "/v1/items:batchDelete",
+        "/v1/items%3AbatchDelete",
+        "/v1/items%3abatchDelete",
+        "/v1/items%3AbatchDelete%3Bx=1",
+    ] {
+        let d = gw.run(Req::new("POST", p), T0);
+        assert_eq!((status(&d), d.route), (403, Some(0)), "{p}");
+    }
+    let d = gw.run(
+        Req::new("POST", "/v1/items%3AbatchDelete").with("x-api-key", "k-noplan"),
+        T0,
+    );
+    assert_eq!((status(&d), d.route), (200, Some(0)));
+    // A `;` sent encoded is refused where a raw one is.
+    for p in ["/;x/v1/items:batchDelete", "/%3Bx/v1/items:batchDelete"] {
+        let d = gw.run(Req::new("POST", p), T0);
+        assert_eq!(
+            (status(&d), d.error),
+            (400, Some(ErrorType::BadRequest)),
+            "{p}"
+        );
+    }
+}
+
+#[test]
 fn head_is_held_to_the_get_route() {
     let gw = Gw::new(&format!(
         r#"{{{KEYS}, "routes": [
