@@ -164,13 +164,26 @@ const TRAILING_COMMA: &str = "trailing comma";
 const TRAILING_CHARACTERS: &str = "trailing characters";
 const UNEXPECTED_END_OF_HEX_ESCAPE: &str = "unexpected end of hex escape";
 const RECURSION_LIMIT_EXCEEDED: &str = "recursion limit exceeded";
+const DUPLICATE_KEY: &str = "duplicate key";
 
-/// Parses one JSON value (with optional surrounding whitespace).
+/// Parses one JSON value (with optional surrounding whitespace). Of an object's duplicate keys
+/// the last one wins, as in serde_json.
 pub fn parse(input: &[u8]) -> Result<Value, Error> {
+    parse_with(input, false)
+}
+
+/// Parses a configuration: as [`parse`], but a key that appears twice in one object is an
+/// error (it would silently override or cancel the first, a strict configuration's mistake).
+pub fn parse_strict(input: &[u8]) -> Result<Value, Error> {
+    parse_with(input, true)
+}
+
+fn parse_with(input: &[u8], reject_duplicates: bool) -> Result<Value, Error> {
     let mut p = Parser {
         s: input,
         i: 0,
         remaining_depth: 128,
+        reject_duplicates,
     };
     let value = p.value()?;
     match p.whitespace() {
@@ -185,6 +198,7 @@ struct Parser<'a> {
     s: &'a [u8],
     i: usize,
     remaining_depth: u8,
+    reject_duplicates: bool,
 }
 
 impl Parser<'_> {
@@ -351,6 +365,9 @@ impl Parser<'_> {
             }
             self.i += 1;
             let key = self.string()?;
+            if self.reject_duplicates && entries.iter().any(|(k, _)| *k == key) {
+                return Err(self.error(DUPLICATE_KEY));
+            }
             match self.whitespace() {
                 Some(b':') => self.i += 1,
                 Some(_) => return Err(self.peek_error(EXPECTED_COLON)),

@@ -116,12 +116,23 @@ impl Config {
         if bytes.iter().all(|b| b.is_ascii_whitespace()) {
             return compile(RawConfig::default());
         }
-        let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
-        let value: Value = if first == Some(b'{') || first == Some(b'[') {
-            json::parse(bytes).map_err(|e| err("", format!("not valid JSON: {e}")))?
-        } else {
-            protobuf::struct_to_json(bytes)
-                .map_err(|e| err("", format!("neither JSON nor a protobuf Struct ({e})")))?
+        // JSON first, then a Struct. A Struct's first byte (its field tag, 0x0a) is a newline
+        // and its second a length, which may well be `{` or `[`: no byte tells them apart, but
+        // a Struct's tags and lengths are never valid JSON text.
+        let value: Value = match json::parse_strict(bytes) {
+            Ok(v) => v,
+            Err(json_error) => match protobuf::struct_to_json(bytes) {
+                Ok(v) => v,
+                Err(proto_error) => {
+                    let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
+                    let why = if matches!(first, Some(b'{' | b'[')) {
+                        format!("not valid JSON: {json_error}")
+                    } else {
+                        format!("neither JSON nor a protobuf Struct ({proto_error})")
+                    };
+                    return Err(err("", why));
+                }
+            },
         };
         if !value.is_object() {
             return Err(err("", "the configuration must be a JSON object"));

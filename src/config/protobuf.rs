@@ -84,17 +84,24 @@ fn decode_struct(buf: &[u8], depth: u32) -> Result<Value, String> {
         return Err("nesting too deep".into());
     }
     let mut r = Reader::new(buf);
-    let mut entries = Vec::new();
+    let mut entries: Vec<(String, Value)> = Vec::new();
     while !r.done() {
         let tag = r.varint()?;
         if tag >> 3 == 1 && tag & 7 == 2 {
             let entry = r.bytes()?;
-            entries.push(decode_entry(entry, depth)?);
+            let (key, value) = decode_entry(entry, depth)?;
+            // Protobuf lets the last of repeated map keys win; a strict configuration does
+            // not (one would silently override or cancel the other).
+            if entries.iter().any(|(k, _)| *k == key) {
+                return Err(format!("duplicate key {key:?}"));
+            }
+            entries.push((key, value));
         } else {
-            r.skip(tag & 7)?;
+            // A Struct has no other field: these bytes are something else (a `Value`
+            // wrapping the Struct, or not protobuf at all), never the empty configuration.
+            return Err(format!("field {} is not a Struct's", tag >> 3));
         }
     }
-    // Of repeated keys the last one wins.
     Ok(Value::Object(Map::from_entries(entries)))
 }
 
@@ -137,7 +144,7 @@ fn decode_value(buf: &[u8], depth: u32) -> Result<Value, String> {
                     if f.is_finite() {
                         Value::Number(Number::Float(f))
                     } else {
-                        Value::Null
+                        return Err("a number is not finite (NaN or infinity)".into());
                     }
                 }
             }
@@ -243,6 +250,66 @@ mod tests {
         .into();
         assert_eq!(struct_to_json(&enc_struct(&v)).unwrap(), v);
         assert_eq!(struct_to_json(&[]).unwrap(), Value::Object(Map::new()));
+    }
+
+    #[test]
+    fn a_struct_whose_second_byte_reads_as_a_bracket_is_still_a_struct() {
+        // The first entry's length is the Struct's second byte: 123 is `{`, 91 is `[`.
+        for (v, len) in [
+            (json!({"stage": "a".repeat(112)}), 123),
+            (
+                json!({"cors": {"allow_origins": [format!("https://{}.example.com", "a".repeat(36))]}}),
+                91,
+            ),
+        ] {
+            let bytes = enc_struct(&v.into());
+            assert_eq!((bytes[0], bytes[1]), (0x0a, len));
+            if let Err(e) = crate::config::Config::from_json(&bytes) {
+                panic!("a valid Struct was refused: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn what_is_not_a_strict_struct_is_refused() {
+        // A NaN or infinite number is not taken for an absent field.
+        for f in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let mut value = Vec::new();
+            varint(2 << 3 | 1, &mut value);
+            value.extend_from_slice(&f.to_le_bytes());
+            let mut entry = Vec::new();
+            field(1, b"max_age", &mut entry);
+            field(2, &value, &mut entry);
+            let mut cors = Vec::new();
+            field(1, &entry, &mut cors);
+            let mut wrapped = Vec::new();
+            field(5, &cors, &mut wrapped);
+            let mut top_entry = Vec::new();
+            field(1, b"cors", &mut top_entry);
+            field(2, &wrapped, &mut top_entry);
+            let mut top = Vec::new();
+            field(1, &top_entry, &mut top);
+            let e = struct_to_json(&top).unwrap_err();
+            assert!(e.contains("not finite"), "{e}");
+        }
+        // A `Value` wrapping the Struct (field 5), or bytes that are no Struct at all, never
+        // read as the empty configuration.
+        let v: Value = json!({"throttle": {"rate": 1, "burst": 1}}).into();
+        let mut as_value = Vec::new();
+        field(5, &enc_struct(&v), &mut as_value);
+        assert!(struct_to_json(&as_value).is_err());
+        for bytes in [&b"hi"[..], b"`x"] {
+            assert!(struct_to_json(bytes).is_err(), "{bytes:?}");
+            assert!(
+                crate::config::Config::from_json(bytes).is_err(),
+                "{bytes:?}"
+            );
+        }
+        // A key given twice.
+        let mut dup = enc_struct(&json!({"stage": "a"}).into());
+        dup.extend(enc_struct(&json!({"stage": "b"}).into()));
+        let e = struct_to_json(&dup).unwrap_err();
+        assert!(e.contains("duplicate key \"stage\""), "{e}");
     }
 
     #[test]

@@ -506,3 +506,19 @@ fn caching_is_in_use_only_where_a_section_enables_it() {
         crate::cache::CacheMethods::DEFAULT
     );
 }
+
+#[test]
+fn a_key_given_twice_in_one_object_is_refused() {
+    for json in [
+        r#"{"throttle": {"rate": 1, "burst": 1}, "throttle": null}"#,
+        r#"{"throttle": {"rate": 1, "burst": 1, "burst": 2}}"#,
+        r#"{"routes": [{"match": "GET /a", "match": "GET /b"}]}"#,
+    ] {
+        let e = bad(json).to_string();
+        assert!(e.contains("duplicate key at line 1"), "{json}: {e}");
+    }
+    // The same key in different objects is fine.
+    ok(
+        r#"{"throttle": {"rate": 1, "burst": 1}, "client_throttle": {"by": "ip", "rate": 1, "burst": 1}}"#,
+    );
+}
