@@ -972,7 +972,7 @@ pub fn conclude(
         reports.extend(answer.reports.iter().cloned());
     }
     let rl_headers = headers::render(cfg.rate_limit_headers, &reports);
-    decision.service_headers = answer.headers;
+    decision.service_headers = rls::passed_on(answer.headers, &rl_headers);
     let route = cfg.route(decision.route);
     match answer.refuse {
         Some(error) => {

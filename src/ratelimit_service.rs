@@ -602,25 +602,38 @@ pub struct ServiceDecision {
 
 impl ServiceDecision {
     /// Every header of the answer in order: `Retry-After` (on a 429), the `RateLimit` headers
-    /// of `reports` in `mode`, then the service's own headers except names already set.
+    /// of `reports` in `mode`, then the service's own headers that [`passed_on`] keeps.
     pub fn header_list(&self, mode: HeaderMode, reports: &[PolicyReport]) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = Vec::new();
+        let mut own: Vec<(&'static str, String)> = Vec::new();
         if self.refuse.is_some() {
-            out.push((
-                "retry-after".to_string(),
-                self.retry_after_s.max(1).to_string(),
-            ));
+            own.push(("retry-after", self.retry_after_s.max(1).to_string()));
         }
-        for (k, v) in headers::render(mode, reports) {
-            out.push((k.to_string(), v));
-        }
-        for (k, v) in &self.headers {
-            if !out.iter().any(|(n, _)| n == k) {
-                out.push((k.clone(), v.clone()));
-            }
-        }
-        out
+        own.extend(headers::render(mode, reports));
+        let service = passed_on(self.headers.clone(), &own);
+        own.into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .chain(service)
+            .collect()
     }
+}
+
+/// The service's headers that go on to the client beside tollgate's own (`own`: the
+/// rate-limit headers and `Retry-After` tollgate sends). The response's rate-limit headers
+/// and `Retry-After` are tollgate's (one value each, never a second), CORS headers and `Vary`
+/// are its CORS policy's (an origin the policy refuses gets none): the service's are dropped.
+/// The rest are added to the response, never replacing a header of the upstream's.
+pub fn passed_on(
+    mut service: Vec<(String, String)>,
+    own: &[(&'static str, String)],
+) -> Vec<(String, String)> {
+    service.retain(|(name, _)| {
+        let n = name.as_str();
+        !(n == "retry-after"
+            || n == "vary"
+            || n.starts_with("access-control-")
+            || own.iter().any(|(o, _)| o.eq_ignore_ascii_case(n)))
+    });
+    service
 }
 
 /// Turns the call's outcome into a decision. `checks` is the check of each descriptor sent
@@ -659,18 +672,34 @@ pub fn interpret(
         let report = report(*check, status);
         if status.code == Code::OverLimit as i32 {
             refuse.get_or_insert(check.error());
-            let wait = report.as_ref().map_or(0, |r| r.reset_s);
+            // The service's reset time, with or without a limit to report; else the limit's
+            // unit.
+            let wait = match &status.duration_until_reset {
+                Some(d) => duration_secs_ceil(d),
+                None => report.as_ref().map_or(0, |r| r.reset_s),
+            };
             retry_after = retry_after.max(wait);
         }
         if let Some(r) = report {
             reports.push(r);
         }
     }
-    let headers = resp
+    let headers: Vec<(String, String)> = resp
         .response_headers_to_add
         .iter()
         .filter_map(service_header)
         .collect();
+    if over && retry_after == 0 {
+        // No status told a reset time: the service's own `Retry-After` (whole seconds), if
+        // it sent one (Limitador does).
+        if let Some(secs) = headers
+            .iter()
+            .find(|(n, _)| n == "retry-after")
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+        {
+            retry_after = secs.min(MAX_RESET_S);
+        }
+    }
     ServiceDecision {
         refuse: over.then(|| refuse.unwrap_or(ErrorType::Throttled)),
         retry_after_s: if over { retry_after.max(1) } else { 0 },
@@ -708,14 +737,20 @@ fn report(check: Check, status: &DescriptorStatus) -> Option<PolicyReport> {
     })
 }
 
-/// Whole seconds, rounded up; negative durations count as 0.
+/// The longest wait tollgate passes on (`Retry-After`, reset times): 366 days, past any
+/// calendar quota's window. A service's larger value is a bug on its side, not a reason to
+/// tell a client to come back in 292 billion years.
+pub const MAX_RESET_S: u64 = 366 * 86_400;
+
+/// Whole seconds, rounded up, at most [`MAX_RESET_S`]; negative durations count as 0.
 fn duration_secs_ceil(d: &Duration) -> u64 {
     let secs = u64::try_from(d.seconds).unwrap_or(0);
-    if d.nanos > 0 && d.seconds >= 0 {
+    let secs = if d.nanos > 0 && d.seconds >= 0 {
         secs.saturating_add(1)
     } else {
         secs
-    }
+    };
+    secs.min(MAX_RESET_S)
 }
 
 /// Header names a service may not set on the client's response.

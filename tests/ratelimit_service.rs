@@ -88,6 +88,10 @@ struct Rls {
 
 impl Rls {
     fn start(redis: &Redis, limits: &Value, delay_ms: u64) -> Rls {
+        Rls::start_with(redis, limits, delay_ms, &[])
+    }
+
+    fn start_with(redis: &Redis, limits: &Value, delay_ms: u64, extra: &[&str]) -> Rls {
         let dir = tempdir::Dir::new("rls");
         let limits_path = dir.path().join("limits.json");
         std::fs::write(&limits_path, limits.to_string()).unwrap();
@@ -97,6 +101,7 @@ impl Rls {
             .arg("--limits")
             .arg(&limits_path)
             .args(["--delay-ms", &delay_ms.to_string()])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -284,6 +289,52 @@ fn an_admitted_request_carries_the_services_ratelimit_headers() {
     assert_eq!(r.header("x-rls-server"), Some("limitador"));
     // The upstream saw the request once, unchanged.
     assert_eq!(up.count(), 1);
+}
+
+#[test]
+fn the_services_own_ratelimit_headers_never_double_tollgates() {
+    // Limitador's draft-03 headers (--rate-limit-headers) with tollgate in x-ratelimit mode:
+    // each header once, tollgate's; the service's other headers are added; a refused origin
+    // gets no CORS headers on the 429.
+    let redis = Redis::start();
+    let limits = json!([{
+        "namespace": "tollgate", "max_value": 1, "seconds": 60,
+        "conditions": ["descriptors[0].quota == 'DAY'"],
+        "variables": ["descriptors[0].api_key_id"]
+    }]);
+    let rls = Rls::start_with(&redis, &limits, 0, &["--rate-limit-headers"]);
+    let up = Upstream::with(|_| Reply::ok("up").header("set-cookie", "session=1"));
+    let mut cfg = plugin(service("deny", 2000));
+    cfg["rate_limit_headers"] = json!("x-ratelimit");
+    cfg["cors"] = json!({"allow_origins": ["https://app.example.com"]});
+    let envoy = envoy(cfg, up.port, rls.port);
+    let headers = [
+        ("x-api-key", "k-team-a"),
+        ("origin", "https://evil.example.net"),
+    ];
+    let ok = envoy.get("/pets", &headers);
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(
+        ok.all("set-cookie"),
+        ["session=1"],
+        "the upstream's cookie kept"
+    );
+    assert_eq!(ok.header("x-rls-server"), Some("limitador"));
+    let over = envoy.get("/pets", &headers);
+    assert_eq!(over.status, 429, "{}", over.text());
+    for name in ["x-ratelimit-limit", "x-ratelimit-remaining", "retry-after"] {
+        assert_eq!(over.all(name).len(), 1, "{name}: {:?}", over.headers);
+    }
+    assert_eq!(over.header("x-rls-server"), Some("limitador"));
+    assert!(
+        !over
+            .headers
+            .iter()
+            .any(|(n, _)| n.starts_with("access-control-")),
+        "{:?}",
+        over.headers
+    );
+    envoy.assert_no_wasm_failure();
 }
 
 #[test]

@@ -93,7 +93,7 @@ fn decode_struct(buf: &[u8], depth: u32) -> Result<Value, String> {
             // Protobuf lets the last of repeated map keys win; a strict configuration does
             // not (one would silently override or cancel the other).
             if entries.iter().any(|(k, _)| *k == key) {
-                return Err(format!("duplicate key {key:?}"));
+                return Err(format!("duplicate key {}", crate::config::Quoted(&key)));
             }
             entries.push((key, value));
         } else {

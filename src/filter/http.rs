@@ -412,27 +412,16 @@ impl HttpContext for Main {
                 unread(name) && !written_before(limits, i, name),
             );
         }
-        for (i, (name, value)) in service.iter().enumerate() {
-            let written =
-                written_before(limits, limits.len(), name) || written_before(service, i, name);
-            put_response_header(name, value, unread(name) && !written);
+        // The rate limit service's own headers are added beside the upstream's, never in
+        // their place (rate-limit, CORS and Vary names never come from it:
+        // `ratelimit_service::passed_on`).
+        for (name, value) in service {
+            host::add_response_header(name, value);
         }
         if let Some((policy, allowed)) = cors {
-            // The response as it now stands: the map was read before the sets above, so the
-            // rate limit service's headers come first; without the map, any header may be there.
-            let service_value = |name: &str| {
-                service
-                    .iter()
-                    .rev()
-                    .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                    .map(|(_, v)| v.as_bytes())
-            };
-            let vary = service_value("vary").or_else(|| map.as_ref().and_then(|m| m.get("vary")));
-            let present = |name: &str| {
-                !unread(name)
-                    || service_value(name).is_some()
-                    || written_before(limits, limits.len(), name)
-            };
+            // The map was read before the writes above; without it, any header may be there.
+            let vary = map.as_ref().and_then(|m| m.get("vary"));
+            let present = |name: &str| !unread(name) || written_before(limits, limits.len(), name);
             Main::apply_cors(policy, allowed, vary, present);
         }
         Action::Continue

@@ -1091,3 +1091,72 @@ fn a_preflight_about_a_route_with_cors_off_is_that_routes_request() {
         .with("access-control-request-method", "GET");
     assert_eq!(status(&gw.run(r, T0)), 204);
 }
+
+mod service_headers {
+    use super::*;
+    use crate::ratelimit_service::tests::{response as answer, status as descriptor_status};
+    use crate::ratelimit_service::{Code, Unit};
+
+    #[test]
+    fn a_services_429_carries_tollgates_headers_once_and_no_cors_for_a_refused_origin() {
+        let gw = Gw::new(&format!(
+            r#"{{{KEYS}, "rate_limit_headers": "x-ratelimit",
+                "cors": {{"allow_origins": ["https://app.example.com"]}},
+                "rate_limit_service": {{"cluster": "rls", "domain": "tg",
+                    "failure_mode": "deny", "checks": ["quota"]}}}}"#
+        ));
+        let req = || {
+            Req::new("GET", "/")
+                .with("x-api-key", "k-free-1")
+                .with("origin", "https://evil.example.net")
+        };
+        let mut d = gw.run(req(), T0);
+        let call = d.service_call.take().unwrap();
+        let over = answer(
+            Code::OverLimit,
+            vec![descriptor_status(
+                Code::OverLimit,
+                100,
+                Unit::Hour,
+                0,
+                Some((3600, 0)),
+            )],
+            &[
+                ("X-RateLimit-Limit", "999"),
+                ("Retry-After", "0"),
+                ("Access-Control-Allow-Origin", "https://evil.example.net"),
+                ("Access-Control-Allow-Credentials", "true"),
+                ("x-svc", "yes"),
+            ],
+        );
+        conclude(&gw.cfg, &gw.keys, &gw.store, &mut d, call, Ok(&over));
+        assert_eq!(
+            d.service_headers,
+            vec![("x-svc".to_string(), "yes".to_string())]
+        );
+        let Outcome::Respond {
+            status, headers, ..
+        } = &d.outcome
+        else {
+            panic!("{:?}", d.outcome)
+        };
+        assert_eq!(*status, 429);
+        let all: Vec<&str> = headers
+            .iter()
+            .map(|(n, _)| *n)
+            .chain(d.service_headers.iter().map(|(n, _)| n.as_str()))
+            .collect();
+        for name in ["retry-after", "x-ratelimit-limit"] {
+            assert_eq!(
+                all.iter().filter(|n| **n == name).count(),
+                1,
+                "{name}: {all:?}"
+            );
+        }
+        assert!(
+            !all.iter().any(|n| n.starts_with("access-control-")),
+            "{all:?}"
+        );
+        assert_eq!(header(&d, "retry-after"), Some("3600"));
+    }
+}

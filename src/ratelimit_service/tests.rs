@@ -576,11 +576,12 @@ fn over_limit_without_statuses_still_refuses() {
     );
     let d = interpret_in(HeaderMode::Draft10, &base(), &[Check::Quota], Ok(&bytes));
     assert_eq!(d.refuse, Some(ErrorType::Throttled));
-    // tollgate's Retry-After (unknown wait: 1 s) wins over the service's; names lowercased.
+    // No status tells a reset time: the service's Retry-After is taken, sent once, by
+    // tollgate; names lowercased.
     assert_eq!(
         d.headers,
         h(&[
-            ("retry-after", "1"),
+            ("retry-after", "99"),
             ("x-ratelimit-limit", "10"),
             ("x-limitador", "ok"),
         ])
@@ -753,4 +754,76 @@ fn names_and_units() {
         }),
         0
     );
+}
+
+#[test]
+fn the_service_never_sets_tollgates_headers_nor_a_second_value_of_them() {
+    let service = h(&[
+        ("retry-after", "3600"),
+        ("x-ratelimit-limit", "999"),
+        ("ratelimit", "\"svc\";r=1"),
+        ("access-control-allow-origin", "*"),
+        ("access-control-allow-credentials", "true"),
+        ("vary", "X-Svc"),
+        ("set-cookie", "rl=1"),
+        ("x-svc", "yes"),
+    ]);
+    // tollgate sends draft-10 headers here: the service's X-RateLimit-* may go on beside them.
+    let own = vec![
+        ("retry-after", "60".to_string()),
+        ("ratelimit-policy", "\"quota\";q=10".to_string()),
+        ("ratelimit", "\"quota\";r=0;t=60".to_string()),
+    ];
+    assert_eq!(
+        passed_on(service.clone(), &own),
+        h(&[
+            ("x-ratelimit-limit", "999"),
+            ("set-cookie", "rl=1"),
+            ("x-svc", "yes")
+        ])
+    );
+    // In x-ratelimit mode tollgate's X-RateLimit-* win.
+    let own = vec![("x-ratelimit-limit", "10".to_string())];
+    assert_eq!(
+        passed_on(service, &own),
+        h(&[
+            ("ratelimit", "\"svc\";r=1"),
+            ("set-cookie", "rl=1"),
+            ("x-svc", "yes")
+        ])
+    );
+}
+
+#[test]
+fn retry_after_comes_from_the_reset_time_even_without_a_limit() {
+    let bytes = response(
+        Code::OverLimit,
+        vec![DescriptorStatus {
+            code: Code::OverLimit as i32,
+            current_limit: None,
+            limit_remaining: 0,
+            duration_until_reset: Some(Duration {
+                seconds: 60,
+                nanos: 0,
+            }),
+        }],
+        &[],
+    );
+    let d = interpret(&base(), &[Check::Quota], Ok(&bytes));
+    assert_eq!(d.retry_after_s, 60);
+    // A reset time past any calendar window is capped.
+    let bytes = response(
+        Code::OverLimit,
+        vec![status(
+            Code::OverLimit,
+            5,
+            Unit::Day,
+            0,
+            Some((i64::MAX, 0)),
+        )],
+        &[("retry-after", "99999999999999")],
+    );
+    let d = interpret(&base(), &[Check::Quota], Ok(&bytes));
+    assert_eq!(d.retry_after_s, MAX_RESET_S);
+    assert!(d.reports.iter().all(|r| r.reset_s <= MAX_RESET_S));
 }
