@@ -64,6 +64,51 @@ extern "C" {
         return_map_data: *mut *mut u8,
         return_map_size: *mut usize,
     ) -> u32;
+    // The writes below are called directly too: the SDK's wrappers (proxy-wasm 0.2.5) panic on
+    // a status they do not expect (any but Ok for a header write), and a panic traps the VM.
+    // Their statuses are ignored: a write the host refuses leaves the response as it was.
+    fn proxy_add_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_replace_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
+    fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+}
+
+/// Replaces (value `Some`) or removes header `name` of `map`, whatever the host answers.
+fn write_header(map: MapType, name: &str, value: Option<&[u8]>) {
+    // SAFETY: the pointers and lengths describe live slices the host only reads during the call.
+    unsafe {
+        match value {
+            Some(v) => proxy_replace_header_map_value(
+                map as u32,
+                name.as_ptr(),
+                name.len(),
+                v.as_ptr(),
+                v.len(),
+            ),
+            None => proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()),
+        };
+    }
 }
 
 /// A whole header map in one host call, read in place by [`HeaderPairs`] (empty when the host
@@ -100,29 +145,38 @@ pub fn response_header(name: &str) -> Option<Vec<u8>> {
 
 /// Sets (replacing every existing value) a response header.
 pub fn set_response_header(name: &str, value: &str) {
-    let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value));
+    write_header(MapType::HttpResponseHeaders, name, Some(value.as_bytes()));
 }
 
 pub fn add_response_header(name: &str, value: &str) {
-    let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value);
+    // SAFETY: as in `write_header`.
+    unsafe {
+        proxy_add_header_map_value(
+            MapType::HttpResponseHeaders as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        );
+    }
 }
 
 pub fn remove_response_header(name: &str) {
-    let _ = hostcalls::remove_map_value(MapType::HttpResponseHeaders, name);
+    write_header(MapType::HttpResponseHeaders, name, None);
 }
 
 /// Sets (replacing every existing value) a response header to arbitrary bytes.
 pub fn set_response_header_bytes(name: &str, value: &[u8]) {
-    let _ = hostcalls::set_map_value_bytes(MapType::HttpResponseHeaders, name, Some(value));
+    write_header(MapType::HttpResponseHeaders, name, Some(value));
 }
 
 /// Sets (replacing every existing value) a request header (`:path` included).
 pub fn set_request_header(name: &str, value: &[u8]) {
-    let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value));
+    write_header(MapType::HttpRequestHeaders, name, Some(value));
 }
 
 pub fn remove_request_header(name: &str) {
-    let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+    write_header(MapType::HttpRequestHeaders, name, None);
 }
 
 /// An Envoy attribute (`source.address`, `plugin_root_id`, ...).
@@ -139,9 +193,13 @@ pub fn property_u64(path: &[&str]) -> Option<u64> {
 
 /// Sets a property of the stream; Envoy keeps `set_property(["NAME"], v)` as filter state
 /// `wasm.NAME` (a bytes value), for its access loggers (`%FILTER_STATE(wasm.NAME:PLAIN)%`) and
-/// CEL. Failures (no stream) are ignored.
+/// CEL. Failures (no stream) are ignored. A one-segment path is the name itself (the ABI
+/// separates segments with NUL).
 pub fn set_property(name: &str, value: &[u8]) {
-    let _ = hostcalls::set_property(vec![name], Some(value));
+    // SAFETY: as in `write_header`.
+    unsafe {
+        proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len());
+    }
 }
 
 /// Defines a custom metric; Envoy names it `wasmcustom.<name>`. None if the host refuses.
@@ -154,12 +212,18 @@ pub fn define_metric(kind: MetricKind, name: &str) -> Option<u32> {
 }
 
 pub fn increment_metric(id: u32, by: i64) {
-    let _ = hostcalls::increment_metric(id, by);
+    // SAFETY: no pointers; the host checks the id.
+    unsafe {
+        proxy_increment_metric(id, by);
+    }
 }
 
 /// Records a histogram value.
 pub fn record_metric(id: u32, value: u64) {
-    let _ = hostcalls::record_metric(id, value);
+    // SAFETY: no pointers; the host checks the id.
+    unsafe {
+        proxy_record_metric(id, value);
+    }
 }
 
 pub fn plugin_configuration() -> Option<Vec<u8>> {
@@ -219,7 +283,10 @@ pub fn grpc_call_response(size: usize) -> Option<Vec<u8>> {
 
 /// Lets a paused request go on.
 pub fn resume_request() {
-    let _ = hostcalls::resume_http_request();
+    // SAFETY: no pointers. 0: the ABI's `StreamType::HttpRequest`.
+    unsafe {
+        proxy_continue_stream(0);
+    }
 }
 
 /// Whether the host would keep a log line at `level` (so unwanted lines are never built).
@@ -231,7 +298,10 @@ pub fn log_enabled(level: LogLevel) -> bool {
 }
 
 pub fn log(level: LogLevel, message: &str) {
-    let _ = hostcalls::log(level, message);
+    // SAFETY: as in `write_header`.
+    unsafe {
+        proxy_log(level as u32, message.as_ptr(), message.len());
+    }
 }
 
 /// The request as the pipeline and the access record read it: every request header from one
