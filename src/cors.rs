@@ -474,13 +474,19 @@ pub fn is_preflight(method: &[u8], has_origin: bool, has_request_method: bool) -
     method == b"OPTIONS" && has_origin && has_request_method
 }
 
-/// Merge tokens into an existing `Vary` value without duplicates (case-insensitive; the first
-/// spelling is kept), giving `a, b, c`. `*` (existing or added) wins: the result is then `*`.
-/// `add` entries may themselves be comma-separated lists. Existing elements that are not
-/// header-name tokens are dropped. The result is empty only when there is nothing to vary on.
-pub fn merge_vary(existing: Option<&[u8]>, add: &[&str]) -> String {
+/// Merge tokens into an existing `Vary` (its values, one per header line, in order) without
+/// duplicates (case-insensitive; the first spelling is kept), giving `a, b, c`. `*` (existing
+/// or added) wins: the result is then `*`. `add` entries may themselves be comma-separated
+/// lists. Existing elements that are not header-name tokens are dropped. The result is empty
+/// only when there is nothing to vary on.
+pub fn merge_vary<'a, V: AsRef<[u8]> + ?Sized + 'a>(
+    existing: impl IntoIterator<Item = &'a V>,
+    add: &[&'a str],
+) -> String {
     let mut out = String::new();
-    let existing_elems = existing.into_iter().flat_map(list_elements);
+    let existing_elems = existing
+        .into_iter()
+        .flat_map(|line| list_elements(line.as_ref()));
     let added_elems = add.iter().flat_map(|a| list_elements(a.as_bytes()));
     for elem in existing_elems.chain(added_elems) {
         if elem == b"*" {
@@ -1593,7 +1599,7 @@ mod tests {
 
     #[test]
     fn merge_vary_cases() {
-        assert_eq!(merge_vary(None, &["Origin"]), "Origin");
+        assert_eq!(merge_vary(None::<&str>, &["Origin"]), "Origin");
         assert_eq!(merge_vary(Some(b""), &["Origin"]), "Origin");
         assert_eq!(merge_vary(Some(b"  , "), &["Origin"]), "Origin");
         assert_eq!(
@@ -1613,10 +1619,10 @@ mod tests {
         assert_eq!(merge_vary(Some(b"Accept, *"), &["Origin"]), "*");
         assert_eq!(merge_vary(Some(b"Accept"), &["*"]), "*");
         assert_eq!(
-            merge_vary(None, &[PREFLIGHT_VARY, "origin"]),
+            merge_vary(None::<&str>, &[PREFLIGHT_VARY, "origin"]),
             PREFLIGHT_VARY
         );
-        assert_eq!(merge_vary(None, &[]), "");
+        assert_eq!(merge_vary(None::<&str>, &[]), "");
         assert_eq!(merge_vary(Some(b"Accept"), &[]), "Accept");
         assert_eq!(
             merge_vary(Some(b"Acc ept, \xff, Accept-Language"), &["Origin"]),
@@ -1628,6 +1634,13 @@ mod tests {
             merge_vary(Some(b"X-Origin"), &["Origin"]),
             "X-Origin, Origin"
         );
+        // Several header lines are one list (a host may keep them apart; Envoy joins them).
+        let lines = ["Accept-Encoding", "accept-language, origin", "Cookie"];
+        assert_eq!(
+            merge_vary(lines, &["Origin"]),
+            "Accept-Encoding, accept-language, origin, Cookie"
+        );
+        assert_eq!(merge_vary(["Accept", "*"], &["Origin"]), "*");
     }
 
     // ---- robustness ----------------------------------------------------------------------

@@ -89,6 +89,7 @@ impl HeaderPairs {
 }
 
 /// The pairs of a [`HeaderPairs`], as (name, value).
+#[derive(Clone)]
 pub struct Pairs<'a> {
     bytes: &'a [u8],
     index: usize,

@@ -11,6 +11,7 @@ use super::Runtime;
 use crate::access_log::{self, Field};
 use crate::cors::{self, ActualCors, CorsPolicy};
 use crate::gateway::{self, Decision, Outcome, ServiceCall, ServiceResult};
+use crate::header_pairs::HeaderPairs;
 use crate::host::{self, HostRequest, HostStore};
 use crate::metrics;
 use crate::ratelimit_service::{self, CallFailure};
@@ -179,14 +180,14 @@ impl Main {
     }
 
     /// CORS on the upstream's response: `policy` is the route's CORS policy, `cors` what it
-    /// allowed the request's origin, `vary` the response's `Vary` as it stands (its first
-    /// value, as a single-header read gives it). `present(name)`: whether the response may
-    /// carry header `name` (so that headers it lacks are not removed, a host call each, and
-    /// are added rather than replaced).
-    fn apply_cors(
+    /// allowed the request's origin, `vary` the response's `Vary` values as they stand, one per
+    /// header line (empty when the response has none or its headers could not be read).
+    /// `present(name)`: whether the response may carry header `name` (so that headers it lacks
+    /// are not removed, a host call each, and are added rather than replaced).
+    fn apply_cors<'a>(
         policy: &CorsPolicy,
         cors: Option<&ActualCors>,
-        vary: Option<&[u8]>,
+        vary: impl Iterator<Item = &'a [u8]> + Clone,
         present: impl Fn(&str) -> bool,
     ) {
         match cors {
@@ -214,11 +215,14 @@ impl Main {
         }
         // The answer depends on Origin even when this one got no CORS headers.
         if cors.is_none_or(|c| c.vary_origin) {
-            match vary {
-                None => put_response_header("vary", "Origin", !present("vary")),
-                Some(existing) => {
-                    let merged = cors::merge_vary(Some(existing), &["Origin"]);
-                    if !merged.is_empty() && existing != merged.as_bytes() {
+            let mut lines = vary.clone();
+            match (lines.next(), lines.next()) {
+                (None, _) => put_response_header("vary", "Origin", !present("vary")),
+                (first, second) => {
+                    // Every line is merged: the replace below removes them all.
+                    let merged = cors::merge_vary(vary, &["Origin"]);
+                    let unchanged = second.is_none() && first == Some(merged.as_bytes());
+                    if !merged.is_empty() && !unchanged {
                         host::set_response_header("vary", &merged);
                     }
                 }
@@ -420,7 +424,13 @@ impl HttpContext for Main {
         }
         if let Some((policy, allowed)) = cors {
             // The map was read before the writes above; without it, any header may be there.
-            let vary = map.as_ref().and_then(|m| m.get("vary"));
+            let vary = map
+                .as_ref()
+                .map(HeaderPairs::iter)
+                .into_iter()
+                .flatten()
+                .filter(|(name, _)| name.eq_ignore_ascii_case(b"vary"))
+                .map(|(_, value)| value);
             let present = |name: &str| !unread(name) || written_before(limits, limits.len(), name);
             Main::apply_cors(policy, allowed, vary, present);
         }
