@@ -464,3 +464,50 @@ fn a_request_body_waits_for_the_answer_too() {
     );
     envoy.assert_no_wasm_failure();
 }
+
+#[test]
+fn a_client_that_leaves_while_the_service_thinks_is_still_counted_and_logged() {
+    // The service answers after 1.5 s; the client hangs up after 300 ms.
+    let redis = Redis::start();
+    let rls = Rls::start(&redis, &quota_limits(), 1500);
+    let up = Upstream::start();
+    let mut cfg = plugin(service("deny", 3000));
+    cfg["access_log"] = json!({"format": "json"});
+    let envoy = envoy(cfg, up.port, rls.port);
+    let requests = |envoy: &Envoy| -> i64 {
+        envoy
+            .stats()
+            .iter()
+            .filter(|(n, _)| n.starts_with("wasmcustom.") && n.ends_with("requests"))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    assert_eq!(requests(&envoy), 0);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", envoy.port)).unwrap();
+    s.write_all(b"GET /pets/left HTTP/1.1\r\nhost: localhost\r\nx-api-key: k-team-a\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(s);
+    let line = envoy.wait_log("the abandoned request's record", |l| {
+        l.contains("\"requestId\"") && l.contains("/pets/left")
+    });
+    assert!(line.contains("\"identity.apiKeyId\":\"team-a\""), "{line}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while requests(&envoy) != 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(requests(&envoy), 1, "the abandoned request was not counted");
+    assert_eq!(up.count(), 0);
+    // The late answer finds no request and breaks nothing.
+    std::thread::sleep(Duration::from_millis(1500));
+    let r = try_request(
+        envoy.port,
+        "GET",
+        "/pets",
+        &[("x-api-key", "k-team-a")],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    envoy.assert_no_wasm_failure();
+}

@@ -438,6 +438,11 @@ impl HttpContext for Main {
     }
 
     fn on_log(&mut self) {
+        // The stream ended while the filter waited for the rate limit service (the client
+        // went away): observed as it stands, so the request is still counted and logged.
+        if let (Some(waiting), Some(decision)) = (self.waiting.take(), &self.decision) {
+            self.obs = Observation::on_request(&self.rt, decision, waiting.req);
+        }
         self.obs.on_log(
             &self.rt,
             self.decision.as_ref(),
