@@ -25,7 +25,7 @@ pub const MAX_TTL_S: u32 = 3600;
 pub const DEFAULT_TTL_S: u32 = 300;
 
 /// Request header (main role -> upstream role) and response header (upstream role -> main role):
-/// `<token> <route>` on the request, `<token>` on the response.
+/// `<token> <ttl> <query id>` on the request ([`Marker`]), `<token>` on the response.
 pub const MARKER: &str = "x-tollgate-cache";
 /// Request header: the query the client sent (`?...`, or `-` for none) when the main role
 /// replaced it with the cache key's.
@@ -214,6 +214,7 @@ impl CacheSettings {
         sort_dedup(&mut query_keys);
         sort_dedup(&mut header_keys);
         Some(CachePolicy {
+            query_id: query_keys_id(&query_keys),
             ttl_s,
             require_authorization: self.require_authorization.unwrap_or(true),
             unauthorized_strategy: self
@@ -236,6 +237,9 @@ pub struct CachePolicy {
     pub unauthorized_strategy: UnauthorizedStrategy,
     /// Query parameter names in the key, canonical form, sorted.
     pub query_keys: Vec<Vec<u8>>,
+    /// [`query_keys_id`] of `query_keys`: names them in the [`MARKER`], so that the upstream
+    /// role finds them in its own configuration whatever the route's place there.
+    pub query_id: u64,
     /// Header names in the key, lowercase, sorted.
     pub header_keys: Vec<String>,
     pub methods: CacheMethods,
@@ -464,20 +468,29 @@ fn stash_query(query: Option<&[u8]>) -> Vec<u8> {
 /// The upstream role's side of [`key_rewrite`]: given the `:path` it sees (possibly rewritten
 /// by Envoy's route since, in its path part only) and the [`QUERY_STASH`] value, the `:path` to
 /// send upstream: the current path with the client's original query. None when the stash is
-/// malformed or does not normalise to the current query's parameters, so a request that did
-/// not come through the main role cannot swap in a query of its choosing. The key's header
-/// entries are not compared: Envoy's route may add or remove those headers on the way
-/// (`request_headers_to_remove`), and they never reach the upstream's query.
-pub fn restore_query(policy: &CachePolicy, current: &[u8], stash: &[u8]) -> Option<Vec<u8>> {
+/// malformed or (with `policy`, the key's) does not normalise to the current query's
+/// parameters, so a request that did not come through the main role cannot swap in a query of
+/// its choosing under a key it did not earn. Without `policy` (the upstream role does not know
+/// the key the main role used) the stash is not compared, and the caller must not let the
+/// response be stored. The key's header entries are not compared: Envoy's route may add or
+/// remove those headers on the way (`request_headers_to_remove`), and they never reach the
+/// upstream's query.
+pub fn restore_query(
+    policy: Option<&CachePolicy>,
+    current: &[u8],
+    stash: &[u8],
+) -> Option<Vec<u8>> {
     let original: Option<&[u8]> = match stash.split_first() {
         Some((b'-', [])) => None,
         Some((b'?', rest)) => Some(rest),
         _ => return None,
     };
     let (base, current_query) = split_path(current);
-    let key = key_query(policy, original, &mut |_| None);
-    if key.as_slice() != query_part(current_query.unwrap_or_default()) {
-        return None;
+    if let Some(policy) = policy {
+        let key = key_query(policy, original, &mut |_| None);
+        if key.as_slice() != query_part(current_query.unwrap_or_default()) {
+            return None;
+        }
     }
     let mut out = Vec::with_capacity(base.len() + stash.len());
     out.extend_from_slice(base);
@@ -697,29 +710,57 @@ impl CacheStatus {
     }
 }
 
-/// The request's [`MARKER`] value.
-pub fn marker(token: &str, route: Option<usize>) -> String {
-    match route {
-        Some(i) => format!("{token} {i}"),
-        None => format!("{token} -"),
+/// Names a list of query key parameters (sorted, canonical): the first 64 bits of the SHA-256
+/// of the names, each followed by a NUL (canonical names never hold one).
+pub fn query_keys_id(query_keys: &[Vec<u8>]) -> u64 {
+    let mut joined = Vec::new();
+    for name in query_keys {
+        joined.extend_from_slice(name);
+        joined.push(0);
     }
+    let digest = crate::keys::sha256(&joined);
+    let mut first = [0u8; 8];
+    for (to, from) in first.iter_mut().zip(digest.iter()) {
+        *to = *from;
+    }
+    u64::from_be_bytes(first)
 }
 
-/// A request's [`MARKER`]: the token and the route (None: the stage defaults). None when
-/// malformed.
-pub fn parse_marker(value: &[u8]) -> Option<(&[u8], Option<usize>)> {
-    let space = value.iter().position(|b| *b == b' ')?;
-    let token = value.get(..space)?;
-    let route = value.get(space + 1..)?;
-    if token.is_empty() {
+/// A request's [`MARKER`], as the main role writes it: `<token> <ttl> <query id>`. The
+/// route's TTL and the [`CachePolicy::query_id`] of its key parameters travel with the request
+/// rather than the route's index: the upstream role's configuration may list the routes
+/// differently (a push reaches the listener and the cluster at different moments).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Marker<'a> {
+    pub token: &'a [u8],
+    pub ttl_s: u32,
+    pub query_id: u64,
+}
+
+/// The request's [`MARKER`] value.
+pub fn marker(token: &str, policy: &CachePolicy) -> String {
+    format!("{token} {} {:016x}", policy.ttl_s, policy.query_id)
+}
+
+/// Reads a request's [`MARKER`]; None when malformed (the TTL must be 1 to [`MAX_TTL_S`], the
+/// query id 16 hex digits).
+pub fn parse_marker(value: &[u8]) -> Option<Marker<'_>> {
+    let mut parts = value.split(|b| *b == b' ');
+    let (token, ttl, id) = (parts.next()?, parts.next()?, parts.next()?);
+    let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+    if token.is_empty() || parts.next().is_some() || !digits(ttl) || ttl.len() > 4 {
         return None;
     }
-    let route = if route == b"-" {
-        None
-    } else {
-        Some(std::str::from_utf8(route).ok()?.parse::<usize>().ok()?)
-    };
-    Some((token, route))
+    if id.len() != 16 || !id.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let ttl_s = std::str::from_utf8(ttl).ok()?.parse::<u32>().ok()?;
+    let query_id = u64::from_str_radix(std::str::from_utf8(id).ok()?, 16).ok()?;
+    (1..=MAX_TTL_S).contains(&ttl_s).then_some(Marker {
+        token,
+        ttl_s,
+        query_id,
+    })
 }
 
 /// Hit or miss for a looked-up request, from the token the response carries: the request's own

@@ -565,3 +565,48 @@ fn hits_and_misses_are_counted_in_metrics() {
     assert_eq!(metric_sum(&envoy, "cache_miss"), 2);
     envoy.assert_no_wasm_failure();
 }
+
+#[test]
+fn the_upstream_role_finds_the_key_whatever_its_route_order() {
+    // The main role's configuration and the upstream role's list the routes differently, as
+    // they may between two pushes (the listener and the cluster update apart).
+    let pets =
+        json!({"match": "GET /pets", "cache": {"ttl": 60, "key_parameters": ["querystring.page"]}});
+    let other =
+        json!({"match": "GET /other", "cache": {"ttl": 60, "key_parameters": ["querystring.q"]}});
+    let up = upstream();
+    let mut opts = EnvoyOptions::new(json!({"routes": [pets, other]}), up.port);
+    opts.cache = true;
+    opts.upstream_config = Some(json!({"routes": [other, pets]}));
+    let envoy = Envoy::start(&opts);
+    let a = envoy.get("/pets?page=1&utm=x", &[]);
+    assert_eq!(a.text(), "n=1 GET /pets?page=1&utm=x");
+    let b = envoy.get("/pets?utm=y&page=1", &[]);
+    assert_eq!(
+        b.text(),
+        "n=1 GET /pets?page=1&utm=x",
+        "stored under the key"
+    );
+    assert_eq!(up.requests()[0].path, "/pets?page=1&utm=x");
+    assert_clean(&up, &[&a, &b]);
+    envoy.assert_no_wasm_failure();
+
+    // The upstream role's `cache` sections lack the key the main role used: the upstream still
+    // gets the client's query, and the response is not stored under a key nothing vouched for.
+    let up = upstream();
+    let changed = json!({"match": "GET /pets", "cache": {"ttl": 60, "key_parameters": ["querystring.page", "querystring.lang"]}});
+    let mut opts = EnvoyOptions::new(json!({"routes": [pets, other]}), up.port);
+    opts.cache = true;
+    opts.upstream_config = Some(json!({"routes": [changed, other]}));
+    let envoy = Envoy::start(&opts);
+    let a = envoy.get("/pets?page=1&utm=x", &[]);
+    assert_eq!(a.text(), "n=1 GET /pets?page=1&utm=x");
+    assert!(a.header("cache-control").is_none(), "{:?}", a.headers);
+    let b = envoy.get("/pets?utm=y&page=1", &[]);
+    assert_eq!(b.text(), "n=2 GET /pets?utm=y&page=1", "not stored");
+    envoy.wait_log("the warning", |l| {
+        l.contains("a cached request's key parameters are in no cache section")
+    });
+    assert_clean(&up, &[&a, &b]);
+    envoy.assert_no_wasm_failure();
+}

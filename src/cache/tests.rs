@@ -256,23 +256,23 @@ fn the_upstream_role_restores_exactly_what_the_client_sent() {
     ] {
         let rw = key_rewrite(&p, original.as_bytes(), &mut headers)
             .unwrap_or_else(|| panic!("{original} has a header part, so it is rewritten"));
-        let back = restore_query(&p, &rw.path, &rw.stash).unwrap();
+        let back = restore_query(Some(&p), &rw.path, &rw.stash).unwrap();
         assert_eq!(String::from_utf8(back).unwrap(), original);
     }
     // Envoy's route may rewrite the path part on the way (prefix_rewrite): it is kept.
     let rw = key_rewrite(&p, b"/api/pets?x=1", &mut headers).unwrap();
     let routed = [b"/v2/pets".as_slice(), &rw.path[b"/api/pets".len()..]].concat();
     assert_eq!(
-        restore_query(&p, &routed, &rw.stash).unwrap(),
+        restore_query(Some(&p), &routed, &rw.stash).unwrap(),
         b"/v2/pets?x=1"
     );
     // A stash that does not normalise to the current query is refused: no query swapping.
     assert_eq!(
-        restore_query(&p, b"/pets?page=1&~h.accept=0123", b"?page=2"),
+        restore_query(Some(&p), b"/pets?page=1&~h.accept=0123", b"?page=2"),
         None
     );
     assert_eq!(
-        restore_query(&p, b"/pets?~h.accept=0123", b"?admin=1").unwrap(),
+        restore_query(Some(&p), b"/pets?~h.accept=0123", b"?admin=1").unwrap(),
         b"/pets?admin=1",
         "non-key parameters are the client's to choose"
     );
@@ -280,15 +280,26 @@ fn the_upstream_role_restores_exactly_what_the_client_sent() {
     // restored all the same.
     let rw = key_rewrite(&p, b"/pets?x=1&page=3", &mut headers).unwrap();
     assert_eq!(
-        restore_query(&p, &rw.path, &rw.stash).unwrap(),
+        restore_query(Some(&p), &rw.path, &rw.stash).unwrap(),
         b"/pets?x=1&page=3"
     );
     assert_eq!(query_part(b"page=3&~h.accept=AB"), b"page=3");
     assert_eq!(query_part(b"~h.accept=AB"), b"");
     assert_eq!(query_part(b"page=3&%7Eh.x=1"), b"page=3&%7Eh.x=1");
-    assert_eq!(restore_query(&p, b"/pets", b""), None);
-    assert_eq!(restore_query(&p, b"/pets", b"x"), None);
-    assert_eq!(restore_query(&p, b"/pets", b"--"), None);
+    assert_eq!(restore_query(Some(&p), b"/pets", b""), None);
+    assert_eq!(restore_query(Some(&p), b"/pets", b"x"), None);
+    assert_eq!(restore_query(Some(&p), b"/pets", b"--"), None);
+    // Without the key (the upstream role's configuration lacks it), the stash is put back
+    // as it is, still only when well-formed.
+    assert_eq!(
+        restore_query(None, b"/pets?page=1&~h.accept=0123", b"?page=2&x").unwrap(),
+        b"/pets?page=2&x"
+    );
+    assert_eq!(
+        restore_query(None, b"/pets?page=1", b"-").unwrap(),
+        b"/pets"
+    );
+    assert_eq!(restore_query(None, b"/pets", b"x"), None);
 }
 
 #[test]
@@ -437,21 +448,61 @@ fn http_dates_are_imf_fixdate() {
 }
 
 #[test]
-fn markers_carry_token_and_route() {
-    assert_eq!(marker("abc", Some(3)), "abc 3");
-    assert_eq!(marker("abc", None), "abc -");
-    assert_eq!(parse_marker(b"abc 3"), Some((&b"abc"[..], Some(3))));
-    assert_eq!(parse_marker(b"abc -"), Some((&b"abc"[..], None)));
+fn markers_carry_token_ttl_and_query_id() {
+    let mut p = policy(&["querystring.page", "header.accept"]);
+    p.ttl_s = 60;
+    let m = marker("abc", &p);
+    assert_eq!(m, format!("abc 60 {:016x}", p.query_id));
+    assert_eq!(
+        parse_marker(m.as_bytes()),
+        Some(Marker {
+            token: b"abc",
+            ttl_s: 60,
+            query_id: p.query_id
+        })
+    );
     for bad in [
         &b""[..],
         b"abc",
-        b" 3",
-        b"abc x",
-        b"abc 3 4",
-        b"abc -1",
-        b"abc ",
+        b"abc 60",
+        b" 60 00000000000000ff",
+        b"abc 0 00000000000000ff",
+        b"abc 3601 00000000000000ff",
+        b"abc +60 00000000000000ff",
+        b"abc 60 +0000000000000ff",
+        b"abc 60 ff",
+        b"abc 60 00000000000000fg",
+        b"abc 60 00000000000000ff x",
+        b"abc 99999999999 00000000000000ff",
     ] {
         assert_eq!(parse_marker(bad), None, "{}", String::from_utf8_lossy(bad));
+    }
+}
+
+#[test]
+fn query_ids_name_the_query_key_list() {
+    let id = |keys: &[&str]| policy(keys).query_id;
+    // Same query names, whatever the order, spelling or headers: same id.
+    assert_eq!(
+        id(&["querystring.b", "querystring.a"]),
+        id(&[
+            "querystring.a",
+            "header.x",
+            "querystring.b",
+            "querystring.a"
+        ])
+    );
+    let distinct = [
+        id(&[]),
+        id(&["querystring.a"]),
+        id(&["querystring.b"]),
+        id(&["querystring.a", "querystring.b"]),
+        id(&["querystring.ab"]),
+    ];
+    for (i, a) in distinct.iter().enumerate() {
+        for b in distinct.iter().skip(i + 1) {
+            assert_ne!(a, b);
+        }
     }
 }
 

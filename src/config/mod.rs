@@ -148,6 +148,14 @@ impl Config {
             .unwrap_or(&self.default_route)
     }
 
+    /// Every cache policy in force: the routes' and then the stage's.
+    pub fn cache_policies(&self) -> impl Iterator<Item = &CachePolicy> {
+        self.routes
+            .iter()
+            .chain(std::iter::once(&self.default_route))
+            .filter_map(|r| r.cache.as_ref())
+    }
+
     /// The CORS policy in force for a route.
     pub fn cors_for<'a>(&'a self, route: &'a Route) -> Option<&'a CorsPolicy> {
         match &route.cors {

@@ -24,6 +24,8 @@ thread_local! {
     static TOKEN_COUNTER: Cell<u64> = const { Cell::new(0) };
     /// The once-per-VM warning about responses without the upstream role's token.
     static WARNED_NO_UPSTREAM_ROLE: Cell<bool> = const { Cell::new(false) };
+    /// The once-per-VM warning about a cache key this configuration does not have.
+    static WARNED_UNKNOWN_KEY: Cell<bool> = const { Cell::new(false) };
 }
 
 /// A token no other request of this Envoy carries: a per-VM random seed plus a counter through
@@ -100,11 +102,12 @@ pub fn on_request(
         host::set_request_header(":path", &rw.path);
         host::set_request_header(cache::QUERY_STASH, &rw.stash);
     }
+    // The plan is Lookup only for a route with a policy.
+    let Some(policy) = cfg.route(decision.route).cache.as_ref() else {
+        return CacheState::Off;
+    };
     let token = new_token();
-    host::set_request_header(
-        cache::MARKER,
-        cache::marker(&token, decision.route).as_bytes(),
-    );
+    host::set_request_header(cache::MARKER, cache::marker(&token, policy).as_bytes());
     CacheState::Lookup { token, warn }
 }
 
@@ -178,12 +181,30 @@ fn warn_without_upstream_role(cfg: &Config, status: Option<&[u8]>) {
     );
 }
 
+/// A request came marked with key parameters no route of this configuration caches by: the
+/// two roles' `cache` sections differ (for a moment during a push, or for good). Said once per
+/// VM.
+fn warn_unknown_key(cfg: &Config) {
+    if WARNED_UNKNOWN_KEY.with(Cell::get) {
+        return;
+    }
+    WARNED_UNKNOWN_KEY.with(|w| w.set(true));
+    host::log(
+        LogLevel::Warn,
+        &format!(
+            "tollgate: stage {}: upstream role: a cached request's key parameters are in no cache section of this configuration; such responses reach the client with the query it sent but are not stored (give both roles the same `cache` sections, docs/CACHING.md)",
+            cfg.stage
+        ),
+    );
+}
+
 /// The upstream role: an upstream HTTP filter of a cached cluster, with the same configuration as
 /// the main role.
 pub struct Upstream {
     rt: Rc<Runtime>,
-    /// The main role's token and the route's TTL, for a request that went through the cache.
-    lookup: Option<(Vec<u8>, u32)>,
+    /// The main role's token and the route's TTL (None: the response must not be stored), for
+    /// a request that went through the cache.
+    lookup: Option<(Vec<u8>, Option<u32>)>,
 }
 
 impl Upstream {
@@ -213,16 +234,15 @@ impl HttpContext for Upstream {
         if stash.is_some() {
             host::remove_request_header(cache::QUERY_STASH);
         }
-        let Some((token, route)) = cache::parse_marker(&marker) else {
+        let Some(marker) = cache::parse_marker(&marker) else {
             return Action::Continue;
         };
-        let policy = match route {
-            Some(i) => cfg.routes.get(i).and_then(|r| r.cache.as_ref()),
-            None => cfg.default_route.cache.as_ref(),
-        };
-        let Some(policy) = policy else {
-            return Action::Continue;
-        };
+        // The route's key parameters, found by what they are rather than where the route is:
+        // the main role's configuration may differ from this one for a while during a push.
+        let policy = cfg.cache_policies().find(|p| p.query_id == marker.query_id);
+        if policy.is_none() {
+            warn_unknown_key(cfg);
+        }
         if let Some(stash) = stash {
             let current = host::request_header(":path").unwrap_or_default();
             match cache::restore_query(policy, &current, &stash) {
@@ -233,7 +253,10 @@ impl HttpContext for Upstream {
                 ),
             }
         }
-        self.lookup = Some((token.to_vec(), policy.ttl_s));
+        // An unknown key's response goes back to the client but is not stored: nothing here
+        // vouches that the key matches the query the upstream answered.
+        let ttl_s = policy.map(|_| marker.ttl_s);
+        self.lookup = Some((marker.token.to_vec(), ttl_s));
         Action::Continue
     }
 
@@ -272,7 +295,10 @@ impl HttpContext for Upstream {
                 host::remove_response_header(n);
             }
         }
-        let storage = cache::storage(*ttl_s, status, control.as_deref(), sets_cookie);
+        let storage = match ttl_s {
+            Some(ttl_s) => cache::storage(*ttl_s, status, control.as_deref(), sets_cookie),
+            None => cache::Storage::DoNotStore,
+        };
         if let cache::Storage::Store(_) = storage {
             host::set_response_header("date", &cache::http_date(host::now_ns() / 1_000_000_000));
             // The route's TTL counts from now: an upstream that is itself a cache sends how old

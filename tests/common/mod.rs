@@ -246,6 +246,8 @@ pub struct EnvoyOptions {
     /// Caching as docs/CACHING.md places it: Envoy's cache filter right after tollgate, and
     /// tollgate's upstream role (same configuration) as an upstream HTTP filter of the cluster.
     pub cache: bool,
+    /// The upstream role's configuration when it is not `plugin_config` (two pushes apart).
+    pub upstream_config: Option<Value>,
     /// More clusters (the rate limit service's, ...).
     pub extra_clusters: Vec<Value>,
 }
@@ -365,6 +367,7 @@ impl EnvoyOptions {
             access_log_path: None,
             stats_tags: false,
             cache: false,
+            upstream_config: None,
             extra_clusters: Vec::new(),
         }
     }
@@ -463,7 +466,10 @@ pub fn bootstrap(opts: &EnvoyOptions) -> Value {
     });
     if opts.cache {
         boot["static_resources"]["clusters"][0]["typed_extension_protocol_options"] =
-            upstream_role_options(&opts.plugin_config, &wasm);
+            upstream_role_options(
+                opts.upstream_config.as_ref().unwrap_or(&opts.plugin_config),
+                &wasm,
+            );
     }
     if let Some(clusters) = boot["static_resources"]["clusters"].as_array_mut() {
         clusters.extend(opts.extra_clusters.iter().cloned());
