@@ -505,3 +505,68 @@ fn istio_manifests_are_consistent_and_their_envoy_pieces_load() {
     assert_eq!(stats.get(&format!("{ecds}.config_fail")), Some(&0));
     envoy.assert_no_wasm_failure();
 }
+
+/// Every object in `v` (depth first) whose `@type` ends with `suffix`.
+fn typed<'a>(v: &'a Value, suffix: &str, out: &mut Vec<&'a Value>) {
+    match v {
+        Value::Object(m) => {
+            if m.get("@type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.ends_with(suffix))
+            {
+                out.push(v);
+            }
+            for child in m.values() {
+                typed(child, suffix, out);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| typed(i, suffix, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_example_listener_has_the_edge_settings_tollgate_relies_on() {
+    // tollgate matches routes on the normalised path and reads headers by their Envoy name:
+    // an example that keeps encoded slashes or underscore names would let an upstream see
+    // another path or header than tollgate decided on.
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo_root().join("envoy"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "{files:?}");
+    for file in files {
+        let docs = yaml_docs(&file);
+        let mut hcms = Vec::new();
+        for d in &docs {
+            typed(d, ".HttpConnectionManager", &mut hcms);
+        }
+        let gateway = hcms
+            .iter()
+            .filter(|h| h["stat_prefix"] == "gateway")
+            .collect::<Vec<_>>();
+        assert!(
+            !gateway.is_empty(),
+            "{}: no gateway listener",
+            file.display()
+        );
+        for h in gateway {
+            let at = file.display();
+            assert_eq!(h["use_remote_address"], true, "{at}");
+            assert_eq!(h["xff_num_trusted_hops"], 0, "{at}");
+            assert_eq!(h["normalize_path"], true, "{at}");
+            assert_eq!(h["merge_slashes"], true, "{at}");
+            assert_eq!(
+                h["path_with_escaped_slashes_action"], "REJECT_REQUEST",
+                "{at}"
+            );
+            assert_eq!(
+                h["common_http_protocol_options"]["headers_with_underscores_action"],
+                "REJECT_REQUEST",
+                "{at}"
+            );
+        }
+    }
+}
