@@ -739,8 +739,28 @@ pub struct Marker<'a> {
 
 /// The request's [`MARKER`] value.
 pub fn marker(token: &str, policy: &CachePolicy) -> String {
-    format!("{token} {} {:016x}", policy.ttl_s, policy.query_id)
+    let mut out = String::with_capacity(token.len() + 22);
+    out.push_str(token);
+    out.push(' ');
+    let mut digits = [0; 20];
+    out.push_str(
+        std::str::from_utf8(crate::access_log::decimal(
+            u64::from(policy.ttl_s),
+            &mut digits,
+        ))
+        .unwrap_or("0"),
+    );
+    out.push(' ');
+    for shift in (0..16).rev() {
+        let nibble = (policy.query_id >> (shift * 4)) & 0xf;
+        out.push(char::from(
+            LOWER_HEX.get(nibble as usize).copied().unwrap_or(b'0'),
+        ));
+    }
+    out
 }
+
+const LOWER_HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Reads a request's [`MARKER`]; None when malformed (the TTL must be 1 to [`MAX_TTL_S`], the
 /// query id 16 hex digits).
@@ -754,8 +774,11 @@ pub fn parse_marker(value: &[u8]) -> Option<Marker<'_>> {
     if id.len() != 16 || !id.iter().all(u8::is_ascii_hexdigit) {
         return None;
     }
-    let ttl_s = std::str::from_utf8(ttl).ok()?.parse::<u32>().ok()?;
-    let query_id = u64::from_str_radix(std::str::from_utf8(id).ok()?, 16).ok()?;
+    let ttl_s = ttl.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+    let mut query_id = 0u64;
+    for b in id {
+        query_id = query_id << 4 | u64::from(hex_value(*b)?);
+    }
     (1..=MAX_TTL_S).contains(&ttl_s).then_some(Marker {
         token,
         ttl_s,
