@@ -119,6 +119,9 @@ run: build envoy
 	@echo "  curl -i -X POST -H 'x-api-key: dev-key-123' localhost:10000/pets      # 200"
 	@echo "  for i in \$$(seq 8); do curl -s -o /dev/null -w '%{http_code} ' -H 'x-api-key: dev-key-123' localhost:10000/pets/1; done; echo"
 	@echo "  curl -i -X OPTIONS -H 'Origin: http://localhost:3000' -H 'Access-Control-Request-Method: PUT' localhost:10000/pets/1"
+	@echo "  curl -si localhost:10000/pets/1 | grep -iE '^(age|x-demo)'          # twice: cached 60 s, age grows"
+	@echo "  curl -si -H 'cache-control: max-age=0' -H 'x-api-key: partner-a-secret' localhost:10000/pets/1 | grep -i '^x-demo'"
+	@echo "  curl -s localhost:9901/stats/prometheus | grep '^tollgate_requests'"
 	@echo "Ctrl-C stops Envoy (the demo upstream runs inside it)."
 	@echo
 	exec "$(ENVOY)" -c envoy/envoy.yaml --concurrency 2 --disable-hot-restart --component-log-level wasm:info
