@@ -207,6 +207,29 @@ fn throttle(t: &RawThrottle, path: &str) -> Result<BucketSpec, FieldError> {
     BucketSpec::new(rate, burst).ok_or_else(|| err(join(path, "rate"), "is out of range"))
 }
 
+/// A route's `cache` or `cors`: `true` (or absent) takes the stage's, `false` turns it off, an
+/// object is the route's own.
+enum Switch<'a> {
+    Stage,
+    Off,
+    Own(&'a Value),
+}
+
+fn switch<'a>(value: Option<&'a Value>, path: &str) -> Result<Switch<'a>, FieldError> {
+    match value {
+        None | Some(Value::Bool(true)) => Ok(Switch::Stage),
+        Some(Value::Bool(false)) => Ok(Switch::Off),
+        Some(v @ Value::Object(_)) => Ok(Switch::Own(v)),
+        Some(v) => Err(err(
+            path.to_string(),
+            format!(
+                "invalid type: {}, expected true, false or an object",
+                reader::type_name(v)
+            ),
+        )),
+    }
+}
+
 /// `filter_state`: `true` (every exported field, the default), `false` (none), or the list of
 /// the variables to export.
 fn filter_state(value: &Value) -> Result<Exports, FieldError> {
@@ -570,19 +593,10 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
     let mut routes = Vec::with_capacity(raw_routes.len());
     for (i, r) in raw_routes.into_iter().enumerate() {
         let path = format!("routes[{i}]");
-        let cache = match &r.cache {
-            None | Some(Value::Bool(true)) => stage_cache.as_ref().and_then(CacheSettings::policy),
-            Some(Value::Bool(false)) => None,
-            Some(v) if !matches!(v, Value::Object(_)) => {
-                return Err(err(
-                    join(&path, "cache"),
-                    format!(
-                        "invalid type: {}, expected true, false or an object",
-                        reader::type_name(v)
-                    ),
-                ));
-            }
-            Some(v) => {
+        let cache = match switch(r.cache, &join(&path, "cache"))? {
+            Switch::Stage => stage_cache.as_ref().and_then(CacheSettings::policy),
+            Switch::Off => None,
+            Switch::Own(v) => {
                 let own = cache_settings(v, &join(&path, "cache"))?;
                 stage_cache
                     .clone()
@@ -602,19 +616,10 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
             Some(t) => Some(throttle(t, &join(&path, "throttle"))?),
             None => None,
         };
-        let cors = match r.cors {
-            None | Some(Value::Bool(true)) => RouteCors::Stage,
-            Some(Value::Bool(false)) => RouteCors::Off,
-            Some(v) if !matches!(v, Value::Object(_)) => {
-                return Err(err(
-                    join(&path, "cors"),
-                    format!(
-                        "invalid type: {}, expected true, false or an object",
-                        reader::type_name(v)
-                    ),
-                ));
-            }
-            Some(v) => RouteCors::Own(Box::new(cors(v, &join(&path, "cors"))?)),
+        let cors = match switch(r.cors, &join(&path, "cors"))? {
+            Switch::Stage => RouteCors::Stage,
+            Switch::Off => RouteCors::Off,
+            Switch::Own(v) => RouteCors::Own(Box::new(cors(v, &join(&path, "cors"))?)),
         };
         routes.push(Route {
             name: Some(r.match_),
