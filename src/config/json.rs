@@ -132,15 +132,41 @@ pub struct Error {
     msg: &'static str,
     line: usize,
     column: usize,
+    /// For a duplicate key: the key's path (`routes[0].match`), built as the error unwinds.
+    field: Option<String>,
+}
+
+impl Error {
+    /// The error, met inside the value of `key` (objects) or at `index` (arrays).
+    fn within(mut self, step: Step<'_>) -> Error {
+        if let Some(field) = self.field.take() {
+            let dot = if field.starts_with('[') { "" } else { "." };
+            self.field = Some(match step {
+                Step::Key(k) => format!("{k}{dot}{field}"),
+                Step::Index(i) => format!("[{i}]{dot}{field}"),
+            });
+        }
+        self
+    }
+}
+
+/// One step of a key's path.
+#[derive(Clone, Copy)]
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} at line {} column {}",
-            self.msg, self.line, self.column
-        )
+        let (msg, line, column) = (self.msg, self.line, self.column);
+        match &self.field {
+            Some(field) => write!(
+                f,
+                "{field}: given twice ({msg} at line {line} column {column})"
+            ),
+            None => write!(f, "{msg} at line {line} column {column}"),
+        }
     }
 }
 
@@ -241,6 +267,7 @@ impl Parser<'_> {
             msg,
             line,
             column: i - start_of_line,
+            field: None,
         }
     }
 
@@ -333,7 +360,8 @@ impl Parser<'_> {
                     None => return Err(self.peek_error(EOF_VALUE)),
                 }
             }
-            items.push(self.value()?);
+            let index = items.len();
+            items.push(self.value().map_err(|e| e.within(Step::Index(index)))?);
         }
     }
 
@@ -366,14 +394,16 @@ impl Parser<'_> {
             self.i += 1;
             let key = self.string()?;
             if self.reject_duplicates && entries.iter().any(|(k, _)| *k == key) {
-                return Err(self.error(DUPLICATE_KEY));
+                let mut e = self.error(DUPLICATE_KEY);
+                e.field = Some(key);
+                return Err(e);
             }
             match self.whitespace() {
                 Some(b':') => self.i += 1,
                 Some(_) => return Err(self.peek_error(EXPECTED_COLON)),
                 None => return Err(self.peek_error(EOF_OBJECT)),
             }
-            let value = self.value()?;
+            let value = self.value().map_err(|e| e.within(Step::Key(&key)))?;
             entries.push((key, value));
         }
     }

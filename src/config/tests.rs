@@ -509,13 +509,26 @@ fn caching_is_in_use_only_where_a_section_enables_it() {
 
 #[test]
 fn a_key_given_twice_in_one_object_is_refused() {
-    for json in [
-        r#"{"throttle": {"rate": 1, "burst": 1}, "throttle": null}"#,
-        r#"{"throttle": {"rate": 1, "burst": 1, "burst": 2}}"#,
-        r#"{"routes": [{"match": "GET /a", "match": "GET /b"}]}"#,
+    for (json, field) in [
+        (
+            r#"{"throttle": {"rate": 1, "burst": 1}, "throttle": null}"#,
+            "throttle",
+        ),
+        (
+            r#"{"throttle": {"rate": 1, "burst": 1, "burst": 2}}"#,
+            "throttle.burst",
+        ),
+        (
+            r#"{"routes": [{"match": "GET /a"}, {"match": "GET /b", "match": "GET /c"}]}"#,
+            "routes[1].match",
+        ),
+        (r#"{"a": [[{}, {"x": 1, "x": 2}]]}"#, "a[0][1].x"),
     ] {
         let e = bad(json).to_string();
-        assert!(e.contains("duplicate key at line 1"), "{json}: {e}");
+        assert!(
+            e.contains(&format!("{field}: given twice (duplicate key at line 1")),
+            "{json}: {e}"
+        );
     }
     // The same key in different objects is fine.
     ok(
