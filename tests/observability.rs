@@ -637,3 +637,48 @@ fn an_upstream_timeout_is_an_integration_timeout() {
     );
     envoy.assert_no_wasm_failure();
 }
+
+#[test]
+fn a_reply_envoy_rewrites_is_logged_and_counted_as_the_client_got_it() {
+    // Envoy's local_reply_config maps tollgate's 429 to a 503: the record and the metrics say
+    // what the client got, not what tollgate sent.
+    let up = Upstream::start();
+    let mut opts = options(
+        json!({
+            "throttle": {"rate": 1, "burst": 1},
+            "access_log": {"format": "json"}
+        }),
+        up.port,
+    );
+    opts.hcm_extra = json!({
+        "delayed_close_timeout": "0s",
+        "local_reply_config": {"mappers": [{
+            "filter": {"status_code_filter": {"comparison": {
+                "op": "EQ", "value": {"default_value": 429, "runtime_key": "tollgate_test.unused"}
+            }}},
+            "status_code": 503
+        }]}
+    });
+    let envoy = Envoy::start(&opts);
+    assert_eq!(envoy.get("/pets", &[]).status, 200);
+    let r = envoy.get("/pets", &[]);
+    assert_eq!(r.status, 503, "Envoy's mapper rewrote the 429");
+    let recs = wait_records(&envoy, 2);
+    let refused = recs.get(1).unwrap();
+    assert_eq!(refused["status"], 503, "{refused}");
+    assert_eq!(refused["error.responseType"], "THROTTLED", "{refused}");
+    let stats = envoy.stats();
+    let sum = |metric: &str| -> i64 {
+        stats
+            .iter()
+            .filter(|(n, _)| {
+                n.starts_with("wasmcustom.") && n.rsplit(['.', ';']).next() == Some(metric)
+            })
+            .map(|(_, v)| *v)
+            .sum()
+    };
+    assert_eq!(sum("5xx"), 1);
+    assert_eq!(sum("4xx"), 0);
+    assert_eq!(sum("throttled"), 1);
+    envoy.assert_no_wasm_failure();
+}

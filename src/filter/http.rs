@@ -366,11 +366,19 @@ impl HttpContext for Main {
             .as_ref()
             .is_some_and(|f| f.uses(Field::ResponseLength));
         if self.local_reply {
-            // Our own response already carries every header it needs.
-            if wants_length {
-                let length = host::response_header("content-length");
-                self.response_length =
-                    access_log::response_length(end_of_stream, length.as_deref());
+            // Our own response already carries every header it needs. Its status is read back:
+            // Envoy's `local_reply_config` may have rewritten it, and the log and metrics tell
+            // what the client got.
+            let status = if wants_length {
+                let map = host::response_headers();
+                let length = map.get("content-length");
+                self.response_length = access_log::response_length(end_of_stream, length);
+                map.get(":status").and_then(access_log::status_code)
+            } else {
+                host::response_header(":status").and_then(|v| access_log::status_code(&v))
+            };
+            if status.is_some() {
+                self.status = status;
             }
             return Action::Continue;
         }
