@@ -25,9 +25,15 @@ impl HeaderPairs {
         HeaderPairs { bytes }
     }
 
-    /// Serializes pairs the way hosts do (for tests and benchmarks).
+    /// Serializes pairs the way the ABI wants a map (the filter's own replies; tests and
+    /// benchmarks).
     pub fn encode(pairs: &[(&str, &[u8])]) -> HeaderPairs {
-        let mut bytes = Vec::new();
+        let size = pairs.iter().fold(4, |n: usize, (k, v)| {
+            n.saturating_add(k.len())
+                .saturating_add(v.len())
+                .saturating_add(10)
+        });
+        let mut bytes = Vec::with_capacity(size);
         let count = u32::try_from(pairs.len()).unwrap_or(u32::MAX);
         bytes.extend_from_slice(&count.to_le_bytes());
         for (name, value) in pairs {
@@ -42,6 +48,11 @@ impl HeaderPairs {
             bytes.push(0);
         }
         HeaderPairs { bytes }
+    }
+
+    /// The serialized map.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
     }
 
     /// The pairs in the host's order.

@@ -76,7 +76,7 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let root_id = host::property(&["plugin_root_id"])
+        let root_id = host::property(b"plugin_root_id")
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
         self.upstream_role = root_id == UPSTREAM_ROOT_ID;
@@ -97,7 +97,7 @@ impl RootContext for Root {
                 host::log(LogLevel::Warn, &format!("tollgate: {w}"));
             }
         }
-        let plugin = host::property(&["plugin_name"])
+        let plugin = host::property(b"plugin_name")
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
         let keys = StoreKeys::new(&format!("tollgate:{plugin}:"), &config);

@@ -165,7 +165,7 @@ impl Observation {
             _ => integration_ms(timing),
         };
         let status = status.or_else(|| {
-            host::property_u64(&["response", "code"])
+            host::property_u64(b"response\0code")
                 .and_then(|c| u16::try_from(c).ok())
                 .filter(|c| *c > 0)
         });
@@ -173,7 +173,7 @@ impl Observation {
             .and_then(|d| d.error)
             .map(|e| (e.as_str(), e.message()));
         if error.is_none() && !timing.local_reply && status.is_some_and(|s| s >= 500) {
-            error = host::property(&["response", "code_details"])
+            error = host::property(b"response\0code_details")
                 .and_then(|d| access_log::integration_error(&String::from_utf8_lossy(&d)));
         }
         if !cfg.filter_state.is_empty() {
@@ -235,12 +235,12 @@ impl Observation {
             .map(String::from_utf8_lossy);
         let protocol = format
             .uses(Field::Protocol)
-            .then(|| host::property(&["request", "protocol"]))
+            .then(|| host::property(b"request\0protocol"))
             .flatten();
         let protocol = protocol.as_deref().map(String::from_utf8_lossy);
         let length = match response_length {
             Some(n) => Some(n),
-            None if format.uses(Field::ResponseLength) => host::property_u64(&["response", "size"]),
+            None if format.uses(Field::ResponseLength) => host::property_u64(b"response\0size"),
             None => None,
         };
         let route = decision

@@ -1,9 +1,13 @@
 //! The only code that calls proxy-wasm: the core's traits implemented over hostcalls.
-//! Every hostcall result is handled; nothing here unwraps. The one `unsafe` block is the raw
-//! header-map read (`header_map`), which takes over the host's buffer as the SDK does.
+//! Every hostcall result is handled; nothing here unwraps. The calls go to the ABI directly
+//! (the `extern` block below), not through the SDK's wrappers: those panic on any status they
+//! do not expect, and a panic traps the VM. Only the gRPC call keeps the SDK's wrapper, which
+//! registers the call for the SDK's dispatcher (it panics on no status Envoy 1.40 returns). The
+//! `unsafe` blocks pass live slices and take over buffers the host allocated in this module's
+//! memory, as the SDK does (`take_host_buffer`).
 
 use std::cell::OnceCell;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
@@ -18,27 +22,49 @@ pub struct HostStore;
 
 impl SharedStore for HostStore {
     fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
-        match hostcalls::get_shared_data(key) {
-            Ok((value, cas)) => Ok(store::entry_from_host(value, cas)),
-            Err(_) => Err(StoreError::Host),
+        let (mut data, mut size, mut cas): (*mut u8, usize, u32) = (std::ptr::null_mut(), 0, 0);
+        // SAFETY: `key` is a live slice the host only reads; it writes the out-parameters.
+        let status = unsafe {
+            proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas)
+        };
+        match status {
+            OK => {
+                // SAFETY: what the host returned for this successful call.
+                let value = unsafe { take_host_buffer(status, data, size) };
+                Ok(store::entry_from_host(value, (cas != 0).then_some(cas)))
+            }
+            s if s == Status::NotFound as u32 => Ok(None),
+            _ => Err(StoreError::Host),
         }
     }
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
-        match hostcalls::set_shared_data(key, Some(value), cas) {
-            Ok(()) => Ok(()),
-            Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
-            Err(_) => Err(StoreError::Host),
+        // SAFETY: the slices are live; the host only reads them.
+        let status = unsafe {
+            proxy_set_shared_data(
+                key.as_ptr(),
+                key.len(),
+                value.as_ptr(),
+                value.len(),
+                cas.unwrap_or(0),
+            )
+        };
+        match status {
+            OK => Ok(()),
+            s if s == Status::CasMismatch as u32 => Err(StoreError::CasMismatch),
+            _ => Err(StoreError::Host),
         }
     }
 }
 
 /// The host's wall clock in nanoseconds since the Unix epoch (0 if the host cannot say).
 pub fn now_ns() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    let mut ns = 0u64;
+    // SAFETY: the host writes one u64.
+    match unsafe { proxy_get_current_time_nanoseconds(&mut ns) } {
+        OK => ns,
+        _ => 0,
+    }
 }
 
 /// A random number from the host's random source (WASI `random_get`, as std's `RandomState`
@@ -50,9 +76,7 @@ pub fn random_u64() -> u64 {
 
 /// A request header as bytes (any value, UTF-8 or not).
 pub fn request_header(name: &str) -> Option<Vec<u8>> {
-    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-        .ok()
-        .flatten()
+    header_value(MapType::HttpRequestHeaders, name)
 }
 
 #[link(wasm_import_module = "env")]
@@ -92,6 +116,89 @@ extern "C" {
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
     fn proxy_continue_stream(stream_type: u32) -> u32;
     fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+    // The reads too, for the same reason (the SDK panics on, say, a BadArgument from a header
+    // read): here any status but Ok is "no value". A returned buffer is taken over as in
+    // `header_map`.
+    fn proxy_get_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        max_size: usize,
+        return_buffer_data: *mut *mut u8,
+        return_buffer_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+        return_cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
+    fn proxy_send_local_response(
+        status_code: u32,
+        status_code_details_data: *const u8,
+        status_code_details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+    fn proxy_define_metric(
+        metric_type: u32,
+        name_data: *const u8,
+        name_size: usize,
+        return_id: *mut u32,
+    ) -> u32;
+    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_get_log_level(return_level: *mut u32) -> u32;
+}
+
+const OK: u32 = Status::Ok as u32;
+
+/// Takes over a buffer the host wrote into this module's memory for a call that answered
+/// `status`: None unless the call succeeded with a buffer.
+///
+/// # Safety
+/// `data` and `size` must be what the host returned for that call: a buffer it allocated
+/// through the SDK's `proxy_on_memory_allocate` (a boxed slice, capacity == length) whose
+/// ownership passes to the module, or null.
+unsafe fn take_host_buffer(status: u32, data: *mut u8, size: usize) -> Option<Vec<u8>> {
+    if status != OK || data.is_null() {
+        return None;
+    }
+    // SAFETY: by the caller's contract, `data` owns `size` bytes allocated as a Vec would.
+    Some(unsafe { Vec::from_raw_parts(data, size, size) })
+}
+
+/// A header's first value (hosts answer a single read with the first value).
+fn header_value(map: MapType, name: &str) -> Option<Vec<u8>> {
+    let (mut data, mut size): (*mut u8, usize) = (std::ptr::null_mut(), 0);
+    // SAFETY: `name` is a live slice the host only reads; it writes the out-parameters.
+    unsafe {
+        let status =
+            proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut size);
+        take_host_buffer(status, data, size)
+    }
 }
 
 /// A write to a header map.
@@ -151,9 +258,7 @@ pub fn response_headers() -> HeaderPairs {
 }
 
 pub fn response_header(name: &str) -> Option<Vec<u8>> {
-    hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
-        .ok()
-        .flatten()
+    header_value(MapType::HttpResponseHeaders, name)
 }
 
 /// Sets (replacing every existing value) a response header.
@@ -191,13 +296,19 @@ pub fn remove_request_header(name: &str) {
     write_header(MapType::HttpRequestHeaders, name, Write::Remove);
 }
 
-/// An Envoy attribute (`source.address`, `plugin_root_id`, ...).
-pub fn property(path: &[&str]) -> Option<Vec<u8>> {
-    hostcalls::get_property(path.to_vec()).ok().flatten()
+/// An Envoy attribute, its path's segments separated by NUL as the ABI wants them
+/// (`b"source\0address"`, `b"plugin_root_id"`, ...).
+pub fn property(path: &[u8]) -> Option<Vec<u8>> {
+    let (mut data, mut size): (*mut u8, usize) = (std::ptr::null_mut(), 0);
+    // SAFETY: `path` is a live slice the host only reads; it writes the out-parameters.
+    unsafe {
+        let status = proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size);
+        take_host_buffer(status, data, size)
+    }
 }
 
 /// An integer attribute (Envoy encodes them as 8 little-endian bytes).
-pub fn property_u64(path: &[&str]) -> Option<u64> {
+pub fn property_u64(path: &[u8]) -> Option<u64> {
     let bytes = property(path)?;
     let arr: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
     u64::try_from(i64::from_le_bytes(arr)).ok()
@@ -220,7 +331,10 @@ pub fn define_metric(kind: MetricKind, name: &str) -> Option<u32> {
         MetricKind::Counter => MetricType::Counter,
         MetricKind::Histogram => MetricType::Histogram,
     };
-    hostcalls::define_metric(t, name).ok()
+    let mut id = 0u32;
+    // SAFETY: `name` is a live slice the host only reads; it writes one u32.
+    let status = unsafe { proxy_define_metric(t as u32, name.as_ptr(), name.len(), &mut id) };
+    (status == OK).then_some(id)
 }
 
 pub fn increment_metric(id: u32, by: i64) {
@@ -238,16 +352,23 @@ pub fn record_metric(id: u32, value: u64) {
     }
 }
 
-pub fn plugin_configuration() -> Option<Vec<u8>> {
-    hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
-        .ok()
-        .flatten()
+/// Bytes `0..max` of one of the host's buffers.
+fn buffer(kind: BufferType, max: usize) -> Option<Vec<u8>> {
+    let (mut data, mut size): (*mut u8, usize) = (std::ptr::null_mut(), 0);
+    // SAFETY: the host writes the out-parameters.
+    unsafe {
+        let status = proxy_get_buffer_bytes(kind as u32, 0, max, &mut data, &mut size);
+        take_host_buffer(status, data, size)
+    }
 }
 
-/// Answers the request from the filter.
+pub fn plugin_configuration() -> Option<Vec<u8>> {
+    buffer(BufferType::PluginConfiguration, usize::MAX)
+}
+
+/// Answers the request from the filter; false when the host refused (the request then goes on).
 pub fn send_response(status: u16, headers: &[(&'static str, String)], body: Option<&[u8]>) -> bool {
-    let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-    hostcalls::send_http_response(u32::from(status), pairs, body).is_ok()
+    send_response_with(status, headers, &[], body)
 }
 
 /// Answers the request with the filter's headers and then `extra` (the rate limit service's).
@@ -257,12 +378,29 @@ pub fn send_response_with(
     extra: &[(String, String)],
     body: Option<&[u8]>,
 ) -> bool {
-    let pairs: Vec<(&str, &str)> = headers
+    let pairs: Vec<(&str, &[u8])> = headers
         .iter()
-        .map(|(n, v)| (*n, v.as_str()))
-        .chain(extra.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+        .map(|(n, v)| (*n, v.as_bytes()))
+        .chain(extra.iter().map(|(n, v)| (n.as_str(), v.as_bytes())))
         .collect();
-    hostcalls::send_http_response(u32::from(status), pairs, body).is_ok()
+    let map = HeaderPairs::encode(&pairs);
+    let map = map.as_bytes();
+    let body = body.unwrap_or_default();
+    // SAFETY: the slices are live; the host only reads them. No details string; -1: no gRPC
+    // status.
+    let sent = unsafe {
+        proxy_send_local_response(
+            u32::from(status),
+            std::ptr::null(),
+            0,
+            body.as_ptr(),
+            body.len(),
+            map.as_ptr(),
+            map.len(),
+            -1,
+        )
+    };
+    sent == OK
 }
 
 /// Starts a unary gRPC call to `target` (an encoded `GrpcService`, see
@@ -288,9 +426,7 @@ pub fn grpc_call(
 
 /// The body of a gRPC answer (inside `on_grpc_call_response`).
 pub fn grpc_call_response(size: usize) -> Option<Vec<u8>> {
-    hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, size)
-        .ok()
-        .flatten()
+    buffer(BufferType::GrpcReceiveBuffer, size)
 }
 
 /// Lets a paused request go on.
@@ -303,9 +439,11 @@ pub fn resume_request() {
 
 /// Whether the host would keep a log line at `level` (so unwanted lines are never built).
 pub fn log_enabled(level: LogLevel) -> bool {
-    match hostcalls::get_log_level() {
-        Ok(current) => (current as u32) <= (level as u32),
-        Err(_) => true,
+    let mut current = 0u32;
+    // SAFETY: the host writes one u32.
+    match unsafe { proxy_get_log_level(&mut current) } {
+        OK => current <= level as u32,
+        _ => true,
     }
 }
 
@@ -340,7 +478,7 @@ impl RequestSource for HostRequest {
 
     fn source_address(&self) -> Option<&[u8]> {
         self.source
-            .get_or_init(|| property(&["source", "address"]))
+            .get_or_init(|| property(b"source\0address"))
             .as_deref()
     }
 }
