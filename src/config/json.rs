@@ -126,48 +126,43 @@ impl Map {
     }
 }
 
-/// A syntax error, shown as serde_json shows it.
+/// A syntax error, shown as serde_json shows it; a duplicate key (strict parsing) also names
+/// the key by its path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Error {
-    msg: &'static str,
-    line: usize,
-    column: usize,
-    /// For a duplicate key: the key's path (`routes[0].match`), built as the error unwinds.
+    fault: Fault,
+    /// For a duplicate key: the key's path (`routes[0].match`).
     field: Option<String>,
 }
 
-impl Error {
-    /// The error, met inside the value of `key` (objects) or at `index` (arrays).
-    fn within(mut self, step: Step<'_>) -> Error {
-        if let Some(field) = self.field.take() {
-            let dot = if field.starts_with('[') { "" } else { "." };
-            self.field = Some(match step {
-                Step::Key(k) => format!("{k}{dot}{field}"),
-                Step::Index(i) => format!("[{i}]{dot}{field}"),
-            });
-        }
-        self
-    }
-}
-
-/// One step of a key's path.
-#[derive(Clone, Copy)]
-enum Step<'a> {
-    Key(&'a str),
-    Index(usize),
+/// Where and what went wrong (plain data, so the parser's results need no drop glue).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fault {
+    msg: &'static str,
+    line: usize,
+    column: usize,
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (msg, line, column) = (self.msg, self.line, self.column);
-        match &self.field {
-            Some(field) => write!(
-                f,
-                "{field}: given twice ({msg} at line {line} column {column})"
-            ),
-            None => write!(f, "{msg} at line {line} column {column}"),
+        let Fault { msg, line, column } = self.fault;
+        if let Some(field) = &self.field {
+            write!(f, "{field}: given twice (")?;
         }
+        write!(f, "{msg} at line {line} column {column}")?;
+        if self.field.is_some() {
+            f.write_str(")")?;
+        }
+        Ok(())
     }
+}
+
+/// One step of the parser's way to the value it is reading.
+#[derive(Clone, Copy)]
+enum Step {
+    /// An object member: its key, as the input spells it (bytes `start..end`).
+    Key(usize, usize),
+    Index(usize),
 }
 
 const EOF_LIST: &str = "EOF while parsing a list";
@@ -210,12 +205,17 @@ fn parse_with(input: &[u8], reject_duplicates: bool) -> Result<Value, Error> {
         i: 0,
         remaining_depth: 128,
         reject_duplicates,
+        path: Vec::new(),
+        duplicate: None,
     };
-    let value = p.value()?;
-    match p.whitespace() {
+    let parsed = p.value().and_then(|value| match p.whitespace() {
         Some(_) => Err(p.peek_error(TRAILING_CHARACTERS)),
         None => Ok(value),
-    }
+    });
+    parsed.map_err(|fault| Error {
+        fault,
+        field: p.duplicate.take(),
+    })
 }
 
 /// The parser follows serde_json's `Deserializer<SliceRead>` step by step (the same checks in
@@ -225,6 +225,10 @@ struct Parser<'a> {
     i: usize,
     remaining_depth: u8,
     reject_duplicates: bool,
+    /// The way to the value being read (strict parsing names a duplicate key by it).
+    path: Vec<Step>,
+    /// A duplicate key's path, once met.
+    duplicate: Option<String>,
 }
 
 impl Parser<'_> {
@@ -243,16 +247,16 @@ impl Parser<'_> {
     }
 
     /// An error about the byte just read (serde_json's `error`).
-    fn error(&self, msg: &'static str) -> Error {
+    fn error(&self, msg: &'static str) -> Fault {
         self.error_at(self.i, msg)
     }
 
     /// An error about the byte peeked at (serde_json's `peek_error`).
-    fn peek_error(&self, msg: &'static str) -> Error {
+    fn peek_error(&self, msg: &'static str) -> Fault {
         self.error_at(self.s.len().min(self.i + 1), msg)
     }
 
-    fn error_at(&self, i: usize, msg: &'static str) -> Error {
+    fn error_at(&self, i: usize, msg: &'static str) -> Fault {
         let before = self.s.get(..i).unwrap_or(self.s);
         let start_of_line = before
             .iter()
@@ -263,11 +267,10 @@ impl Parser<'_> {
             .take(start_of_line)
             .filter(|&&b| b == b'\n')
             .count();
-        Error {
+        Fault {
             msg,
             line,
             column: i - start_of_line,
-            field: None,
         }
     }
 
@@ -279,7 +282,7 @@ impl Parser<'_> {
         self.peek()
     }
 
-    fn value(&mut self) -> Result<Value, Error> {
+    fn value(&mut self) -> Result<Value, Fault> {
         let Some(b) = self.whitespace() else {
             return Err(self.peek_error(EOF_VALUE));
         };
@@ -328,7 +331,7 @@ impl Parser<'_> {
         }
     }
 
-    fn ident(&mut self, rest: &[u8]) -> Result<(), Error> {
+    fn ident(&mut self, rest: &[u8]) -> Result<(), Fault> {
         for &expected in rest {
             match self.next() {
                 None => return Err(self.error(EOF_VALUE)),
@@ -340,7 +343,7 @@ impl Parser<'_> {
     }
 
     /// The elements of an array after its `[`, up to (not past) its `]`.
-    fn array(&mut self) -> Result<Value, Error> {
+    fn array(&mut self) -> Result<Value, Fault> {
         let mut items = Vec::new();
         loop {
             let Some(b) = self.whitespace() else {
@@ -360,13 +363,15 @@ impl Parser<'_> {
                     None => return Err(self.peek_error(EOF_VALUE)),
                 }
             }
-            let index = items.len();
-            items.push(self.value().map_err(|e| e.within(Step::Index(index)))?);
+            self.path.push(Step::Index(items.len()));
+            let item = self.value();
+            self.path.pop();
+            items.push(item?);
         }
     }
 
     /// The members of an object after its `{`, up to (not past) its `}`.
-    fn object(&mut self) -> Result<Value, Error> {
+    fn object(&mut self) -> Result<Value, Fault> {
         let mut entries = Vec::new();
         loop {
             let Some(b) = self.whitespace() else {
@@ -392,24 +397,55 @@ impl Parser<'_> {
                 }
             }
             self.i += 1;
+            let key_start = self.i;
             let key = self.string()?;
+            let key_step = Step::Key(key_start, self.i.saturating_sub(1));
             if self.reject_duplicates && entries.iter().any(|(k, _)| *k == key) {
-                let mut e = self.error(DUPLICATE_KEY);
-                e.field = Some(key);
-                return Err(e);
+                self.path.push(key_step);
+                self.duplicate = Some(self.path_text());
+                return Err(self.error(DUPLICATE_KEY));
             }
             match self.whitespace() {
                 Some(b':') => self.i += 1,
                 Some(_) => return Err(self.peek_error(EXPECTED_COLON)),
                 None => return Err(self.peek_error(EOF_OBJECT)),
             }
-            let value = self.value().map_err(|e| e.within(Step::Key(&key)))?;
-            entries.push((key, value));
+            self.path.push(key_step);
+            let value = self.value();
+            self.path.pop();
+            entries.push((key, value?));
         }
     }
 
+    /// The path to the value being read, as `routes[0].match` (keys as the input spells them).
+    #[cold]
+    fn path_text(&self) -> String {
+        let mut out = String::new();
+        for step in &self.path {
+            match *step {
+                Step::Key(start, end) => {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    let key = self.s.get(start..end).unwrap_or_default();
+                    out.push_str(&String::from_utf8_lossy(key));
+                }
+                Step::Index(i) => {
+                    out.push('[');
+                    let mut digits = [0; 20];
+                    let i = u64::try_from(i).unwrap_or(u64::MAX);
+                    for d in crate::access_log::decimal(i, &mut digits) {
+                        out.push(char::from(*d));
+                    }
+                    out.push(']');
+                }
+            }
+        }
+        out
+    }
+
     /// A string after its opening quote, through its closing quote.
-    fn string(&mut self) -> Result<String, Error> {
+    fn string(&mut self) -> Result<String, Fault> {
         let mut out = Vec::new();
         let mut start = self.i;
         loop {
@@ -443,7 +479,7 @@ impl Parser<'_> {
         })
     }
 
-    fn escape(&mut self, out: &mut Vec<u8>) -> Result<(), Error> {
+    fn escape(&mut self, out: &mut Vec<u8>) -> Result<(), Fault> {
         let Some(b) = self.next() else {
             return Err(self.error(EOF_STRING));
         };
@@ -461,7 +497,7 @@ impl Parser<'_> {
         Ok(())
     }
 
-    fn unicode_escape(&mut self, out: &mut Vec<u8>) -> Result<(), Error> {
+    fn unicode_escape(&mut self, out: &mut Vec<u8>) -> Result<(), Fault> {
         let n = self.hex4()?;
         let code = match n {
             0xDC00..=0xDFFF => return Err(self.error(LONE_LEADING_SURROGATE)),
@@ -491,7 +527,7 @@ impl Parser<'_> {
         Ok(())
     }
 
-    fn hex4(&mut self) -> Result<u16, Error> {
+    fn hex4(&mut self) -> Result<u16, Fault> {
         let Some(digits) = self.s.get(self.i..self.i + 4) else {
             self.i = self.s.len();
             return Err(self.error(EOF_STRING));
@@ -511,7 +547,7 @@ impl Parser<'_> {
     }
 
     /// A number after its optional `-` (serde_json's `parse_integer`).
-    fn integer(&mut self, positive: bool) -> Result<Number, Error> {
+    fn integer(&mut self, positive: bool) -> Result<Number, Fault> {
         let Some(b) = self.next() else {
             return Err(self.error(EOF_VALUE));
         };
@@ -564,7 +600,7 @@ impl Parser<'_> {
         positive: bool,
         mut significand: u64,
         exponent: i32,
-    ) -> Result<f64, Error> {
+    ) -> Result<f64, Fault> {
         if self.peek_or_null() != b'.' {
             return self.exponent(positive, significand, exponent);
         }
@@ -596,7 +632,7 @@ impl Parser<'_> {
     }
 
     /// An optional exponent, then the float.
-    fn exponent(&mut self, positive: bool, significand: u64, starting: i32) -> Result<f64, Error> {
+    fn exponent(&mut self, positive: bool, significand: u64, starting: i32) -> Result<f64, Fault> {
         if !matches!(self.peek_or_null(), b'e' | b'E') {
             return self.float(positive, significand, starting);
         }
@@ -643,7 +679,7 @@ impl Parser<'_> {
     }
 
     /// `significand * 10^exponent` as serde_json computes it (`f64_from_parts`).
-    fn float(&mut self, positive: bool, significand: u64, mut exponent: i32) -> Result<f64, Error> {
+    fn float(&mut self, positive: bool, significand: u64, mut exponent: i32) -> Result<f64, Fault> {
         let mut f = significand as f64;
         loop {
             match pow10(exponent.unsigned_abs()) {
