@@ -130,10 +130,16 @@ impl Main {
                 );
                 if sent {
                     self.status = Some(*status);
-                    Action::Pause
                 } else {
-                    Action::Continue
+                    // Fail closed: a refused request never goes on because the host would
+                    // not take the refusal (Envoy 1.40 always does).
+                    host::log(
+                        LogLevel::Warn,
+                        "tollgate: the host refused the filter's reply; the request is reset",
+                    );
+                    host::reset_request();
                 }
+                Action::Pause
             }
         };
         self.decision = Some(decision);

@@ -115,6 +115,7 @@ extern "C" {
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
     fn proxy_continue_stream(stream_type: u32) -> u32;
+    fn proxy_close_stream(stream_type: u32) -> u32;
     fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
     // The reads too, for the same reason (the SDK panics on, say, a BadArgument from a header
     // read): here any status but Ok is "no value". A returned buffer is taken over as in
@@ -197,6 +198,10 @@ fn header_value(map: MapType, name: &str) -> Option<Vec<u8>> {
     unsafe {
         let status =
             proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut size);
+        // An empty value comes back as Ok with no buffer: present, not absent.
+        if status == OK && data.is_null() {
+            return Some(Vec::new());
+        }
         take_host_buffer(status, data, size)
     }
 }
@@ -366,11 +371,6 @@ pub fn plugin_configuration() -> Option<Vec<u8>> {
     buffer(BufferType::PluginConfiguration, usize::MAX)
 }
 
-/// Answers the request from the filter; false when the host refused (the request then goes on).
-pub fn send_response(status: u16, headers: &[(&'static str, String)], body: Option<&[u8]>) -> bool {
-    send_response_with(status, headers, &[], body)
-}
-
 /// Answers the request with the filter's headers and then `extra` (the rate limit service's).
 pub fn send_response_with(
     status: u16,
@@ -434,6 +434,14 @@ pub fn resume_request() {
     // SAFETY: no pointers. 0: the ABI's `StreamType::HttpRequest`.
     unsafe {
         proxy_continue_stream(0);
+    }
+}
+
+/// Resets the request's stream (the client gets no answer but a reset).
+pub fn reset_request() {
+    // SAFETY: no pointers. 0: the ABI's `StreamType::HttpRequest`.
+    unsafe {
+        proxy_close_stream(0);
     }
 }
 
