@@ -98,14 +98,14 @@ pub fn on_request(
     if refresh {
         host::set_request_header("cache-control", b"no-cache");
     }
-    if let Some(rw) = rewrite {
-        host::set_request_header(":path", &rw.path);
-        host::set_request_header(cache::QUERY_STASH, &rw.stash);
-    }
     // The plan is Lookup only for a route with a policy.
     let Some(policy) = cfg.route(decision.route).cache.as_ref() else {
         return CacheState::Off;
     };
+    if let Some(rw) = rewrite {
+        host::set_request_header(":path", &rw.path);
+        host::set_request_header(cache::QUERY_STASH, &rw.stash);
+    }
     let token = new_token();
     host::set_request_header(cache::MARKER, cache::marker(&token, policy).as_bytes());
     CacheState::Lookup { token, warn }
@@ -192,7 +192,7 @@ fn warn_unknown_key(cfg: &Config) {
     host::log(
         LogLevel::Warn,
         &format!(
-            "tollgate: stage {}: upstream role: a cached request's key parameters are in no cache section of this configuration; such responses reach the client with the query it sent but are not stored (give both roles the same `cache` sections, docs/CACHING.md)",
+            "tollgate: stage {}: upstream role: a cached request's marker is unreadable or its key parameters are in no cache section of this configuration; such responses reach the client with the query it sent but are not stored (give both roles the same module and `cache` sections, docs/CACHING.md)",
             cfg.stage
         ),
     );
@@ -218,9 +218,8 @@ impl Context for Upstream {}
 impl HttpContext for Upstream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let cfg = &self.rt.config;
-        if !cfg.caching {
-            return Action::Continue;
-        }
+        // A marked request is handled even when this configuration caches nothing: the main
+        // role's may (a push reaches the listener and the cluster apart).
         let Some(marker) = host::request_header(cache::MARKER) else {
             if host::request_header("if-none-match").as_deref()
                 == Some(cache::BYPASS_VALIDATOR.as_bytes())
@@ -234,12 +233,16 @@ impl HttpContext for Upstream {
         if stash.is_some() {
             host::remove_request_header(cache::QUERY_STASH);
         }
-        let Some(marker) = cache::parse_marker(&marker) else {
-            return Action::Continue;
+        // A marker this module cannot read (another version's, during an upgrade) is handled
+        // as an unknown key: the client's query goes back, nothing is stored.
+        let parsed = cache::parse_marker(&marker);
+        let token = match parsed {
+            Some(m) => m.token,
+            None => marker.split(|b| *b == b' ').next().unwrap_or_default(),
         };
         // The route's key parameters, found by what they are rather than where the route is:
         // the main role's configuration may differ from this one for a while during a push.
-        let policy = cfg.cache_policies().find(|p| p.query_id == marker.query_id);
+        let policy = parsed.and_then(|m| cfg.cache_policies().find(|p| p.query_id == m.query_id));
         if policy.is_none() {
             warn_unknown_key(cfg);
         }
@@ -255,8 +258,18 @@ impl HttpContext for Upstream {
         }
         // An unknown key's response goes back to the client but is not stored: nothing here
         // vouches that the key matches the query the upstream answered.
-        let ttl_s = policy.map(|_| marker.ttl_s);
-        self.lookup = Some((marker.token.to_vec(), ttl_s));
+        // The TTL the request carries, at most the longest this configuration gives that key
+        // (a marker from around the main role cannot keep a response longer).
+        let ttl_s = parsed.zip(policy).map(|(m, _)| {
+            let longest = cfg
+                .cache_policies()
+                .filter(|p| p.query_id == m.query_id)
+                .map(|p| p.ttl_s)
+                .max()
+                .unwrap_or(m.ttl_s);
+            m.ttl_s.min(longest)
+        });
+        self.lookup = Some((token.to_vec(), ttl_s));
         Action::Continue
     }
 
