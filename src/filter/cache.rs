@@ -167,10 +167,9 @@ pub fn on_response(
 /// A successful response to a looked-up request came back without the upstream role's token:
 /// most likely the cluster lacks the upstream role, so nothing is cached. Said once per VM.
 fn warn_without_upstream_role(cfg: &Config, status: Option<&[u8]>) {
-    if !status.is_some_and(|s| s.starts_with(b"2")) || WARNED_NO_UPSTREAM_ROLE.with(Cell::get) {
+    if !status.is_some_and(|s| s.starts_with(b"2")) || WARNED_NO_UPSTREAM_ROLE.replace(true) {
         return;
     }
-    WARNED_NO_UPSTREAM_ROLE.with(|w| w.set(true));
     host::log(
         LogLevel::Warn,
         &format!(
@@ -185,10 +184,9 @@ fn warn_without_upstream_role(cfg: &Config, status: Option<&[u8]>) {
 /// two roles' `cache` sections differ (for a moment during a push, or for good). Said once per
 /// VM.
 fn warn_unknown_key(cfg: &Config) {
-    if WARNED_UNKNOWN_KEY.with(Cell::get) {
+    if WARNED_UNKNOWN_KEY.replace(true) {
         return;
     }
-    WARNED_UNKNOWN_KEY.with(|w| w.set(true));
     host::log(
         LogLevel::Warn,
         &format!(
@@ -256,18 +254,17 @@ impl HttpContext for Upstream {
                 ),
             }
         }
-        // An unknown key's response goes back to the client but is not stored: nothing here
-        // vouches that the key matches the query the upstream answered.
         // The TTL the request carries, at most the longest this configuration gives that key
-        // (a marker from around the main role cannot keep a response longer).
-        let ttl_s = parsed.zip(policy).map(|(m, _)| {
+        // (a marker from around the main role cannot keep a response longer). An unknown key's
+        // response goes back to the client but is not stored (None): nothing here vouches that
+        // the key matches the query the upstream answered.
+        let ttl_s = parsed.and_then(|m| {
             let longest = cfg
                 .cache_policies()
                 .filter(|p| p.query_id == m.query_id)
                 .map(|p| p.ttl_s)
-                .max()
-                .unwrap_or(m.ttl_s);
-            m.ttl_s.min(longest)
+                .max()?;
+            Some(m.ttl_s.min(longest))
         });
         self.lookup = Some((token.to_vec(), ttl_s));
         Action::Continue

@@ -383,9 +383,7 @@ impl HttpContext for Main {
             } else {
                 host::response_header(":status").and_then(|v| access_log::status_code(&v))
             };
-            if status.is_some() {
-                self.status = status;
-            }
+            self.status = status.or(self.status);
             return Action::Continue;
         }
         let cors = self.decision.as_ref().and_then(|d| {

@@ -239,17 +239,14 @@ fn write_header(map: MapType, name: &str, write: Write<'_>) {
 /// A whole header map in one host call, read in place by [`HeaderPairs`] (empty when the host
 /// has no such map to give).
 fn header_map(map: MapType) -> HeaderPairs {
-    let mut data: *mut u8 = std::ptr::null_mut();
-    let mut size: usize = 0;
-    // SAFETY: the host writes the address and length of a buffer it allocated in this module's
-    // memory through the SDK's `proxy_on_memory_allocate` (a boxed slice: capacity == length),
-    // whose ownership passes to us; the SDK's own `get_map_bytes` takes it the same way.
-    let status = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
-    if status != Status::Ok as u32 || data.is_null() {
-        return HeaderPairs::default();
-    }
-    // SAFETY: as above; `data` is non-null and owns `size` bytes.
-    HeaderPairs::new(unsafe { Vec::from_raw_parts(data, size, size) })
+    let (mut data, mut size): (*mut u8, usize) = (std::ptr::null_mut(), 0);
+    // SAFETY: the host writes the out-parameters; the buffer is taken over as the SDK's own
+    // `get_map_bytes` does.
+    let bytes = unsafe {
+        let status = proxy_get_header_map_pairs(map as u32, &mut data, &mut size);
+        take_host_buffer(status, data, size)
+    };
+    bytes.map(HeaderPairs::new).unwrap_or_default()
 }
 
 /// Every request header, in one host call.
