@@ -175,8 +175,19 @@ validate: build envoy
 	"$(ENVOY)" --mode validate -c envoy/envoy-remote.yaml --log-level warn
 	"$(ENVOY)" --mode validate -c envoy/envoy-ratelimit.yaml --log-level warn
 
-e2e: build dist tools-yaml envoy browser-deps redis rls-server
+e2e: build dist tools-yaml envoy browser-deps redis rls-server h3-client
 	$(CARGO) $(NEXTEST) --test '*'
+
+# The HTTP/3 client of tests/http3.rs (tests/h3/h3client.py, on PyPI's aioquic, in the venv
+# Envoy's package uses) and the openssl CLI that makes its test certificate.
+AIOQUIC_VERSION := 1.7.2
+.PHONY: h3-client
+h3-client:
+	@command -v openssl >/dev/null || ./scripts/deb-install.sh openssl
+	@python3 -c 'import ensurepip, venv' 2>/dev/null || ./scripts/deb-install.sh python3-venv
+	@test -x $(TOOLS)/venv/bin/python || python3 -m venv $(TOOLS)/venv
+	@$(TOOLS)/venv/bin/python -c 'import aioquic, sys; sys.exit(aioquic.__version__ != "$(AIOQUIC_VERSION)")' 2>/dev/null || \
+	  $(TOOLS)/venv/bin/pip install --quiet --disable-pip-version-check "aioquic==$(AIOQUIC_VERSION)"
 
 # The rate limit service of the end-to-end tests and of `make run-ratelimit`: Debian's
 # redis-server, and tests/rls-server (Envoy's RateLimitService on the limitador crate).

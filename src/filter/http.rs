@@ -38,6 +38,9 @@ pub struct Main {
     /// The response's body length as its headers told it (see
     /// [`access_log::response_length`]): spares the record a `response.size` property read.
     response_length: Option<u64>,
+    /// The request was counted and logged (once: in `on_log`, or when the context is dropped
+    /// where Envoy never calls `on_log`).
+    observed: bool,
 }
 
 /// A request paused for the rate limit service's answer.
@@ -65,7 +68,31 @@ impl Main {
             waiting: None,
             status: None,
             response_length: None,
+            observed: false,
         }
+    }
+
+    /// The stream is over: counts and logs the request, once. Envoy calls `on_log` before it
+    /// deletes the context on HTTP/1 and HTTP/2. On HTTP/3, Envoy 1.40 runs only the connection
+    /// manager's access loggers (deferred until the client acknowledged the response; it hands
+    /// them over when the stream starts, before the filters are made): a filter's `on_log` is
+    /// never called, so the context's drop observes the request instead.
+    fn observe(&mut self) {
+        if std::mem::replace(&mut self.observed, true) {
+            return;
+        }
+        // The stream ended while the filter waited for the rate limit service (the client
+        // went away): observed as it stands, so the request is still counted and logged.
+        if let (Some(waiting), Some(decision)) = (self.waiting.take(), &self.decision) {
+            self.obs = Observation::on_request(&self.rt, decision, waiting.req);
+        }
+        self.obs.on_log(
+            &self.rt,
+            self.decision.as_ref(),
+            &self.timing(),
+            self.status,
+            self.response_length,
+        );
     }
 
     fn timing(&self) -> Timing {
@@ -255,6 +282,18 @@ fn written_before<N: AsRef<str>, V>(headers: &[(N, V)], at: usize, name: &str) -
         .iter()
         .take(at)
         .any(|(n, _)| n.as_ref().eq_ignore_ascii_case(name))
+}
+
+/// On HTTP/3 the request is observed when Envoy deletes the stream's context
+/// (`proxy_on_delete`, after the filter's last callback; Envoy 1.40 never calls its `on_log`
+/// there). A drop, not `on_done`: the module does not export `proxy_on_done`
+/// (scripts/trim-exports.py), which spares every request one call into the VM, and the host
+/// calls the record makes are all direct ABI calls, free to run while the SDK removes the
+/// context.
+impl Drop for Main {
+    fn drop(&mut self) {
+        self.observe();
+    }
 }
 
 impl Context for Main {
@@ -450,17 +489,6 @@ impl HttpContext for Main {
     }
 
     fn on_log(&mut self) {
-        // The stream ended while the filter waited for the rate limit service (the client
-        // went away): observed as it stands, so the request is still counted and logged.
-        if let (Some(waiting), Some(decision)) = (self.waiting.take(), &self.decision) {
-            self.obs = Observation::on_request(&self.rt, decision, waiting.req);
-        }
-        self.obs.on_log(
-            &self.rt,
-            self.decision.as_ref(),
-            &self.timing(),
-            self.status,
-            self.response_length,
-        );
+        self.observe();
     }
 }

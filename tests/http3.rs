@@ -1,0 +1,336 @@
+//! tollgate behind Envoy's HTTP/3 (QUIC) listener: throttling, CORS, the access record and the
+//! metrics over real HTTP/3 traffic (tests/h3/h3client.py, on aioquic).
+//!
+//! HTTP/3 is where Envoy 1.40 logs differently: a stream's access loggers, tollgate's `on_log`
+//! among them, run once the client has acknowledged the response's last byte (or the stream is
+//! about to be destroyed), after the filter's other callbacks and after its `on_done`. So the
+//! record must still be whole then: status, length, latencies, the client address and the
+//! protocol.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const ORIGIN: &str = "https://app.example.com";
+
+/// A self-signed certificate for `localhost` (the client does not verify it).
+fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (Debian package openssl)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+/// The harness's bootstrap with its listener turned into an HTTP/3 one (UDP, QUIC, TLS).
+fn http3_bootstrap(opts: &EnvoyOptions, cert: &Path, key: &Path) -> Value {
+    let mut boot = bootstrap(opts);
+    let listener = &mut boot["static_resources"]["listeners"][0];
+    listener["address"]["socket_address"]["protocol"] = json!("UDP");
+    listener["udp_listener_config"] = json!({"quic_options": {}});
+    let chain = &mut listener["filter_chains"][0];
+    chain["transport_socket"] = json!({
+        "name": "envoy.transport_sockets.quic",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.quic.v3.QuicDownstreamTransport",
+            "downstream_tls_context": {"common_tls_context": {
+                "alpn_protocols": ["h3"],
+                "tls_certificates": [{
+                    "certificate_chain": {"filename": cert.display().to_string()},
+                    "private_key": {"filename": key.display().to_string()}
+                }]
+            }}
+        }
+    });
+    let hcm = &mut chain["filters"][0]["typed_config"];
+    hcm["codec_type"] = json!("HTTP3");
+    hcm["http3_protocol_options"] = json!({});
+    boot
+}
+
+struct H3Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl H3Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One request: method, path, headers.
+type H3Request<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+/// Sends `requests` one after another on one HTTP/3 connection.
+fn h3(port: u16, requests: &[H3Request]) -> Vec<H3Response> {
+    let python = repo_root().join(".tools/venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} missing; run `make e2e` (it installs aioquic there)",
+        python.display()
+    );
+    let input: Vec<Value> = requests
+        .iter()
+        .map(|(m, p, h)| json!({"method": m, "path": p, "headers": h}))
+        .collect();
+    let mut child = Command::new(python)
+        .arg(repo_root().join("tests/h3/h3client.py"))
+        .arg(port.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(Value::Array(input).to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "h3client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answers: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    answers
+        .iter()
+        .map(|a| H3Response {
+            status: u16::try_from(a["status"].as_u64().unwrap()).unwrap(),
+            headers: a["headers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| {
+                    (
+                        h[0].as_str().unwrap().to_string(),
+                        h[1].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect(),
+            body: a["body"].as_str().unwrap().to_string(),
+        })
+        .collect()
+}
+
+/// Envoy's own file access log, parsed, once it has `n` lines (or after 10 s).
+fn wait_file_log(path: &Path, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// tollgate's JSON access records in the Envoy log, once there are `n` (or after 10 s).
+fn wait_records(envoy: &Envoy, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let recs: Vec<Value> = envoy
+            .plugin_lines()
+            .iter()
+            .filter(|l| l.contains("\"requestId\""))
+            .filter_map(|l| l.find('{').map(|i| serde_json::from_str(&l[i..]).unwrap()))
+            .collect();
+        if recs.len() >= n || Instant::now() > deadline {
+            return recs;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn throttle_cors_record_and_metrics_hold_over_http3() {
+    let up = Upstream::with(|r| {
+        if r.path.starts_with("/chunked") {
+            return Reply::ok("chunked body").header("transfer-encoding", "chunked");
+        }
+        Reply::ok("hello")
+    });
+    let cfg = json!({
+        "stage": "prod",
+        "access_log": {"format": "json"},
+        "cors": {"allow_origins": [ORIGIN], "allow_methods": ["GET"]},
+        "routes": [
+            {"match": "GET /pets/{id}"},
+            {"match": "GET /chunked"},
+            {"match": "GET /limited", "throttle": {"rate": 0.001, "burst": 2}}
+        ]
+    });
+    let dir = tempdir::Dir::new("http3");
+    let (cert, key) = certificate(dir.path());
+    let mut opts = EnvoyOptions::new(cfg, up.port);
+    opts.stats_tags = true;
+    let file_log = dir.path().join("access.log");
+    opts.access_log_path = Some(file_log.clone());
+    let envoy = Envoy::try_start_bootstrap(&http3_bootstrap(&opts, &cert, &key), 2)
+        .unwrap_or_else(|f| panic!("Envoy did not start (exit {:?}):\n{}", f.exit, f.log));
+
+    let origin: &[(&str, &str)] = &[("origin", ORIGIN), ("user-agent", "h3-test/1.0")];
+    let none: &[(&str, &str)] = &[];
+    let answers = h3(
+        envoy.port,
+        &[
+            ("GET", "/pets/1", origin),
+            ("GET", "/limited", none),
+            ("GET", "/limited", none),
+            ("GET", "/limited", none),
+            ("GET", "/chunked", none),
+            (
+                "OPTIONS",
+                "/pets/1",
+                &[("origin", ORIGIN), ("access-control-request-method", "GET")],
+            ),
+        ],
+    );
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, [200, 200, 200, 429, 200, 204], "{statuses:?}");
+
+    // CORS on an actual request and on a preflight.
+    let get = &answers[0];
+    assert_eq!(get.body, "hello");
+    assert_eq!(get.header("access-control-allow-origin"), Some(ORIGIN));
+    assert_eq!(get.header("vary"), Some("Origin"));
+    let preflight = &answers[5];
+    assert_eq!(
+        preflight.header("access-control-allow-origin"),
+        Some(ORIGIN)
+    );
+    assert!(
+        preflight
+            .header("access-control-allow-methods")
+            .is_some_and(|m| m.contains("GET")),
+        "{:?}",
+        preflight.headers
+    );
+
+    // The throttle: two in the burst, then 429 with its headers, over one connection.
+    for a in &answers[1..4] {
+        assert!(a.header("ratelimit-policy").is_some(), "{:?}", a.headers);
+    }
+    assert!(
+        answers[2]
+            .header("ratelimit")
+            .is_some_and(|v| v.contains(";r=0;")),
+        "{:?}",
+        answers[2].headers
+    );
+    let throttled = &answers[3];
+    assert!(
+        throttled.header("retry-after").is_some(),
+        "{:?}",
+        throttled.headers
+    );
+    assert!(
+        throttled.body.contains("Too Many Requests"),
+        "{}",
+        throttled.body
+    );
+    assert_eq!(answers[4].body, "chunked body");
+
+    // One record per request, written after the client acknowledged the response, and whole.
+    let recs = wait_records(&envoy, answers.len());
+    assert_eq!(recs.len(), answers.len(), "{recs:#?}");
+    for r in &recs {
+        assert_eq!(r["protocol"], "HTTP/3", "{r}");
+        assert_eq!(r["identity.sourceIp"], "127.0.0.1", "{r}");
+        assert_eq!(r["stage"], "prod", "{r}");
+        assert!(r["responseLatency"].as_u64().is_some(), "{r}");
+    }
+    let find = |path: &str, status: u64| -> &Value {
+        let found: Vec<&Value> = recs
+            .iter()
+            .filter(|r| r["path"] == path && r["status"] == status)
+            .collect();
+        assert_eq!(found.len(), 1, "one record for {path} {status}: {recs:#?}");
+        found[0]
+    };
+    let r = find("/pets/1", 200);
+    assert_eq!(r["httpMethod"], "GET");
+    assert_eq!(r["resourcePath"], "/pets/{id}");
+    assert_eq!(r["responseLength"], 5, "{r}");
+    assert_eq!(r["identity.userAgent"], "h3-test/1.0");
+    let integration = r["integrationLatency"].as_u64().unwrap();
+    assert!(r["responseLatency"].as_u64().unwrap() >= integration, "{r}");
+    let r = find("/limited", 429);
+    assert_eq!(r["error.responseType"], "THROTTLED");
+    assert_eq!(r["responseLength"], throttled.body.len(), "{r}");
+    assert_eq!(r["integrationLatency"], Value::Null);
+    // A chunked upstream answer: the length is Envoy's count of the body sent.
+    let r = find("/chunked", 200);
+    assert_eq!(r["responseLength"], "chunked body".len(), "{r}");
+    let r = find("/pets/1", 204);
+    assert_eq!(r["httpMethod"], "OPTIONS");
+
+    // Envoy's own access log (deferred the same way) sees the filter state tollgate exported.
+    let lines = wait_file_log(&file_log, answers.len());
+    for rec in &recs {
+        let line = lines
+            .iter()
+            .find(|l| l["request_id"] == rec["requestId"])
+            .unwrap_or_else(|| panic!("no Envoy log line for {rec} in {lines:#?}"));
+        assert_eq!(line["status"], rec["status"], "{line}");
+        assert_eq!(line["stage"], "prod", "{line}");
+        assert_eq!(line["resourcePath"], rec["resourcePath"], "{line}");
+        assert_eq!(line["errorType"], rec["error.responseType"], "{line}");
+    }
+
+    // The metrics counted every request.
+    let prom = envoy.admin("/stats/prometheus");
+    let sum = |metric: &str| -> u64 {
+        prom.lines()
+            .filter(|l| l.starts_with(&format!("{metric}{{")))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        (sum("tollgate_requests"), sum("tollgate_4xx")),
+        (6, 1),
+        "{prom}"
+    );
+    envoy.assert_no_wasm_failure();
+}
