@@ -334,3 +334,53 @@ fn throttle_cors_record_and_metrics_hold_over_http3() {
     );
     envoy.assert_no_wasm_failure();
 }
+
+/// Caching behind an HTTP/3 listener: the second request is answered by Envoy's cache filter,
+/// and tollgate tells the two apart in the record, the metrics and the filter state.
+#[test]
+fn cache_hits_are_told_over_http3() {
+    let up = Upstream::with(|r| Reply::ok(&format!("{} {}", r.method, r.path)));
+    let cfg = json!({"cache": {"ttl": 60}, "access_log": {"format": "json"}});
+    let dir = tempdir::Dir::new("http3-cache");
+    let (cert, key) = certificate(dir.path());
+    let mut opts = EnvoyOptions::new(cfg, up.port);
+    opts.cache = true;
+    let file_log = dir.path().join("access.log");
+    opts.access_log_path = Some(file_log.clone());
+    let envoy = Envoy::try_start_bootstrap(&http3_bootstrap(&opts, &cert, &key), 2)
+        .unwrap_or_else(|f| panic!("Envoy did not start (exit {:?}):\n{}", f.exit, f.log));
+    let none: &[(&str, &str)] = &[];
+    let answers = h3(
+        envoy.port,
+        &[("GET", "/pets/1", none), ("GET", "/pets/1", none)],
+    );
+    assert_eq!(answers[0].status, 200);
+    assert_eq!(answers[1].body, "GET /pets/1");
+    assert!(
+        answers[1].header("age").is_some(),
+        "{:?}",
+        answers[1].headers
+    );
+    assert_eq!(up.count(), 1);
+
+    let recs = wait_records(&envoy, 2);
+    let status: Vec<&Value> = recs.iter().map(|r| &r["cacheStatus"]).collect();
+    assert_eq!(status, [&json!("miss"), &json!("hit")], "{recs:#?}");
+    let lines = wait_file_log(&file_log, 2);
+    let status: Vec<&Value> = lines.iter().map(|l| &l["cacheStatus"]).collect();
+    assert_eq!(status, [&json!("miss"), &json!("hit")], "{lines:#?}");
+    let stats = envoy.stats();
+    let sum = |suffix: &str| -> i64 {
+        stats
+            .iter()
+            .filter(|(n, _)| n.starts_with("wasmcustom.tollgate") && n.ends_with(suffix))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    assert_eq!(
+        (sum(";cache_hit"), sum(";cache_miss")),
+        (1, 1),
+        "{stats:#?}"
+    );
+    envoy.assert_no_wasm_failure();
+}
