@@ -175,14 +175,16 @@ validate: build envoy
 	"$(ENVOY)" --mode validate -c envoy/envoy-remote.yaml --log-level warn
 	"$(ENVOY)" --mode validate -c envoy/envoy-ratelimit.yaml --log-level warn
 
-e2e: build dist tools-yaml envoy browser-deps redis rls-server h3-client
+e2e: build dist tools-yaml envoy browser-deps redis rls-server e2e-clients
 	$(CARGO) $(NEXTEST) --test '*'
 
-# The HTTP/3 client of tests/http3.rs (tests/h3/h3client.py, on PyPI's aioquic, in the venv
+# Clients of the end-to-end tests beyond their own: curl for gRPC over HTTP/2 (tests/throttle.rs),
+# the HTTP/3 client of tests/http3.rs (tests/h3/h3client.py, on PyPI's aioquic, in the venv
 # Envoy's package uses) and the openssl CLI that makes its test certificate.
 AIOQUIC_VERSION := 1.7.2
-.PHONY: h3-client
-h3-client:
+.PHONY: e2e-clients
+e2e-clients:
+	@command -v curl >/dev/null || ./scripts/deb-install.sh curl
 	@command -v openssl >/dev/null || ./scripts/deb-install.sh openssl
 	@python3 -c 'import ensurepip, venv' 2>/dev/null || ./scripts/deb-install.sh python3-venv
 	@test -x $(TOOLS)/venv/bin/python || python3 -m venv $(TOOLS)/venv

@@ -85,6 +85,19 @@ impl ErrorType {
     }
 }
 
+/// gRPC's RESOURCE_EXHAUSTED.
+pub const GRPC_RESOURCE_EXHAUSTED: i32 = 8;
+
+/// The gRPC status of the filter's own answer with `status`, for the host to send when the
+/// request is a gRPC one (Envoy then answers `:status 200` with `grpc-status` and the body as
+/// `grpc-message`, and ignores it for any other request). A 429 (throttle, quota, the rate
+/// limit service) is RESOURCE_EXHAUSTED, as Envoy's own rate limit filters can be set to answer:
+/// Envoy's HTTP mapping would make it UNAVAILABLE, which gRPC clients and retry policies retry
+/// at once. `None` leaves Envoy's mapping (403 PERMISSION_DENIED, 400 INTERNAL).
+pub fn grpc_status(status: u16) -> Option<i32> {
+    (status == 429).then_some(GRPC_RESOURCE_EXHAUSTED)
+}
+
 /// What to do with the request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {

@@ -379,3 +379,37 @@ fn get_from(source_ip: &str, port: u16, path: &str) -> u16 {
     s.read_to_end(&mut buf).unwrap();
     parse_response(&buf).unwrap().status
 }
+
+/// A gRPC client (HTTP/2, `application/grpc`) gets Envoy's trailers-only answer for tollgate's
+/// refusals: RESOURCE_EXHAUSTED (8) for a throttle, as Envoy's own rate limit filters can be
+/// set to answer, not UNAVAILABLE (14), which gRPC clients retry at once.
+#[test]
+fn grpc_clients_get_resource_exhausted_when_throttled() {
+    let up = Upstream::start();
+    let cfg = keys_config(json!({"throttle": {"rate": 0.001, "burst": 1}}));
+    let envoy = Envoy::start(&EnvoyOptions::new(cfg, up.port));
+    let grpc = |path: &str, key: Option<&str>| -> String {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(["-s", "-i", "--http2-prior-knowledge", "-X", "POST"])
+            .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+            .args(["--data-binary", "", "--max-time", "10"]);
+        if let Some(k) = key {
+            cmd.args(["-H", &format!("x-api-key: {k}")]);
+        }
+        let out = cmd
+            .arg(format!("http://127.0.0.1:{}{path}", envoy.port))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_lowercase()
+    };
+    let first = grpc("/svc.Pets/Get", None);
+    assert!(first.starts_with("http/2 200"), "{first}");
+    let throttled = grpc("/svc.Pets/Get", None);
+    assert!(throttled.starts_with("http/2 200"), "{throttled}");
+    assert!(throttled.contains("grpc-status: 8\r\n"), "{throttled}");
+    assert!(throttled.contains("retry-after: "), "{throttled}");
+    // A missing key stays PERMISSION_DENIED (Envoy's mapping of 403).
+    let denied = grpc("/pets", None);
+    assert!(denied.contains("grpc-status: 7\r\n"), "{denied}");
+    envoy.assert_no_wasm_failure();
+}

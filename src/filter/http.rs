@@ -154,6 +154,7 @@ impl Main {
                     headers,
                     &decision.service_headers,
                     body.map(str::as_bytes),
+                    gateway::grpc_status(*status),
                 );
                 if sent {
                     self.status = Some(*status);

@@ -1160,3 +1160,22 @@ mod service_headers {
         assert_eq!(header(&d, "retry-after"), Some("3600"));
     }
 }
+
+#[test]
+fn every_refusal_gets_a_grpc_status_a_client_does_not_retry_at_once() {
+    // Every 429 the pipeline gives is RESOURCE_EXHAUSTED; the others keep Envoy's mapping.
+    for e in [
+        ErrorType::Throttled,
+        ErrorType::QuotaExceeded,
+        ErrorType::InvalidApiKey,
+        ErrorType::CorsPreflightDenied,
+        ErrorType::CacheInvalidationDenied,
+        ErrorType::BadRequest,
+    ] {
+        let expected = (e.status() == 429).then_some(GRPC_RESOURCE_EXHAUSTED);
+        assert_eq!(grpc_status(e.status()), expected, "{e:?}");
+    }
+    assert_eq!(grpc_status(429), Some(8));
+    assert_eq!(grpc_status(204), None);
+    assert_eq!(grpc_status(403), None);
+}

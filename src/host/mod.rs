@@ -368,12 +368,14 @@ pub fn plugin_configuration() -> Option<Vec<u8>> {
     buffer(BufferType::PluginConfiguration, usize::MAX)
 }
 
-/// Answers the request with the filter's headers and then `extra` (the rate limit service's).
+/// Answers the request with the filter's headers and then `extra` (the rate limit service's);
+/// `grpc_status` is what a gRPC client gets (`None`: the host maps `status`).
 pub fn send_response_with(
     status: u16,
     headers: &[(&'static str, String)],
     extra: &[(String, String)],
     body: Option<&[u8]>,
+    grpc_status: Option<i32>,
 ) -> bool {
     let pairs: Vec<(&str, &[u8])> = headers
         .iter()
@@ -384,7 +386,7 @@ pub fn send_response_with(
     let map = map.as_bytes();
     let body = body.unwrap_or_default();
     // SAFETY: the slices are live; the host only reads them. No details string; -1: no gRPC
-    // status.
+    // status of the filter's own.
     let sent = unsafe {
         proxy_send_local_response(
             u32::from(status),
@@ -394,7 +396,7 @@ pub fn send_response_with(
             body.len(),
             map.as_ptr(),
             map.len(),
-            -1,
+            grpc_status.unwrap_or(-1),
         )
     };
     sent == OK
