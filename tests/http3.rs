@@ -17,7 +17,6 @@ mod common;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
@@ -148,39 +147,6 @@ fn h3(port: u16, requests: &[H3Request]) -> Vec<H3Response> {
             body: a["body"].as_str().unwrap().to_string(),
         })
         .collect()
-}
-
-/// Envoy's own file access log, parsed, once it has `n` lines (or after 10 s).
-fn wait_file_log(path: &Path, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        if lines.len() >= n || Instant::now() > deadline {
-            return lines;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// tollgate's JSON access records in the Envoy log, once there are `n` (or after 10 s).
-fn wait_records(envoy: &Envoy, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let recs: Vec<Value> = envoy
-            .plugin_lines()
-            .iter()
-            .filter(|l| l.contains("\"requestId\""))
-            .filter_map(|l| l.find('{').map(|i| serde_json::from_str(&l[i..]).unwrap()))
-            .collect();
-        if recs.len() >= n || Instant::now() > deadline {
-            return recs;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

@@ -41,44 +41,6 @@ fn options(cfg: Value, upstream_port: u16) -> EnvoyOptions {
     opts
 }
 
-/// tollgate's JSON access records in the Envoy log, in the order written.
-fn records(envoy: &Envoy) -> Vec<Value> {
-    envoy
-        .plugin_lines()
-        .iter()
-        .filter(|l| l.contains("\"requestId\""))
-        .filter_map(|l| l.find('{').map(|i| &l[i..]))
-        .map(|j| serde_json::from_str(j).unwrap_or_else(|e| panic!("{e}: {j}")))
-        .collect()
-}
-
-fn wait_records(envoy: &Envoy, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = records(envoy);
-        if r.len() >= n || Instant::now() > deadline {
-            return r;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Lines of Envoy's own file access log, parsed, once there are `n`.
-fn wait_file_log(path: &std::path::Path, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect();
-        if lines.len() >= n || Instant::now() > deadline {
-            return lines;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn find<'a>(recs: &'a [Value], path: &str, status: u64) -> &'a Value {
     let found: Vec<&Value> = recs
         .iter()
