@@ -568,36 +568,82 @@ fn example_gateway_logs_filter_state_and_labels_its_metrics() {
 
 #[test]
 fn an_upstream_timeout_is_an_integration_timeout() {
-    // The upstream answers after 1.5 s; the route gives up at 200 ms and Envoy answers 504.
+    // The upstream answers after 1.5 s; each Envoy below gives up sooner, in one of the ways a
+    // platform team sets a deadline, and answers 504 itself.
     let up = Upstream::with(|_| {
         std::thread::sleep(Duration::from_millis(1500));
         Reply::ok("too late")
     });
-    let cfg = json!({"stage": "prod", "access_log": {"format": "json"}});
-    let mut opts = options(cfg, up.port);
-    opts.hcm_extra["route_config"] = json!({"virtual_hosts": [{
-        "name": "all",
-        "domains": ["*"],
-        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "0.2s"}}]
-    }]});
-    let dir = tempdir::Dir::new("obs-timeout");
-    let file_log = dir.path().join("access.log");
-    opts.access_log_path = Some(file_log.clone());
-    let envoy = Envoy::start(&opts);
-    let r = envoy.get("/slow", &[]);
-    assert_eq!(r.status, 504, "{}", r.text());
-    let recs = wait_records(&envoy, 1);
-    let rec = find(&recs, "/slow", 504);
-    assert_eq!(rec["error.responseType"], "INTEGRATION_TIMEOUT", "{rec}");
-    assert_eq!(rec["error.message"], "Endpoint request timed out", "{rec}");
-    // The same values reach Envoy's own access log through filter state.
-    let lines = wait_file_log(&file_log, 1);
-    assert_eq!(
-        lines[0]["errorType"], "INTEGRATION_TIMEOUT",
-        "{:?}",
-        lines[0]
-    );
-    envoy.assert_no_wasm_failure();
+    let route = |extra: Value| {
+        let mut r = json!({"cluster": "upstream"});
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            r[k] = v.clone();
+        }
+        json!({"virtual_hosts": [{
+            "name": "all",
+            "domains": ["*"],
+            "routes": [{"match": {"prefix": "/"}, "route": r}]
+        }]})
+    };
+    let cases = [
+        // The route's timeout: Envoy says `response_timeout`.
+        (
+            "route timeout",
+            route(json!({"timeout": "0.2s"})),
+            json!({}),
+        ),
+        // The connection manager's stream idle timeout with the route timeout off:
+        // `stream_idle_timeout`.
+        (
+            "stream idle timeout",
+            route(json!({"timeout": "0s"})),
+            json!({"stream_idle_timeout": "0.3s"}),
+        ),
+        // The route's own idle timeout: also `stream_idle_timeout`.
+        (
+            "route idle timeout",
+            route(json!({"timeout": "0s", "idle_timeout": "0.3s"})),
+            json!({}),
+        ),
+        // The route's max stream duration: `max_duration_timeout`.
+        (
+            "max stream duration",
+            route(json!({"timeout": "0s", "max_stream_duration": {"max_stream_duration": "0.3s"}})),
+            json!({}),
+        ),
+    ];
+    for (what, route_config, hcm) in cases {
+        let cfg = json!({"stage": "prod", "access_log": {"format": "json"}});
+        let mut opts = options(cfg, up.port);
+        opts.hcm_extra["route_config"] = route_config;
+        for (k, v) in hcm.as_object().into_iter().flatten() {
+            opts.hcm_extra[k] = v.clone();
+        }
+        let dir = tempdir::Dir::new("obs-timeout");
+        let file_log = dir.path().join("access.log");
+        opts.access_log_path = Some(file_log.clone());
+        let envoy = Envoy::start(&opts);
+        let r = envoy.get("/slow", &[]);
+        assert_eq!(r.status, 504, "{what}: {}", r.text());
+        let recs = wait_records(&envoy, 1);
+        let rec = find(&recs, "/slow", 504);
+        assert_eq!(
+            rec["error.responseType"], "INTEGRATION_TIMEOUT",
+            "{what}: {rec}"
+        );
+        assert_eq!(
+            rec["error.message"], "Endpoint request timed out",
+            "{what}: {rec}"
+        );
+        // The same values reach Envoy's own access log through filter state.
+        let lines = wait_file_log(&file_log, 1);
+        assert_eq!(
+            lines[0]["errorType"], "INTEGRATION_TIMEOUT",
+            "{what}: {:?}",
+            lines[0]
+        );
+        envoy.assert_no_wasm_failure();
+    }
 }
 
 #[test]

@@ -230,7 +230,8 @@ impl Field {
 /// `$context.error.responseType` and `$context.error.message` for a 5xx that Envoy answered
 /// itself because the upstream failed, from Envoy's `response.code_details`:
 /// `INTEGRATION_TIMEOUT` ("Endpoint request timed out") for upstream timeouts (the route's
-/// `timeout`, per-try timeouts),
+/// `timeout`, per-try timeouts, and the stream idle and max-duration timeouts, which the caller
+/// only asks about for a 5xx: Envoy answers those 504 once the request was whole, 408 before),
 /// `INTEGRATION_FAILURE` ("Internal server error") for connection failures, resets and no healthy
 /// upstream. None for responses the upstream sent (`via_upstream`) and for anything else.
 pub fn integration_error(code_details: &str) -> Option<(&'static str, &'static str)> {
@@ -240,6 +241,8 @@ pub fn integration_error(code_details: &str) -> Option<(&'static str, &'static s
         || code_details.starts_with("upstream_response_timeout")
         || code_details.starts_with("upstream_per_try_timeout")
         || code_details.starts_with("upstream_per_try_idle_timeout")
+        || code_details.starts_with("stream_idle_timeout")
+        || code_details.starts_with("max_duration_timeout")
     {
         return Some(("INTEGRATION_TIMEOUT", "Endpoint request timed out"));
     }

@@ -711,6 +711,15 @@ fn integration_errors_come_only_from_envoy_made_upstream_failures() {
         integration_error("upstream_response_timeout"),
         Some(("INTEGRATION_TIMEOUT", "Endpoint request timed out"))
     );
+    // The connection manager's or the route's idle timeout, and the route's max stream duration,
+    // with a silent upstream (tests/observability.rs).
+    for details in ["stream_idle_timeout", "max_duration_timeout"] {
+        assert_eq!(
+            integration_error(details),
+            Some(("INTEGRATION_TIMEOUT", "Endpoint request timed out")),
+            "{details}"
+        );
+    }
     assert_eq!(
         integration_error(
             "upstream_reset_before_response_started{remote_connection_failure,delayed_connect_error:_111}"
