@@ -606,6 +606,46 @@ fn local_response(
     }
 }
 
+/// What a request that Envoy sent on to another location (an internal redirect, whose second
+/// leg runs the filter chain again) was charged on its first leg: the rate-limit headers its
+/// answer is to carry.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Charged {
+    pub response_headers: Vec<(&'static str, String)>,
+    pub service_headers: Vec<(String, String)>,
+}
+
+impl Charged {
+    /// What `decision` charged, taken from it.
+    pub fn take(decision: &mut Decision) -> Charged {
+        Charged {
+            response_headers: std::mem::take(&mut decision.response_headers),
+            service_headers: std::mem::take(&mut decision.service_headers),
+        }
+    }
+}
+
+/// What the first leg of an internal redirect hands its second leg.
+#[derive(Debug)]
+pub struct Handover {
+    /// The first leg's `x-request-id`, which the second leg carries (Envoy copies the request
+    /// headers).
+    pub request_id: Vec<u8>,
+    pub charged: Charged,
+}
+
+impl Handover {
+    /// What was charged, if `req` is the second leg: it shows the first leg's request id and
+    /// the `x-envoy-original-url` Envoy sets on a followed redirect. A client's own
+    /// `x-envoy-original-url` (Envoy keeps it on requests from internal addresses) does not
+    /// pass: it would also need the request id of the redirect handed over just now.
+    pub fn claimed_by(self, req: &dyn RequestSource) -> Option<Charged> {
+        let followed = req.header("x-envoy-original-url").is_some()
+            && req.header("x-request-id") == Some(self.request_id.as_slice());
+        followed.then_some(self.charged)
+    }
+}
+
 /// Runs the pipeline for one request.
 pub fn decide(
     cfg: &Config,
@@ -614,7 +654,23 @@ pub fn decide(
     now_ns: u64,
     req: &dyn RequestSource,
 ) -> Decision {
-    let mut decision = admit(cfg, keys, store, now_ns, req);
+    decide_leg(cfg, keys, store, now_ns, req, None)
+}
+
+/// Runs the pipeline for one request, or for the second leg of one Envoy redirected
+/// internally (`charged`: what its first leg was charged). That leg is checked as any request
+/// is (route, API key, CORS, cache) but charged nothing: the client made one request, whose
+/// throttle tokens, quota unit and rate limit service call its first leg took. Its answer
+/// carries the first leg's rate-limit headers.
+pub fn decide_leg(
+    cfg: &Config,
+    keys: &StoreKeys,
+    store: &dyn SharedStore,
+    now_ns: u64,
+    req: &dyn RequestSource,
+    charged: Option<Charged>,
+) -> Decision {
+    let mut decision = admit(cfg, keys, store, now_ns, req, charged);
     if decision.outcome == Outcome::Forward && cfg.caching {
         plan_cache(cfg, &mut decision, req);
         if decision.error == Some(ErrorType::CacheInvalidationDenied) {
@@ -696,6 +752,7 @@ fn admit(
     store: &dyn SharedStore,
     now_ns: u64,
     req: &dyn RequestSource,
+    charged: Option<Charged>,
 ) -> Decision {
     let method = req.header(":method").unwrap_or_default();
     let path = req.header(":path").unwrap_or_default();
@@ -789,6 +846,11 @@ fn admit(
                 cfg.cors_for(route).zip(decision.cors.as_ref()),
             );
         }
+        return decision;
+    }
+    if let Some(charged) = charged {
+        decision.response_headers = charged.response_headers;
+        decision.service_headers = charged.service_headers;
         return decision;
     }
 

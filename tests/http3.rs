@@ -350,3 +350,55 @@ fn cache_hits_are_told_over_http3() {
     );
     envoy.assert_no_wasm_failure();
 }
+
+/// Envoy's internal redirect over HTTP/3: the client's one request is charged once and logged
+/// once (tests/redirect.rs does it over HTTP/1.1).
+#[test]
+fn a_followed_redirect_is_charged_and_logged_once_over_http3() {
+    let up = Upstream::with(|r| {
+        if r.path.starts_with("/start") {
+            return Reply::ok("moved")
+                .status(302)
+                .header("location", "https://localhost/final");
+        }
+        Reply::ok("final")
+    });
+    let cfg = json!({
+        "stage": "prod",
+        "access_log": {"format": "json"},
+        "throttle": {"rate": 0.001, "burst": 2}
+    });
+    let dir = tempdir::Dir::new("http3-redirect");
+    let (cert, key) = certificate(dir.path());
+    let mut opts = EnvoyOptions::new(cfg, up.port);
+    opts.hcm_extra = json!({"route_config": {"virtual_hosts": [{
+        "name": "all",
+        "domains": ["*"],
+        "routes": [{"match": {"prefix": "/"}, "route": {
+            "cluster": "upstream",
+            "internal_redirect_policy": {"redirect_response_codes": [302]}
+        }}]
+    }]}});
+    let envoy = Envoy::try_start_bootstrap(&http3_bootstrap(&opts, &cert, &key), 2)
+        .unwrap_or_else(|f| panic!("Envoy did not start (exit {:?}):\n{}", f.exit, f.log));
+    let none: &[(&str, &str)] = &[];
+    let answers = h3(
+        envoy.port,
+        &[
+            ("GET", "/start", none),
+            ("GET", "/start", none),
+            ("GET", "/start", none),
+        ],
+    );
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, [200, 200, 429], "{statuses:?}");
+    assert_eq!(answers[0].body, "final");
+    assert_eq!(up.count(), 4, "two requests followed a redirect");
+    wait_records(&envoy, 3);
+    // Time for a record too many to show up.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let recs = records(&envoy);
+    let statuses: Vec<u64> = recs.iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [200, 200, 429], "{recs:#?}");
+    envoy.assert_no_wasm_failure();
+}

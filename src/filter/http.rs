@@ -10,7 +10,7 @@ use super::observe::{Observation, Timing};
 use super::Runtime;
 use crate::access_log::{self, Field};
 use crate::cors::{self, ActualCors, CorsPolicy};
-use crate::gateway::{self, Decision, Outcome, ServiceCall, ServiceResult};
+use crate::gateway::{self, Charged, Decision, Handover, Outcome, ServiceCall, ServiceResult};
 use crate::header_pairs::HeaderPairs;
 use crate::host::{self, HostRequest, HostStore};
 use crate::metrics;
@@ -81,6 +81,9 @@ impl Main {
         if std::mem::replace(&mut self.observed, true) {
             return;
         }
+        if self.hand_over() {
+            return;
+        }
         // The stream ended while the filter waited for the rate limit service (the client
         // went away): observed as it stands, so the request is still counted and logged.
         if let (Some(waiting), Some(decision)) = (self.waiting.take(), &self.decision) {
@@ -93,6 +96,35 @@ impl Main {
             self.status,
             self.response_length,
         );
+    }
+
+    /// If Envoy followed the upstream's redirect itself (`internal_redirect_policy`), this leg
+    /// hands what it charged to the second leg, which Envoy runs next, and is neither logged
+    /// nor counted: the client made one request, which the second leg answers. Only a
+    /// forwarded request whose response the filter never saw is asked about (one property
+    /// read, on that rare path).
+    fn hand_over(&mut self) -> bool {
+        if self.status.is_some() || self.local_reply {
+            return false;
+        }
+        let Some(decision) = self
+            .decision
+            .as_mut()
+            .filter(|d| d.outcome == Outcome::Forward && self.waiting.is_none())
+        else {
+            return false;
+        };
+        if host::property(b"response\0code_details").as_deref() != Some(b"internal_redirect") {
+            return false;
+        }
+        let Some(request_id) = host::request_header("x-request-id") else {
+            return false;
+        };
+        self.rt.handover.set(Some(Handover {
+            request_id,
+            charged: Charged::take(decision),
+        }));
+        true
     }
 
     fn timing(&self) -> Timing {
@@ -347,7 +379,15 @@ impl HttpContext for Main {
         self.start_ns = host::now_ns();
         self.forward_ns = self.start_ns;
         let req = HostRequest::read();
-        let mut decision = gateway::decide(&rt.config, &rt.keys, &HostStore, self.start_ns, &req);
+        let charged = rt.followed_redirect(&req);
+        let mut decision = gateway::decide_leg(
+            &rt.config,
+            &rt.keys,
+            &HostStore,
+            self.start_ns,
+            &req,
+            charged,
+        );
         if let Some(why) = decision.store_failure {
             host::log(LogLevel::Warn, &format!("tollgate: {why}"));
         }

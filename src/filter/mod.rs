@@ -4,6 +4,7 @@ mod cache;
 mod http;
 mod observe;
 
+use std::cell::Cell;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -38,6 +39,20 @@ pub struct Runtime {
     /// Host ids of the rate limit service's counters ([`metrics::SERVICE_COUNTERS`] order);
     /// empty without a service.
     pub service_ids: Vec<u32>,
+    /// A request Envoy just redirected internally: its second leg, which Envoy starts on this
+    /// worker right after the first one ends, takes it ([`Runtime::followed_redirect`]).
+    pub handover: Cell<Option<gateway::Handover>>,
+}
+
+impl Runtime {
+    /// What the first leg of an internal redirect was charged, if `req` is its second leg.
+    /// Envoy ends the first leg (its `on_log`, where the handover is made) and at once, on the
+    /// same thread, runs the second through the filter chain: the next request headers this
+    /// configuration sees take the handover, whoever they belong to, so it never outlives
+    /// that moment.
+    pub fn followed_redirect(&self, req: &dyn gateway::RequestSource) -> Option<gateway::Charged> {
+        self.handover.take()?.claimed_by(req)
+    }
 }
 
 /// Defines every metric of every series with the host, once per configuration. Empty if the
@@ -134,6 +149,7 @@ impl RootContext for Root {
             metrics,
             metric_ids,
             service_ids,
+            handover: Cell::new(None),
         }));
         true
     }

@@ -1179,3 +1179,65 @@ fn every_refusal_gets_a_grpc_status_a_client_does_not_retry_at_once() {
     assert_eq!(grpc_status(204), None);
     assert_eq!(grpc_status(403), None);
 }
+
+#[test]
+fn a_followed_redirect_is_checked_but_not_charged() {
+    let gw = Gw::new(
+        r#"{"throttle": {"rate": 0.001, "burst": 2},
+            "api_key": {"keys": [{"id": "a", "value": "k-a"}]},
+            "routes": [{"match": "GET /final", "api_key_required": true}]}"#,
+    );
+    let first = || {
+        Req::new("GET", "/start")
+            .with("x-api-key", "k-a")
+            .with("x-request-id", "rid-1")
+    };
+    let mut leg1 = gw.run(first(), T0);
+    assert_eq!(status(&leg1), 200);
+    let told = header(&leg1, "ratelimit").map(String::from);
+    assert!(told
+        .as_deref()
+        .is_some_and(|v| v.starts_with(r#""stage";r=1;"#)));
+    let handover = Handover {
+        request_id: b"rid-1".to_vec(),
+        charged: Charged::take(&mut leg1),
+    };
+    // The second leg: Envoy's x-envoy-original-url and the first leg's request id.
+    let leg2 = first()
+        .with(":path", "/final")
+        .with("x-envoy-original-url", "http://localhost/start");
+    let charged = handover.claimed_by(&leg2);
+    assert!(charged.is_some());
+    let d = decide_leg(&gw.cfg, &gw.keys, &gw.store, T0, &leg2, charged);
+    assert_eq!(status(&d), 200);
+    // The first leg's headers, and no token taken: one is left for the next request.
+    assert_eq!(header(&d, "ratelimit"), told.as_deref());
+    assert_eq!(d.spent, Spent::default());
+    assert_eq!(status(&gw.run(Req::new("GET", "/start"), T0)), 200);
+    assert_eq!(status(&gw.run(Req::new("GET", "/start"), T0)), 429);
+
+    // A followed leg is still checked: a required key missing there is refused.
+    let charged = Some(Charged::default());
+    let keyless = Req::new("GET", "/final").with("x-envoy-original-url", "http://x/start");
+    let d = decide_leg(&gw.cfg, &gw.keys, &gw.store, T0, &keyless, charged);
+    assert_eq!(status(&d), 403);
+}
+
+#[test]
+fn a_handover_is_claimed_only_by_its_own_second_leg() {
+    let handover = || Handover {
+        request_id: b"rid-1".to_vec(),
+        charged: Charged::default(),
+    };
+    let leg2 = || Req::new("GET", "/final").with("x-envoy-original-url", "http://h/start");
+    assert!(handover()
+        .claimed_by(&leg2().with("x-request-id", "rid-1"))
+        .is_some());
+    // Another request id, none, or no x-envoy-original-url: charged as any request.
+    assert!(handover()
+        .claimed_by(&leg2().with("x-request-id", "rid-2"))
+        .is_none());
+    assert!(handover().claimed_by(&leg2()).is_none());
+    let no_original = Req::new("GET", "/final").with("x-request-id", "rid-1");
+    assert!(handover().claimed_by(&no_original).is_none());
+}
