@@ -631,18 +631,21 @@ pub struct Handover {
     /// The first leg's `x-request-id`, which the second leg carries (Envoy copies the request
     /// headers).
     pub request_id: Vec<u8>,
+    /// When the first leg's request headers came (host clock, ns): the client's request
+    /// started then.
+    pub started_ns: u64,
     pub charged: Charged,
 }
 
 impl Handover {
-    /// What was charged, if `req` is the second leg: it shows the first leg's request id and
+    /// The handover, if `req` is the second leg: it shows the first leg's request id and
     /// the `x-envoy-original-url` Envoy sets on a followed redirect. A client's own
     /// `x-envoy-original-url` (Envoy keeps it on requests from internal addresses) does not
     /// pass: it would also need the request id of the redirect handed over just now.
-    pub fn claimed_by(self, req: &dyn RequestSource) -> Option<Charged> {
+    pub fn claimed_by(self, req: &dyn RequestSource) -> Option<Handover> {
         let followed = req.header("x-envoy-original-url").is_some()
             && req.header("x-request-id") == Some(self.request_id.as_slice());
-        followed.then_some(self.charged)
+        followed.then_some(self)
     }
 }
 

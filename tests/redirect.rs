@@ -13,10 +13,12 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
-/// The upstream sends `/start` on to `/final` (an internal redirect) and answers the rest.
+/// The upstream sends `/start` on to `/final` (an internal redirect) after 150 ms and answers
+/// the rest at once.
 fn redirecting_upstream() -> Upstream {
     Upstream::with(|r| {
         if r.path.starts_with("/start") {
+            std::thread::sleep(std::time::Duration::from_millis(150));
             Reply::ok("moved")
                 .status(302)
                 .header("location", "http://localhost/final")
@@ -84,6 +86,12 @@ fn a_followed_redirect_is_charged_logged_and_counted_once() {
         .map(|r| r["status"].as_u64().unwrap())
         .collect();
     assert_eq!(statuses, [200, 200, 429], "{recs_after:#?}");
+    // The latency is the client's: it includes the first leg (the upstream took 150 ms there).
+    for rec in &recs_after[..2] {
+        assert_eq!(rec["path"], "/final", "{rec}");
+        let latency = rec["responseLatency"].as_u64().unwrap();
+        assert!((150..5_000).contains(&latency), "{rec}");
+    }
     // Counted once each too.
     let stats = envoy.stats();
     let requests: i64 = stats

@@ -122,6 +122,7 @@ impl Main {
         };
         self.rt.handover.set(Some(Handover {
             request_id,
+            started_ns: self.start_ns,
             charged: Charged::take(decision),
         }));
         true
@@ -379,7 +380,12 @@ impl HttpContext for Main {
         self.start_ns = host::now_ns();
         self.forward_ns = self.start_ns;
         let req = HostRequest::read();
-        let charged = rt.followed_redirect(&req);
+        let followed = rt.followed_redirect(&req);
+        // The second leg of an internal redirect: the client's request started with the first.
+        let charged = followed.map(|h| {
+            self.start_ns = h.started_ns;
+            h.charged
+        });
         let mut decision = gateway::decide_leg(
             &rt.config,
             &rt.keys,

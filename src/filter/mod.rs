@@ -45,12 +45,12 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// What the first leg of an internal redirect was charged, if `req` is its second leg.
+    /// What the first leg of an internal redirect handed over, if `req` is its second leg.
     /// Envoy ends the first leg (its `on_log`, where the handover is made) and at once, on the
     /// same thread, runs the second through the filter chain: the next request headers this
     /// configuration sees take the handover, whoever they belong to, so it never outlives
     /// that moment.
-    pub fn followed_redirect(&self, req: &dyn gateway::RequestSource) -> Option<gateway::Charged> {
+    pub fn followed_redirect(&self, req: &dyn gateway::RequestSource) -> Option<gateway::Handover> {
         self.handover.take()?.claimed_by(req)
     }
 }

@@ -1200,13 +1200,14 @@ fn a_followed_redirect_is_checked_but_not_charged() {
         .is_some_and(|v| v.starts_with(r#""stage";r=1;"#)));
     let handover = Handover {
         request_id: b"rid-1".to_vec(),
+        started_ns: T0,
         charged: Charged::take(&mut leg1),
     };
     // The second leg: Envoy's x-envoy-original-url and the first leg's request id.
     let leg2 = first()
         .with(":path", "/final")
         .with("x-envoy-original-url", "http://localhost/start");
-    let charged = handover.claimed_by(&leg2);
+    let charged = handover.claimed_by(&leg2).map(|h| h.charged);
     assert!(charged.is_some());
     let d = decide_leg(&gw.cfg, &gw.keys, &gw.store, T0, &leg2, charged);
     assert_eq!(status(&d), 200);
@@ -1227,6 +1228,7 @@ fn a_followed_redirect_is_checked_but_not_charged() {
 fn a_handover_is_claimed_only_by_its_own_second_leg() {
     let handover = || Handover {
         request_id: b"rid-1".to_vec(),
+        started_ns: T0,
         charged: Charged::default(),
     };
     let leg2 = || Req::new("GET", "/final").with("x-envoy-original-url", "http://h/start");
