@@ -137,6 +137,8 @@ pub struct Decision {
     pub service_headers: Vec<(String, String)>,
     /// What the local checks took for the request, given back should it be refused later.
     pub spent: Spent,
+    /// What the local checks told of their policies (`response_headers` renders them).
+    reports: Vec<PolicyReport>,
 }
 
 /// What the local checks took for one request: a token of each bucket that passed and a unit
@@ -154,6 +156,37 @@ pub struct Spent {
     client: Option<u32>,
     /// The API key (index) whose quota counted the request, and the window it counted in.
     quota: Option<(usize, i64)>,
+}
+
+impl Spent {
+    /// The reports of the policies that gave something, as they stand once it is given back
+    /// (one more remaining, at most the limit): a refused request's answer tells the client
+    /// what it has, not what it would have had if the refusal had cost it.
+    fn refund(&self, reports: &mut [PolicyReport]) {
+        for r in reports {
+            let gave = match r.name {
+                "plan" => self.plan.is_some(),
+                "route" => self.route.is_some(),
+                "stage" => self.stage,
+                "client" => self.client.is_some(),
+                "quota" => self.quota.is_some(),
+                _ => false,
+            };
+            if !gave {
+                continue;
+            }
+            r.remaining = r.remaining.saturating_add(1).min(r.limit);
+            // A bucket is full one token's time sooner (a quota's reset is its window's end).
+            if r.name != "quota" {
+                r.reset_s = if r.remaining >= r.limit {
+                    0
+                } else {
+                    let token_s = r.window_s.checked_div(r.limit).unwrap_or(0);
+                    r.reset_s.saturating_sub(token_s)
+                };
+            }
+        }
+    }
 }
 
 /// Gives back what the local checks took for a refused request (see [`Spent`]). Best effort:
@@ -224,6 +257,7 @@ impl Decision {
             service_call: None,
             service_headers: Vec::new(),
             spent: Spent::default(),
+            reports: Vec::new(),
         }
     }
 }
@@ -726,11 +760,13 @@ fn plan_cache(cfg: &Config, decision: &mut Decision, req: &dyn RequestSource) {
         Invalidation::Ignore { warn } => (false, warn),
         Invalidation::Deny => {
             let error = ErrorType::CacheInvalidationDenied;
+            // Refused: what the checks took goes back (`decide`), and the answer says so.
+            decision.spent.refund(&mut decision.reports);
+            let rendered = headers::render(cfg.rate_limit_headers, &decision.reports);
             if route.enforce {
-                let headers = std::mem::take(&mut decision.response_headers);
                 decision.outcome = local_response(
                     error,
-                    headers,
+                    rendered,
                     cfg.cors_for(route).zip(decision.cors.as_ref()),
                 );
                 decision.error = Some(error);
@@ -738,6 +774,9 @@ fn plan_cache(cfg: &Config, decision: &mut Decision, req: &dyn RequestSource) {
             }
             // Report-only: say what enforcement would do, serve from the cache as usual.
             decision.error.get_or_insert(error);
+            if decision.service_call.is_none() {
+                decision.response_headers = rendered;
+            }
             (false, false)
         }
     };
@@ -952,6 +991,7 @@ fn admit(
     // A request refused here gets back what the checks before took.
     decision.spent = spent;
     if failure.is_some() {
+        decision.spent.refund(&mut reports);
         give_back(cfg, keys, store, &mut decision.spent);
     }
 
@@ -999,6 +1039,7 @@ fn admit(
         }
         None => decision.response_headers = rl_headers,
     }
+    decision.reports = reports;
     decision
 }
 
@@ -1045,6 +1086,11 @@ pub fn conclude(
     };
     let answer = rls::interpret(svc, &call.checks, reply);
     let mut reports = call.reports;
+    if answer.refuse.is_some() {
+        // What the local checks took goes back (below). The delegated checks' reports, which
+        // the service's replace, are not the local checks' to change.
+        decision.spent.refund(&mut reports);
+    }
     if answer.failure.is_none() {
         reports.retain(|r| !call.checks.iter().any(|c| c.as_str() == r.name));
         reports.extend(answer.reports.iter().cloned());

@@ -375,6 +375,37 @@ fn invalidation_config() -> Value {
     })
 }
 
+/// A denied invalidation gives back the throttle token it took, and its 403 counts it so.
+#[test]
+fn a_denied_invalidation_tells_the_token_it_gave_back() {
+    let up = upstream();
+    let mut cfg = invalidation_config();
+    cfg["throttle"] = json!({"rate": 0.001, "burst": 10});
+    let envoy = start(cfg, &up);
+    let r = envoy.get("/fail/1", &[]);
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("ratelimit")
+        .unwrap()
+        .starts_with(r#""stage";r=9;"#));
+    let r = envoy.get("/fail/1", &[("cache-control", "no-cache")]);
+    assert_eq!(r.status, 403);
+    assert!(
+        r.header("ratelimit")
+            .unwrap()
+            .starts_with(r#""stage";r=9;"#),
+        "{:?}",
+        r.headers
+    );
+    let r = envoy.get("/fail/1", &[]);
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("ratelimit")
+        .unwrap()
+        .starts_with(r#""stage";r=8;"#));
+    envoy.assert_no_wasm_failure();
+}
+
 #[test]
 fn unauthorized_invalidation_follows_the_strategy() {
     let up = upstream();

@@ -778,9 +778,11 @@ mod service {
         assert_eq!(status(&d), 429);
         assert_eq!(d.error, Some(ErrorType::QuotaExceeded));
         assert_eq!(header(&d, "retry-after"), Some("3600"));
+        // The plan and stage tokens the request took went back when the service refused it:
+        // the answer tells what the client has.
         assert_eq!(
             header(&d, "ratelimit"),
-            Some("\"plan\";r=99;t=1, \"stage\";r=999;t=1000, \"quota\";r=0;t=3600")
+            Some("\"plan\";r=100;t=0, \"stage\";r=1000;t=0, \"quota\";r=0;t=3600")
         );
         match &d.outcome {
             Outcome::Respond { body, .. } => {
@@ -1242,4 +1244,51 @@ fn a_handover_is_claimed_only_by_its_own_second_leg() {
     assert!(handover().claimed_by(&leg2()).is_none());
     let no_original = Req::new("GET", "/final").with("x-request-id", "rid-1");
     assert!(handover().claimed_by(&no_original).is_none());
+}
+
+#[test]
+fn a_refused_request_tells_what_it_gave_back() {
+    let gw = Gw::new(
+        r#"{"throttle": {"rate": 0.001, "burst": 5},
+            "routes": [
+              {"match": "GET /pets/{id}", "throttle": {"rate": 0.001, "burst": 2}},
+              {"match": "GET /fail/{id}", "cache": {"unauthorized_strategy": "FAIL_WITH_403"}},
+              {"match": "GET /report/{id}", "enforce": false,
+               "cache": {"unauthorized_strategy": "FAIL_WITH_403"}}],
+            "cache": {"ttl": 60}}"#,
+    );
+    let ok = gw.run(Req::new("GET", "/fail/1"), T0);
+    assert_eq!(header(&ok, "ratelimit"), Some(r#""stage";r=4;t=1000"#));
+    // Refused by the cache after the stage bucket gave a token: it went back, and the 403
+    // says four are left, not three.
+    let denied = gw.run(
+        Req::new("GET", "/fail/1").with("cache-control", "no-cache"),
+        T0,
+    );
+    assert_eq!(status(&denied), 403);
+    assert_eq!(header(&denied, "ratelimit"), Some(r#""stage";r=4;t=1000"#));
+    // Report-only: forwarded, counted as refused, told the same way.
+    let report = gw.run(Req::new("GET", "/report/1").with("pragma", "no-cache"), T0);
+    assert_eq!(status(&report), 200);
+    assert_eq!(header(&report, "ratelimit"), Some(r#""stage";r=4;t=1000"#));
+
+    // Refused by the stage bucket after the route bucket gave a token: the route's token went
+    // back (its bucket is full again), and the 429 says so.
+    let gw = Gw::new(
+        r#"{"throttle": {"rate": 0.001, "burst": 1},
+            "routes": [{"match": "GET /pets/{id}", "throttle": {"rate": 0.001, "burst": 2}}]}"#,
+    );
+    assert_eq!(status(&gw.run(Req::new("GET", "/other"), T0)), 200);
+    let refused = gw.run(Req::new("GET", "/pets/1"), T0);
+    assert_eq!(status(&refused), 429);
+    assert_eq!(
+        header(&refused, "ratelimit"),
+        Some(r#""route";r=2;t=0, "stage";r=0;t=1000"#)
+    );
+    let next = gw.run(Req::new("GET", "/pets/1"), T0);
+    assert_eq!(status(&next), 429);
+    assert_eq!(
+        header(&next, "ratelimit"),
+        Some(r#""route";r=2;t=0, "stage";r=0;t=1000"#)
+    );
 }
