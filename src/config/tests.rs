@@ -535,3 +535,29 @@ fn a_key_given_twice_in_one_object_is_refused() {
         r#"{"throttle": {"rate": 1, "burst": 1}, "client_throttle": {"by": "ip", "rate": 1, "burst": 1}}"#,
     );
 }
+
+#[test]
+fn null_is_absent_and_a_routes_null_inherits_the_stage() {
+    let stage = r#""cors": {"allow_origins": ["https://a.example"]}, "cache": {"ttl": 30}"#;
+    let absent = ok(&format!(
+        r#"{{{stage}, "routes": [{{"match": "GET /a"}}]}}"#
+    ));
+    let null = ok(&format!(
+        r#"{{{stage}, "routes": [{{"match": "GET /a", "cors": null, "cache": null}}]}}"#
+    ));
+    let off = ok(&format!(
+        r#"{{{stage}, "routes": [{{"match": "GET /a", "cors": false, "cache": false}}]}}"#
+    ));
+    assert!(matches!(absent.routes[0].cors, RouteCors::Stage));
+    assert!(matches!(null.routes[0].cors, RouteCors::Stage));
+    assert!(matches!(off.routes[0].cors, RouteCors::Off));
+    let ttl = |c: &Config| c.routes[0].cache.as_ref().map(|p| p.ttl_s);
+    assert_eq!(ttl(&null), ttl(&absent));
+    assert!(ttl(&absent).is_some_and(|t| t > 0));
+    assert!(off.routes[0].cache.as_ref().is_none_or(|p| p.ttl_s == 0));
+    // A top-level null is the default.
+    let c = ok(r#"{"stage": null, "enforce": null, "routes": null}"#);
+    assert_eq!(c.stage, "default");
+    assert!(c.enforce);
+    assert!(c.routes.is_empty());
+}
