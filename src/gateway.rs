@@ -164,12 +164,15 @@ impl Spent {
     /// what it has, not what it would have had if the refusal had cost it.
     fn refund(&self, reports: &mut [PolicyReport]) {
         for r in reports {
-            let gave = match r.name {
-                "plan" => self.plan.is_some(),
-                "route" => self.route.is_some(),
-                "stage" => self.stage,
-                "client" => self.client.is_some(),
-                "quota" => self.quota.is_some(),
+            // The policy names ("plan", "route", "stage", "client", "quota") differ in their
+            // first letter (one byte compared, not five: the module's size budget).
+            let initial = r.name.as_bytes().first().copied();
+            let gave = match initial {
+                Some(b'p') => self.plan.is_some(),
+                Some(b'r') => self.route.is_some(),
+                Some(b's') => self.stage,
+                Some(b'c') => self.client.is_some(),
+                Some(b'q') => self.quota.is_some(),
                 _ => false,
             };
             if !gave {
@@ -177,7 +180,7 @@ impl Spent {
             }
             r.remaining = r.remaining.saturating_add(1).min(r.limit);
             // A bucket is full one token's time sooner (a quota's reset is its window's end).
-            if r.name != "quota" {
+            if initial != Some(b'q') {
                 r.reset_s = if r.remaining >= r.limit {
                     0
                 } else {
@@ -640,46 +643,80 @@ fn local_response(
     }
 }
 
-/// What a request that Envoy sent on to another location (an internal redirect, whose second
-/// leg runs the filter chain again) was charged on its first leg: the rate-limit headers its
-/// answer is to carry.
+/// What the first leg of a request Envoy redirected internally (`internal_redirect_policy`:
+/// Envoy follows the upstream's redirect itself and runs the filter chain again for the new
+/// location) was charged, for its second leg.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Charged {
-    pub response_headers: Vec<(&'static str, String)>,
-    pub service_headers: Vec<(String, String)>,
+    /// The first leg's route.
+    route: Option<usize>,
+    /// What its checks took (given back should the second leg be refused).
+    spent: Spent,
+    /// What its checks told of their policies.
+    reports: Vec<PolicyReport>,
+    /// What report-only mode would have refused it for.
+    error: Option<ErrorType>,
+    /// Headers the rate limit service asked to add to the response.
+    service_headers: Vec<(String, String)>,
 }
 
 impl Charged {
-    /// What `decision` charged, taken from it.
+    /// What `decision` (a forwarded request's) charged, taken from it.
     pub fn take(decision: &mut Decision) -> Charged {
         Charged {
-            response_headers: std::mem::take(&mut decision.response_headers),
+            route: decision.route,
+            spent: std::mem::take(&mut decision.spent),
+            reports: std::mem::take(&mut decision.reports),
+            error: decision.error,
             service_headers: std::mem::take(&mut decision.service_headers),
         }
     }
 }
 
-/// What the first leg of an internal redirect hands its second leg.
+/// What the first leg of an internal redirect hands its second leg, under the stream's start
+/// time (`request.time`), which Envoy copies from the first leg's stream to the second's and
+/// no client can set.
 #[derive(Debug)]
 pub struct Handover {
-    /// The first leg's `x-request-id`, which the second leg carries (Envoy copies the request
-    /// headers).
-    pub request_id: Vec<u8>,
-    /// When the first leg's request headers came (host clock, ns): the client's request
-    /// started then.
+    /// `request.time` of the stream, ns since the epoch.
+    pub stream_start_ns: u64,
+    /// When the first leg's request headers reached the filter (host clock, ns): the client's
+    /// request started then.
     pub started_ns: u64,
     pub charged: Charged,
 }
 
-impl Handover {
-    /// The handover, if `req` is the second leg: it shows the first leg's request id and
-    /// the `x-envoy-original-url` Envoy sets on a followed redirect. A client's own
-    /// `x-envoy-original-url` (Envoy keeps it on requests from internal addresses) does not
-    /// pass: it would also need the request id of the redirect handed over just now.
-    pub fn claimed_by(self, req: &dyn RequestSource) -> Option<Handover> {
-        let followed = req.header("x-envoy-original-url").is_some()
-            && req.header("x-request-id") == Some(self.request_id.as_slice());
-        followed.then_some(self)
+/// Handovers waiting for their second legs: a few, each claimed once by the leg with its
+/// stream start, the oldest given up when a new one needs the room. Envoy runs the second leg
+/// at once on the same worker, so a handover normally waits for no other request; one waits
+/// longer only while a filter before tollgate holds the second leg (an external
+/// authorization call), and is given up unclaimed when tollgate never sees that leg.
+#[derive(Debug, Default)]
+pub struct Handovers {
+    slots: [Option<Handover>; 4],
+}
+
+impl Handovers {
+    /// Keeps `h`, in a free slot or in place of the oldest.
+    pub fn put(&mut self, h: Handover) {
+        let slot = self
+            .slots
+            .iter_mut()
+            .min_by_key(|s| s.as_ref().map_or(0, |o| o.started_ns.saturating_add(1)));
+        if let Some(slot) = slot {
+            *slot = Some(h);
+        }
+    }
+
+    /// The handover of the stream that started at `stream_start_ns`, taken.
+    pub fn claim(&mut self, stream_start_ns: u64) -> Option<Handover> {
+        self.slots
+            .iter_mut()
+            .find(|s| {
+                s.as_ref()
+                    .is_some_and(|h| h.stream_start_ns == stream_start_ns)
+            })?
+            .take()
     }
 }
 
@@ -696,9 +733,11 @@ pub fn decide(
 
 /// Runs the pipeline for one request, or for the second leg of one Envoy redirected
 /// internally (`charged`: what its first leg was charged). That leg is checked as any request
-/// is (route, API key, CORS, cache) but charged nothing: the client made one request, whose
-/// throttle tokens, quota unit and rate limit service call its first leg took. Its answer
-/// carries the first leg's rate-limit headers.
+/// is (route, API key, CORS, cache) but charged only what its first leg was not: the client
+/// made one request, whose stage, plan, client and quota charges and rate limit service call
+/// the first leg took. On another route than the first leg's, it takes that route's throttle
+/// token (when the throttle is checked locally). Its answer carries the rate-limit headers of
+/// both legs' checks; refused, it gives back what both took.
 pub fn decide_leg(
     cfg: &Config,
     keys: &StoreKeys,
@@ -760,9 +799,14 @@ fn plan_cache(cfg: &Config, decision: &mut Decision, req: &dyn RequestSource) {
         Invalidation::Ignore { warn } => (false, warn),
         Invalidation::Deny => {
             let error = ErrorType::CacheInvalidationDenied;
-            // Refused: what the checks took goes back (`decide`), and the answer says so.
-            decision.spent.refund(&mut decision.reports);
-            let rendered = headers::render(cfg.rate_limit_headers, &decision.reports);
+            // Refused: what the checks took goes back (`decide`), and the answer says so. With
+            // a rate limit service call to make, the local checks' reports wait in the call.
+            let reports = match decision.service_call.as_mut() {
+                Some(call) => &mut call.reports,
+                None => &mut decision.reports,
+            };
+            decision.spent.refund(reports);
+            let rendered = headers::render(cfg.rate_limit_headers, reports);
             if route.enforce {
                 decision.outcome = local_response(
                     error,
@@ -808,6 +852,9 @@ fn admit(
         // must not let such a path past a route that enforces.
         let enforced = cfg.enforce || cfg.routes.iter().any(|r| r.enforce);
         let outcome = if enforced {
+            if let Some(mut c) = charged {
+                give_back(cfg, keys, store, &mut c.spent);
+            }
             local_response(ErrorType::BadRequest, Vec::new(), policy.zip(cors.as_ref()))
         } else {
             Outcome::Forward
@@ -882,6 +929,10 @@ fn admit(
     decision.key = key.map(|(i, _)| i);
     if decision.error.is_some() {
         if route.enforce {
+            // A second leg refused here: its first leg's charges go back.
+            if let Some(mut c) = charged {
+                give_back(cfg, keys, store, &mut c.spent);
+            }
             decision.outcome = local_response(
                 ErrorType::InvalidApiKey,
                 Vec::new(),
@@ -890,11 +941,17 @@ fn admit(
         }
         return decision;
     }
-    if let Some(charged) = charged {
-        decision.response_headers = charged.response_headers;
-        decision.service_headers = charged.service_headers;
-        return decision;
-    }
+    // The second leg of an internal redirect starts from what its first leg was charged.
+    let first = charged.is_none();
+    let (first_route, mut reports, mut spent) = match charged {
+        Some(c) => {
+            decision.error = c.error;
+            decision.service_headers = c.service_headers;
+            (Some(c.route), c.reports, c.spent)
+        }
+        None => (None, Vec::new(), Spent::default()),
+    };
+    let check_route = first_route.is_none_or(|r| r != route_idx);
 
     // 3. Throttles, then the quota. A check delegated to the rate limit service runs locally
     //    only in front of the call (`local_first`, buckets only), never instead of it.
@@ -904,7 +961,6 @@ fn admit(
         _ => true,
     };
     let plan = key.and_then(|(_, k)| k.plan).and_then(|p| cfg.plans.get(p));
-    let mut reports: Vec<PolicyReport> = Vec::new();
     let mut failure: Option<(ErrorType, u64)> = None;
     let mut run =
         |check: Check, reports: &mut Vec<PolicyReport>, decision: &mut Decision| match check {
@@ -928,8 +984,7 @@ fn admit(
             }
         };
     let mut passed = true;
-    let mut spent = Spent::default();
-    if let (Some(p), Some((i, _)), true) = (plan, key, local(rls::Check::Plan)) {
+    if let (Some(p), Some((i, _)), true) = (plan, key, first && local(rls::Check::Plan)) {
         if let (Some(spec), Some(k)) = (&p.throttle, keys.plan.get(i)) {
             passed = run(
                 check_bucket("plan", spec, k, store, now_ns),
@@ -939,7 +994,7 @@ fn admit(
             spent.plan = passed.then_some(i);
         }
     }
-    if passed && local(rls::Check::Route) {
+    if passed && check_route && local(rls::Check::Route) {
         if let (Some(spec), Some(i)) = (&route.throttle, route_idx) {
             if let Some(k) = keys.routes.get(i) {
                 passed = run(
@@ -947,11 +1002,14 @@ fn admit(
                     &mut reports,
                     &mut decision,
                 );
-                spent.route = passed.then_some(i);
+                // Refused, a second leg keeps its first leg's route token to give back.
+                if passed {
+                    spent.route = Some(i);
+                }
             }
         }
     }
-    if passed && local(rls::Check::Stage) {
+    if passed && first && local(rls::Check::Stage) {
         if let Some(spec) = &cfg.stage_throttle {
             passed = run(
                 check_bucket("stage", spec, &keys.stage, store, now_ns),
@@ -962,7 +1020,7 @@ fn admit(
         }
     }
     let mut client_identity = None;
-    if passed {
+    if passed && first {
         if let Some(ct) = &cfg.client_throttle {
             let identity = client_identity_of(ct, key.map(|(_, k)| k), req);
             if local(rls::Check::Client) {
@@ -977,7 +1035,7 @@ fn admit(
             client_identity = Some(identity);
         }
     }
-    if passed && local(rls::Check::Quota) {
+    if passed && first && local(rls::Check::Quota) {
         if let (Some(q), Some((i, _))) = (plan.and_then(|p| p.quota), key) {
             if let Some(k) = keys.quota.get(i) {
                 let (check, window) = check_quota(q.limit, q.period, k, store, now_ns);
@@ -988,6 +1046,15 @@ fn admit(
         }
     }
 
+    let pushed_route = !first && reports.last().is_some_and(|r| r.name == "route");
+    if let Some(new) = pushed_route.then(|| reports.pop()).flatten() {
+        // The new route's report takes the place of the first leg's, else joins them.
+        match reports.iter_mut().find(|r| r.name == "route") {
+            Some(old) => *old = new,
+            None => reports.push(new),
+        }
+    }
+
     // A request refused here gets back what the checks before took.
     decision.spent = spent;
     if failure.is_some() {
@@ -995,8 +1062,9 @@ fn admit(
         give_back(cfg, keys, store, &mut decision.spent);
     }
 
-    // 4. The rate limit service, for a request every local check admitted.
-    if let (None, Some(s)) = (failure, svc) {
+    // 4. The rate limit service, for a request every local check admitted (a second leg's
+    //    first leg made the call).
+    if let (None, Some(s), true) = (failure, svc, first) {
         let client = client_identity.as_deref().map(String::from_utf8_lossy);
         let facts = RequestFacts {
             stage: &cfg.stage,
@@ -1097,6 +1165,7 @@ pub fn conclude(
     }
     let rl_headers = headers::render(cfg.rate_limit_headers, &reports);
     decision.service_headers = rls::passed_on(answer.headers, &rl_headers);
+    decision.reports = reports;
     let route = cfg.route(decision.route);
     match answer.refuse {
         Some(error) => {

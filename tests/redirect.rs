@@ -17,7 +17,11 @@ use serde_json::{json, Value};
 /// the rest at once.
 fn redirecting_upstream() -> Upstream {
     Upstream::with(|r| {
-        if r.path.starts_with("/start") {
+        if r.path.starts_with("/away") {
+            Reply::ok("moved")
+                .status(302)
+                .header("location", "http://localhost/untolled")
+        } else if r.path.starts_with("/start") {
             std::thread::sleep(std::time::Duration::from_millis(150));
             Reply::ok("moved")
                 .status(302)
@@ -38,10 +42,17 @@ fn options(cfg: Value, upstream_port: u16) -> EnvoyOptions {
         "route_config": {"virtual_hosts": [{
             "name": "all",
             "domains": ["*"],
-            "routes": [{"match": {"prefix": "/"}, "route": {
-                "cluster": "upstream",
-                "internal_redirect_policy": {"redirect_response_codes": [302]}
-            }}]
+            "routes": [
+                // tollgate is off here: a redirect's second leg to it never reaches tollgate.
+                {"match": {"prefix": "/untolled"}, "route": {"cluster": "upstream"},
+                 "typed_per_filter_config": {"envoy.filters.http.wasm": {
+                     "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+                     "disabled": true}}},
+                {"match": {"prefix": "/"}, "route": {
+                    "cluster": "upstream",
+                    "internal_redirect_policy": {"redirect_response_codes": [302]}
+                }}
+            ]
         }]}
     });
     opts
@@ -108,10 +119,16 @@ fn a_client_cannot_pass_as_a_followed_redirect() {
     let up = redirecting_upstream();
     let cfg = json!({"throttle": {"rate": 0.001, "burst": 2}});
     let envoy = Envoy::start(&options(cfg, up.port));
-    // A followed redirect first, so that a redirect has just been seen on this worker.
-    assert_eq!(envoy.get("/start", &[]).status, 200);
-    // The client sends the header Envoy sets on a followed redirect: still charged.
-    let forged = [("x-envoy-original-url", "http://localhost/start")];
+    // A redirect whose second leg tollgate never sees (tollgate is off on its route): its
+    // handover waits, unclaimed.
+    let r = envoy.get("/away", &[("x-request-id", "rid-forged")]);
+    assert_eq!((r.status, r.text().as_str()), (200, "final"));
+    // The client sends what Envoy sets on a followed redirect, and the same request id:
+    // still charged.
+    let forged = [
+        ("x-envoy-original-url", "http://localhost/away"),
+        ("x-request-id", "rid-forged"),
+    ];
     assert_eq!(envoy.get("/final", &forged).status, 200);
     assert_eq!(envoy.get("/final", &forged).status, 429);
     assert_eq!(envoy.get("/final", &[]).status, 429);

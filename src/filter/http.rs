@@ -117,14 +117,14 @@ impl Main {
         if host::property(b"response\0code_details").as_deref() != Some(b"internal_redirect") {
             return false;
         }
-        let Some(request_id) = host::request_header("x-request-id") else {
+        let Some(stream_start_ns) = host::property_u64(b"request\0time") else {
             return false;
         };
-        self.rt.handover.set(Some(Handover {
-            request_id,
+        self.rt.hand_over(Handover {
+            stream_start_ns,
             started_ns: self.start_ns,
             charged: Charged::take(decision),
-        }));
+        });
         true
     }
 

@@ -39,19 +39,31 @@ pub struct Runtime {
     /// Host ids of the rate limit service's counters ([`metrics::SERVICE_COUNTERS`] order);
     /// empty without a service.
     pub service_ids: Vec<u32>,
-    /// A request Envoy just redirected internally: its second leg, which Envoy starts on this
-    /// worker right after the first one ends, takes it ([`Runtime::followed_redirect`]).
-    pub handover: Cell<Option<gateway::Handover>>,
+    /// Requests Envoy redirected internally, for their second legs, which Envoy runs on this
+    /// worker once the first legs end ([`Runtime::followed_redirect`]).
+    pub handovers: Cell<gateway::Handovers>,
 }
 
 impl Runtime {
-    /// What the first leg of an internal redirect handed over, if `req` is its second leg.
-    /// Envoy ends the first leg (its `on_log`, where the handover is made) and at once, on the
-    /// same thread, runs the second through the filter chain: the next request headers this
-    /// configuration sees take the handover, whoever they belong to, so it never outlives
-    /// that moment.
+    /// What the first leg of an internal redirect handed over, if `req` is its second leg:
+    /// Envoy set `x-envoy-original-url` on it, and its stream started when the first leg's did
+    /// (Envoy copies the start time to the second leg's stream; no client can set it). Other
+    /// requests pay nothing: the property is read only for a request with that header. A
+    /// client's own `x-envoy-original-url` (Envoy keeps it on requests from
+    /// internal addresses) matches no handover.
     pub fn followed_redirect(&self, req: &dyn gateway::RequestSource) -> Option<gateway::Handover> {
-        self.handover.take()?.claimed_by(req)
+        req.header("x-envoy-original-url")?;
+        let mut handovers = self.handovers.take();
+        let claimed = host::property_u64(b"request\0time").and_then(|t| handovers.claim(t));
+        self.handovers.set(handovers);
+        claimed
+    }
+
+    /// Keeps a first leg's handover for its second leg.
+    pub fn hand_over(&self, handover: gateway::Handover) {
+        let mut handovers = self.handovers.take();
+        handovers.put(handover);
+        self.handovers.set(handovers);
     }
 }
 
@@ -149,7 +161,7 @@ impl RootContext for Root {
             metrics,
             metric_ids,
             service_ids,
-            handover: Cell::new(None),
+            handovers: Cell::default(),
         }));
         true
     }

@@ -1183,67 +1183,121 @@ fn every_refusal_gets_a_grpc_status_a_client_does_not_retry_at_once() {
 }
 
 #[test]
-fn a_followed_redirect_is_checked_but_not_charged() {
+fn a_followed_redirect_is_checked_but_not_charged_again() {
     let gw = Gw::new(
+        r#"{"throttle": {"rate": 0.001, "burst": 3},
+            "api_key": {"keys": [{"id": "a", "value": "k-a", "usage_plan": "p"}]},
+            "usage_plans": {"p": {"quota": {"limit": 5, "period": "DAY"}}},
+            "routes": [{"match": "GET /final", "api_key_required": true},
+                       {"match": "GET /moved", "throttle": {"rate": 0.001, "burst": 1}}]}"#,
+    );
+    let keyed = |path: &str| Req::new("GET", path).with("x-api-key", "k-a");
+    let leg =
+        |path: &str, charged| decide_leg(&gw.cfg, &gw.keys, &gw.store, T0, &keyed(path), charged);
+
+    let mut leg1 = gw.run(keyed("/start"), T0);
+    assert_eq!(status(&leg1), 200);
+    let told = header(&leg1, "ratelimit").map(String::from);
+    assert_eq!(
+        told.as_deref(),
+        Some(r#""stage";r=2;t=1000, "quota";r=4;t=28800"#)
+    );
+    // The second leg: checked (its route requires the key, which it has), nothing charged,
+    // the first leg's headers told.
+    let d = leg("/final", Some(Charged::take(&mut leg1)));
+    assert_eq!(status(&d), 200);
+    assert_eq!(header(&d, "ratelimit"), told.as_deref());
+    let fresh = gw.run(keyed("/start"), T0);
+    assert_eq!(
+        header(&fresh, "ratelimit"),
+        Some(r#""stage";r=1;t=2000, "quota";r=3;t=28800"#)
+    );
+
+    // A second leg on a route with its own throttle takes that route's token, and tells it.
+    let mut leg1 = gw.run(keyed("/start"), T0);
+    let d = leg("/moved", Some(Charged::take(&mut leg1)));
+    assert_eq!(status(&d), 200);
+    assert_eq!(
+        header(&d, "ratelimit"),
+        Some(r#""stage";r=0;t=3000, "quota";r=2;t=28800, "route";r=0;t=1000"#)
+    );
+    // Refused there, it gives back what its first leg took.
+    assert_eq!(status(&gw.run(Req::new("GET", "/start"), T0)), 429);
+    let gw2 = Gw::new(
         r#"{"throttle": {"rate": 0.001, "burst": 2},
+            "routes": [{"match": "GET /moved", "throttle": {"rate": 0.001, "burst": 1}}]}"#,
+    );
+    let run2 = |gw: &Gw, path: &str, charged| {
+        decide_leg(
+            &gw.cfg,
+            &gw.keys,
+            &gw.store,
+            T0,
+            &Req::new("GET", path),
+            charged,
+        )
+    };
+    assert_eq!(status(&run2(&gw2, "/moved", None)), 200);
+    let mut leg1 = run2(&gw2, "/start", None);
+    assert_eq!(header(&leg1, "ratelimit"), Some(r#""stage";r=0;t=2000"#));
+    let d = run2(&gw2, "/moved", Some(Charged::take(&mut leg1)));
+    assert_eq!(status(&d), 429);
+    assert_eq!(
+        header(&d, "ratelimit"),
+        Some(r#""stage";r=1;t=1000, "route";r=0;t=1000"#)
+    );
+    assert_eq!(status(&run2(&gw2, "/start", None)), 200);
+
+    // From one throttled route to another: the second route's report replaces the first's.
+    let gw3 = Gw::new(
+        r#"{"routes": [{"match": "GET /a", "throttle": {"rate": 0.001, "burst": 3}},
+                       {"match": "GET /b", "throttle": {"rate": 0.001, "burst": 2}}]}"#,
+    );
+    let mut leg1 = run2(&gw3, "/a", None);
+    assert_eq!(header(&leg1, "ratelimit"), Some(r#""route";r=2;t=1000"#));
+    let d = run2(&gw3, "/b", Some(Charged::take(&mut leg1)));
+    assert_eq!(header(&d, "ratelimit"), Some(r#""route";r=1;t=1000"#));
+    assert_eq!(
+        header(&d, "ratelimit-policy"),
+        Some(r#""route";q=2;w=2000"#)
+    );
+
+    // A second leg refused for its key gives back what its first leg took.
+    let gw = Gw::new(
+        r#"{"throttle": {"rate": 0.001, "burst": 1},
             "api_key": {"keys": [{"id": "a", "value": "k-a"}]},
             "routes": [{"match": "GET /final", "api_key_required": true}]}"#,
     );
-    let first = || {
-        Req::new("GET", "/start")
-            .with("x-api-key", "k-a")
-            .with("x-request-id", "rid-1")
-    };
-    let mut leg1 = gw.run(first(), T0);
+    let mut leg1 = gw.run(Req::new("GET", "/start"), T0);
     assert_eq!(status(&leg1), 200);
-    let told = header(&leg1, "ratelimit").map(String::from);
-    assert!(told
-        .as_deref()
-        .is_some_and(|v| v.starts_with(r#""stage";r=1;"#)));
-    let handover = Handover {
-        request_id: b"rid-1".to_vec(),
-        started_ns: T0,
-        charged: Charged::take(&mut leg1),
-    };
-    // The second leg: Envoy's x-envoy-original-url and the first leg's request id.
-    let leg2 = first()
-        .with(":path", "/final")
-        .with("x-envoy-original-url", "http://localhost/start");
-    let charged = handover.claimed_by(&leg2).map(|h| h.charged);
-    assert!(charged.is_some());
-    let d = decide_leg(&gw.cfg, &gw.keys, &gw.store, T0, &leg2, charged);
-    assert_eq!(status(&d), 200);
-    // The first leg's headers, and no token taken: one is left for the next request.
-    assert_eq!(header(&d, "ratelimit"), told.as_deref());
-    assert_eq!(d.spent, Spent::default());
-    assert_eq!(status(&gw.run(Req::new("GET", "/start"), T0)), 200);
-    assert_eq!(status(&gw.run(Req::new("GET", "/start"), T0)), 429);
-
-    // A followed leg is still checked: a required key missing there is refused.
-    let charged = Some(Charged::default());
-    let keyless = Req::new("GET", "/final").with("x-envoy-original-url", "http://x/start");
+    let keyless = Req::new("GET", "/final");
+    let charged = Some(Charged::take(&mut leg1));
     let d = decide_leg(&gw.cfg, &gw.keys, &gw.store, T0, &keyless, charged);
     assert_eq!(status(&d), 403);
+    assert_eq!(status(&gw.run(Req::new("GET", "/start"), T0)), 200);
 }
 
 #[test]
-fn a_handover_is_claimed_only_by_its_own_second_leg() {
-    let handover = || Handover {
-        request_id: b"rid-1".to_vec(),
-        started_ns: T0,
+fn a_handover_is_claimed_once_by_its_stream_and_the_oldest_gives_way() {
+    let h = |start: u64| Handover {
+        stream_start_ns: start,
+        started_ns: start,
         charged: Charged::default(),
     };
-    let leg2 = || Req::new("GET", "/final").with("x-envoy-original-url", "http://h/start");
-    assert!(handover()
-        .claimed_by(&leg2().with("x-request-id", "rid-1"))
-        .is_some());
-    // Another request id, none, or no x-envoy-original-url: charged as any request.
-    assert!(handover()
-        .claimed_by(&leg2().with("x-request-id", "rid-2"))
-        .is_none());
-    assert!(handover().claimed_by(&leg2()).is_none());
-    let no_original = Req::new("GET", "/final").with("x-request-id", "rid-1");
-    assert!(handover().claimed_by(&no_original).is_none());
+    let mut hs = Handovers::default();
+    hs.put(h(10));
+    assert!(hs.claim(11).is_none());
+    assert_eq!(hs.claim(10).map(|h| h.stream_start_ns), Some(10));
+    assert!(hs.claim(10).is_none());
+    // Four wait at most; a fifth takes the oldest's place.
+    for t in [5, 1, 3, 4, 2] {
+        hs.put(h(t));
+    }
+    assert!(hs.claim(1).is_none());
+    for t in [5, 3, 4, 2] {
+        assert!(hs.claim(t).is_some(), "{t}");
+        assert!(hs.claim(t).is_none(), "{t}");
+    }
 }
 
 #[test]
