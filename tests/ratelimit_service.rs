@@ -511,3 +511,34 @@ fn a_client_that_leaves_while_the_service_thinks_is_still_counted_and_logged() {
     assert_eq!(r.status, 200, "{}", r.text());
     envoy.assert_no_wasm_failure();
 }
+
+/// Envoy's stream idle timeout fires while the filter waits for the service: Envoy answers
+/// 504, and the record tells no integration (the upstream was never asked), neither a
+/// latency nor an INTEGRATION_TIMEOUT.
+#[test]
+fn a_timeout_while_waiting_for_the_service_is_not_the_integrations() {
+    let redis = Redis::start();
+    let limits = json!([{
+        "namespace": "tollgate", "max_value": 100, "seconds": 60,
+        "conditions": ["descriptors[0].quota == 'DAY'"],
+        "variables": ["descriptors[0].api_key_id"]
+    }]);
+    let rls = Rls::start(&redis, &limits, 1500);
+    let up = Upstream::start();
+    let mut cfg = plugin(service("deny", 5000));
+    cfg["access_log"] = json!({"format": "json"});
+    let mut opts = EnvoyOptions::new(cfg, up.port);
+    opts.extra_clusters = vec![grpc_cluster("ratelimit", rls.port)];
+    opts.hcm_extra = json!({"stream_idle_timeout": "0.3s", "delayed_close_timeout": "0s"});
+    let envoy = Envoy::start(&opts);
+    let r = envoy.get("/pets", &[("x-api-key", "k-team-a")]);
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(up.count(), 0);
+    let recs = wait_records(&envoy, 1);
+    assert_eq!(recs.len(), 1, "{recs:#?}");
+    let rec = &recs[0];
+    assert_eq!(rec["status"], 504, "{rec}");
+    assert_eq!(rec["integrationLatency"], Value::Null, "{rec}");
+    assert_eq!(rec["error.responseType"], Value::Null, "{rec}");
+    envoy.assert_no_wasm_failure();
+}

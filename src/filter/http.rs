@@ -84,15 +84,18 @@ impl Main {
         if self.hand_over() {
             return;
         }
+        let mut timing = self.timing();
         // The stream ended while the filter waited for the rate limit service (the client
-        // went away): observed as it stands, so the request is still counted and logged.
+        // went away, or a timeout of Envoy's answered): observed as it stands, so the request
+        // is still counted and logged, with no integration (it never went upstream).
         if let (Some(waiting), Some(decision)) = (self.waiting.take(), &self.decision) {
             self.obs = Observation::on_request(&self.rt, decision, waiting.req);
+            timing.local_reply = true;
         }
         self.obs.on_log(
             &self.rt,
             self.decision.as_ref(),
-            &self.timing(),
+            &timing,
             self.status,
             self.response_length,
         );

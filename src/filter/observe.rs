@@ -38,7 +38,8 @@ pub struct Timing {
     pub forward_ns: u64,
     /// Response headers reached the filter.
     pub response_ns: u64,
-    /// The filter answered the request itself (no integration).
+    /// No integration: the filter answered the request itself, or the stream ended while it
+    /// waited for the rate limit service.
     pub local_reply: bool,
 }
 
