@@ -151,6 +151,9 @@ pub struct Spent {
     plan: Option<usize>,
     /// The route (index) whose bucket gave a token.
     route: Option<usize>,
+    /// The routes of earlier legs of an internal redirect whose buckets gave a token (given
+    /// back with the rest; the answer's `"route"` item is the last route's).
+    earlier_routes: [Option<usize>; 3],
     stage: bool,
     /// The client slot whose bucket gave a token.
     client: Option<u32>,
@@ -159,6 +162,16 @@ pub struct Spent {
 }
 
 impl Spent {
+    /// A redirect's next leg checks its own route: the route token taken so far becomes an
+    /// earlier leg's.
+    fn next_leg(&mut self) {
+        if let Some(r) = self.route.take() {
+            if let Some(slot) = self.earlier_routes.iter_mut().find(|s| s.is_none()) {
+                *slot = Some(r);
+            }
+        }
+    }
+
     /// The reports of the policies that gave something, as they stand once it is given back
     /// (one more remaining, at most the limit): a refused request's answer tells the client
     /// what it has, not what it would have had if the refusal had cost it.
@@ -209,7 +222,7 @@ fn give_back(cfg: &Config, keys: &StoreKeys, store: &dyn SharedStore, spent: &mu
             bucket(key, &spec);
         }
     }
-    if let Some(i) = spent.route {
+    for &i in spent.earlier_routes.iter().chain([&spent.route]).flatten() {
         if let (Some(spec), Some(key)) = (
             cfg.routes.get(i).and_then(|r| r.throttle),
             keys.routes.get(i),
@@ -643,36 +656,6 @@ fn local_response(
     }
 }
 
-/// What the first leg of a request Envoy redirected internally (`internal_redirect_policy`:
-/// Envoy follows the upstream's redirect itself and runs the filter chain again for the new
-/// location) was charged, for its second leg.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Charged {
-    /// The first leg's route.
-    route: Option<usize>,
-    /// What its checks took (given back should the second leg be refused).
-    spent: Spent,
-    /// What its checks told of their policies.
-    reports: Vec<PolicyReport>,
-    /// What report-only mode would have refused it for.
-    error: Option<ErrorType>,
-    /// Headers the rate limit service asked to add to the response.
-    service_headers: Vec<(String, String)>,
-}
-
-impl Charged {
-    /// What `decision` (a forwarded request's) charged, taken from it.
-    pub fn take(decision: &mut Decision) -> Charged {
-        Charged {
-            route: decision.route,
-            spent: std::mem::take(&mut decision.spent),
-            reports: std::mem::take(&mut decision.reports),
-            error: decision.error,
-            service_headers: std::mem::take(&mut decision.service_headers),
-        }
-    }
-}
-
 /// What the first leg of an internal redirect hands its second leg, under the stream's start
 /// time (`request.time`), which Envoy copies from the first leg's stream to the second's and
 /// no client can set.
@@ -683,40 +666,63 @@ pub struct Handover {
     /// When the first leg's request headers reached the filter (host clock, ns): the client's
     /// request started then.
     pub started_ns: u64,
-    pub charged: Charged,
+    /// The first leg's decision: what it charged (tokens, quota, rate limit service headers)
+    /// and told (its policies' reports, a report-only error), for the second leg to go on from.
+    pub first_leg: Decision,
 }
 
-/// Handovers waiting for their second legs: a few, each claimed once by the leg with its
-/// stream start, the oldest given up when a new one needs the room. Envoy runs the second leg
-/// at once on the same worker, so a handover normally waits for no other request; one waits
-/// longer only while a filter before tollgate holds the second leg (an external
-/// authorization call), and is given up unclaimed when tollgate never sees that leg.
+/// Handovers waiting for their second legs, each claimed once by the leg with its stream
+/// start. Envoy runs the second leg at once on the same worker, so a handover normally waits
+/// for no other request. One waits longer while a filter before tollgate holds the second leg
+/// (an external authorization call), and one whose leg tollgate never sees (the filter off on
+/// that route, an earlier filter answering it) is given up after [`HANDOVER_WAIT_NS`].
 #[derive(Debug, Default)]
 pub struct Handovers {
-    slots: [Option<Handover>; 4],
+    waiting: Vec<Handover>,
 }
 
+/// At most this many handovers wait (per configuration and worker); one more is given up (its
+/// second leg is then charged as a request of its own).
+pub const HANDOVERS_MAX: usize = 64;
+/// How long a handover waits for its second leg.
+pub const HANDOVER_WAIT_NS: u64 = 10_000_000_000;
+
 impl Handovers {
-    /// Keeps `h`, in a free slot or in place of the oldest.
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
     pub fn put(&mut self, h: Handover) {
-        let slot = self
-            .slots
-            .iter_mut()
-            .min_by_key(|s| s.as_ref().map_or(0, |o| o.started_ns.saturating_add(1)));
-        if let Some(slot) = slot {
-            *slot = Some(h);
+        if self.waiting.len() < HANDOVERS_MAX {
+            self.waiting.push(h);
         }
     }
 
-    /// The handover of the stream that started at `stream_start_ns`, taken.
-    pub fn claim(&mut self, stream_start_ns: u64) -> Option<Handover> {
-        self.slots
-            .iter_mut()
-            .find(|s| {
-                s.as_ref()
-                    .is_some_and(|h| h.stream_start_ns == stream_start_ns)
-            })?
-            .take()
+    /// The handover at `i` (a valid index), taken; the last one takes its place.
+    fn take_at(&mut self, i: usize) -> Option<Handover> {
+        let last = self.waiting.pop()?;
+        match self.waiting.get_mut(i) {
+            Some(slot) => Some(std::mem::replace(slot, last)),
+            None => Some(last),
+        }
+    }
+
+    /// The handover of the stream that started at `stream_start_ns`, taken; the ones that
+    /// waited too long by `now_ns` are given up.
+    pub fn claim(&mut self, stream_start_ns: u64, now_ns: u64) -> Option<Handover> {
+        let mut found = None;
+        let mut i = 0;
+        while let Some(h) = self.waiting.get(i) {
+            let expired = now_ns.saturating_sub(h.started_ns) >= HANDOVER_WAIT_NS;
+            if expired {
+                self.take_at(i);
+            } else if h.stream_start_ns == stream_start_ns && found.is_none() {
+                found = self.take_at(i);
+            } else {
+                i += 1;
+            }
+        }
+        found
     }
 }
 
@@ -732,7 +738,8 @@ pub fn decide(
 }
 
 /// Runs the pipeline for one request, or for the second leg of one Envoy redirected
-/// internally (`charged`: what its first leg was charged). That leg is checked as any request
+/// internally (`first_leg`: its first leg's decision; Envoy follows the upstream's redirect
+/// itself, `internal_redirect_policy`, and runs the filter chain again for the new location). That leg is checked as any request
 /// is (route, API key, CORS, cache) but charged only what its first leg was not: the client
 /// made one request, whose stage, plan, client and quota charges and rate limit service call
 /// the first leg took. On another route than the first leg's, it takes that route's throttle
@@ -744,18 +751,20 @@ pub fn decide_leg(
     store: &dyn SharedStore,
     now_ns: u64,
     req: &dyn RequestSource,
-    charged: Option<Charged>,
+    first_leg: Option<Decision>,
 ) -> Decision {
-    let mut decision = admit(cfg, keys, store, now_ns, req, charged);
+    let mut decision = admit(cfg, keys, store, now_ns, req, first_leg);
     if decision.outcome == Outcome::Forward && cfg.caching {
         plan_cache(cfg, &mut decision, req);
-        if decision.error == Some(ErrorType::CacheInvalidationDenied) {
-            // Refused (or, report-only, counted as refused): nothing spent.
-            give_back(cfg, keys, store, &mut decision.spent);
-        }
         if decision.outcome != Outcome::Forward {
             decision.service_call = None;
         }
+    }
+    // Refused, or in report-only mode counted as refused: nothing spent. That is what the
+    // throttles took before one refused, what the checks took before the cache refused, and
+    // what a redirect's first leg took when its second leg is refused for its path or key.
+    if decision.error.is_some() || decision.outcome != Outcome::Forward {
+        give_back(cfg, keys, store, &mut decision.spent);
     }
     decision
 }
@@ -838,7 +847,7 @@ fn admit(
     store: &dyn SharedStore,
     now_ns: u64,
     req: &dyn RequestSource,
-    charged: Option<Charged>,
+    first_leg: Option<Decision>,
 ) -> Decision {
     let method = req.header(":method").unwrap_or_default();
     let path = req.header(":path").unwrap_or_default();
@@ -852,14 +861,15 @@ fn admit(
         // must not let such a path past a route that enforces.
         let enforced = cfg.enforce || cfg.routes.iter().any(|r| r.enforce);
         let outcome = if enforced {
-            if let Some(mut c) = charged {
-                give_back(cfg, keys, store, &mut c.spent);
-            }
             local_response(ErrorType::BadRequest, Vec::new(), policy.zip(cors.as_ref()))
         } else {
             Outcome::Forward
         };
-        return Decision::new(outcome, None, Some(ErrorType::BadRequest), cors);
+        let mut decision = Decision::new(outcome, None, Some(ErrorType::BadRequest), cors);
+        if let (true, Some(c)) = (enforced, &first_leg) {
+            decision.spent = c.spent;
+        }
+        return decision;
     }
 
     // 1. CORS preflight, routed by the method it asks about. On a route with CORS off the
@@ -929,9 +939,9 @@ fn admit(
     decision.key = key.map(|(i, _)| i);
     if decision.error.is_some() {
         if route.enforce {
-            // A second leg refused here: its first leg's charges go back.
-            if let Some(mut c) = charged {
-                give_back(cfg, keys, store, &mut c.spent);
+            // A second leg refused here: its first leg's charges go back (`decide_leg`).
+            if let Some(c) = &first_leg {
+                decision.spent = c.spent;
             }
             decision.outcome = local_response(
                 ErrorType::InvalidApiKey,
@@ -942,8 +952,8 @@ fn admit(
         return decision;
     }
     // The second leg of an internal redirect starts from what its first leg was charged.
-    let first = charged.is_none();
-    let (first_route, mut reports, mut spent) = match charged {
+    let first = first_leg.is_none();
+    let (first_route, mut reports, mut spent) = match first_leg {
         Some(c) => {
             decision.error = c.error;
             decision.service_headers = c.service_headers;
@@ -997,15 +1007,17 @@ fn admit(
     if passed && check_route && local(rls::Check::Route) {
         if let (Some(spec), Some(i)) = (&route.throttle, route_idx) {
             if let Some(k) = keys.routes.get(i) {
+                // A redirect's next leg: its route's report replaces the earlier leg's.
+                if let Some(at) = reports.iter().position(|r| r.name == "route") {
+                    reports.swap_remove(at);
+                }
+                spent.next_leg();
                 passed = run(
                     check_bucket("route", spec, k, store, now_ns),
                     &mut reports,
                     &mut decision,
                 );
-                // Refused, a second leg keeps its first leg's route token to give back.
-                if passed {
-                    spent.route = Some(i);
-                }
+                spent.route = passed.then_some(i);
             }
         }
     }
@@ -1046,20 +1058,11 @@ fn admit(
         }
     }
 
-    let pushed_route = !first && reports.last().is_some_and(|r| r.name == "route");
-    if let Some(new) = pushed_route.then(|| reports.pop()).flatten() {
-        // The new route's report takes the place of the first leg's, else joins them.
-        match reports.iter_mut().find(|r| r.name == "route") {
-            Some(old) => *old = new,
-            None => reports.push(new),
-        }
-    }
-
-    // A request refused here gets back what the checks before took.
+    // A request refused here gets back what the checks before took (`decide_leg`), and its
+    // answer says so.
     decision.spent = spent;
     if failure.is_some() {
         decision.spent.refund(&mut reports);
-        give_back(cfg, keys, store, &mut decision.spent);
     }
 
     // 4. The rate limit service, for a request every local check admitted (a second leg's

@@ -134,3 +134,129 @@ fn a_client_cannot_pass_as_a_followed_redirect() {
     assert_eq!(envoy.get("/final", &[]).status, 429);
     envoy.assert_no_wasm_failure();
 }
+
+/// The stage bucket's remaining tokens, told by a plain request (which takes one).
+fn stage_remaining(envoy: &Envoy) -> u64 {
+    let r = envoy.get("/plain", &[]);
+    let v = r.header("ratelimit").unwrap_or_default().to_string();
+    let r = v
+        .strip_prefix(r#""stage";r="#)
+        .and_then(|rest| rest.split(';').next())
+        .unwrap_or_else(|| panic!("no stage item in {v:?}"));
+    r.parse().unwrap()
+}
+
+/// An external authorization filter before tollgate holds every leg for 200 ms, so second
+/// legs reach tollgate late, after other requests on the same worker: each is still matched to
+/// its own first leg.
+#[test]
+fn second_legs_held_by_an_earlier_filter_are_still_charged_once() {
+    let up = redirecting_upstream();
+    let authz = Upstream::with(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        Reply::ok("")
+    });
+    let cfg = json!({
+        "stage": "prod",
+        "throttle": {"rate": 0.001, "burst": 100},
+        "access_log": {"format": "json"}
+    });
+    let mut opts = options(cfg, up.port);
+    opts.concurrency = 1;
+    let mut boot = bootstrap(&opts);
+    let filters = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["http_filters"]
+        .as_array_mut()
+        .unwrap();
+    filters.insert(
+        0,
+        json!({"name": "envoy.filters.http.ext_authz", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+            "transport_api_version": "V3",
+            "http_service": {"server_uri": {
+                "uri": format!("http://127.0.0.1:{}", authz.port),
+                "cluster": "authz",
+                "timeout": "5s"
+            }}
+        }}),
+    );
+    boot["static_resources"]["clusters"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({
+            "name": "authz", "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": "authz", "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {
+                    "address": "127.0.0.1", "port_value": authz.port}}}}
+            ]}]}
+        }));
+    let envoy = Envoy::try_start_bootstrap(&boot, 1)
+        .unwrap_or_else(|f| panic!("Envoy did not start (exit {:?}):\n{}", f.exit, f.log));
+    let port = envoy.port;
+    let mut paths = vec!["/start"; 12];
+    paths.extend(["/plain"; 4]);
+    let clients: Vec<_> = paths
+        .into_iter()
+        .map(|p| std::thread::spawn(move || request(port, "GET", p, &[]).status))
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().unwrap(), 200);
+    }
+    // 16 client requests took 16 tokens; the 17th, plain, sees 100 - 17 left.
+    assert_eq!(stage_remaining(&envoy), 83);
+    wait_records(&envoy, 17);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let recs = records(&envoy);
+    assert_eq!(recs.len(), 17, "{recs:#?}");
+    assert!(recs.iter().all(|r| r["status"] == 200), "{recs:#?}");
+    envoy.assert_no_wasm_failure();
+}
+
+/// Envoy's custom_response filter (after tollgate) turns an upstream 500 into a redirect to
+/// an error page: an internal redirect without `x-envoy-original-url`. Still one charge and
+/// one record per client request.
+#[test]
+fn a_custom_response_redirect_is_charged_and_logged_once() {
+    let up = Upstream::with(|r| {
+        if r.path.starts_with("/boom") {
+            Reply::ok("broken").status(500)
+        } else {
+            Reply::ok("error page")
+        }
+    });
+    let cfg = json!({
+        "stage": "prod",
+        "throttle": {"rate": 0.001, "burst": 100},
+        "access_log": {"format": "json"}
+    });
+    let mut opts = options(cfg, up.port);
+    opts.extra_filters = vec![json!({
+        "name": "envoy.filters.http.custom_response",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.custom_response.v3.CustomResponse",
+            "custom_response_matcher": {"matcher_list": {"matchers": [{
+                "predicate": {"single_predicate": {
+                    "input": {"name": "status_code", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpResponseStatusCodeMatchInput"}},
+                    "value_match": {"exact": "500"}}},
+                "on_match": {"action": {"name": "redirect", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.http.custom_response.redirect_policy.v3.RedirectPolicy",
+                    "status_code": 503,
+                    "uri": "http://localhost/error-page"}}}
+            }]}}
+        }
+    })];
+    let envoy = Envoy::start(&opts);
+    for _ in 0..2 {
+        let r = envoy.get("/boom", &[]);
+        assert_eq!((r.status, r.text().as_str()), (503, "error page"));
+    }
+    assert_eq!(up.count(), 4, "two legs per request");
+    assert_eq!(stage_remaining(&envoy), 97);
+    wait_records(&envoy, 3);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let recs = records(&envoy);
+    let statuses: Vec<u64> = recs.iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [503, 503, 200], "{recs:#?}");
+    envoy.assert_no_wasm_failure();
+}

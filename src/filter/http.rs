@@ -10,7 +10,7 @@ use super::observe::{Observation, Timing};
 use super::Runtime;
 use crate::access_log::{self, Field};
 use crate::cors::{self, ActualCors, CorsPolicy};
-use crate::gateway::{self, Charged, Decision, Handover, Outcome, ServiceCall, ServiceResult};
+use crate::gateway::{self, Decision, Handover, Outcome, ServiceCall, ServiceResult};
 use crate::header_pairs::HeaderPairs;
 use crate::host::{self, HostRequest, HostStore};
 use crate::metrics;
@@ -110,23 +110,27 @@ impl Main {
         if self.status.is_some() || self.local_reply {
             return false;
         }
-        let Some(decision) = self
+        // (A request still waiting for the rate limit service never reached the router, so
+        // Envoy cannot have redirected it.)
+        let forwarded = self
             .decision
-            .as_mut()
-            .filter(|d| d.outcome == Outcome::Forward && self.waiting.is_none())
-        else {
-            return false;
-        };
-        if host::property(b"response\0code_details").as_deref() != Some(b"internal_redirect") {
+            .as_ref()
+            .is_some_and(|d| d.outcome == Outcome::Forward);
+        if !forwarded
+            || host::property(b"response\0code_details").as_deref() != Some(b"internal_redirect")
+        {
             return false;
         }
         let Some(stream_start_ns) = host::property_u64(b"request\0time") else {
             return false;
         };
+        let Some(first_leg) = self.decision.take() else {
+            return false;
+        };
         self.rt.hand_over(Handover {
             stream_start_ns,
             started_ns: self.start_ns,
-            charged: Charged::take(decision),
+            first_leg,
         });
         true
     }
@@ -383,11 +387,11 @@ impl HttpContext for Main {
         self.start_ns = host::now_ns();
         self.forward_ns = self.start_ns;
         let req = HostRequest::read();
-        let followed = rt.followed_redirect(&req);
+        let followed = rt.followed_redirect(self.start_ns);
         // The second leg of an internal redirect: the client's request started with the first.
-        let charged = followed.map(|h| {
+        let first_leg = followed.map(|h| {
             self.start_ns = h.started_ns;
-            h.charged
+            h.first_leg
         });
         let mut decision = gateway::decide_leg(
             &rt.config,
@@ -395,7 +399,7 @@ impl HttpContext for Main {
             &HostStore,
             self.start_ns,
             &req,
-            charged,
+            first_leg,
         );
         if let Some(why) = decision.store_failure {
             host::log(LogLevel::Warn, &format!("tollgate: {why}"));

@@ -45,16 +45,18 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// What the first leg of an internal redirect handed over, if `req` is its second leg:
-    /// Envoy set `x-envoy-original-url` on it, and its stream started when the first leg's did
-    /// (Envoy copies the start time to the second leg's stream; no client can set it). Other
-    /// requests pay nothing: the property is read only for a request with that header. A
-    /// client's own `x-envoy-original-url` (Envoy keeps it on requests from
-    /// internal addresses) matches no handover.
-    pub fn followed_redirect(&self, req: &dyn gateway::RequestSource) -> Option<gateway::Handover> {
-        req.header("x-envoy-original-url")?;
+    /// What the first leg of an internal redirect handed over, if the request whose headers
+    /// came at `now_ns` is its second leg: its stream started when the first leg's did (Envoy
+    /// copies the start time to the second leg's stream; no client can set it). Not every
+    /// redirect sets `x-envoy-original-url` (Envoy's `custom_response` does not), so the
+    /// time alone decides. Requests pay nothing while no handover waits.
+    pub fn followed_redirect(&self, now_ns: u64) -> Option<gateway::Handover> {
         let mut handovers = self.handovers.take();
-        let claimed = host::property_u64(b"request\0time").and_then(|t| handovers.claim(t));
+        let claimed = if handovers.is_empty() {
+            None
+        } else {
+            host::property_u64(b"request\0time").and_then(|t| handovers.claim(t, now_ns))
+        };
         self.handovers.set(handovers);
         claimed
     }

@@ -1195,7 +1195,7 @@ fn a_followed_redirect_is_checked_but_not_charged_again() {
     let leg =
         |path: &str, charged| decide_leg(&gw.cfg, &gw.keys, &gw.store, T0, &keyed(path), charged);
 
-    let mut leg1 = gw.run(keyed("/start"), T0);
+    let leg1 = gw.run(keyed("/start"), T0);
     assert_eq!(status(&leg1), 200);
     let told = header(&leg1, "ratelimit").map(String::from);
     assert_eq!(
@@ -1204,7 +1204,7 @@ fn a_followed_redirect_is_checked_but_not_charged_again() {
     );
     // The second leg: checked (its route requires the key, which it has), nothing charged,
     // the first leg's headers told.
-    let d = leg("/final", Some(Charged::take(&mut leg1)));
+    let d = leg("/final", Some(leg1));
     assert_eq!(status(&d), 200);
     assert_eq!(header(&d, "ratelimit"), told.as_deref());
     let fresh = gw.run(keyed("/start"), T0);
@@ -1214,8 +1214,8 @@ fn a_followed_redirect_is_checked_but_not_charged_again() {
     );
 
     // A second leg on a route with its own throttle takes that route's token, and tells it.
-    let mut leg1 = gw.run(keyed("/start"), T0);
-    let d = leg("/moved", Some(Charged::take(&mut leg1)));
+    let leg1 = gw.run(keyed("/start"), T0);
+    let d = leg("/moved", Some(leg1));
     assert_eq!(status(&d), 200);
     assert_eq!(
         header(&d, "ratelimit"),
@@ -1238,9 +1238,9 @@ fn a_followed_redirect_is_checked_but_not_charged_again() {
         )
     };
     assert_eq!(status(&run2(&gw2, "/moved", None)), 200);
-    let mut leg1 = run2(&gw2, "/start", None);
+    let leg1 = run2(&gw2, "/start", None);
     assert_eq!(header(&leg1, "ratelimit"), Some(r#""stage";r=0;t=2000"#));
-    let d = run2(&gw2, "/moved", Some(Charged::take(&mut leg1)));
+    let d = run2(&gw2, "/moved", Some(leg1));
     assert_eq!(status(&d), 429);
     assert_eq!(
         header(&d, "ratelimit"),
@@ -1253,9 +1253,9 @@ fn a_followed_redirect_is_checked_but_not_charged_again() {
         r#"{"routes": [{"match": "GET /a", "throttle": {"rate": 0.001, "burst": 3}},
                        {"match": "GET /b", "throttle": {"rate": 0.001, "burst": 2}}]}"#,
     );
-    let mut leg1 = run2(&gw3, "/a", None);
+    let leg1 = run2(&gw3, "/a", None);
     assert_eq!(header(&leg1, "ratelimit"), Some(r#""route";r=2;t=1000"#));
-    let d = run2(&gw3, "/b", Some(Charged::take(&mut leg1)));
+    let d = run2(&gw3, "/b", Some(leg1));
     assert_eq!(header(&d, "ratelimit"), Some(r#""route";r=1;t=1000"#));
     assert_eq!(
         header(&d, "ratelimit-policy"),
@@ -1268,35 +1268,78 @@ fn a_followed_redirect_is_checked_but_not_charged_again() {
             "api_key": {"keys": [{"id": "a", "value": "k-a"}]},
             "routes": [{"match": "GET /final", "api_key_required": true}]}"#,
     );
-    let mut leg1 = gw.run(Req::new("GET", "/start"), T0);
+    let leg1 = gw.run(Req::new("GET", "/start"), T0);
     assert_eq!(status(&leg1), 200);
     let keyless = Req::new("GET", "/final");
-    let charged = Some(Charged::take(&mut leg1));
+    let charged = Some(leg1);
     let d = decide_leg(&gw.cfg, &gw.keys, &gw.store, T0, &keyless, charged);
     assert_eq!(status(&d), 403);
     assert_eq!(status(&gw.run(Req::new("GET", "/start"), T0)), 200);
 }
 
 #[test]
-fn a_handover_is_claimed_once_by_its_stream_and_the_oldest_gives_way() {
-    let h = |start: u64| Handover {
+fn a_handover_is_claimed_once_by_its_stream_and_waits_a_bounded_time() {
+    let h = |start: u64, at: u64| Handover {
         stream_start_ns: start,
-        started_ns: start,
-        charged: Charged::default(),
+        started_ns: at,
+        first_leg: Decision::new(Outcome::Forward, None, None, None),
     };
     let mut hs = Handovers::default();
-    hs.put(h(10));
-    assert!(hs.claim(11).is_none());
-    assert_eq!(hs.claim(10).map(|h| h.stream_start_ns), Some(10));
-    assert!(hs.claim(10).is_none());
-    // Four wait at most; a fifth takes the oldest's place.
-    for t in [5, 1, 3, 4, 2] {
-        hs.put(h(t));
+    assert!(hs.is_empty());
+    hs.put(h(10, T0));
+    assert!(hs.claim(11, T0).is_none());
+    assert_eq!(hs.claim(10, T0).map(|h| h.stream_start_ns), Some(10));
+    assert!(hs.claim(10, T0).is_none());
+    assert!(hs.is_empty());
+    // Several wait at once (second legs held by an earlier filter), each for its own stream.
+    for t in [5, 1, 3] {
+        hs.put(h(t, T0));
     }
-    assert!(hs.claim(1).is_none());
-    for t in [5, 3, 4, 2] {
-        assert!(hs.claim(t).is_some(), "{t}");
-        assert!(hs.claim(t).is_none(), "{t}");
+    assert_eq!(hs.claim(3, T0 + SEC).map(|h| h.stream_start_ns), Some(3));
+    // One never claimed is given up after the wait.
+    assert!(hs.claim(1, T0 + HANDOVER_WAIT_NS).is_none());
+    assert!(hs.is_empty());
+    // Bounded: when full, one more is given up.
+    for t in 0..=HANDOVERS_MAX as u64 {
+        hs.put(h(t + 100, T0 + t));
+    }
+    assert!(hs.claim(100 + HANDOVERS_MAX as u64, T0).is_none());
+    assert!(hs.claim(100, T0).is_some());
+    assert!(hs.claim(99 + HANDOVERS_MAX as u64, T0).is_some());
+    assert!(hs.claim(101, T0).is_some());
+}
+
+#[test]
+fn a_redirect_chain_refused_on_its_last_leg_gives_back_every_legs_route_token() {
+    let gw = Gw::new(
+        r#"{"routes": [{"match": "GET /a", "throttle": {"rate": 0.001, "burst": 5}},
+                       {"match": "GET /b", "throttle": {"rate": 0.001, "burst": 5}},
+                       {"match": "GET /c", "throttle": {"rate": 0.001, "burst": 1}}]}"#,
+    );
+    let leg = |path: &str, charged| {
+        decide_leg(
+            &gw.cfg,
+            &gw.keys,
+            &gw.store,
+            T0,
+            &Req::new("GET", path),
+            charged,
+        )
+    };
+    assert_eq!(status(&leg("/c", None)), 200);
+    let a = leg("/a", None);
+    let b = leg("/b", Some(a));
+    assert_eq!(status(&b), 200);
+    let c = leg("/c", Some(b));
+    assert_eq!(status(&c), 429);
+    // Both /a and /b have their token back: four left after the next request on each.
+    for path in ["/a", "/b"] {
+        let d = leg(path, None);
+        assert!(
+            header(&d, "ratelimit").is_some_and(|v| v.starts_with(r#""route";r=4;"#)),
+            "{path}: {:?}",
+            header(&d, "ratelimit")
+        );
     }
 }
 
