@@ -171,36 +171,22 @@ impl Spent {
             }
         }
     }
+}
 
-    /// The reports of the policies that gave something, as they stand once it is given back
-    /// (one more remaining, at most the limit): a refused request's answer tells the client
-    /// what it has, not what it would have had if the refusal had cost it.
-    fn refund(&self, reports: &mut [PolicyReport]) {
-        for r in reports {
-            // The policy names ("plan", "route", "stage", "client", "quota") differ in their
-            // first letter (one byte compared, not five: the module's size budget).
-            let initial = r.name.as_bytes().first().copied();
-            let gave = match initial {
-                Some(b'p') => self.plan.is_some(),
-                Some(b'r') => self.route.is_some(),
-                Some(b's') => self.stage,
-                Some(b'c') => self.client.is_some(),
-                Some(b'q') => self.quota.is_some(),
-                _ => false,
+/// The reports of policies whose checks passed (each took a token or a quota unit), as they
+/// stand once a refused request gives that back: one more remaining, at most the limit, and a
+/// bucket full again is full now (a quota's reset is its window's end). A refused request's
+/// answer tells the client what it has, not what it would have had if the refusal had cost it.
+fn refund(passed: &mut [PolicyReport]) {
+    for r in passed {
+        r.remaining = r.remaining.saturating_add(1).min(r.limit);
+        if r.name != "quota" {
+            r.reset_s = if r.remaining >= r.limit {
+                0
+            } else {
+                let token_s = r.window_s.checked_div(r.limit).unwrap_or(0);
+                r.reset_s.saturating_sub(token_s)
             };
-            if !gave {
-                continue;
-            }
-            r.remaining = r.remaining.saturating_add(1).min(r.limit);
-            // A bucket is full one token's time sooner (a quota's reset is its window's end).
-            if initial != Some(b'q') {
-                r.reset_s = if r.remaining >= r.limit {
-                    0
-                } else {
-                    let token_s = r.window_s.checked_div(r.limit).unwrap_or(0);
-                    r.reset_s.saturating_sub(token_s)
-                };
-            }
         }
     }
 }
@@ -666,6 +652,8 @@ pub struct Handover {
     /// When the first leg's request headers reached the filter (host clock, ns): the client's
     /// request started then.
     pub started_ns: u64,
+    /// When the first leg handed over (host clock, ns): the wait starts then.
+    pub left_ns: u64,
     /// The first leg's decision: what it charged (tokens, quota, rate limit service headers)
     /// and told (its policies' reports, a report-only error), for the second leg to go on from.
     pub first_leg: Decision,
@@ -692,6 +680,8 @@ impl Handovers {
         self.waiting.is_empty()
     }
 
+    /// Keeps `h` if fewer than [`HANDOVERS_MAX`] wait. (The ones that waited too long are
+    /// given up by [`Handovers::claim`], which every request's headers run while any waits.)
     pub fn put(&mut self, h: Handover) {
         if self.waiting.len() < HANDOVERS_MAX {
             self.waiting.push(h);
@@ -713,7 +703,7 @@ impl Handovers {
         let mut found = None;
         let mut i = 0;
         while let Some(h) = self.waiting.get(i) {
-            let expired = now_ns.saturating_sub(h.started_ns) >= HANDOVER_WAIT_NS;
+            let expired = now_ns.saturating_sub(h.left_ns) >= HANDOVER_WAIT_NS;
             if expired {
                 self.take_at(i);
             } else if h.stream_start_ns == stream_start_ns && found.is_none() {
@@ -814,7 +804,10 @@ fn plan_cache(cfg: &Config, decision: &mut Decision, req: &dyn RequestSource) {
                 Some(call) => &mut call.reports,
                 None => &mut decision.reports,
             };
-            decision.spent.refund(reports);
+            // (A report-only refusal by a throttle refunded them already.)
+            if decision.error.is_none() {
+                refund(reports);
+            }
             let rendered = headers::render(cfg.rate_limit_headers, reports);
             if route.enforce {
                 decision.outcome = local_response(
@@ -1062,7 +1055,10 @@ fn admit(
     // answer says so.
     decision.spent = spent;
     if failure.is_some() {
-        decision.spent.refund(&mut reports);
+        // The last report is the failed check's, which took nothing.
+        if let Some((_, passed)) = reports.split_last_mut() {
+            refund(passed);
+        }
     }
 
     // 4. The rate limit service, for a request every local check admitted (a second leg's
@@ -1160,7 +1156,7 @@ pub fn conclude(
     if answer.refuse.is_some() {
         // What the local checks took goes back (below). The delegated checks' reports, which
         // the service's replace, are not the local checks' to change.
-        decision.spent.refund(&mut reports);
+        refund(&mut reports);
     }
     if answer.failure.is_none() {
         reports.retain(|r| !call.checks.iter().any(|c| c.as_str() == r.name));

@@ -130,6 +130,7 @@ impl Main {
         self.rt.hand_over(Handover {
             stream_start_ns,
             started_ns: self.start_ns,
+            left_ns: host::now_ns(),
             first_leg,
         });
         true
@@ -384,23 +385,18 @@ impl Context for Main {
 impl HttpContext for Main {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let rt = Rc::clone(&self.rt);
-        self.start_ns = host::now_ns();
-        self.forward_ns = self.start_ns;
+        let now_ns = host::now_ns();
+        self.start_ns = now_ns;
+        self.forward_ns = now_ns;
         let req = HostRequest::read();
-        let followed = rt.followed_redirect(self.start_ns);
+        let followed = rt.followed_redirect(now_ns);
         // The second leg of an internal redirect: the client's request started with the first.
         let first_leg = followed.map(|h| {
             self.start_ns = h.started_ns;
             h.first_leg
         });
-        let mut decision = gateway::decide_leg(
-            &rt.config,
-            &rt.keys,
-            &HostStore,
-            self.start_ns,
-            &req,
-            first_leg,
-        );
+        let mut decision =
+            gateway::decide_leg(&rt.config, &rt.keys, &HostStore, now_ns, &req, first_leg);
         if let Some(why) = decision.store_failure {
             host::log(LogLevel::Warn, &format!("tollgate: {why}"));
         }

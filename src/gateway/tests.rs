@@ -1282,6 +1282,7 @@ fn a_handover_is_claimed_once_by_its_stream_and_waits_a_bounded_time() {
     let h = |start: u64, at: u64| Handover {
         stream_start_ns: start,
         started_ns: at,
+        left_ns: at,
         first_leg: Decision::new(Outcome::Forward, None, None, None),
     };
     let mut hs = Handovers::default();
@@ -1387,5 +1388,27 @@ fn a_refused_request_tells_what_it_gave_back() {
     assert_eq!(
         header(&next, "ratelimit"),
         Some(r#""route";r=2;t=0, "stage";r=0;t=1000"#)
+    );
+}
+
+#[test]
+fn a_report_only_refusal_refunds_its_headers_once() {
+    // Report-only: the stage bucket refuses (counted as refused, forwarded) and the cache
+    // would refuse too; the route's token went back once, and the headers say so once.
+    let gw = Gw::new(
+        r#"{"enforce": false, "throttle": {"rate": 0.001, "burst": 1}, "cache": {"ttl": 60},
+            "routes": [{"match": "GET /r/{id}", "throttle": {"rate": 0.001, "burst": 5},
+                        "cache": {"unauthorized_strategy": "FAIL_WITH_403"}}]}"#,
+    );
+    assert_eq!(status(&gw.run(Req::new("GET", "/r/1"), T0)), 200);
+    let d = gw.run(
+        Req::new("GET", "/r/1").with("cache-control", "no-cache"),
+        T0,
+    );
+    assert_eq!(status(&d), 200);
+    assert_eq!(d.error, Some(ErrorType::Throttled));
+    assert_eq!(
+        header(&d, "ratelimit"),
+        Some(r#""route";r=4;t=1000, "stage";r=0;t=1000"#)
     );
 }
