@@ -727,14 +727,14 @@ pub fn decide(
     decide_leg(cfg, keys, store, now_ns, req, None)
 }
 
-/// Runs the pipeline for one request, or for the second leg of one Envoy redirected
-/// internally (`first_leg`: its first leg's decision; Envoy follows the upstream's redirect
-/// itself, `internal_redirect_policy`, and runs the filter chain again for the new location). That leg is checked as any request
-/// is (route, API key, CORS, cache) but charged only what its first leg was not: the client
-/// made one request, whose stage, plan, client and quota charges and rate limit service call
-/// the first leg took. On another route than the first leg's, it takes that route's throttle
-/// token (when the throttle is checked locally). Its answer carries the rate-limit headers of
-/// both legs' checks; refused, it gives back what both took.
+/// Runs the pipeline for one request, or for a later leg of one Envoy redirected internally
+/// (`first_leg`: the previous leg's decision; Envoy follows the upstream's redirect itself,
+/// `internal_redirect_policy`, and runs the filter chain again for the new location). That leg
+/// is checked as any request is (route, API key, CORS, cache) but charged only what the earlier
+/// legs were not: the client made one request, whose stage, plan, client and quota charges and
+/// rate limit service call the first leg took. On another route than the previous leg's, it
+/// takes that route's throttle token (when the throttle is checked locally). Its answer
+/// carries the legs' rate-limit headers; refused, it gives back what every leg took.
 pub fn decide_leg(
     cfg: &Config,
     keys: &StoreKeys,
