@@ -10,6 +10,7 @@ pub struct FieldError {
 }
 
 impl FieldError {
+    #[inline(never)]
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         FieldError {
             path: path.into(),
