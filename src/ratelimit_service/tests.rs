@@ -121,6 +121,18 @@ fn errors_name_the_field() {
     assert_eq!(&svc[4..], longest);
     let back = GrpcService::decode(svc.as_bytes()).unwrap();
     assert_eq!(back.envoy_grpc.unwrap().cluster_name, longest);
+    // The hand encoding is prost's, whatever the length.
+    for n in [0, 1, 2, 100, 125, 126, 127, 128, 200, 300, 20_000] {
+        let cluster = "é".repeat(n / 2) + &"x".repeat(n % 2);
+        let by_prost = GrpcService {
+            envoy_grpc: Some(EnvoyGrpc {
+                cluster_name: cluster.clone(),
+            }),
+        }
+        .encode_to_vec();
+        let by_prost = String::from_utf8(by_prost).unwrap_or_default();
+        assert_eq!(grpc_service(&cluster), by_prost, "{n}");
+    }
     for bad in [json!(""), json!("a\nb"), json!("x".repeat(257))] {
         assert!(with("cluster", bad.clone())
             .starts_with("rate_limit_service.cluster: must be 1 to 256 characters"));
