@@ -40,6 +40,8 @@ fn reads_a_full_section_with_defaults() {
     assert_eq!(c.failure_mode, FailureMode::Deny);
     // Sorted into the filter's order whatever the order written.
     assert_eq!(c.checks, Check::ALL.to_vec());
+    // read_config sorts by filtering `ALL`, so its order must be `Ord`'s.
+    assert!(Check::ALL.is_sorted());
     assert!(c.local_first);
     assert!(c.delegates(Check::Quota));
 
