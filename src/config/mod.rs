@@ -11,7 +11,7 @@ use json::{Number, Value};
 use crate::access_log::{Exports, Field, LogFormat};
 use crate::cache::{self, CacheMethods, CachePolicy, CacheSettings, UnauthorizedStrategy};
 use crate::cors::{CorsPolicy, CorsSpec};
-use crate::error::{FieldError, Quoted};
+use crate::error::{comma_list, FieldError, Quoted};
 use crate::keys::{parse_sha256_hex, sha256, ApiKey, ApiKeys};
 use crate::ratelimit_service::{self, Check, ServiceConfig};
 use crate::routes::RouteTable;
@@ -270,7 +270,7 @@ fn filter_state(value: &Value) -> Result<Exports, FieldError> {
                     path,
                     format!(
                         "`{name}` is not exported as filter state, expected one of {}",
-                        known.join(", ")
+                        comma_list(known.iter().map(String::as_str))
                     ),
                 ));
             }
