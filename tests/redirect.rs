@@ -260,3 +260,58 @@ fn a_custom_response_redirect_is_charged_and_logged_once() {
     assert_eq!(statuses, [503, 503, 200], "{recs:#?}");
     envoy.assert_no_wasm_failure();
 }
+
+/// An RBAC filter before tollgate denies the location the upstream redirects to: the client
+/// gets RBAC's 403, which tollgate logs and counts once, as the request its first leg started.
+#[test]
+fn a_next_leg_denied_before_tollgate_is_logged_once_as_the_clients_request() {
+    let up = redirecting_upstream();
+    let cfg = json!({
+        "stage": "prod",
+        "throttle": {"rate": 0.001, "burst": 100},
+        "access_log": {"format": "json"},
+        "routes": [{"match": "GET /start"}]
+    });
+    let mut opts = options(cfg, up.port);
+    opts.stats_tags = true;
+    let mut boot = bootstrap(&opts);
+    boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["http_filters"]
+        .as_array_mut()
+        .unwrap()
+        .insert(
+            0,
+            json!({"name": "envoy.filters.http.rbac", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+                "rules": {"action": "DENY", "policies": {"no-final": {
+                    "permissions": [{"url_path": {"path": {"prefix": "/final"}}}],
+                    "principals": [{"any": true}]
+                }}}
+            }}),
+        );
+    let envoy = Envoy::try_start_bootstrap(&boot, 2)
+        .unwrap_or_else(|f| panic!("Envoy did not start (exit {:?}):\n{}", f.exit, f.log));
+    let r = envoy.get("/start", &[]);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(up.count(), 1, "the upstream saw the first leg only");
+    wait_records(&envoy, 1);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let recs = records(&envoy);
+    assert_eq!(recs.len(), 1, "{recs:#?}");
+    let rec = &recs[0];
+    assert_eq!(rec["status"], 403, "{rec}");
+    assert_eq!(rec["resourcePath"], "/start", "{rec}");
+    assert!(rec["requestTimeEpoch"].as_u64().is_some(), "{rec}");
+    // Counted once, under the first leg's route.
+    let stats = envoy.stats();
+    let counted: Vec<_> = stats
+        .iter()
+        .filter(|(k, v)| {
+            k.starts_with("wasmcustom.tollgate") && k.ends_with(";requests") && **v > 0
+        })
+        .collect();
+    assert_eq!(counted.len(), 1, "{counted:?}");
+    assert!(counted[0].0.contains("_start"), "{counted:?}");
+    assert_eq!(*counted[0].1, 1, "{counted:?}");
+    envoy.assert_no_wasm_failure();
+}

@@ -84,6 +84,16 @@ impl Main {
         if self.hand_over() {
             return;
         }
+        // A redirect's next leg that a filter before tollgate answered (RBAC, ext_authz):
+        // tollgate never saw its request headers. The client's request is the one its first
+        // leg started: observed with that leg's route and start, and its handover taken.
+        if self.decision.is_none() {
+            if let Some(h) = self.rt.followed_redirect(host::now_ns()) {
+                self.start_ns = h.started_ns;
+                self.obs = Observation::on_request(&self.rt, &h.first_leg, HostRequest::read());
+                self.decision = Some(h.first_leg);
+            }
+        }
         let mut timing = self.timing();
         // The stream ended while the filter waited for the rate limit service (the client
         // went away, or a timeout of Envoy's answered): observed as it stands, so the request
