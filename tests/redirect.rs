@@ -58,6 +58,23 @@ fn options(cfg: Value, upstream_port: u16) -> EnvoyOptions {
     opts
 }
 
+/// Starts Envoy with `filter` first in the chain, before tollgate.
+fn start_with_filter_first(opts: &EnvoyOptions, filter: Value, concurrency: u32) -> Envoy {
+    let mut boot = bootstrap(opts);
+    boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["http_filters"]
+        .as_array_mut()
+        .unwrap()
+        .insert(0, filter);
+    Envoy::try_start_bootstrap(&boot, concurrency).unwrap_or_else(|f| {
+        panic!(
+            "Envoy did not start (exit {:?}):
+{}",
+            f.exit, f.log
+        )
+    })
+}
+
 #[test]
 fn a_followed_redirect_is_charged_logged_and_counted_once() {
     let up = redirecting_upstream();
@@ -162,36 +179,23 @@ fn second_legs_held_by_an_earlier_filter_are_still_charged_once() {
         "access_log": {"format": "json"}
     });
     let mut opts = options(cfg, up.port);
-    opts.concurrency = 1;
-    let mut boot = bootstrap(&opts);
-    let filters = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-        ["typed_config"]["http_filters"]
-        .as_array_mut()
-        .unwrap();
-    filters.insert(
-        0,
-        json!({"name": "envoy.filters.http.ext_authz", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
-            "transport_api_version": "V3",
-            "http_service": {"server_uri": {
-                "uri": format!("http://127.0.0.1:{}", authz.port),
-                "cluster": "authz",
-                "timeout": "5s"
-            }}
-        }}),
-    );
-    boot["static_resources"]["clusters"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({
-            "name": "authz", "type": "STATIC", "connect_timeout": "1s",
-            "load_assignment": {"cluster_name": "authz", "endpoints": [{"lb_endpoints": [
-                {"endpoint": {"address": {"socket_address": {
-                    "address": "127.0.0.1", "port_value": authz.port}}}}
-            ]}]}
-        }));
-    let envoy = Envoy::try_start_bootstrap(&boot, 1)
-        .unwrap_or_else(|f| panic!("Envoy did not start (exit {:?}):\n{}", f.exit, f.log));
+    opts.extra_clusters = vec![json!({
+        "name": "authz", "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": "authz", "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {
+                "address": "127.0.0.1", "port_value": authz.port}}}}
+        ]}]}
+    })];
+    let ext_authz = json!({"name": "envoy.filters.http.ext_authz", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+        "transport_api_version": "V3",
+        "http_service": {"server_uri": {
+            "uri": format!("http://127.0.0.1:{}", authz.port),
+            "cluster": "authz",
+            "timeout": "5s"
+        }}
+    }});
+    let envoy = start_with_filter_first(&opts, ext_authz, 1);
     let port = envoy.port;
     let mut paths = vec!["/start"; 12];
     paths.extend(["/plain"; 4]);
@@ -274,23 +278,14 @@ fn a_next_leg_denied_before_tollgate_is_logged_once_as_the_clients_request() {
     });
     let mut opts = options(cfg, up.port);
     opts.stats_tags = true;
-    let mut boot = bootstrap(&opts);
-    boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-        ["http_filters"]
-        .as_array_mut()
-        .unwrap()
-        .insert(
-            0,
-            json!({"name": "envoy.filters.http.rbac", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
-                "rules": {"action": "DENY", "policies": {"no-final": {
-                    "permissions": [{"url_path": {"path": {"prefix": "/final"}}}],
-                    "principals": [{"any": true}]
-                }}}
-            }}),
-        );
-    let envoy = Envoy::try_start_bootstrap(&boot, 2)
-        .unwrap_or_else(|f| panic!("Envoy did not start (exit {:?}):\n{}", f.exit, f.log));
+    let rbac = json!({"name": "envoy.filters.http.rbac", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+        "rules": {"action": "DENY", "policies": {"no-final": {
+            "permissions": [{"url_path": {"path": {"prefix": "/final"}}}],
+            "principals": [{"any": true}]
+        }}}
+    }});
+    let envoy = start_with_filter_first(&opts, rbac, 2);
     let r = envoy.get("/start", &[]);
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(up.count(), 1, "the upstream saw the first leg only");

@@ -60,6 +60,10 @@ impl Gw {
     fn run(&self, req: Req, now: u64) -> Decision {
         decide(&self.cfg, &self.keys, &self.store, now, &req)
     }
+    /// A later leg of an internal redirect, at T0.
+    fn leg(&self, req: Req, first_leg: Option<Decision>) -> Decision {
+        decide_leg(&self.cfg, &self.keys, &self.store, T0, &req, first_leg)
+    }
 }
 
 fn status(d: &Decision) -> u16 {
@@ -1192,8 +1196,7 @@ fn a_followed_redirect_is_checked_but_not_charged_again() {
                        {"match": "GET /moved", "throttle": {"rate": 0.001, "burst": 1}}]}"#,
     );
     let keyed = |path: &str| Req::new("GET", path).with("x-api-key", "k-a");
-    let leg =
-        |path: &str, charged| decide_leg(&gw.cfg, &gw.keys, &gw.store, T0, &keyed(path), charged);
+    let leg = |path: &str, first| gw.leg(keyed(path), first);
 
     let leg1 = gw.run(keyed("/start"), T0);
     assert_eq!(status(&leg1), 200);
@@ -1227,16 +1230,7 @@ fn a_followed_redirect_is_checked_but_not_charged_again() {
         r#"{"throttle": {"rate": 0.001, "burst": 2},
             "routes": [{"match": "GET /moved", "throttle": {"rate": 0.001, "burst": 1}}]}"#,
     );
-    let run2 = |gw: &Gw, path: &str, charged| {
-        decide_leg(
-            &gw.cfg,
-            &gw.keys,
-            &gw.store,
-            T0,
-            &Req::new("GET", path),
-            charged,
-        )
-    };
+    let run2 = |gw: &Gw, path: &str, first| gw.leg(Req::new("GET", path), first);
     assert_eq!(status(&run2(&gw2, "/moved", None)), 200);
     let leg1 = run2(&gw2, "/start", None);
     assert_eq!(header(&leg1, "ratelimit"), Some(r#""stage";r=0;t=2000"#));
@@ -1270,9 +1264,7 @@ fn a_followed_redirect_is_checked_but_not_charged_again() {
     );
     let leg1 = gw.run(Req::new("GET", "/start"), T0);
     assert_eq!(status(&leg1), 200);
-    let keyless = Req::new("GET", "/final");
-    let charged = Some(leg1);
-    let d = decide_leg(&gw.cfg, &gw.keys, &gw.store, T0, &keyless, charged);
+    let d = gw.leg(Req::new("GET", "/final"), Some(leg1));
     assert_eq!(status(&d), 403);
     assert_eq!(status(&gw.run(Req::new("GET", "/start"), T0)), 200);
 }
@@ -1317,16 +1309,7 @@ fn a_redirect_chain_refused_on_its_last_leg_gives_back_every_legs_route_token() 
                        {"match": "GET /b", "throttle": {"rate": 0.001, "burst": 5}},
                        {"match": "GET /c", "throttle": {"rate": 0.001, "burst": 1}}]}"#,
     );
-    let leg = |path: &str, charged| {
-        decide_leg(
-            &gw.cfg,
-            &gw.keys,
-            &gw.store,
-            T0,
-            &Req::new("GET", path),
-            charged,
-        )
-    };
+    let leg = |path: &str, first| gw.leg(Req::new("GET", path), first);
     assert_eq!(status(&leg("/c", None)), 200);
     let a = leg("/a", None);
     let b = leg("/b", Some(a));
