@@ -798,7 +798,7 @@ fn plan_cache(cfg: &Config, decision: &mut Decision, req: &dyn RequestSource) {
         Invalidation::Ignore { warn } => (false, warn),
         Invalidation::Deny => {
             let error = ErrorType::CacheInvalidationDenied;
-            // Refused: what the checks took goes back (`decide`), and the answer says so. With
+            // Refused: what the checks took goes back (`decide_leg`), and the answer says so. With
             // a rate limit service call to make, the local checks' reports wait in the call.
             let reports = match decision.service_call.as_mut() {
                 Some(call) => &mut call.reports,
@@ -1154,8 +1154,8 @@ pub fn conclude(
     let answer = rls::interpret(svc, &call.checks, reply);
     let mut reports = call.reports;
     if answer.refuse.is_some() {
-        // What the local checks took goes back (below). The delegated checks' reports, which
-        // the service's replace, are not the local checks' to change.
+        // What the local checks took goes back (below), and their reports say so. (When the
+        // service answered, its reports then replace those of the checks it holds.)
         refund(&mut reports);
     }
     if answer.failure.is_none() {

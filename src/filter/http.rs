@@ -100,7 +100,7 @@ impl Main {
         // is still counted and logged, with no integration (it never went upstream).
         if let (Some(waiting), Some(decision)) = (self.waiting.take(), &self.decision) {
             self.obs = Observation::on_request(&self.rt, decision, waiting.req);
-            timing.local_reply = true;
+            timing.no_integration = true;
         }
         self.obs.on_log(
             &self.rt,
@@ -151,7 +151,7 @@ impl Main {
             start_ns: self.start_ns,
             forward_ns: self.forward_ns,
             response_ns: self.response_ns,
-            local_reply: self.local_reply,
+            no_integration: self.local_reply,
         }
     }
 

@@ -51,21 +51,25 @@ impl Runtime {
     /// redirect sets `x-envoy-original-url` (Envoy's `custom_response` does not), so the
     /// time alone decides. Requests pay nothing while no handover waits.
     pub fn followed_redirect(&self, now_ns: u64) -> Option<gateway::Handover> {
-        let mut handovers = self.handovers.take();
-        let claimed = if handovers.is_empty() {
-            None
-        } else {
+        self.with_handovers(|handovers| {
+            if handovers.is_empty() {
+                return None;
+            }
             host::property_u64(b"request\0time").and_then(|t| handovers.claim(t, now_ns))
-        };
-        self.handovers.set(handovers);
-        claimed
+        })
     }
 
     /// Keeps a first leg's handover for its second leg.
     pub fn hand_over(&self, handover: gateway::Handover) {
+        self.with_handovers(|handovers| handovers.put(handover));
+    }
+
+    /// `f` on the waiting handovers (taken out of their cell meanwhile, and put back).
+    fn with_handovers<R>(&self, f: impl FnOnce(&mut gateway::Handovers) -> R) -> R {
         let mut handovers = self.handovers.take();
-        handovers.put(handover);
+        let r = f(&mut handovers);
         self.handovers.set(handovers);
+        r
     }
 }
 

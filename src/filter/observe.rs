@@ -40,7 +40,7 @@ pub struct Timing {
     pub response_ns: u64,
     /// No integration: the filter answered the request itself, or the stream ended while it
     /// waited for the rate limit service.
-    pub local_reply: bool,
+    pub no_integration: bool,
 }
 
 /// Whole milliseconds from `from` to `to` (None when either is unknown or time went back).
@@ -49,7 +49,7 @@ fn ms(from: u64, to: u64) -> Option<u64> {
 }
 
 fn integration_ms(t: &Timing) -> Option<u64> {
-    if t.local_reply {
+    if t.no_integration {
         None
     } else {
         ms(t.forward_ns.max(t.start_ns), t.response_ns)
@@ -173,7 +173,7 @@ impl Observation {
         let mut error = decision
             .and_then(|d| d.error)
             .map(|e| (e.as_str(), e.message()));
-        if error.is_none() && !timing.local_reply && status.is_some_and(|s| s >= 500) {
+        if error.is_none() && !timing.no_integration && status.is_some_and(|s| s >= 500) {
             error = host::property(b"response\0code_details")
                 .and_then(|d| access_log::integration_error(&String::from_utf8_lossy(&d)));
         }
