@@ -859,7 +859,9 @@ fn admit(
             Outcome::Forward
         };
         let mut decision = Decision::new(outcome, None, Some(ErrorType::BadRequest), cors);
-        if let (true, Some(c)) = (enforced, &first_leg) {
+        // A later leg refused here (or counted as refused, report-only): its earlier legs'
+        // charges go back (`decide_leg`), as everywhere a leg is refused.
+        if let Some(c) = &first_leg {
             decision.spent = c.spent;
         }
         return decision;
@@ -901,7 +903,14 @@ fn admit(
                             Some(ErrorType::CorsPreflightDenied),
                         ),
                     };
-                    return Decision::new(outcome, route_idx, error, None);
+                    let mut decision = Decision::new(outcome, route_idx, error, None);
+                    // A later leg answered here (a preflight the upstream redirected): the
+                    // client's request ends in tollgate's own answer, which costs nothing, so
+                    // its earlier legs' charges go back (`decide_leg`).
+                    if let Some(c) = &first_leg {
+                        decision.spent = c.spent;
+                    }
+                    return decision;
                 }
             }
         }
@@ -931,11 +940,12 @@ fn admit(
     }
     decision.key = key.map(|(i, _)| i);
     if decision.error.is_some() {
+        // A later leg refused here (or counted as refused, report-only): its earlier legs'
+        // charges go back (`decide_leg`).
+        if let Some(c) = &first_leg {
+            decision.spent = c.spent;
+        }
         if route.enforce {
-            // A second leg refused here: its first leg's charges go back (`decide_leg`).
-            if let Some(c) = &first_leg {
-                decision.spent = c.spent;
-            }
             decision.outcome = local_response(
                 ErrorType::InvalidApiKey,
                 Vec::new(),
@@ -955,6 +965,9 @@ fn admit(
         None => (None, Vec::new(), Spent::default()),
     };
     let check_route = first_route.is_none_or(|r| r != route_idx);
+    // A later leg of a request an earlier leg counted as refused (report-only): that leg's
+    // reports were refunded then, and what this leg takes goes back too (`decide_leg`).
+    let refused_before = decision.error.is_some();
 
     // 3. Throttles, then the quota. A check delegated to the rate limit service runs locally
     //    only in front of the call (`local_first`, buckets only), never instead of it.
@@ -1054,7 +1067,14 @@ fn admit(
     // A request refused here gets back what the checks before took (`decide_leg`), and its
     // answer says so.
     decision.spent = spent;
-    if failure.is_some() {
+    if refused_before {
+        // Only a later leg's route check can have run: its token goes back.
+        if spent.route.is_some() {
+            if let Some(route_report) = reports.last_mut() {
+                refund(std::slice::from_mut(route_report));
+            }
+        }
+    } else if failure.is_some() {
         // The last report is the failed check's, which took nothing.
         if let Some((_, passed)) = reports.split_last_mut() {
             refund(passed);

@@ -310,3 +310,44 @@ fn a_next_leg_denied_before_tollgate_is_logged_once_as_the_clients_request() {
     assert_eq!(*counted[0].1, 1, "{counted:?}");
     envoy.assert_no_wasm_failure();
 }
+
+#[test]
+fn a_redirected_preflight_that_tollgate_answers_gives_back_what_its_first_leg_took() {
+    // The upstream answers preflights on /legacy (CORS off there) and sends them on to /new
+    // with a 307, which keeps the method: Envoy follows it, and tollgate answers the preflight
+    // for /new. The client's request ends in tollgate's 204, which costs nothing.
+    let up = Upstream::with(|r| {
+        if r.path.starts_with("/legacy") {
+            Reply::ok("moved")
+                .status(307)
+                .header("location", "http://localhost/new")
+        } else {
+            Reply::ok("ok")
+        }
+    });
+    let cfg = json!({
+        "throttle": {"rate": 0.001, "burst": 1},
+        "cors": {"allow_origins": ["https://app.example.com"]},
+        "routes": [{"match": "GET /legacy", "cors": false}],
+    });
+    let mut opts = options(cfg, up.port);
+    opts.hcm_extra["route_config"]["virtual_hosts"][0]["routes"][1]["route"]
+        ["internal_redirect_policy"]["redirect_response_codes"] = json!([307]);
+    let envoy = Envoy::start(&opts);
+    let preflight = [
+        ("origin", "https://app.example.com"),
+        ("access-control-request-method", "GET"),
+    ];
+    let r = envoy.send("OPTIONS", "/legacy", &preflight);
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    // The upstream saw the first leg only.
+    assert_eq!(up.count(), 1);
+    // The stage's one token is back: the next request passes.
+    let next = envoy.get("/x", &[]);
+    assert_eq!(next.status, 200, "{}", next.text());
+    envoy.assert_no_wasm_failure();
+}

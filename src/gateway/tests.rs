@@ -1395,3 +1395,62 @@ fn a_report_only_refusal_refunds_its_headers_once() {
         Some(r#""route";r=4;t=1000, "stage";r=0;t=1000"#)
     );
 }
+
+#[test]
+fn a_later_leg_answered_as_a_preflight_gives_back_its_earlier_legs_charges() {
+    // The upstream redirects a preflight it answers itself (a route with CORS off) to a
+    // location where tollgate answers it: the client's request ends in tollgate's 204.
+    let gw = Gw::new(
+        r#"{"throttle": {"rate": 0.001, "burst": 1},
+            "cors": {"allow_origins": ["https://app.example.com"]},
+            "routes": [{"match": "GET /legacy", "cors": false}]}"#,
+    );
+    let preflight = |path: &str| {
+        Req::new("OPTIONS", path)
+            .with("origin", "https://app.example.com")
+            .with("access-control-request-method", "GET")
+    };
+    let leg1 = gw.run(preflight("/legacy"), T0);
+    assert_eq!(status(&leg1), 200, "forwarded: the upstream answers it");
+    let d = gw.leg(preflight("/new"), Some(leg1));
+    assert_eq!(status(&d), 204);
+    // The stage's only token is back.
+    assert_eq!(status(&gw.run(Req::new("GET", "/x"), T0)), 200);
+}
+
+#[test]
+fn a_later_leg_counted_as_refused_gives_back_its_first_legs_charges() {
+    // Report-only: a later leg refused for its key is counted as refused, and gives back its
+    // first leg's stage token as an enforced refusal would.
+    let gw = Gw::new(
+        r#"{"enforce": false, "throttle": {"rate": 0.001, "burst": 1},
+            "api_key": {"keys": [{"id": "a", "value": "k-a"}]},
+            "routes": [{"match": "GET /final", "api_key_required": true},
+                       {"match": "GET /b", "throttle": {"rate": 0.001, "burst": 5}}]}"#,
+    );
+    let leg1 = gw.run(Req::new("GET", "/start"), T0);
+    assert_eq!(leg1.error, None);
+    let d = gw.leg(Req::new("GET", "/final"), Some(leg1));
+    assert_eq!((status(&d), d.error), (200, Some(ErrorType::InvalidApiKey)));
+    let fresh = gw.run(Req::new("GET", "/start"), T0);
+    assert_eq!(fresh.error, None, "the stage token went back");
+}
+
+#[test]
+fn a_later_leg_of_a_request_counted_as_refused_gives_its_route_token_back_and_says_so() {
+    // Report-only: the first leg is counted as refused by its route's bucket; a later leg on
+    // another throttled route gives that route's token back, and its headers say so.
+    let gw = Gw::new(
+        r#"{"enforce": false,
+            "routes": [{"match": "GET /start", "throttle": {"rate": 0.001, "burst": 1}},
+                       {"match": "GET /b", "throttle": {"rate": 0.001, "burst": 5}}]}"#,
+    );
+    assert_eq!(gw.run(Req::new("GET", "/start"), T0).error, None);
+    let leg1 = gw.run(Req::new("GET", "/start"), T0);
+    assert_eq!(leg1.error, Some(ErrorType::Throttled));
+    let d = gw.leg(Req::new("GET", "/b"), Some(leg1));
+    assert_eq!(d.error, Some(ErrorType::Throttled));
+    assert_eq!(header(&d, "ratelimit"), Some(r#""route";r=5;t=0"#));
+    let b = gw.leg(Req::new("GET", "/b"), None);
+    assert_eq!(header(&b, "ratelimit"), Some(r#""route";r=4;t=1000"#));
+}
