@@ -33,10 +33,14 @@ pub const QUERY_STASH: &str = "x-tollgate-cache-query";
 /// Response header: the upstream's own `Cache-Control` (`=<value>`, or `-` for none) when the
 /// upstream role replaced it for the cache filter.
 pub const CONTROL_STASH: &str = "x-tollgate-cache-control";
+/// Response header: the `ETag` the client is to get (`=<value>`, or `-` for none) when the
+/// upstream role gave a 304 that must not be stored an entity tag of its own
+/// ([`unmatched_etag`]).
+pub const ETAG_STASH: &str = "x-tollgate-cache-etag";
 /// Request headers a client must never be able to send (removed by the main role).
 pub const INTERNAL_REQUEST_HEADERS: [&str; 2] = [MARKER, QUERY_STASH];
 /// Response headers the client never sees, and an upstream may not set (removed by both roles).
-pub const INTERNAL_RESPONSE_HEADERS: [&str; 2] = [MARKER, CONTROL_STASH];
+pub const INTERNAL_RESPONSE_HEADERS: [&str; 3] = [MARKER, CONTROL_STASH, ETAG_STASH];
 
 /// The `If-None-Match` value that makes Envoy's cache filter leave a request alone (it neither
 /// looks up nor stores requests with a validator of their own); no entity tag ever matches it,
@@ -634,6 +638,18 @@ pub fn storage(
     }
 }
 
+/// The entity tag the upstream role gives a 304 that must not be stored (it sets a cookie, or
+/// is not to be stored by its `Cache-Control`). Envoy's cache filter merges a 304 into the
+/// stale entry it revalidated and stores the result unless the 304 carries an entity tag
+/// other than the entry's, which this one never is (`token` is the request's own); the main
+/// role gives the client the real one back ([`ETAG_STASH`]).
+pub fn unmatched_etag(token: &[u8]) -> Vec<u8> {
+    let mut tag = b"\"tollgate-".to_vec();
+    tag.extend_from_slice(token);
+    tag.push(b'"');
+    tag
+}
+
 /// An HTTP `Date` value (IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`) for Unix seconds.
 ///
 /// The upstream role dates every response it lets the cache store with the gateway's clock:
@@ -663,8 +679,8 @@ pub fn http_date(unix_secs: u64) -> String {
     )
 }
 
-/// The [`CONTROL_STASH`] value for the upstream's `Cache-Control`.
-pub fn stash_control(original: Option<&[u8]>) -> Vec<u8> {
+/// The [`CONTROL_STASH`] (or [`ETAG_STASH`]) value for a header's value, None when absent.
+pub fn stash(original: Option<&[u8]>) -> Vec<u8> {
     match original {
         None => b"-".to_vec(),
         Some(v) => {
@@ -676,9 +692,9 @@ pub fn stash_control(original: Option<&[u8]>) -> Vec<u8> {
     }
 }
 
-/// The upstream's `Cache-Control` from a [`CONTROL_STASH`] value: Some(None) when it sent none,
-/// None when the value is malformed.
-pub fn unstash_control(stash: &[u8]) -> Option<Option<&[u8]>> {
+/// The header's value from a [`CONTROL_STASH`] (or [`ETAG_STASH`]) value: Some(None) when it
+/// was absent, None when the stash is malformed.
+pub fn unstash(stash: &[u8]) -> Option<Option<&[u8]>> {
     match stash.split_first() {
         Some((b'-', [])) => Some(None),
         Some((b'=', rest)) => Some(Some(rest)),

@@ -655,3 +655,46 @@ fn the_upstream_role_finds_the_key_whatever_its_route_order() {
     assert_clean(&up, &[&a, &b]);
     envoy.assert_no_wasm_failure();
 }
+
+#[test]
+fn a_revalidation_that_sets_a_cookie_is_not_stored_for_other_clients() {
+    // The upstream validates: a conditional request gets a 304, which sets a session cookie
+    // for a client that has none. Envoy's cache filter merges a 304 into the stale entry and
+    // stores it; a cookie stored so would reach every later client.
+    let n = Arc::new(AtomicUsize::new(0));
+    let up = Upstream::with(move |r| {
+        let k = n.fetch_add(1, Ordering::SeqCst) + 1;
+        if r.header("if-none-match").is_some() || r.header("if-modified-since").is_some() {
+            let reply = Reply::ok("").status(304);
+            if r.header("cookie").is_none() {
+                return reply.header("set-cookie", &format!("sid=secret-{k}"));
+            }
+            return reply;
+        }
+        Reply::ok(&format!("n={k}")).header("etag", "\"v1\"")
+    });
+    let envoy = start(json!({"cache": {"ttl": 1}}), &up);
+    assert_eq!(envoy.get("/session", &[]).text(), "n=1");
+    std::thread::sleep(Duration::from_millis(2200));
+    // Stale: revalidated; this client gets its cookie with the cached body, and the entry's
+    // own entity tag.
+    let first = envoy.get("/session", &[]);
+    assert_eq!(first.status, 200);
+    assert_eq!(first.text(), "n=1");
+    assert_eq!(first.header("set-cookie"), Some("sid=secret-2"));
+    assert_eq!(first.header("etag"), Some("\"v1\""));
+    assert_eq!(up.count(), 2);
+    // Another client: the entry was not refreshed with the cookie, so it is revalidated again,
+    // and the 304 it gets (no cookie) refreshes the entry.
+    let other = envoy.get("/session", &[("cookie", "mine=1")]);
+    assert_eq!(other.text(), "n=1");
+    assert_eq!(other.header("set-cookie"), None, "{:?}", other.headers);
+    assert_eq!(other.header("etag"), Some("\"v1\""));
+    assert_eq!(up.count(), 3);
+    let hit = envoy.get("/session", &[("cookie", "mine=1")]);
+    assert_eq!(hit.text(), "n=1");
+    assert_eq!(hit.header("set-cookie"), None, "{:?}", hit.headers);
+    assert_eq!(up.count(), 3, "served from the refreshed entry");
+    assert_clean(&up, &[&first, &other, &hit]);
+    envoy.assert_no_wasm_failure();
+}

@@ -113,7 +113,7 @@ pub fn on_request(
 
 /// Response headers [`on_response`] may write on a looked-up request (besides removing
 /// tollgate's internal ones): a later writer must not take them for absent.
-pub const WRITTEN_RESPONSE_HEADERS: [&str; 2] = ["cache-control", "warning"];
+pub const WRITTEN_RESPONSE_HEADERS: [&str; 3] = ["cache-control", "warning", "etag"];
 
 /// The main role, response headers (not of its own replies): hit or miss, the upstream's
 /// `Cache-Control` back, internal headers out. `headers`: the response headers, when the
@@ -149,13 +149,20 @@ pub fn on_response(
             } else {
                 host::remove_response_header(cache::MARKER);
             }
-            if let Some(stash) = find(cache::CONTROL_STASH) {
-                match cache::unstash_control(stash) {
-                    Some(Some(v)) => host::set_response_header_bytes("cache-control", v),
-                    Some(None) => host::remove_response_header("cache-control"),
-                    None => {}
+            // The upstream's own Cache-Control, and the entity tag of a 304 kept out of the
+            // entry, go back.
+            for (stash, name) in [
+                (cache::CONTROL_STASH, "cache-control"),
+                (cache::ETAG_STASH, "etag"),
+            ] {
+                if let Some(value) = find(stash) {
+                    match cache::unstash(value) {
+                        Some(Some(v)) => host::set_response_header_bytes(name, v),
+                        Some(None) => host::remove_response_header(name),
+                        None => {}
+                    }
+                    host::remove_response_header(stash);
                 }
-                host::remove_response_header(cache::CONTROL_STASH);
             }
             if *warn {
                 host::add_response_header("warning", cache::UNAUTHORIZED_WARNING);
@@ -203,11 +210,17 @@ pub struct Upstream {
     /// The main role's token and the route's TTL (None: the response must not be stored), for
     /// a request that went through the cache.
     lookup: Option<(Vec<u8>, Option<u32>)>,
+    /// The entity tag of the entry Envoy's cache filter revalidates (its `If-None-Match`).
+    validator: Option<Vec<u8>>,
 }
 
 impl Upstream {
     pub fn new(rt: Rc<Runtime>) -> Self {
-        Upstream { rt, lookup: None }
+        Upstream {
+            rt,
+            lookup: None,
+            validator: None,
+        }
     }
 }
 
@@ -267,6 +280,9 @@ impl HttpContext for Upstream {
             Some(m.ttl_s.min(longest))
         });
         self.lookup = Some((token.to_vec(), ttl_s));
+        // A client's own validators send its request around the cache (the main role): one here
+        // is the cache filter's, revalidating a stale entry.
+        self.validator = host::request_header("if-none-match");
         Action::Continue
     }
 
@@ -279,6 +295,7 @@ impl HttpContext for Upstream {
         let mut control: Option<Vec<u8>> = None;
         let mut sets_cookie = false;
         let mut has_age = false;
+        let mut etag = None;
         for (name, value) in headers.iter() {
             if name.eq_ignore_ascii_case(b":status") {
                 status = std::str::from_utf8(value)
@@ -297,6 +314,8 @@ impl HttpContext for Upstream {
                 sets_cookie = true;
             } else if name.eq_ignore_ascii_case(b"age") {
                 has_age = true;
+            } else if name.eq_ignore_ascii_case(b"etag") {
+                etag = Some(value);
             } else if let Some(n) = cache::INTERNAL_RESPONSE_HEADERS
                 .iter()
                 .find(|n| name.eq_ignore_ascii_case(n.as_bytes()))
@@ -320,9 +339,18 @@ impl HttpContext for Upstream {
         if let Some(cc) = storage.cache_control() {
             host::set_response_header_bytes(
                 cache::CONTROL_STASH,
-                &cache::stash_control(control.as_deref()),
+                &cache::stash(control.as_deref()),
             );
             host::set_response_header("cache-control", &cc);
+        }
+        // A 304 revalidates the stale entry, and Envoy's cache filter stores the two merged
+        // whatever the 304's Cache-Control says: one that must not be stored (a cookie set for
+        // this client) gets an entity tag other than the entry's, which keeps the entry as it
+        // was. The client gets the tag it would have had: the 304's, else the entry's.
+        if status == 304 && !matches!(storage, cache::Storage::Store(_)) {
+            let tag = etag.or(self.validator.as_deref());
+            host::set_response_header_bytes(cache::ETAG_STASH, &cache::stash(tag));
+            host::set_response_header_bytes("etag", &cache::unmatched_etag(token));
         }
         host::set_response_header_bytes(cache::MARKER, token);
         Action::Continue
