@@ -430,6 +430,14 @@ pub struct KeyRewrite {
     pub stash: Vec<u8>,
 }
 
+/// Whether the cache key of `path` under `policy` depends on how the upstream reads the query:
+/// the policy keeps query parameters and the query has a `;`, which some frameworks (Rack 2,
+/// older Python and Java stacks) take for a separator as `&` is, and others for data.
+/// (`%3B` is data to all of them.)
+pub fn ambiguous_query(policy: &CachePolicy, path: &[u8]) -> bool {
+    !policy.query_keys.is_empty() && split_path(path).1.is_some_and(|q| q.contains(&b';'))
+}
+
 /// The rewrite of `path` to its cache key, None when the path already is its key.
 pub fn key_rewrite(
     policy: &CachePolicy,

@@ -20,6 +20,11 @@ pub trait RequestSource {
     /// A request header's first value (lowercase name, pseudo-headers such as `:method`
     /// included).
     fn header(&self, name: &str) -> Option<&[u8]>;
+    /// Every value of a request header, joined with `, ` (what the upstream sees of a header
+    /// sent more than once).
+    fn header_joined(&self, name: &str) -> Option<Vec<u8>> {
+        self.header(name).map(<[u8]>::to_vec)
+    }
     /// The downstream address as Envoy reports it (`source.address`, `ip:port`).
     fn source_address(&self) -> Option<&[u8]>;
 }
@@ -770,8 +775,13 @@ fn plan_cache(cfg: &Config, decision: &mut Decision, req: &dyn RequestSource) {
         && cache::UNCACHEABLE_REQUEST_HEADERS
             .iter()
             .any(|h| req.header(h).is_some());
+    let path = req.header(":path").unwrap_or_default();
     let policy = match &route.cache {
-        Some(p) if p.methods.allows(method) && !envoy_skips => p,
+        // A query whose parameters depend on how the upstream reads `;` goes around the cache,
+        // as its key cannot be told.
+        Some(p) if p.methods.allows(method) && !envoy_skips && !cache::ambiguous_query(p, path) => {
+            p
+        }
         _ => {
             decision.cache = CachePlan::Bypass {
                 shield: get_or_head && !envoy_skips,
@@ -790,8 +800,8 @@ fn plan_cache(cfg: &Config, decision: &mut Decision, req: &dyn RequestSource) {
         .key
         .and_then(|i| cfg.api_keys.as_ref()?.keys().get(i))
         .is_some_and(|k| k.invalidate_cache);
-    let path = req.header(":path").unwrap_or_default();
-    let rewrite = cache::key_rewrite(policy, path, &mut |h| req.header(h).map(<[u8]>::to_vec));
+    // A key header sent more than once: the upstream answers for every copy.
+    let rewrite = cache::key_rewrite(policy, path, &mut |h| req.header_joined(h));
     let (refresh, warn) = match cache::invalidation(policy, asks, may_invalidate) {
         Invalidation::NotAsked => (false, false),
         Invalidation::Refresh => (true, false),

@@ -97,6 +97,25 @@ impl HeaderPairs {
         }
         None
     }
+
+    /// Every value of header `name`, in order, joined with `, ` (what the values mean together,
+    /// RFC 9110 5.3); None when the header is absent. Found as [`HeaderPairs::get`] finds one.
+    pub fn joined(&self, name: &str) -> Option<Vec<u8>> {
+        let want = name.as_bytes();
+        let mut out: Option<Vec<u8>> = None;
+        for (n, v) in self.iter() {
+            if n.len() == want.len() && n.eq_ignore_ascii_case(want) {
+                match &mut out {
+                    Some(o) => {
+                        o.extend_from_slice(b", ");
+                        o.extend_from_slice(v);
+                    }
+                    None => out = Some(v.to_vec()),
+                }
+            }
+        }
+        out
+    }
 }
 
 /// The pairs of a [`HeaderPairs`], as (name, value).
@@ -132,6 +151,19 @@ impl<'a> Iterator for Pairs<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn joins_every_value_of_a_repeated_header() {
+        let m = HeaderPairs::encode(&[
+            ("x-tenant", b"victim"),
+            (":path", b"/t"),
+            ("X-Tenant", b"evil"),
+        ]);
+        assert_eq!(m.get("x-tenant"), Some(&b"victim"[..]));
+        assert_eq!(m.joined("x-tenant").as_deref(), Some(&b"victim, evil"[..]));
+        assert_eq!(m.joined(":path").as_deref(), Some(&b"/t"[..]));
+        assert_eq!(m.joined("x-other"), None);
+    }
 
     #[test]
     fn reads_what_it_encodes_in_order() {

@@ -698,3 +698,46 @@ fn a_revalidation_that_sets_a_cookie_is_not_stored_for_other_clients() {
     assert_clean(&up, &[&first, &other, &hit]);
     envoy.assert_no_wasm_failure();
 }
+
+#[test]
+fn every_copy_of_a_key_header_and_an_ambiguous_query_split_or_skip_the_cache() {
+    // The upstream answers for every copy of the key header, and (like Rack 2 or Python's old
+    // parse_qs) reads `;` as a parameter separator.
+    let up = Upstream::with(|r| {
+        let tenants: Vec<String> = r
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("x-tenant"))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        Reply::ok(&format!("{} for {}", r.path, tenants.join("+")))
+    });
+    let cfg =
+        json!({"cache": {"ttl": 60, "key_parameters": ["header.x-tenant", "querystring.page"]}});
+    let envoy = start(cfg, &up);
+    let both = envoy.get("/t", &[("x-tenant", "victim"), ("x-tenant", "evil")]);
+    assert_eq!(both.text(), "/t for victim+evil");
+    // The victim alone is another entry: not served the answer made for both copies.
+    let victim = envoy.get("/t", &[("x-tenant", "victim")]);
+    assert_eq!(victim.text(), "/t for victim");
+    assert_eq!(up.count(), 2);
+    // Both copies again: their own entry.
+    let again = envoy.get("/t", &[("x-tenant", "victim"), ("x-tenant", "evil")]);
+    assert_eq!(again.text(), "/t for victim+evil");
+    assert!(again.header("age").is_some(), "{:?}", again.headers);
+    assert_eq!(up.count(), 2);
+
+    // `;` in the query: whether `page` is a parameter depends on the upstream, so the request
+    // goes around the cache, neither stored nor served from it.
+    let t = [("x-tenant", "a")];
+    let odd = envoy.get("/p?x=1;page=2", &t);
+    assert_eq!(odd.text(), "/p?x=1;page=2 for a");
+    let plain = envoy.get("/p", &t);
+    assert_eq!(plain.text(), "/p for a");
+    assert_eq!(up.count(), 4);
+    let odd_again = envoy.get("/p?x=1;page=2", &t);
+    assert_eq!(odd_again.header("age"), None, "{:?}", odd_again.headers);
+    assert_eq!(up.count(), 5);
+    assert_clean(&up, &[&both, &victim, &again, &odd, &plain, &odd_again]);
+    envoy.assert_no_wasm_failure();
+}

@@ -535,3 +535,25 @@ fn a_304_kept_out_of_the_entry_gets_an_entity_tag_of_its_own() {
     assert_ne!(unmatched_etag(b"1"), unmatched_etag(b"2"));
     assert!(INTERNAL_RESPONSE_HEADERS.contains(&ETAG_STASH));
 }
+
+#[test]
+fn a_semicolon_in_the_query_makes_a_key_with_query_parameters_ambiguous() {
+    let page = policy(&["querystring.page"]);
+    assert!(ambiguous_query(&page, b"/p?x=1;page=2"));
+    assert!(ambiguous_query(&page, b"/p?page=2;"));
+    assert!(!ambiguous_query(&page, b"/p?x=1&page=2"));
+    assert!(
+        !ambiguous_query(&page, b"/p?x=1%3Bpage=2"),
+        "%3B is data to every reader"
+    );
+    assert!(
+        !ambiguous_query(&page, b"/a;b/p"),
+        "the path's own rule handles `;` there"
+    );
+    // No query parameter in the key: the query is dropped whatever it says.
+    assert!(!ambiguous_query(
+        &policy(&["header.x-tenant"]),
+        b"/p?x=1;page=2"
+    ));
+    assert!(!ambiguous_query(&policy(&[]), b"/p?x=1;page=2"));
+}

@@ -483,6 +483,10 @@ impl RequestSource for HostRequest {
         self.headers.get(name)
     }
 
+    fn header_joined(&self, name: &str) -> Option<Vec<u8>> {
+        self.headers.joined(name)
+    }
+
     fn source_address(&self) -> Option<&[u8]> {
         self.source
             .get_or_init(|| property(b"source\0address"))
