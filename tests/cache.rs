@@ -671,7 +671,9 @@ fn a_revalidation_that_sets_a_cookie_is_not_stored_for_other_clients() {
             }
             return reply;
         }
-        Reply::ok(&format!("n={k}")).header("etag", "\"v1\"")
+        Reply::ok(&format!("n={k}"))
+            .header("etag", "\"v1\"")
+            .header("cache-control", "max-age=5, must-revalidate")
     });
     let envoy = start(json!({"cache": {"ttl": 1}}), &up);
     assert_eq!(envoy.get("/session", &[]).text(), "n=1");
@@ -695,6 +697,13 @@ fn a_revalidation_that_sets_a_cookie_is_not_stored_for_other_clients() {
     assert_eq!(hit.text(), "n=1");
     assert_eq!(hit.header("set-cookie"), None, "{:?}", hit.headers);
     assert_eq!(up.count(), 3, "served from the refreshed entry");
+    // The 304s sent no Cache-Control: the entry keeps the upstream's own, which clients get.
+    for r in [&first, &other, &hit] {
+        assert_eq!(
+            r.header("cache-control"),
+            Some("max-age=5, must-revalidate")
+        );
+    }
     assert_clean(&up, &[&first, &other, &hit]);
     envoy.assert_no_wasm_failure();
 }

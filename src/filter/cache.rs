@@ -337,10 +337,14 @@ impl HttpContext for Upstream {
             }
         }
         if let Some(cc) = storage.cache_control() {
-            host::set_response_header_bytes(
-                cache::CONTROL_STASH,
-                &cache::stash(control.as_deref()),
-            );
+            // A 304 without a Cache-Control of its own leaves the entry's in place (RFC 9111
+            // 4.3.4): the entry's stash, merged in by the cache filter, stays the client's.
+            if status != 304 || control.is_some() {
+                host::set_response_header_bytes(
+                    cache::CONTROL_STASH,
+                    &cache::stash(control.as_deref()),
+                );
+            }
             host::set_response_header("cache-control", &cc);
         }
         // A 304 revalidates the stale entry, and Envoy's cache filter stores the two merged
