@@ -1,7 +1,8 @@
 //! `tollgate`: the native companion of the plugin, using the same configuration code.
 //!
 //! - `tollgate check CONFIG.json` validates a plugin configuration exactly as the plugin's
-//!   `on_configure` does and prints every problem with its field path; exit status 1 on error.
+//!   `on_configure` does: it prints the first problem found, with its field path (exit status 1),
+//!   or, for a valid configuration, its warnings and a summary.
 //! - `tollgate hash-key` reads an API key from standard input and prints the `sha256` value to
 //!   put in the configuration (so the key never appears on a command line or in shell history).
 
