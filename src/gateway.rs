@@ -131,6 +131,9 @@ pub struct Decision {
     /// What the route's CORS policy allowed this origin (actual request): the upstream's
     /// response gets `CorsPolicy::actual_headers` of it.
     pub cors: Option<ActualCors>,
+    /// A preflight about a route with CORS off, which its upstream answers: no CORS policy
+    /// touches the response.
+    pub cors_off: bool,
     /// The counter store failed; the request was refused to keep the limit (logged by the host).
     pub store_failure: Option<&'static str>,
     /// How a forwarded request goes through Envoy's cache filter.
@@ -259,6 +262,7 @@ impl Decision {
             error,
             response_headers: Vec::new(),
             cors,
+            cors_off: false,
             store_failure: None,
             cache: CachePlan::Off,
             service_call: None,
@@ -878,16 +882,17 @@ fn admit(
     }
 
     // 1. CORS preflight, routed by the method it asks about. On a route with CORS off the
-    //    upstream answers preflights: the request goes on as one of that route's, untouched
-    //    by any CORS policy.
-    let mut preflight_route = None;
+    //    upstream answers preflights: the request goes on untouched by any CORS policy, as the
+    //    `OPTIONS` request it is (checked as its own route's: the headers a client sends must
+    //    not pick which route's key and limits it meets).
+    let mut upstream_preflight = false;
     if method == b"OPTIONS" {
         if let Some(origin) = origin {
             if let Some(requested) = req.header("access-control-request-method") {
                 let route_idx = cfg.table.find(requested, path);
                 let route = cfg.route(route_idx);
                 if route_idx.is_some() && cfg.cors_for(route).is_none() {
-                    preflight_route = Some(route_idx);
+                    upstream_preflight = true;
                 }
                 if let Some(policy) = cfg.cors_for(route) {
                     let request_headers = req.header("access-control-request-headers");
@@ -926,14 +931,15 @@ fn admit(
         }
     }
 
-    let route_idx = preflight_route.unwrap_or_else(|| cfg.table.find(method, path));
+    let route_idx = cfg.table.find(method, path);
     let route: &Route = cfg.route(route_idx);
-    let cors = if preflight_route.is_some() {
+    let cors = if upstream_preflight {
         None
     } else {
         cfg.cors_for(route).and_then(|p| p.actual(origin))
     };
     let mut decision = Decision::new(Outcome::Forward, route_idx, None, cors);
+    decision.cors_off = upstream_preflight;
 
     // 2. API key.
     let mut key = None;

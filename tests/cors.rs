@@ -720,6 +720,31 @@ fn a_preflight_for_a_method_route_with_cors_off_reaches_the_upstream_untouched()
 }
 
 #[test]
+fn preflight_headers_cannot_pick_a_weaker_route_for_a_forwarded_options() {
+    // `GET /x` leaves CORS to its upstream; `ANY /x` needs a key and has a throttle. An OPTIONS
+    // that names GET in `Access-Control-Request-Method` goes upstream, but as the OPTIONS
+    // request it is: the `ANY` route's key and throttle apply to it.
+    let up = Upstream::with(|_| Reply::ok("upstream"));
+    let cfg = with(json!({
+        "api_key": {"keys": [{"id": "k", "value": "key-1"}]},
+        "routes": [
+            {"match": "GET /x", "cors": false},
+            {"match": "ANY /x", "api_key_required": true, "throttle": {"rate": 0.001, "burst": 1}}
+        ]
+    }));
+    let envoy = start(cfg, &up);
+    let r = preflight(&envoy, "/x", EVIL, "GET", &[]);
+    assert_eq!(r.status, 403, "no key: {}", r.text());
+    let r = preflight(&envoy, "/x", EVIL, "GET", &[("x-api-key", "key-1")]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "upstream");
+    let r = preflight(&envoy, "/x", EVIL, "GET", &[("x-api-key", "key-1")]);
+    assert_eq!(r.status, 429, "the ANY route's throttle");
+    assert_eq!(up.count(), 1);
+    envoy.assert_no_wasm_failure();
+}
+
+#[test]
 fn per_route_cors_off_and_override() {
     let up = Upstream::with(|r| {
         let reply = Reply::ok(&format!("seen {} {}", r.method, r.path));

@@ -485,10 +485,14 @@ impl HttpContext for Main {
             self.status = status.or(self.status);
             return Action::Continue;
         }
-        let cors = self.decision.as_ref().and_then(|d| {
-            let policy = cfg.cors_for(cfg.route(d.route))?;
-            Some((policy, d.cors.as_ref()))
-        });
+        let cors = self
+            .decision
+            .as_ref()
+            .filter(|d| !d.cors_off)
+            .and_then(|d| {
+                let policy = cfg.cors_for(cfg.route(d.route))?;
+                Some((policy, d.cors.as_ref()))
+            });
         // One read of the whole map when CORS (for Vary) or caching needs more than the
         // status; else the status alone. Either is cheaper for Envoy than the `response.code`
         // property the log would otherwise read.

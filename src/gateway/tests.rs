@@ -1080,17 +1080,31 @@ mod refused_requests_spend_nothing {
 }
 
 #[test]
-fn a_preflight_about_a_route_with_cors_off_is_that_routes_request() {
+fn a_preflight_about_a_route_with_cors_off_goes_on_as_the_options_request_it_is() {
     let gw = Gw::new(&format!(
-        r#"{{{CORS}, "routes": [{{"match": "PUT /items/{{id}}", "cors": false}}]}}"#
+        r#"{{{CORS}, "routes": [{{"match": "PUT /items/{{id}}", "cors": false}},
+                               {{"match": "ANY /items/{{id}}", "api_key_required": true,
+                                 "throttle": {{"rate": 0.001, "burst": 1}}}}],
+                     {KEYS}}}"#
     ));
-    let r = Req::new("OPTIONS", "/items/1")
-        .with("origin", "https://app.example.com")
-        .with("access-control-request-method", "PUT");
-    let d = gw.run(r, T0);
+    let preflight = || {
+        Req::new("OPTIONS", "/items/1")
+            .with("origin", "https://app.example.com")
+            .with("access-control-request-method", "PUT")
+    };
+    // Checked as an OPTIONS request: the `ANY` route's key and throttle apply, whatever route
+    // the preflight headers name.
+    let d = gw.run(preflight(), T0);
+    assert_eq!((status(&d), d.route), (403, Some(1)));
+    let d = gw.run(preflight().with("x-api-key", "k-gold-1"), T0);
     assert_eq!(d.outcome, Outcome::Forward);
-    assert_eq!(d.route, Some(0));
-    assert!(d.cors.is_none(), "no CORS policy touches its answer");
+    assert_eq!(d.route, Some(1));
+    assert!(
+        d.cors.is_none() && d.cors_off,
+        "no CORS policy touches its answer"
+    );
+    let d = gw.run(preflight().with("x-api-key", "k-gold-1"), T0);
+    assert_eq!(status(&d), 429);
     // About GET, the stage's policy answers.
     let r = Req::new("OPTIONS", "/items/1")
         .with("origin", "https://app.example.com")
