@@ -49,9 +49,6 @@ pub const MAX_ORIGIN_LEN: usize = 1024;
 /// Largest accepted `max_age`, in seconds (24 hours).
 pub const MAX_MAX_AGE: u32 = 86_400;
 
-/// `Access-Control-Allow-Methods` sent when `allow_methods` is empty: the CORS-safelisted methods.
-pub const DEFAULT_ALLOW_METHODS: &str = "GET, HEAD, POST";
-
 pub const ALLOW_ORIGIN: &str = "access-control-allow-origin";
 pub const ALLOW_CREDENTIALS: &str = "access-control-allow-credentials";
 pub const EXPOSE_HEADERS: &str = "access-control-expose-headers";
@@ -82,7 +79,7 @@ pub const PREFLIGHT_VARY_PRIVATE_NETWORK: &str = "Origin, Access-Control-Request
      Access-Control-Request-Headers, Access-Control-Request-Private-Network";
 
 /// Methods a browser accepts after any successful preflight (Fetch: CORS-safelisted methods).
-const SAFELISTED_METHODS: &[&[u8]] = &[b"GET", b"HEAD", b"POST"];
+pub const SAFELISTED_METHODS: &[&[u8]] = &[b"GET", b"HEAD", b"POST"];
 
 /// Methods Fetch normalises to upper case; their lower-case spellings can never be requested.
 const NORMALISED_METHODS: &[&str] = &["DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT"];
@@ -95,7 +92,7 @@ const STAR_WITH_CREDENTIALS: &str =
 pub struct CorsSpec<'a> {
     /// Origins allowed to read responses; must not be empty. See the module docs for the forms.
     pub allow_origins: &'a [String],
-    /// Methods a preflight may ask for; empty means [`DEFAULT_ALLOW_METHODS`] (`GET, HEAD, POST`).
+    /// Methods a preflight may ask for; empty means the CORS-safelisted ones (`GET, HEAD, POST`).
     /// `*` (any method) only without credentials.
     pub allow_methods: &'a [String],
     /// Request header names a preflight may ask for; empty means none. `*` (any header) only
@@ -161,8 +158,6 @@ pub struct CorsPolicy {
     headers: Vec<String>,
     allow_credentials: bool,
     allow_private_network: bool,
-    allow_methods_value: String,
-    allow_headers_value: Option<String>,
     expose_headers_value: Option<String>,
     max_age_value: Option<String>,
 }
@@ -269,21 +264,10 @@ impl CorsPolicy {
                 methods.push(m.clone());
             }
         }
-        let allow_methods_value = if methods.is_empty() {
-            DEFAULT_ALLOW_METHODS.to_string()
-        } else {
-            comma_list(methods.iter().map(String::as_str))
-        };
-        // `*` stays in the header value (it is the wildcard there) but not in the match list.
         methods.retain(|m| m != "*");
 
         let (any_header, headers) =
             compile_header_names(spec.allow_headers, "allow_headers", credentials)?;
-        let allow_headers_value = if headers.is_empty() {
-            None
-        } else {
-            Some(comma_list(headers.iter().map(String::as_str)))
-        };
         let (_, expose) = compile_header_names(spec.expose_headers, "expose_headers", credentials)?;
         let expose_headers_value = if expose.is_empty() {
             None
@@ -318,8 +302,6 @@ impl CorsPolicy {
             headers,
             allow_credentials: credentials,
             allow_private_network: spec.allow_private_network,
-            allow_methods_value,
-            allow_headers_value,
             expose_headers_value,
             max_age_value,
         })
@@ -380,22 +362,21 @@ impl CorsPolicy {
         if self.allow_credentials {
             out.push((ALLOW_CREDENTIALS, "true".to_string()));
         }
-        out.push((ALLOW_METHODS, self.allow_methods_value.clone()));
-        if self.any_header {
-            let echoed = req
-                .request_headers
-                .map(echo_header_names)
-                .unwrap_or_default();
-            out.push((
-                ALLOW_HEADERS,
-                if echoed.is_empty() {
-                    "*".to_string()
-                } else {
-                    echoed
-                },
-            ));
-        } else if let Some(v) = &self.allow_headers_value {
-            out.push((ALLOW_HEADERS, v.clone()));
+        // The method and the headers asked about, not the policy's lists: browsers cache a
+        // preflight's answer per origin and URL, and use each method and header it names for
+        // any request to that URL, which may be another route's with another policy (or with
+        // CORS off). A method or header this preflight was not asked about is not its to
+        // allow.
+        out.push((
+            ALLOW_METHODS,
+            String::from_utf8_lossy(req.request_method).into_owned(),
+        ));
+        let echoed = req
+            .request_headers
+            .map(echo_header_names)
+            .unwrap_or_default();
+        if !echoed.is_empty() {
+            out.push((ALLOW_HEADERS, echoed));
         }
         if req.request_private_network {
             out.push((ALLOW_PRIVATE_NETWORK, "true".to_string()));
@@ -466,6 +447,15 @@ impl CorsPolicy {
                         .iter()
                         .any(|h| h.as_bytes().eq_ignore_ascii_case(name)))
         })
+    }
+}
+
+/// Makes an allowed preflight's answer one browsers do not cache (`Access-Control-Max-Age: 0`;
+/// without the header they would keep it for 5 s).
+pub fn expire_at_once(answer: &mut Vec<(&'static str, String)>) {
+    match answer.iter_mut().find(|(n, _)| *n == MAX_AGE) {
+        Some(entry) => entry.1 = "0".to_string(),
+        None => answer.push((MAX_AGE, "0".to_string())),
     }
 }
 
@@ -1132,10 +1122,7 @@ mod tests {
             .headers(&["Content-Type", "content-type", "X-Api-Key"])
             .expose(&["X-Request-Id", "x-request-id", "ETag"])
             .policy();
-        assert_eq!(
-            p.allow_headers_value.as_deref(),
-            Some("content-type, x-api-key")
-        );
+        assert_eq!(p.headers, strings(&["content-type", "x-api-key"]));
         assert_eq!(
             p.expose_headers_value.as_deref(),
             Some("x-request-id, etag")
@@ -1409,11 +1396,10 @@ mod tests {
             vec![
                 (ALLOW_ORIGIN, "https://x.example.com".to_string()),
                 (ALLOW_CREDENTIALS, "true".to_string()),
-                (ALLOW_METHODS, "GET, POST, PUT, DELETE".to_string()),
-                (
-                    ALLOW_HEADERS,
-                    "content-type, authorization, x-api-key".to_string()
-                ),
+                // What was asked, not the policy's lists (browsers would reuse any other
+                // method or header named here for the URL's other routes).
+                (ALLOW_METHODS, "PUT".to_string()),
+                (ALLOW_HEADERS, "content-type, x-api-key".to_string()),
                 (MAX_AGE, "600".to_string()),
                 (VARY, PREFLIGHT_VARY.to_string()),
             ]
@@ -1463,7 +1449,7 @@ mod tests {
         assert!(ok(b"POST"));
         assert!(!ok(b"get"));
         let h = allowed(p.preflight(&pf(b"https://a.com", b"PUT", None)));
-        assert_eq!(header(&h, ALLOW_METHODS), Some("PUT, PATCH"));
+        assert_eq!(header(&h, ALLOW_METHODS), Some("PUT"));
         assert_eq!(header(&h, ALLOW_HEADERS), None);
         assert_eq!(header(&h, MAX_AGE), None);
         assert_eq!(header(&h, ALLOW_CREDENTIALS), None);
@@ -1471,7 +1457,7 @@ mod tests {
         // Default methods.
         let p = policy(&["https://a.com"]);
         let h = allowed(p.preflight(&pf(b"https://a.com", b"GET", None)));
-        assert_eq!(header(&h, ALLOW_METHODS), Some(DEFAULT_ALLOW_METHODS));
+        assert_eq!(header(&h, ALLOW_METHODS), Some("GET"));
         assert_eq!(
             p.preflight(&pf(b"https://a.com", b"PUT", None)),
             PreflightDecision::Denied
@@ -1480,7 +1466,7 @@ mod tests {
         // `*`: any method.
         let p = Cfg::new(&["https://a.com"]).methods(&["*"]).policy();
         let h = allowed(p.preflight(&pf(b"https://a.com", b"PROPFIND", None)));
-        assert_eq!(header(&h, ALLOW_METHODS), Some("*"));
+        assert_eq!(header(&h, ALLOW_METHODS), Some("PROPFIND"));
         assert_eq!(
             p.preflight(&pf(b"https://a.com", b"BAD METHOD", None)),
             PreflightDecision::Denied
@@ -1531,6 +1517,21 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_that_must_not_be_cached_says_max_age_0() {
+        let p = Cfg::new(&["https://a.com"]).max_age(600).policy();
+        let mut h = allowed(p.preflight(&pf(b"https://a.com", b"GET", None)));
+        expire_at_once(&mut h);
+        assert_eq!(header(&h, MAX_AGE), Some("0"));
+        assert_eq!(h.iter().filter(|(n, _)| *n == MAX_AGE).count(), 1);
+        // Without a configured max_age browsers would keep it 5 s: the header is added.
+        let p = policy(&["https://a.com"]);
+        let mut h = allowed(p.preflight(&pf(b"https://a.com", b"GET", None)));
+        assert_eq!(header(&h, MAX_AGE), None);
+        expire_at_once(&mut h);
+        assert_eq!(header(&h, MAX_AGE), Some("0"));
+    }
+
+    #[test]
     fn preflight_star_headers_echo() {
         let p = Cfg::new(&["*"]).headers(&["*"]).policy();
         let h = allowed(p.preflight(&pf(
@@ -1544,9 +1545,13 @@ mod tests {
             Some("x-foo, authorization, content-type")
         );
         let h = allowed(p.preflight(&pf(b"https://a.com", b"GET", None)));
-        assert_eq!(header(&h, ALLOW_HEADERS), Some("*"));
+        assert_eq!(
+            header(&h, ALLOW_HEADERS),
+            None,
+            "nothing asked, nothing allowed"
+        );
         let h = allowed(p.preflight(&pf(b"https://a.com", b"GET", Some(b" "))));
-        assert_eq!(header(&h, ALLOW_HEADERS), Some("*"));
+        assert_eq!(header(&h, ALLOW_HEADERS), None);
         assert_eq!(
             p.preflight(&pf(b"https://a.com", b"GET", Some(b"x foo"))),
             PreflightDecision::Denied

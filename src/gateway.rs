@@ -905,14 +905,34 @@ fn admit(
                             .is_some_and(|v| v.eq_ignore_ascii_case(b"true")),
                     };
                     let (outcome, error) = match policy.preflight(&pre) {
-                        PreflightDecision::Allowed(headers) => (
-                            Outcome::Respond {
-                                status: 204,
-                                headers,
-                                body: None,
-                            },
-                            None,
-                        ),
+                        PreflightDecision::Allowed(mut headers) => {
+                            // Browsers reuse the headers a preflight allowed for any request to
+                            // the URL, and requests with a safelisted method need nothing else:
+                            // unless those methods' routes here would allow the same, the
+                            // answer must not be cached.
+                            if pre.request_headers.is_some_and(|h| !h.is_empty())
+                                && !cors::SAFELISTED_METHODS.iter().all(|m| {
+                                    let other = cfg.route(cfg.table.find(m, path));
+                                    cfg.cors_for(other).is_some_and(|p| {
+                                        let asked = Preflight {
+                                            request_method: m,
+                                            ..pre
+                                        };
+                                        matches!(p.preflight(&asked), PreflightDecision::Allowed(_))
+                                    })
+                                })
+                            {
+                                cors::expire_at_once(&mut headers);
+                            }
+                            (
+                                Outcome::Respond {
+                                    status: 204,
+                                    headers,
+                                    body: None,
+                                },
+                                None,
+                            )
+                        }
                         PreflightDecision::Denied => (
                             local_response(ErrorType::CorsPreflightDenied, Vec::new(), None),
                             Some(ErrorType::CorsPreflightDenied),

@@ -175,7 +175,11 @@ fn chromium_enforces_tollgate_cors_across_loopback_origins() {
         "routes": [
             {"match": "POST /pets", "api_key_required": true},
             {"match": "GET /limited/{id}", "throttle": {"rate": 0.001, "burst": 1}},
-            {"match": "GET /public/{x}", "cors": {"allow_origins": [page_origin]}}
+            {"match": "GET /public/{x}", "cors": {"allow_origins": [page_origin]}},
+            {"match": "PUT /shared/{id}", "cors": {"allow_origins": ["https://partner.example.org"],
+                                                   "allow_methods": ["PUT"],
+                                                   "allow_headers": ["x-trace-tag"]}},
+            {"match": "POST /shared/{id}", "cors": {"allow_origins": [page_origin]}}
         ]
     });
     let tmp = tempdir::Dir::new("browser-access");
@@ -231,6 +235,13 @@ fn chromium_enforces_tollgate_cors_across_loopback_origins() {
         .unwrap_or_else(|| panic!("Retry-After readable: {r:#}"));
     assert!(retry >= 1);
 
+    // One URL, three routes: the GET's preflight (stage policy) was allowed, but the browser
+    // did not reuse it for the PUT and the POST, whose routes' policies refuse this page's
+    // origin or header: each had its own preflight, refused, and never reached the upstream.
+    readable(ok, "shared-get", 200);
+    blocked(ok, "shared-put");
+    blocked(ok, "shared-post");
+
     // The other origin: the browser blocks both; the PUT never leaves the preflight.
     blocked(bad, "blocked-get");
     blocked(bad, "blocked-put");
@@ -265,12 +276,14 @@ fn chromium_enforces_tollgate_cors_across_loopback_origins() {
             && s.header("origin").as_deref() == Some(other_origin.as_str())),
         "{summary:?}"
     );
-    assert!(
-        !seen
-            .iter()
-            .any(|s| s.header("x-trace-tag").as_deref() == Some("blocked-put")),
-        "{summary:?}"
-    );
+    for tag in ["blocked-put", "shared-put", "shared-post"] {
+        assert!(
+            !seen
+                .iter()
+                .any(|s| s.header("x-trace-tag").as_deref() == Some(tag)),
+            "{tag}: {summary:?}"
+        );
+    }
 
     // Envoy's access log: a 204 preflight for the allowed PUT, a 403 one for the blocked PUT.
     let deadline = Instant::now() + Duration::from_secs(10);

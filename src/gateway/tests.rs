@@ -1468,3 +1468,41 @@ fn a_later_leg_of_a_request_counted_as_refused_gives_its_route_token_back_and_sa
     let b = gw.leg(Req::new("GET", "/b"), None);
     assert_eq!(header(&b, "ratelimit"), Some(r#""route";r=4;t=1000"#));
 }
+
+#[test]
+fn a_preflight_answer_is_cached_only_when_the_urls_other_routes_would_allow_the_same() {
+    // Browsers reuse the headers a preflight allowed for every request to the URL; a POST
+    // (safelisted) needs nothing more. Here POST has a policy of its own without `x-custom`.
+    let gw = Gw::new(
+        r#"{"cors": {"allow_origins": ["https://app.example.com"], "allow_methods": ["PUT"],
+                     "allow_headers": ["x-custom"], "max_age": 600},
+            "routes": [
+              {"match": "POST /pets/{id}", "cors": {"allow_origins": ["https://app.example.com"]}},
+              {"match": "GET /legacy/{id}", "cors": false}]}"#,
+    );
+    let pf = |path: &str, method: &str, headers: Option<&str>| {
+        let r = Req::new("OPTIONS", path)
+            .with("origin", "https://app.example.com")
+            .with("access-control-request-method", method);
+        let r = match headers {
+            Some(h) => r.with("access-control-request-headers", h),
+            None => r,
+        };
+        gw.run(r, T0)
+    };
+    let d = pf("/pets/7", "PUT", Some("X-Custom"));
+    assert_eq!(status(&d), 204);
+    assert_eq!(header(&d, "access-control-allow-methods"), Some("PUT"));
+    assert_eq!(header(&d, "access-control-allow-headers"), Some("x-custom"));
+    assert_eq!(header(&d, "access-control-max-age"), Some("0"));
+    // Without headers asked, only the method is named: cached as configured.
+    let d = pf("/pets/7", "PUT", None);
+    assert_eq!(header(&d, "access-control-max-age"), Some("600"));
+    // Where every safelisted method's route allows the same, cached as configured.
+    let d = pf("/other/7", "PUT", Some("x-custom"));
+    assert_eq!(header(&d, "access-control-max-age"), Some("600"));
+    // A GET route that leaves CORS to its upstream: never cached with headers.
+    let d = pf("/legacy/7", "PUT", Some("x-custom"));
+    assert_eq!(status(&d), 204);
+    assert_eq!(header(&d, "access-control-max-age"), Some("0"));
+}
