@@ -426,13 +426,17 @@ pub fn address_ip(address: &str) -> &str {
 }
 
 /// The client identity of an address `ip:port` or `[v6]:port`: the IP without the port; an
-/// IPv6 address is reduced to its /64 network (one host usually owns a whole /64).
+/// IPv6 address is reduced to its /64 network (one host usually owns a whole /64), unless it
+/// carries an IPv4 client's address ([`embedded_ipv4`]), which is then the identity.
 pub fn ip_identity(address: &[u8]) -> Vec<u8> {
     let s = String::from_utf8_lossy(address);
     let host = address_ip(&s);
-    if let Some(net) = ipv6_network64(host) {
+    if let Some(all) = ipv6_groups(host) {
+        if let Some([a, b, c, d]) = embedded_ipv4(all) {
+            return format!("{a}.{b}.{c}.{d}").into_bytes();
+        }
         let mut out = String::with_capacity(24);
-        for (i, group) in net.iter().enumerate() {
+        for (i, group) in all.iter().take(4).enumerate() {
             if i > 0 {
                 out.push(':');
             }
@@ -444,10 +448,25 @@ pub fn ip_identity(address: &[u8]) -> Vec<u8> {
     host.as_bytes().to_vec()
 }
 
-/// The first four groups (the /64 network) of an IPv6 address in text form, or `None` when the
-/// text is not an IPv6 address or is an IPv4-mapped one (`::ffff:a.b.c.d`, counted as IPv4).
+/// The IPv4 address an IPv6 address stands for, in the forms whose /64 is shared by every IPv4
+/// client, so a /64 would put them all in one bucket: IPv4-mapped `::ffff:a.b.c.d`,
+/// IPv4-translated `::ffff:0:a.b.c.d`, IPv4-compatible `::a.b.c.d` (not `::` or `::1`), and the
+/// NAT64 well-known prefix `64:ff9b::a.b.c.d` (RFC 6052).
+fn embedded_ipv4(all: [u16; 8]) -> Option<[u8; 4]> {
+    let v4 = match all {
+        [0, 0, 0, 0, 0, 0xffff, hi, lo]
+        | [0, 0, 0, 0, 0xffff, 0, hi, lo]
+        | [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => (hi, lo),
+        [0, 0, 0, 0, 0, 0, hi, lo] if hi != 0 => (hi, lo),
+        _ => return None,
+    };
+    let ([a, b], [c, d]) = (v4.0.to_be_bytes(), v4.1.to_be_bytes());
+    Some([a, b, c, d])
+}
+
+/// The eight groups of an IPv6 address in text form, or `None` when the text is not one.
 /// A small parser of our own: `std::net`'s costs several KB of wasm.
-fn ipv6_network64(text: &str) -> Option<[u16; 4]> {
+fn ipv6_groups(text: &str) -> Option<[u16; 8]> {
     let text = text.split('%').next().unwrap_or(text); // zone id
     if !text.contains(':') || text.len() > 45 {
         return None;
@@ -508,11 +527,7 @@ fn ipv6_network64(text: &str) -> Option<[u16; 4]> {
     for (slot, g) in all.iter_mut().rev().zip(tail.iter().rev()) {
         *slot = *g;
     }
-    if let [0, 0, 0, 0, 0, 0xffff, _, _] = all {
-        return None;
-    }
-    let [a, b, c, d, ..] = all;
-    Some([a, b, c, d])
+    Some(all)
 }
 
 enum Check {

@@ -78,4 +78,33 @@ fn per_client_buckets_really_follow_the_forwarded_address() {
     assert_eq!(conn.get("/", &[("x-forwarded-for", "10.0.0.1")]), 200);
     assert_eq!(conn.get("/", &[("x-forwarded-for", "10.0.0.1")]), 429);
     assert_eq!(conn.get("/", &[("x-forwarded-for", "10.0.0.2")]), 200);
+    // IPv6 forms of IPv4 clients (NAT64, mapped, compatible): each its IPv4 client, not one
+    // /64 they all share.
+    assert_eq!(
+        conn.get("/", &[("x-forwarded-for", "64:ff9b::1.2.3.4")]),
+        200
+    );
+    assert_eq!(
+        conn.get("/", &[("x-forwarded-for", "64:ff9b::5.6.7.8")]),
+        200
+    );
+    assert_eq!(conn.get("/", &[("x-forwarded-for", "::9.9.9.9")]), 200);
+    assert_eq!(conn.get("/", &[("x-forwarded-for", "::8.8.8.8")]), 200);
+    assert_eq!(
+        conn.get("/", &[("x-forwarded-for", "::ffff:10.0.0.1")]),
+        429
+    );
+    assert_eq!(
+        conn.get("/", &[("x-forwarded-for", "64:ff9b::1.2.3.4")]),
+        429
+    );
+    // An IPv6 /64 is still one client.
+    assert_eq!(
+        conn.get("/", &[("x-forwarded-for", "2001:db8:1:2::1")]),
+        200
+    );
+    assert_eq!(
+        conn.get("/", &[("x-forwarded-for", "2001:db8:1:2::2")]),
+        429
+    );
 }

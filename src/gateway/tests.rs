@@ -238,7 +238,7 @@ fn memory_is_bounded_by_slots() {
 }
 
 #[test]
-fn ipv6_networks_match_std() {
+fn ipv6_addresses_parse_as_std_parses_them() {
     for text in [
         "2001:db8:1:2:3:4:5:6",
         "2001:db8::1",
@@ -261,18 +261,14 @@ fn ipv6_networks_match_std() {
         "::1.2.3.256",
         "",
     ] {
-        let ours = ipv6_network64(text);
+        let ours = ipv6_groups(text);
         let std = text
             .split('%')
             .next()
             .unwrap()
             .parse::<std::net::Ipv6Addr>()
             .ok()
-            .filter(|a| a.to_ipv4_mapped().is_none())
-            .map(|a| {
-                let s = a.segments();
-                [s[0], s[1], s[2], s[3]]
-            });
+            .map(|a| a.segments());
         assert_eq!(ours, std, "{text}");
     }
 }
@@ -284,7 +280,29 @@ fn ip_identity_forms() {
         ip_identity(b"[2001:db8:1:2:3:4:5:6]:80"),
         b"2001:db8:1:2::/64"
     );
-    assert_eq!(ip_identity(b"[::ffff:1.2.3.4]:80"), b"::ffff:1.2.3.4");
+    // IPv6 forms of an IPv4 client are that client, not a /64 every IPv4 client shares.
+    for v6 in [
+        "::ffff:1.2.3.4",
+        "::ffff:0:1.2.3.4",
+        "::1.2.3.4",
+        "64:ff9b::1.2.3.4",
+        "64:ff9b::102:304",
+    ] {
+        assert_eq!(
+            ip_identity(format!("[{v6}]:80").as_bytes()),
+            b"1.2.3.4",
+            "{v6}"
+        );
+    }
+    assert_ne!(
+        ip_identity(b"[64:ff9b::5.6.7.8]:80"),
+        ip_identity(b"[64:ff9b::1.2.3.4]:80")
+    );
+    // Loopback and the unspecified address stay IPv6; so does a NAT64 prefix other than the
+    // well-known one (its /64 as for any address).
+    assert_eq!(ip_identity(b"[::1]:80"), b"0:0:0:0::/64");
+    assert_eq!(ip_identity(b"[::]:80"), b"0:0:0:0::/64");
+    assert_eq!(ip_identity(b"[64:ff9b:1::1.2.3.4]:80"), b"64:ff9b:1:0::/64");
     assert_eq!(ip_identity(b"\xff:1"), "\u{fffd}".as_bytes());
     assert_eq!(ip_identity(b""), b"");
 }
