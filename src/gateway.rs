@@ -1125,6 +1125,9 @@ fn admit(
                 refund(std::slice::from_mut(route_report));
             }
         }
+    } else if decision.store_failure.is_some() {
+        // The check the store failed has no report: every report is of one that passed.
+        refund(&mut reports);
     } else if failure.is_some() {
         // The last report is the failed check's, which took nothing.
         if let Some((_, passed)) = reports.split_last_mut() {

@@ -438,6 +438,38 @@ fn contention_fails_closed() {
 }
 
 #[test]
+fn a_store_failure_refusal_tells_the_tokens_it_gave_back() {
+    // The stage bucket's store fails after the route's bucket gave a token: the 429 gives the
+    // token back, and its headers say so (the failed check has no report of its own).
+    struct StageBusy(MemoryStore);
+    impl SharedStore for StageBusy {
+        fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+            self.0.get(key)
+        }
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+            if key.contains("stage") {
+                return Err(StoreError::CasMismatch);
+            }
+            self.0.set(key, value, cas)
+        }
+    }
+    let cfg = Config::from_json(
+        br#"{"throttle": {"rate": 10, "burst": 10},
+             "routes": [{"match": "GET /r", "throttle": {"rate": 0.001, "burst": 2}}]}"#,
+    )
+    .unwrap();
+    let keys = StoreKeys::new("p:", &cfg);
+    let store = StageBusy(MemoryStore::new());
+    initialize_store(&cfg, &keys, &store.0, T0).unwrap();
+    for _ in 0..2 {
+        let d = decide(&cfg, &keys, &store, T0, &Req::new("GET", "/r"));
+        assert_eq!(status(&d), 429);
+        assert!(d.store_failure.is_some());
+        assert_eq!(header(&d, "ratelimit"), Some(r#""route";r=2;t=0"#));
+    }
+}
+
+#[test]
 fn slots_spread_clients() {
     let mut seen = std::collections::HashSet::new();
     for i in 0..1000 {
