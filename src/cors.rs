@@ -612,6 +612,25 @@ fn compile_origin(entry: &str) -> Result<OriginEntry, String> {
             "host `{host_str}` is not a valid host name (dot-separated labels of letters, digits, `-` and `_`, no trailing dot)"
         ));
     }
+    // A host whose last label is a number is an IPv4 address to browsers (WHATWG URL), which
+    // send it as four decimal numbers: no wildcard can mean anything under it, and any other
+    // spelling (`127.1`, `0x7f.0.0.1`) would never match.
+    let ends_in_number = host_str.rsplit('.').next().is_some_and(|l| {
+        let hex = l
+            .strip_prefix("0x")
+            .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+        hex || (!l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+    });
+    if ends_in_number {
+        if wildcard {
+            return Err("a wildcard cannot be combined with an IP address".to_string());
+        }
+        if !is_dotted_quad(&host_str) {
+            return Err(format!(
+                "host `{host_str}` is an IPv4 address as browsers read it: write it as they send it, four decimal numbers a.b.c.d"
+            ));
+        }
+    }
     if wildcard {
         if !host_str.contains('.') && host_str != "localhost" {
             return Err(format!(
@@ -629,6 +648,21 @@ fn compile_origin(entry: &str) -> Result<OriginEntry, String> {
         host: host_str,
         port,
     }))
+}
+
+/// Four decimal numbers from 0 to 255 without leading zeros, dot-separated: how browsers
+/// serialize an IPv4 host.
+fn is_dotted_quad(host: &str) -> bool {
+    let mut parts = 0;
+    let all = host.split('.').all(|p| {
+        parts += 1;
+        !p.is_empty()
+            && p.len() <= 3
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && (p == "0" || !p.starts_with('0'))
+            && p.parse::<u16>().is_ok_and(|n| n <= 255)
+    });
+    all && parts == 4
 }
 
 fn check_method(m: &str) -> Result<(), String> {
@@ -1043,6 +1077,14 @@ mod tests {
             ("*.example.com", "scheme://host[:port]"),
             ("https://*.com", "top-level domain"),
             ("https://*.[::1]", "IP address"),
+            ("http://*.0.0.1", "IP address"),
+            ("http://*.example.0x7f", "IP address"),
+            ("http://127.1", "four decimal numbers"),
+            ("http://127.0.0.01", "four decimal numbers"),
+            ("http://0x7f.0.0.1", "four decimal numbers"),
+            ("http://1.2.3.256", "four decimal numbers"),
+            ("http://1.2.3.4.5", "four decimal numbers"),
+            ("http://example.123", "four decimal numbers"),
             ("https://a..com", "not a valid host name"),
             ("https://a.com.", "not a valid host name"),
             ("https://.a.com", "not a valid host name"),
@@ -1076,6 +1118,10 @@ mod tests {
             "https://*.example.com",
             "HTTPS://UPPER.Example.COM:443",
             "http://127.0.0.1:8080",
+            "http://0.0.0.0",
+            "http://10.255.0.9",
+            "http://1.example.com",
+            "http://example.0a",
             "http://[::1]:8080",
             "https://*.localhost",
             "null",
@@ -1083,10 +1129,11 @@ mod tests {
         ]);
         assert!(p.origin_allowed(b"https://upper.example.com"));
         assert!(p.origin_allowed(b"http://[::1]:8080"));
+        assert!(p.origin_allowed(b"http://10.255.0.9"));
         assert!(p.origin_allowed(b"http://127.0.0.1:8080"));
         assert!(p.origin_allowed(b"https://dev.localhost"));
         assert!(p.origin_allowed(b"null"));
-        assert_eq!(p.rules.len(), 7);
+        assert_eq!(p.rules.len(), 11);
     }
 
     #[test]
