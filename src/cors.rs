@@ -615,12 +615,16 @@ fn compile_origin(entry: &str) -> Result<OriginEntry, String> {
     // A host whose last label is a number is an IPv4 address to browsers (WHATWG URL), which
     // send it as four decimal numbers: no wildcard can mean anything under it, and any other
     // spelling (`127.1`, `0x7f.0.0.1`) would never match.
-    let ends_in_number = host_str.rsplit('.').next().is_some_and(|l| {
-        let hex = l
-            .strip_prefix("0x")
-            .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
-        hex || (!l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
-    });
+    let hb = host_str.as_bytes();
+    let last = hb
+        .iter()
+        .rposition(|b| *b == b'.')
+        .and_then(|i| hb.get(i + 1..))
+        .unwrap_or(hb);
+    let ends_in_number = match last {
+        [b'0', b'x', hex @ ..] => hex.iter().all(u8::is_ascii_hexdigit),
+        digits => !digits.is_empty() && digits.iter().all(u8::is_ascii_digit),
+    };
     if ends_in_number {
         if wildcard {
             return Err("a wildcard cannot be combined with an IP address".to_string());
