@@ -681,6 +681,10 @@ pub struct Handover {
     /// The first leg's decision: what it charged (tokens, quota, rate limit service headers)
     /// and told (its policies' reports, a report-only error), for the second leg to go on from.
     pub first_leg: Decision,
+    /// The first leg's metric series (its route and method), for a second leg tollgate never
+    /// sees (a filter before it answers): counted as the client's request. (A 303 turns a POST
+    /// into a GET, which the POST route has no series for.)
+    pub series: Option<usize>,
 }
 
 /// Handovers waiting for their second legs, each claimed once by the leg with its stream

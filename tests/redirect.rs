@@ -351,3 +351,56 @@ fn a_redirected_preflight_that_tollgate_answers_gives_back_what_its_first_leg_to
     assert_eq!(next.status, 200, "{}", next.text());
     envoy.assert_no_wasm_failure();
 }
+
+#[test]
+fn a_post_redirected_with_303_and_denied_before_tollgate_is_counted_under_its_own_route() {
+    // The upstream answers a POST with 303: Envoy follows it as a GET, which RBAC denies before
+    // tollgate sees it. The client's request was the POST: counted once under POST /start
+    // (whose route has no GET series).
+    let up = Upstream::with(|r| {
+        if r.path.starts_with("/start") {
+            Reply::ok("see other")
+                .status(303)
+                .header("location", "http://localhost/final")
+        } else {
+            Reply::ok("final")
+        }
+    });
+    let cfg = json!({"stage": "prod", "routes": [{"match": "POST /start"}]});
+    let mut opts = options(cfg, up.port);
+    opts.stats_tags = true;
+    opts.hcm_extra["route_config"]["virtual_hosts"][0]["routes"][1]["route"]
+        ["internal_redirect_policy"]["redirect_response_codes"] = json!([303]);
+    let rbac = json!({"name": "envoy.filters.http.rbac", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+        "rules": {"action": "DENY", "policies": {"no-final": {
+            "permissions": [{"url_path": {"path": {"prefix": "/final"}}}],
+            "principals": [{"any": true}]
+        }}}
+    }});
+    let envoy = start_with_filter_first(&opts, rbac, 1);
+    let r = envoy.send("POST", "/start", &[]);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(up.count(), 1, "the upstream saw the POST only");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let stats = envoy.stats();
+        let counted: Vec<_> = stats
+            .iter()
+            .filter(|(k, v)| {
+                k.starts_with("wasmcustom.tollgate") && k.ends_with(";requests") && **v > 0
+            })
+            .collect();
+        if !counted.is_empty() || std::time::Instant::now() > deadline {
+            assert_eq!(counted.len(), 1, "{counted:?}");
+            assert!(
+                counted[0].0.contains("_start") && counted[0].0.contains("method=.=POST"),
+                "{counted:?}"
+            );
+            assert_eq!(*counted[0].1, 1, "{counted:?}");
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    envoy.assert_no_wasm_failure();
+}

@@ -91,6 +91,7 @@ impl Main {
             if let Some(h) = self.rt.followed_redirect(host::now_ns()) {
                 self.start_ns = h.started_ns;
                 self.obs = Observation::on_request(&self.rt, &h.first_leg, HostRequest::read());
+                self.obs.set_series(h.series);
                 self.decision = Some(h.first_leg);
             }
         }
@@ -142,6 +143,7 @@ impl Main {
             started_ns: self.start_ns,
             left_ns: host::now_ns(),
             first_leg,
+            series: self.obs.series(),
         });
         true
     }

@@ -82,6 +82,16 @@ pub struct Observation {
 }
 
 impl Observation {
+    /// The metric series found for the request (None when metrics are off).
+    pub fn series(&self) -> Option<usize> {
+        self.series
+    }
+
+    /// Counts the request under `series` (a redirect's first leg's, for its next leg).
+    pub fn set_series(&mut self, series: Option<usize>) {
+        self.series = series;
+    }
+
     /// After the pipeline decided on the request headers: finds the metric series and keeps
     /// the request for the record when there is an access log. `req` is the request the
     /// pipeline read.

@@ -1340,6 +1340,7 @@ fn a_handover_is_claimed_once_by_its_stream_and_waits_a_bounded_time() {
         started_ns: at,
         left_ns: at,
         first_leg: Decision::new(Outcome::Forward, None, None, None),
+        series: None,
     };
     let mut hs = Handovers::default();
     assert!(hs.is_empty());
