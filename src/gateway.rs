@@ -1142,7 +1142,7 @@ fn admit(
     // 4. The rate limit service, for a request every local check admitted (a second leg's
     //    first leg made the call).
     if let (None, Some(s), true) = (failure, svc, first) {
-        let client = client_identity.as_deref().map(String::from_utf8_lossy);
+        let client = client_identity.as_deref().map(descriptor_text);
         let facts = RequestFacts {
             stage: &cfg.stage,
             route: route.throttle.and(route.name.as_deref()),
@@ -1186,6 +1186,22 @@ fn admit(
     }
     decision.reports = reports;
     decision
+}
+
+/// A client identity as a descriptor value (text): bytes that are not UTF-8 are written as
+/// `\xHH`, so two identities never become one value (as `U+FFFD` would make them).
+fn descriptor_text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    if let Ok(s) = std::str::from_utf8(bytes) {
+        return s.into();
+    }
+    let mut out = String::with_capacity(bytes.len() + 8);
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out.into()
 }
 
 /// The identity a client bucket counts: the API key's id (`by: api_key`), a header's value

@@ -24,7 +24,7 @@
 //! | `plan`   | `stage` = stage, `usage_plan` = plan, `api_key_id` = key id                  |
 //! | `route`  | `stage` = stage, `route` = route template (`GET /pets/{id}`)                 |
 //! | `stage`  | `stage` = stage                                                              |
-//! | `client` | `stage` = stage, `client` = client identity (IP or /64, key id, header)      |
+//! | `client` | `stage` = stage, `client` = IP or IPv6 /64, `key:ID` or `hdr:VALUE`              |
 //! | `quota`  | `stage` = stage, `usage_plan` = plan, `api_key_id` = key id, `quota` = period |
 //!
 //! In envoyproxy/ratelimit these nest naturally (`stage` > `usage_plan` > `api_key_id` with no
@@ -235,7 +235,7 @@ fn name(o: &Obj<'_>, key: &str) -> Result<String, FieldError> {
     if s.is_empty() || s.len() > MAX_NAME_LEN || s.chars().any(char::is_control) {
         return Err(FieldError::new(
             o.path(key),
-            format!("must be 1 to {MAX_NAME_LEN} characters, none of them control characters"),
+            format!("must be 1 to {MAX_NAME_LEN} bytes of UTF-8, none of them control characters"),
         ));
     }
     Ok(s)
@@ -720,8 +720,16 @@ pub fn interpret(
             retry_after = secs.min(MAX_RESET_S);
         }
     }
+    // No status named the check over its limit (Limitador answers with the overall code
+    // only): the checks asked tell the error when they agree (a quota alone is
+    // QUOTA_EXCEEDED), else it is a throttle.
+    let asked = || {
+        let mut errors = checks.iter().map(|c| c.error());
+        let first = errors.next()?;
+        errors.all(|e| e == first).then_some(first)
+    };
     ServiceDecision {
-        refuse: over.then(|| refuse.unwrap_or(ErrorType::Throttled)),
+        refuse: over.then(|| refuse.or_else(asked).unwrap_or(ErrorType::Throttled)),
         retry_after_s: if over { retry_after.max(1) } else { 0 },
         reports,
         headers,

@@ -630,6 +630,8 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
             cache,
         });
     }
+    /// Headers whose values are credentials.
+    const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
     let rate_limit_service = match raw.rate_limit_service {
         None => None,
         Some(v) => {
@@ -651,6 +653,22 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
                 configured.push(Check::Quota);
             }
             ratelimit_service::check_delegated(&svc, &configured, "rate_limit_service")?;
+            // A delegated client bucket sends its identity to the service (and its store):
+            // never a credential's value.
+            if let (true, Some(ClientBy::Header(h))) = (
+                svc.delegates(Check::Client),
+                client_throttle.as_ref().map(|c| &c.by),
+            ) {
+                let key_header = api_keys.as_ref().is_some_and(|k| k.header == *h);
+                if key_header || CREDENTIAL_HEADERS.contains(&h.as_str()) {
+                    return Err(err(
+                        "client_throttle.by",
+                        format!(
+                            "header:{h} carries credentials, which a client bucket delegated to the rate limit service would send to it as its identity; use \"api_key\" (the key id) instead"
+                        ),
+                    ));
+                }
+            }
             Some(svc)
         }
     };

@@ -561,3 +561,30 @@ fn null_is_absent_and_a_routes_null_inherits_the_stage() {
     assert!(c.enforce);
     assert!(c.routes.is_empty());
 }
+
+#[test]
+fn a_delegated_client_bucket_never_keys_on_a_credential() {
+    let svc = r#""rate_limit_service": {"cluster": "rls", "domain": "d", "timeout_ms": 20,
+                 "failure_mode": "allow", "checks": ["client"]}"#;
+    let keys = r#""api_key": {"header": "X-Token", "keys": [{"id": "a", "value": "k-a"}]}"#;
+    for header in [
+        "x-token",
+        "X-Token",
+        "authorization",
+        "cookie",
+        "proxy-authorization",
+    ] {
+        let e = bad(&format!(
+            r#"{{{svc}, {keys}, "client_throttle": {{"by": "header:{header}", "rate": 1, "burst": 1}}}}"#
+        ));
+        assert_eq!(e.path, "client_throttle.by", "{header}");
+        assert!(e.message.contains("credentials"), "{header}: {e}");
+    }
+    // Kept locally (hashed into a slot, never sent), or another header: fine.
+    ok(&format!(
+        r#"{{{keys}, "client_throttle": {{"by": "header:x-token", "rate": 1, "burst": 1}}}}"#
+    ));
+    ok(&format!(
+        r#"{{{svc}, {keys}, "client_throttle": {{"by": "header:x-tenant", "rate": 1, "burst": 1}}}}"#
+    ));
+}

@@ -1557,3 +1557,14 @@ fn a_preflight_answer_is_cached_only_when_the_urls_other_routes_would_allow_the_
     assert_eq!(status(&d), 204);
     assert_eq!(header(&d, "access-control-max-age"), Some("0"));
 }
+
+#[test]
+fn client_identities_stay_apart_as_descriptor_values() {
+    assert_eq!(descriptor_text(b"hdr:acme"), "hdr:acme");
+    assert_eq!(descriptor_text(b"hdr:caf\xe9"), "hdr:caf\\xe9");
+    assert_ne!(
+        descriptor_text(b"hdr:caf\xe9"),
+        descriptor_text(b"hdr:caf\xff")
+    );
+    assert_eq!(descriptor_text("hdr:café".as_bytes()), "hdr:café");
+}

@@ -137,7 +137,7 @@ fn errors_name_the_field() {
     }
     for bad in [json!(""), json!("a\nb"), json!("x".repeat(257))] {
         assert!(with("cluster", bad.clone())
-            .starts_with("rate_limit_service.cluster: must be 1 to 256 characters"));
+            .starts_with("rate_limit_service.cluster: must be 1 to 256 bytes"));
         assert!(with("domain", bad).starts_with("rate_limit_service.domain: must be 1 to 256"));
     }
     assert_eq!(
@@ -589,7 +589,18 @@ fn over_limit_without_statuses_still_refuses() {
         ],
     );
     let d = interpret_in(HeaderMode::Draft10, &base(), &[Check::Quota], Ok(&bytes));
-    assert_eq!(d.refuse, Some(ErrorType::Throttled));
+    // No status names the check: the one asked tells the error, a quota's.
+    assert_eq!(d.refuse, Some(ErrorType::QuotaExceeded));
+    let two = [Check::Quota, Check::Client];
+    let d2 = interpret_in(HeaderMode::Draft10, &base(), &two, Ok(&bytes));
+    assert_eq!(
+        d2.refuse,
+        Some(ErrorType::Throttled),
+        "checks that disagree"
+    );
+    let two = [Check::Stage, Check::Client];
+    let d2 = interpret_in(HeaderMode::Draft10, &base(), &two, Ok(&bytes));
+    assert_eq!(d2.refuse, Some(ErrorType::Throttled));
     // No status tells a reset time: the service's Retry-After is taken, sent once, by
     // tollgate; names lowercased.
     assert_eq!(
