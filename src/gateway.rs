@@ -1139,15 +1139,17 @@ fn admit(
         }
     }
 
-    // 4. The rate limit service, for a request every local check admitted (a second leg's
-    //    first leg made the call).
-    if let (None, Some(s), true) = (failure, svc, first) {
+    // 4. The rate limit service, for a request every local check admitted. A later leg's first
+    //    leg made the call; a later leg on another route asks about that route's throttle
+    //    only (when the service holds it), so a redirect cannot skip a fleet-wide route limit.
+    let ask_route = check_route && route.throttle.is_some();
+    if let (None, Some(s), true) = (failure, svc, first || ask_route) {
         let client = client_identity.as_deref().map(descriptor_text);
         let facts = RequestFacts {
             stage: &cfg.stage,
             route: route.throttle.and(route.name.as_deref()),
-            stage_throttle: cfg.stage_throttle.is_some(),
-            key: key.and_then(|(_, k)| {
+            stage_throttle: first && cfg.stage_throttle.is_some(),
+            key: key.filter(|_| first).and_then(|(_, k)| {
                 let p = cfg.plans.get(k.plan?)?;
                 Some(KeyFacts {
                     id: &k.id,

@@ -542,3 +542,61 @@ fn a_timeout_while_waiting_for_the_service_is_not_the_integrations() {
     assert_eq!(rec["error.responseType"], Value::Null, "{rec}");
     envoy.assert_no_wasm_failure();
 }
+
+#[test]
+fn a_redirect_cannot_skip_a_route_limit_the_service_holds() {
+    // /v1 has no throttle and its upstream redirects to /v2, whose route throttle only the
+    // service holds (local_first off): Envoy's second leg must be asked about /v2.
+    let redis = Redis::start();
+    let limits = json!([{
+        "namespace": "tollgate",
+        "max_value": 1,
+        "seconds": 60,
+        "conditions": ["descriptors[0].route == 'ANY /v2'"],
+        "variables": []
+    }]);
+    let rls = Rls::start(&redis, &limits, 0);
+    let up = Upstream::with(|r| {
+        if r.path.starts_with("/v1") {
+            Reply::ok("moved")
+                .status(302)
+                .header("location", "http://localhost/v2")
+        } else {
+            Reply::ok("v2-ok")
+        }
+    });
+    let cfg = json!({
+        "stage": "prod",
+        "routes": [
+            {"match": "ANY /v1"},
+            {"match": "ANY /v2", "throttle": {"rate": 0.001, "burst": 100}}
+        ],
+        "rate_limit_service": {"cluster": "ratelimit", "domain": "tollgate",
+                               "failure_mode": "deny", "timeout_ms": 1000,
+                               "checks": ["route"], "local_first": false}
+    });
+    let mut opts = EnvoyOptions::new(cfg, up.port);
+    opts.extra_clusters = vec![grpc_cluster("ratelimit", rls.port)];
+    opts.hcm_extra = json!({"route_config": {"virtual_hosts": [{
+        "name": "all", "domains": ["*"],
+        "routes": [{"match": {"prefix": "/"}, "route": {
+            "cluster": "upstream",
+            "internal_redirect_policy": {"redirect_response_codes": [302]}
+        }}]
+    }]}});
+    let envoy = Envoy::start(&opts);
+    let first = envoy.get("/v2", &[]);
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(envoy.get("/v2", &[]).status, 429);
+    let redirected = envoy.get("/v1", &[]);
+    assert_eq!(redirected.status, 429, "{}", redirected.text());
+    assert_eq!(
+        up.requests()
+            .iter()
+            .filter(|r| r.path.starts_with("/v2"))
+            .count(),
+        1,
+        "the second leg never reached /v2's upstream"
+    );
+    envoy.assert_no_wasm_failure();
+}

@@ -947,6 +947,47 @@ mod service {
             ]
         );
     }
+
+    #[test]
+    fn a_later_leg_on_another_route_asks_the_service_about_that_route_only() {
+        let gw = Gw::new(&format!(
+            r#"{{{KEYS}, "throttle": {{"rate": 0.001, "burst": 1000}},
+                "routes": [{{"match": "ANY /v1"}},
+                           {{"match": "ANY /v2", "throttle": {{"rate": 0.001, "burst": 5}}}}],
+                "rate_limit_service": {{"cluster": "rls", "domain": "tg", "failure_mode": "deny",
+                                        "local_first": false, "checks": ["route", "stage"]}}}}"#
+        ));
+        let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
+        // The first leg: the stage asked of the service (no route throttle on /v1).
+        let mut leg1 = gw.run(Req::new("GET", "/v1").with("x-api-key", "k-gold-1"), T0);
+        let call = leg1.service_call.take().unwrap();
+        assert_eq!(sent(&call), vec![vec![kv("stage", "default")]]);
+        let ok = answer(Code::Ok, Vec::new(), &[]);
+        conclude(&gw.cfg, &gw.keys, &gw.store, &mut leg1, call, Ok(&ok));
+        // Redirected to /v2: its route throttle, held by the service, is asked; nothing else.
+        let mut d = gw.leg(
+            Req::new("GET", "/v2").with("x-api-key", "k-gold-1"),
+            Some(leg1),
+        );
+        let call = d
+            .service_call
+            .take()
+            .expect("the route is asked of the service");
+        assert_eq!(call.checks, vec![rls::Check::Route]);
+        assert_eq!(
+            sent(&call),
+            vec![vec![kv("stage", "default"), kv("route", "ANY /v2")]]
+        );
+        let over = answer(Code::OverLimit, Vec::new(), &[]);
+        conclude(&gw.cfg, &gw.keys, &gw.store, &mut d, call, Ok(&over));
+        assert_eq!(status(&d), 429);
+        // The same route again (a leg on /v2 after /v2): not asked twice.
+        let mut first = gw.run(Req::new("GET", "/v2"), T0);
+        let call = first.service_call.take().unwrap();
+        conclude(&gw.cfg, &gw.keys, &gw.store, &mut first, call, Ok(&ok));
+        let d = gw.leg(Req::new("GET", "/v2"), Some(first));
+        assert!(d.service_call.is_none());
+    }
 }
 
 /// What a request refused later gets back (`Spent`, `give_back`).
