@@ -26,6 +26,8 @@ pub const DEFAULT_CLIENT_SLOTS: u32 = 4096;
 /// Most client slots one configuration may ask for.
 pub const MAX_CLIENT_SLOTS: u32 = 1 << 20;
 const MAX_RATE: f64 = 1e9;
+/// The smallest rate a bucket counts (one micro-token a second, `bucket::SCALE`).
+const MIN_RATE: f64 = 1e-6;
 
 /// A usage plan: a per-key throttle and quota.
 #[derive(Clone, Debug)]
@@ -183,10 +185,10 @@ fn is_header_name(s: &str) -> bool {
 
 fn positive_rate(n: &Number, path: &str) -> Result<f64, FieldError> {
     match n.as_f64() {
-        Some(r) if r.is_finite() && r > 0.0 && r <= MAX_RATE => Ok(r),
+        Some(r) if r.is_finite() && (MIN_RATE..=MAX_RATE).contains(&r) => Ok(r),
         _ => Err(err(
             path,
-            "must be a positive number of requests per second, at most 1000000000".to_string(),
+            "must be a positive number of requests per second, at least 0.000001 (one request every 11.6 days), at most 1000000000".to_string(),
         )),
     }
 }
@@ -471,6 +473,18 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
                     (None, Some(v)) => {
                         if v.is_empty() {
                             return Err(err(join(&path, "value"), "must not be empty"));
+                        }
+                        // Envoy trims a header value's surrounding whitespace and refuses
+                        // control characters: such a key could never be presented.
+                        let edge = |c: Option<char>| c.is_some_and(|c| c == ' ' || c == '\t');
+                        if edge(v.chars().next())
+                            || edge(v.chars().last())
+                            || v.chars().any(|c| c.is_control() && c != '\t')
+                        {
+                            return Err(err(
+                                join(&path, "value"),
+                                "must not start or end with whitespace or hold control characters: no request could present it",
+                            ));
                         }
                         warnings.push(format!(
                             "{path} ({}): key given as plain `value`, for local development only; use `sha256` in production",

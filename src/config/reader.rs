@@ -101,6 +101,13 @@ impl<'a> Obj<'a> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Number(n)) => Ok(Some(*n)),
+            // Envoy's YAML loader makes a `Struct` string of an integer beyond 32 bits.
+            Some(Value::String(t)) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => {
+                Err(FieldError::new(
+                    self.path(key),
+                    "invalid type: string, expected a number (Envoy's YAML loader turns integers above 2147483647 into strings: give the configuration as JSON text, a StringValue, for such values)",
+                ))
+            }
             Some(v) => Err(invalid(&self.path(key), v, "a number")),
         }
     }

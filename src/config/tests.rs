@@ -588,3 +588,38 @@ fn a_delegated_client_bucket_never_keys_on_a_credential() {
         r#"{{{svc}, {keys}, "client_throttle": {{"by": "header:x-tenant", "rate": 1, "burst": 1}}}}"#
     ));
 }
+
+#[test]
+fn a_key_value_no_request_could_present_is_refused() {
+    for v in [
+        " secret",
+        "secret ",
+        "\tsecret",
+        "sec\u{0}ret",
+        "sec\nret",
+        "sec\u{7f}ret",
+    ] {
+        let json = serde_json::json!({"api_key": {"keys": [{"id": "a", "value": v}]}}).to_string();
+        let e = bad(&json);
+        assert_eq!(e.path, "api_key.keys[0].value", "{v:?}");
+        assert!(e.message.contains("could present"), "{v:?}: {e}");
+    }
+    ok(r#"{"api_key": {"keys": [{"id": "a", "value": "two words\tand a tab"}]}}"#);
+}
+
+#[test]
+fn the_smallest_rate_is_said() {
+    let e = bad(r#"{"throttle": {"rate": 1e-7, "burst": 1}}"#);
+    assert_eq!(e.path, "throttle.rate");
+    assert!(e.message.contains("at least 0.000001"), "{e}");
+    ok(r#"{"throttle": {"rate": 0.000001, "burst": 1}}"#);
+}
+
+#[test]
+fn an_integer_turned_string_by_envoys_yaml_loader_is_explained() {
+    let e = bad(r#"{"throttle": {"rate": 1, "burst": "4294967295"}}"#);
+    assert_eq!(e.path, "throttle.burst");
+    assert!(e.message.contains("YAML loader"), "{e}");
+    let e = bad(r#"{"throttle": {"rate": 1, "burst": "five"}}"#);
+    assert_eq!(e.message, "invalid type: string, expected a number");
+}
