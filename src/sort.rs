@@ -30,9 +30,60 @@ pub(crate) fn heapsort<T>(v: &mut [T], less: impl Fn(&T, &T) -> bool) {
     }
 }
 
+/// The first item that equals an earlier one, as (the earliest equal item's index, its index):
+/// the smallest such later index. O(n log n), for long configuration lists.
+pub(crate) fn first_duplicate<T: Ord>(items: &[T]) -> Option<(usize, usize)> {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    heapsort(&mut order, |&a, &b| (items.get(a), a) < (items.get(b), b));
+    let mut found: Option<(usize, usize)> = None;
+    let mut run_start = None;
+    for pair in order.windows(2) {
+        let (a, b) = match pair {
+            [a, b] => (*a, *b),
+            _ => continue,
+        };
+        if items.get(a) == items.get(b) {
+            // `a` is the run's first item only if the run starts here.
+            let first = *run_start.get_or_insert(a);
+            if found.is_none_or(|(_, i)| b < i) {
+                found = Some((first, b));
+            }
+        } else {
+            run_start = None;
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
-    use super::heapsort;
+    use super::{first_duplicate, heapsort};
+
+    #[test]
+    fn finds_the_first_duplicate_as_a_scan_would() {
+        let scan = |v: &[u8]| {
+            v.iter().enumerate().find_map(|(i, x)| {
+                v.get(..i)
+                    .and_then(|before| before.iter().position(|y| y == x))
+                    .map(|j| (j, i))
+            })
+        };
+        let mut x: u64 = 99;
+        for n in 0..120 {
+            let v: Vec<u8> = (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x % 40) as u8
+                })
+                .collect();
+            assert_eq!(first_duplicate(&v), scan(&v), "{v:?}");
+        }
+        assert_eq!(first_duplicate::<u8>(&[]), None);
+        assert_eq!(first_duplicate(&[3, 1, 2]), None);
+        assert_eq!(first_duplicate(&[5, 1, 5, 1, 5]), Some((0, 2)));
+    }
 
     #[test]
     fn sorts() {

@@ -102,7 +102,11 @@ impl<'a> Obj<'a> {
             None => Ok(None),
             Some(Value::Number(n)) => Ok(Some(*n)),
             // Envoy's YAML loader makes a `Struct` string of an integer beyond 32 bits.
-            Some(Value::String(t)) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(Value::String(t))
+                if t.len() >= 10
+                    && t.bytes().all(|b| b.is_ascii_digit())
+                    && t.parse::<u64>().map_or(true, |v| v > 2_147_483_647) =>
+            {
                 Err(FieldError::new(
                     self.path(key),
                     "invalid type: string, expected a number (Envoy's YAML loader turns integers above 2147483647 into strings: give the configuration as JSON text, a StringValue, for such values)",
