@@ -32,7 +32,7 @@ pub(crate) fn heapsort<T>(v: &mut [T], less: impl Fn(&T, &T) -> bool) {
 
 /// The first item that equals an earlier one, as (the earliest equal item's index, its index):
 /// the smallest such later index. O(n log n), for long configuration lists.
-pub(crate) fn first_duplicate<T: Ord>(items: &[T]) -> Option<(usize, usize)> {
+pub(crate) fn first_duplicate(items: &[&[u8]]) -> Option<(usize, usize)> {
     let mut order: Vec<usize> = (0..items.len()).collect();
     heapsort(&mut order, |&a, &b| (items.get(a), a) < (items.get(b), b));
     let mut found: Option<(usize, usize)> = None;
@@ -68,6 +68,12 @@ mod tests {
                     .map(|j| (j, i))
             })
         };
+        let slices = |v: &[u8]| -> Vec<Vec<u8>> { v.iter().map(|b| vec![*b]).collect() };
+        let dup = |v: &[u8]| {
+            let owned = slices(v);
+            let refs: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+            first_duplicate(&refs)
+        };
         let mut x: u64 = 99;
         for n in 0..120 {
             let v: Vec<u8> = (0..n)
@@ -78,11 +84,12 @@ mod tests {
                     (x % 40) as u8
                 })
                 .collect();
-            assert_eq!(first_duplicate(&v), scan(&v), "{v:?}");
+            assert_eq!(dup(&v), scan(&v), "{v:?}");
         }
-        assert_eq!(first_duplicate::<u8>(&[]), None);
-        assert_eq!(first_duplicate(&[3, 1, 2]), None);
-        assert_eq!(first_duplicate(&[5, 1, 5, 1, 5]), Some((0, 2)));
+        assert_eq!(dup(&[]), None);
+        assert_eq!(dup(&[3, 1, 2]), None);
+        assert_eq!(dup(&[5, 1, 5, 1, 5]), Some((0, 2)));
+        assert_eq!(first_duplicate(&[b"ab", b"a", b"ab"]), Some((0, 2)));
     }
 
     #[test]

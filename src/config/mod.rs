@@ -470,10 +470,11 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
                         }
                         // Envoy trims a header value's surrounding whitespace and refuses
                         // control characters: such a key could never be presented.
-                        let edge = |c: Option<char>| c.is_some_and(|c| c == ' ' || c == '\t');
-                        if edge(v.chars().next())
-                            || edge(v.chars().last())
-                            || v.chars().any(|c| c.is_control() && c != '\t')
+                        let edge = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
+                        let vb = v.as_bytes();
+                        if edge(vb.first())
+                            || edge(vb.last())
+                            || vb.iter().any(|&b| (b < b' ' && b != b'\t') || b == 0x7f)
                         {
                             return Err(err(
                                 join(&path, "value"),
@@ -513,14 +514,14 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
                 ));
             }
             // Sorted, not compared pairwise: a list of many thousands of keys loads at once.
-            let ids: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
+            let ids: Vec<&[u8]> = keys.iter().map(|k| k.id.as_bytes()).collect();
             if let Some((j, i)) = crate::sort::first_duplicate(&ids) {
                 return Err(err(
                     format!("api_key.keys[{i}].id"),
                     format!("duplicates the id of api_key.keys[{j}]"),
                 ));
             }
-            let digests: Vec<&[u8; 32]> = keys.iter().map(ApiKey::digest).collect();
+            let digests: Vec<&[u8]> = keys.iter().map(|k| &k.digest()[..]).collect();
             if let Some((j, i)) = crate::sort::first_duplicate(&digests) {
                 return Err(err(
                     format!("api_key.keys[{i}]"),

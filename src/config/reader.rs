@@ -103,9 +103,8 @@ impl<'a> Obj<'a> {
             Some(Value::Number(n)) => Ok(Some(*n)),
             // Envoy's YAML loader makes a `Struct` string of an integer beyond 32 bits.
             Some(Value::String(t))
-                if t.len() >= 10
-                    && t.bytes().all(|b| b.is_ascii_digit())
-                    && t.parse::<u64>().map_or(true, |v| v > 2_147_483_647) =>
+                if t.bytes().all(|b| b.is_ascii_digit())
+                    && (t.len() > 10 || (t.len() == 10 && t.as_str() > "2147483647")) =>
             {
                 Err(FieldError::new(
                     self.path(key),
