@@ -667,7 +667,9 @@ fn a_revalidation_that_sets_a_cookie_is_not_stored_for_other_clients() {
         if r.header("if-none-match").is_some() || r.header("if-modified-since").is_some() {
             let reply = Reply::ok("").status(304);
             if r.header("cookie").is_none() {
-                return reply.header("set-cookie", &format!("sid=secret-{k}"));
+                return reply
+                    .header("set-cookie", &format!("sid=secret-{k}"))
+                    .header("cache-control", "private");
             }
             return reply;
         }
@@ -697,8 +699,11 @@ fn a_revalidation_that_sets_a_cookie_is_not_stored_for_other_clients() {
     assert_eq!(hit.text(), "n=1");
     assert_eq!(hit.header("set-cookie"), None, "{:?}", hit.headers);
     assert_eq!(up.count(), 3, "served from the refreshed entry");
-    // The 304s sent no Cache-Control: the entry keeps the upstream's own, which clients get.
-    for r in [&first, &other, &hit] {
+    // The cookie's 304 said `private`: that client gets it (not the entry's, which a cache
+    // in front would take as leave to store the cookie). The other 304 sent no Cache-Control:
+    // the entry keeps the upstream's own, which clients get.
+    assert_eq!(first.header("cache-control"), Some("private"));
+    for r in [&other, &hit] {
         assert_eq!(
             r.header("cache-control"),
             Some("max-age=5, must-revalidate")

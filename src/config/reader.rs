@@ -101,14 +101,17 @@ impl<'a> Obj<'a> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Number(n)) => Ok(Some(*n)),
-            // Envoy's YAML loader makes a `Struct` string of an integer beyond 32 bits.
+            // Envoy's YAML loader makes a `Struct` string of a fraction or of an integer beyond
+            // 32 bits.
             Some(Value::String(t))
-                if t.bytes().all(|b| b.is_ascii_digit())
-                    && (t.len() > 10 || (t.len() == 10 && t.as_str() > "2147483647")) =>
+                if t.bytes().any(|b| b.is_ascii_digit())
+                    && t.bytes().all(|b| b.is_ascii_digit() || b".eE+-".contains(&b))
+                    && (t.len() > 10 || (t.len() == 10 && t.as_str() > "2147483647")
+                        || !t.bytes().all(|b| b.is_ascii_digit())) =>
             {
                 Err(FieldError::new(
                     self.path(key),
-                    "invalid type: string, expected a number (Envoy's YAML loader turns integers above 2147483647 into strings: give the configuration as JSON text, a StringValue, for such values)",
+                    "invalid type: string, expected a number (Envoy's YAML loader turns fractions and integers above 2147483647 into strings in a Struct: give the configuration as JSON text, a StringValue)",
                 ))
             }
             Some(v) => Err(invalid(&self.path(key), v, "a number")),

@@ -620,6 +620,9 @@ fn an_integer_turned_string_by_envoys_yaml_loader_is_explained() {
     let e = bad(r#"{"throttle": {"rate": 1, "burst": "4294967295"}}"#);
     assert_eq!(e.path, "throttle.burst");
     assert!(e.message.contains("YAML loader"), "{e}");
+    let e = bad(r#"{"throttle": {"rate": "0.5", "burst": 1}}"#);
+    assert_eq!(e.path, "throttle.rate");
+    assert!(e.message.contains("YAML loader"), "{e}");
     for small in ["five", "20", "2147483647"] {
         let e = bad(&format!(
             r#"{{"throttle": {{"rate": 1, "burst": "{small}"}}}}"#

@@ -336,15 +336,23 @@ impl HttpContext for Upstream {
                 host::remove_response_header("age");
             }
         }
-        if let Some(cc) = storage.cache_control() {
-            // A 304 without a Cache-Control of its own leaves the entry's in place (RFC 9111
-            // 4.3.4): the entry's stash, merged in by the cache filter, stays the client's.
-            if status != 304 || control.is_some() {
-                host::set_response_header_bytes(
-                    cache::CONTROL_STASH,
-                    &cache::stash(control.as_deref()),
-                );
-            }
+        let cc = storage.cache_control();
+        // A 304 without a Cache-Control of its own leaves the entry's in place (RFC 9111
+        // 4.3.4): the entry's stash, merged in by the cache filter, stays the client's. One with
+        // its own (`private` included, which the cache filter sees as it is) is the client's,
+        // not the entry's that the merge would fill in.
+        let keep = if status == 304 {
+            control.is_some()
+        } else {
+            cc.is_some()
+        };
+        if keep {
+            host::set_response_header_bytes(
+                cache::CONTROL_STASH,
+                &cache::stash(control.as_deref()),
+            );
+        }
+        if let Some(cc) = cc {
             host::set_response_header("cache-control", &cc);
         }
         // A 304 revalidates the stale entry, and Envoy's cache filter stores the two merged
