@@ -926,15 +926,22 @@ fn admit(
                     let (outcome, error) = match policy.preflight(&pre) {
                         PreflightDecision::Allowed(mut headers) => {
                             // Browsers reuse the headers a preflight allowed for any request to
-                            // the URL, and requests with a safelisted method need nothing else:
-                            // unless those methods' routes here would allow the same, the
-                            // answer must not be cached.
+                            // the URL, whatever its method: unless every method's route here
+                            // would allow the same, the answer must not be cached.
                             if pre.request_headers.is_some_and(|h| !h.is_empty())
-                                && !cors::SAFELISTED_METHODS.iter().all(|m| {
+                                && !crate::metrics::METHODS.iter().all(|m| {
+                                    let m = m.as_bytes();
+                                    // (`OTHER` names no method: an ANY route's is some other's.)
+                                    if m == b"OTHER" {
+                                        return true;
+                                    }
                                     let other = cfg.route(cfg.table.find(m, path));
+                                    // Origin and headers only: a method that route's policy
+                                    // refuses gets a preflight of its own anyway (the answer
+                                    // names the asked method alone), and GET always passes.
                                     cfg.cors_for(other).is_some_and(|p| {
                                         let asked = Preflight {
-                                            request_method: m,
+                                            request_method: b"GET",
                                             ..pre
                                         };
                                         matches!(p.preflight(&asked), PreflightDecision::Allowed(_))

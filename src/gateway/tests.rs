@@ -1593,6 +1593,22 @@ fn a_preflight_answer_is_cached_only_when_the_urls_other_routes_would_allow_the_
     // Where every safelisted method's route allows the same, cached as configured.
     let d = pf("/other/7", "PUT", Some("x-custom"));
     assert_eq!(header(&d, "access-control-max-age"), Some("600"));
+    // Another preflighted method's route with a policy of its own that refuses the header:
+    // not cached either (browsers keep header entries per URL, for every method).
+    let gw2 = Gw::new(
+        r#"{"cors": {"allow_origins": ["https://app.example.com"], "allow_methods": ["PUT"],
+                     "allow_headers": ["x-custom"], "max_age": 600},
+            "routes": [{"match": "DELETE /pets/{id}",
+                        "cors": {"allow_origins": ["https://app.example.com"],
+                                 "allow_methods": ["DELETE"]}}]}"#,
+    );
+    let r = Req::new("OPTIONS", "/pets/7")
+        .with("origin", "https://app.example.com")
+        .with("access-control-request-method", "PUT")
+        .with("access-control-request-headers", "x-custom");
+    let d = gw2.run(r, T0);
+    assert_eq!(status(&d), 204);
+    assert_eq!(header(&d, "access-control-max-age"), Some("0"));
     // A GET route that leaves CORS to its upstream: never cached with headers.
     let d = pf("/legacy/7", "PUT", Some("x-custom"));
     assert_eq!(status(&d), 204);
