@@ -1198,7 +1198,8 @@ fn admit(
 }
 
 /// A client identity as a descriptor value (text): bytes that are not UTF-8 are written as
-/// `\xHH`, so two identities never become one value (as `U+FFFD` would make them).
+/// `\xHH`, so distinct values stay distinct (`U+FFFD` made them one). A header value that is
+/// itself the text `\xHH` reads the same; header identities are the client's to choose anyway.
 fn descriptor_text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
     if let Ok(s) = std::str::from_utf8(bytes) {
         return s.into();
