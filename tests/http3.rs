@@ -316,17 +316,14 @@ fn cache_hits_are_told_over_http3() {
     let envoy = Envoy::try_start_bootstrap(&http3_bootstrap(&opts, &cert, &key), 2)
         .unwrap_or_else(|f| panic!("Envoy did not start (exit {:?}):\n{}", f.exit, f.log));
     let none: &[(&str, &str)] = &[];
-    let answers = h3(
-        envoy.port,
-        &[("GET", "/pets/1", none), ("GET", "/pets/1", none)],
-    );
-    assert_eq!(answers[0].status, 200);
-    assert_eq!(answers[1].body, "GET /pets/1");
-    assert!(
-        answers[1].header("age").is_some(),
-        "{:?}",
-        answers[1].headers
-    );
+    let first = h3(envoy.port, &[("GET", "/pets/1", none)]);
+    assert_eq!(first[0].status, 200);
+    // Envoy's cache filter commits the entry as the response ends, and may finish that after
+    // the client has it: under load a request at once could still miss (CI saw it once).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let second = h3(envoy.port, &[("GET", "/pets/1", none)]);
+    assert_eq!(second[0].body, "GET /pets/1");
+    assert!(second[0].header("age").is_some(), "{:?}", second[0].headers);
     assert_eq!(up.count(), 1);
 
     let recs = wait_records(&envoy, 2);
