@@ -75,6 +75,26 @@ fn start_with_filter_first(opts: &EnvoyOptions, filter: Value, concurrency: u32)
     })
 }
 
+/// RBAC denying every path under `/final` (a redirect's next leg), for the front of the chain.
+fn rbac_denying_final() -> Value {
+    json!({"name": "envoy.filters.http.rbac", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+        "rules": {"action": "DENY", "policies": {"no-final": {
+            "permissions": [{"url_path": {"path": {"prefix": "/final"}}}],
+            "principals": [{"any": true}]
+        }}}
+    }})
+}
+
+/// tollgate's `requests` series that counted anything: (stat name, count).
+fn counted_requests(envoy: &Envoy) -> Vec<(String, i64)> {
+    envoy
+        .stats()
+        .into_iter()
+        .filter(|(k, v)| k.starts_with("wasmcustom.tollgate") && k.ends_with(";requests") && *v > 0)
+        .collect()
+}
+
 #[test]
 fn a_followed_redirect_is_charged_logged_and_counted_once() {
     let up = redirecting_upstream();
@@ -278,13 +298,7 @@ fn a_next_leg_denied_before_tollgate_is_logged_once_as_the_clients_request() {
     });
     let mut opts = options(cfg, up.port);
     opts.stats_tags = true;
-    let rbac = json!({"name": "envoy.filters.http.rbac", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
-        "rules": {"action": "DENY", "policies": {"no-final": {
-            "permissions": [{"url_path": {"path": {"prefix": "/final"}}}],
-            "principals": [{"any": true}]
-        }}}
-    }});
+    let rbac = rbac_denying_final();
     let envoy = start_with_filter_first(&opts, rbac, 2);
     let r = envoy.get("/start", &[]);
     assert_eq!(r.status, 403, "{}", r.text());
@@ -298,16 +312,10 @@ fn a_next_leg_denied_before_tollgate_is_logged_once_as_the_clients_request() {
     assert_eq!(rec["resourcePath"], "/start", "{rec}");
     assert!(rec["requestTimeEpoch"].as_u64().is_some(), "{rec}");
     // Counted once, under the first leg's route.
-    let stats = envoy.stats();
-    let counted: Vec<_> = stats
-        .iter()
-        .filter(|(k, v)| {
-            k.starts_with("wasmcustom.tollgate") && k.ends_with(";requests") && **v > 0
-        })
-        .collect();
+    let counted = counted_requests(&envoy);
     assert_eq!(counted.len(), 1, "{counted:?}");
     assert!(counted[0].0.contains("_start"), "{counted:?}");
-    assert_eq!(*counted[0].1, 1, "{counted:?}");
+    assert_eq!(counted[0].1, 1, "{counted:?}");
     envoy.assert_no_wasm_failure();
 }
 
@@ -371,33 +379,21 @@ fn a_post_redirected_with_303_and_denied_before_tollgate_is_counted_under_its_ow
     opts.stats_tags = true;
     opts.hcm_extra["route_config"]["virtual_hosts"][0]["routes"][1]["route"]
         ["internal_redirect_policy"]["redirect_response_codes"] = json!([303]);
-    let rbac = json!({"name": "envoy.filters.http.rbac", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
-        "rules": {"action": "DENY", "policies": {"no-final": {
-            "permissions": [{"url_path": {"path": {"prefix": "/final"}}}],
-            "principals": [{"any": true}]
-        }}}
-    }});
+    let rbac = rbac_denying_final();
     let envoy = start_with_filter_first(&opts, rbac, 1);
     let r = envoy.send("POST", "/start", &[]);
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(up.count(), 1, "the upstream saw the POST only");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        let stats = envoy.stats();
-        let counted: Vec<_> = stats
-            .iter()
-            .filter(|(k, v)| {
-                k.starts_with("wasmcustom.tollgate") && k.ends_with(";requests") && **v > 0
-            })
-            .collect();
+        let counted = counted_requests(&envoy);
         if !counted.is_empty() || std::time::Instant::now() > deadline {
             assert_eq!(counted.len(), 1, "{counted:?}");
             assert!(
                 counted[0].0.contains("_start") && counted[0].0.contains("method=.=POST"),
                 "{counted:?}"
             );
-            assert_eq!(*counted[0].1, 1, "{counted:?}");
+            assert_eq!(counted[0].1, 1, "{counted:?}");
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
