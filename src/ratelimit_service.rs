@@ -373,16 +373,22 @@ pub enum Unit {
     Day = 4,
     Month = 5,
     Year = 6,
+    /// Added to the API after the others (Envoy 1.27).
+    Week = 7,
 }
 
 impl Unit {
     /// The unit's length in seconds; 0 for units of no fixed length (month, year, unknown).
+    /// With no `duration_until_reset`, a month or year limit gets no `w` and, over its limit,
+    /// the service's own `Retry-After` or else 1 s: the reset may be a second away, and a
+    /// client told to wait a 30-day "month" could be shut out for weeks it has paid for.
     pub fn seconds(self) -> u64 {
         match self {
             Unit::Second => 1,
             Unit::Minute => 60,
             Unit::Hour => 3_600,
             Unit::Day => 86_400,
+            Unit::Week => 604_800,
             Unit::Unknown | Unit::Month | Unit::Year => 0,
         }
     }

@@ -574,6 +574,22 @@ fn the_first_over_limit_descriptor_names_the_error_and_the_longest_wait_wins() {
     assert_eq!(d.refuse, Some(ErrorType::Throttled));
     // No duration_until_reset: the unit's length.
     assert_eq!(d.headers, h(&[("retry-after", "86400")]));
+
+    // A week (unit 7, the newest) is a fixed length too: the wait and the policy's window.
+    let bytes = response(
+        Code::OverLimit,
+        vec![status(Code::OverLimit, 50, Unit::Week, 0, None)],
+        &[],
+    );
+    let d = interpret_in(HeaderMode::Draft10, &base(), &[Check::Quota], Ok(&bytes));
+    assert_eq!(
+        d.headers,
+        h(&[
+            ("retry-after", "604800"),
+            ("ratelimit-policy", "\"quota\";q=50;w=604800"),
+            ("ratelimit", "\"quota\";r=0;t=604800"),
+        ])
+    );
 }
 
 #[test]
@@ -763,6 +779,9 @@ fn names_and_units() {
     assert_eq!(Check::Client.error(), ErrorType::Throttled);
     assert_eq!(Unit::Hour.seconds(), 3_600);
     assert_eq!(Unit::Year.seconds(), 0);
+    assert_eq!(Unit::Week.seconds(), 604_800);
+    assert_eq!(Unit::try_from(7), Ok(Unit::Week));
+    assert!(Unit::try_from(8).is_err());
     assert_eq!(GRPC_SERVICE, "envoy.service.ratelimit.v3.RateLimitService");
     assert_eq!(GRPC_METHOD, "ShouldRateLimit");
     assert_eq!(
