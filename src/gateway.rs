@@ -25,9 +25,18 @@ pub trait RequestSource {
     fn header_joined(&self, name: &str) -> Option<Vec<u8>> {
         self.header(name).map(<[u8]>::to_vec)
     }
+    /// A request header's value when it is sent once; `Err(Repeated)` when it is sent more
+    /// than once (a credential must name one identity).
+    fn header_once(&self, name: &str) -> Option<Result<&[u8], Repeated>> {
+        self.header(name).map(Ok)
+    }
     /// The downstream address as Envoy reports it (`source.address`, `ip:port`).
     fn source_address(&self) -> Option<&[u8]>;
 }
+
+/// A header sent more than once where one value is expected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Repeated;
 
 /// Why the filter refused (or, in report-only mode, would have refused) a request. The names
 /// are API Gateway's `$context.error.responseType` values.
@@ -990,12 +999,14 @@ fn admit(
     // 2. API key.
     let mut key = None;
     if let Some(api_keys) = &cfg.api_keys {
-        let presented = req.header(&api_keys.header);
-        match presented {
-            Some(value) => match api_keys.lookup_index(value) {
+        // A key header sent twice is refused: tollgate would check one value while the
+        // upstream sees both (joined, or the last), and no key is a list.
+        match req.header_once(&api_keys.header) {
+            Some(Ok(value)) => match api_keys.lookup_index(value) {
                 Some((i, k)) => key = Some((i, k)),
                 None => decision.error = Some(ErrorType::InvalidApiKey),
             },
+            Some(Err(Repeated)) => decision.error = Some(ErrorType::InvalidApiKey),
             None if route.api_key_required => decision.error = Some(ErrorType::InvalidApiKey),
             None => {}
         }

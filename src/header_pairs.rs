@@ -98,6 +98,21 @@ impl HeaderPairs {
         None
     }
 
+    /// The value of header `name` when it is sent once; `Err` when it is sent more than once.
+    pub fn get_once(&self, name: &str) -> Option<Result<&[u8], crate::gateway::Repeated>> {
+        let want = name.as_bytes();
+        let mut found = None;
+        for (n, v) in self.iter() {
+            if n.len() == want.len() && n.eq_ignore_ascii_case(want) {
+                if found.is_some() {
+                    return Some(Err(crate::gateway::Repeated));
+                }
+                found = Some(v);
+            }
+        }
+        found.map(Ok)
+    }
+
     /// Every value of header `name`, in order, joined with `, ` (what the values mean together,
     /// RFC 9110 5.3); None when the header is absent. Found as [`HeaderPairs::get`] finds one.
     pub fn joined(&self, name: &str) -> Option<Vec<u8>> {
@@ -188,6 +203,13 @@ mod tests {
         );
         assert_eq!(m.get("absent"), None);
         assert_eq!(m.get(""), None);
+        assert_eq!(m.get_once("x-empty"), Some(Ok(&b""[..])));
+        assert_eq!(
+            m.get_once("ORIGIN"),
+            Some(Ok(&b"http://localhost:3000"[..]))
+        );
+        assert_eq!(m.get_once("accept"), Some(Err(crate::gateway::Repeated)));
+        assert_eq!(m.get_once("absent"), None);
     }
 
     #[test]

@@ -87,6 +87,17 @@ fn prefix(d: &[u8; 32]) -> u64 {
         .map_or(0, |head| u64::from_be_bytes(*head))
 }
 
+/// Whether a request could present this key: Envoy trims a header value's surrounding spaces
+/// and tabs and refuses control characters, so a key that starts or ends with whitespace or
+/// holds a control character could never match.
+pub fn presentable(key: &[u8]) -> bool {
+    let edge = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
+    !key.is_empty()
+        && !edge(key.first())
+        && !edge(key.last())
+        && !key.iter().any(|&b| (b < b' ' && b != b'\t') || b == 0x7f)
+}
+
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
@@ -137,6 +148,18 @@ mod tests {
             hex(&sha256(b"abc")),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn presentable_keys() {
+        for k in ["a", "dev-key-123", "a b", "a\tb", "ключ"] {
+            assert!(presentable(k.as_bytes()), "{k:?}");
+        }
+        for k in [
+            "", " a", "a ", "\ta", "a\t", "a\nb", "a\rb", "a\0b", "a\x7fb",
+        ] {
+            assert!(!presentable(k.as_bytes()), "{k:?}");
+        }
     }
 
     #[test]

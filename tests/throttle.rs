@@ -149,24 +149,61 @@ fn api_keys_gate_key_routes() {
     );
 }
 
+/// A key header sent twice names no one key: tollgate would check one value while the upstream
+/// sees both (joined by some frameworks, the last taken by others). Refused, whatever the
+/// values and their order, and nothing is charged.
+#[test]
+fn a_key_header_sent_twice_is_refused() {
+    let up = Upstream::start();
+    let envoy = Envoy::start(&EnvoyOptions::new(keys_config(json!({})), up.port));
+    for (path, first, second) in [
+        ("/pets", "k-gold-1", "k-quota-1"),
+        ("/pets", "k-gold-1", "junk"),
+        ("/pets", "junk", "k-gold-1"),
+        ("/open", "k-gold-1", "k-gold-1"),
+    ] {
+        let r = envoy.get(path, &[("x-api-key", first), ("X-Api-Key", second)]);
+        assert_eq!(r.status, 403, "{path} {first} {second}");
+        assert_eq!(r.text(), r#"{"message":"Forbidden"}"#);
+    }
+    assert_eq!(up.count(), 0);
+    // gold-1's burst of 3 is whole.
+    for _ in 0..3 {
+        assert_eq!(envoy.get("/pets", &[("x-api-key", "k-gold-1")]).status, 200);
+    }
+    assert_eq!(envoy.get("/pets", &[("x-api-key", "k-gold-1")]).status, 429);
+}
+
+/// `tollgate hash-key` with `input` on stdin: its exit code and what it printed.
+fn hash_key(input: &str) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("hash-key")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(input.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    (out.status.code(), text)
+}
+
 #[test]
 fn sha256_key_form_matches() {
     let up = Upstream::start();
     let key = "free-key-from-vault";
-    let digest = {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .arg("hash-key")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin.take().unwrap().write_all(key.as_bytes())?;
-                c.wait_with_output()
-            })
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
+    let (code, digest) = hash_key(key);
+    assert_eq!(code, Some(0));
+    // A terminal's newline is not part of the key; whitespace Envoy would trim is refused, as
+    // its digest could never match.
+    assert_eq!(hash_key(&format!("{key}\r\n")), (Some(0), digest.clone()));
+    for bad in [" k", "k ", "k\t\n", "a\u{1}b", ""] {
+        assert_eq!(hash_key(bad), (Some(2), String::new()), "{bad:?}");
+    }
     let cfg = json!({"api_key": {"keys": [{"id": "vault", "sha256": digest}]},
                      "routes": [{"match": "ANY /{proxy+}", "api_key_required": true}]});
     let envoy = Envoy::start(&EnvoyOptions::new(cfg, up.port));

@@ -69,6 +69,13 @@ fn hash_key() -> ExitCode {
         eprintln!("tollgate: empty key");
         return ExitCode::from(2);
     }
+    // The digest of such a key would load and never match a request.
+    if !tollgate::keys::presentable(&buf) {
+        eprintln!(
+            "tollgate: the key starts or ends with whitespace or holds a control character: no request could present it (Envoy trims header values)"
+        );
+        return ExitCode::from(2);
+    }
     let d = tollgate::keys::sha256(&buf);
     let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
     println!("{hex}");

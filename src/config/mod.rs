@@ -468,14 +468,7 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
                         if v.is_empty() {
                             return Err(err(join(&path, "value"), "must not be empty"));
                         }
-                        // Envoy trims a header value's surrounding whitespace and refuses
-                        // control characters: such a key could never be presented.
-                        let edge = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
-                        let vb = v.as_bytes();
-                        if edge(vb.first())
-                            || edge(vb.last())
-                            || vb.iter().any(|&b| (b < b' ' && b != b'\t') || b == 0x7f)
-                        {
+                        if !crate::keys::presentable(v.as_bytes()) {
                             return Err(err(
                                 join(&path, "value"),
                                 "must not start or end with whitespace or hold control characters: no request could present it",

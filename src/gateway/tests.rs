@@ -7,6 +7,8 @@ const T0: u64 = 1_764_000_000 * SEC; // 2025-11-24
 
 struct Req {
     headers: HashMap<String, Vec<u8>>,
+    /// Headers sent a second time (their second value).
+    again: HashMap<String, Vec<u8>>,
     addr: Vec<u8>,
     reads: std::cell::RefCell<Vec<String>>,
 }
@@ -18,6 +20,7 @@ impl Req {
         headers.insert(":path".into(), path.as_bytes().to_vec());
         Req {
             headers,
+            again: HashMap::new(),
             addr: b"10.0.0.1:5555".to_vec(),
             reads: Default::default(),
         }
@@ -36,6 +39,22 @@ impl RequestSource for Req {
     fn header(&self, name: &str) -> Option<&[u8]> {
         self.reads.borrow_mut().push(name.to_string());
         self.headers.get(name).map(Vec::as_slice)
+    }
+    fn header_joined(&self, name: &str) -> Option<Vec<u8>> {
+        let mut v = self.header(name)?.to_vec();
+        if let Some(a) = self.again.get(name) {
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(a);
+        }
+        Some(v)
+    }
+    fn header_once(&self, name: &str) -> Option<Result<&[u8], Repeated>> {
+        let v = self.header(name)?;
+        Some(if self.again.contains_key(name) {
+            Err(Repeated)
+        } else {
+            Ok(v)
+        })
     }
     fn source_address(&self) -> Option<&[u8]> {
         self.reads.borrow_mut().push("source.address".into());
@@ -147,6 +166,23 @@ fn api_keys_and_required_routes() {
     assert_eq!(d.key, Some(3));
     // No key on an open route: fine.
     assert_eq!(status(&gw.run(Req::new("GET", "/open"), T0)), 200);
+    // A key header sent twice names no one key: refused, whatever the values, on any route,
+    // before anything is charged.
+    for (first, second) in [
+        ("k-noplan", "k-noplan"),
+        ("k-noplan", "nope"),
+        ("nope", "k-noplan"),
+    ] {
+        for (m, p) in [("POST", "/pets"), ("GET", "/open")] {
+            let mut r = Req::new(m, p).with("x-api-key", first);
+            r.again
+                .insert("x-api-key".into(), second.as_bytes().to_vec());
+            let d = gw.run(r, T0);
+            assert_eq!(status(&d), 403, "{first} then {second} on {m} {p}");
+            assert_eq!(d.error, Some(ErrorType::InvalidApiKey));
+            assert_eq!(d.key, None);
+        }
+    }
 }
 
 #[test]

@@ -487,6 +487,10 @@ impl RequestSource for HostRequest {
         self.headers.joined(name)
     }
 
+    fn header_once(&self, name: &str) -> Option<Result<&[u8], crate::gateway::Repeated>> {
+        self.headers.get_once(name)
+    }
+
     fn source_address(&self) -> Option<&[u8]> {
         self.source
             .get_or_init(|| property(b"source\0address"))
