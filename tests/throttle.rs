@@ -192,6 +192,51 @@ fn hash_key(input: &str) -> (Option<i32>, String) {
     (out.status.code(), text)
 }
 
+/// Two listeners, each with a tollgate of the same plugin name and VM id (one shared data) and
+/// its own stage, as copying the example's filter to a second listener gives: each stage keeps
+/// its own buckets, while a key's usage plan quota is one across both (API Gateway's usage
+/// plans span stages).
+#[test]
+fn stages_sharing_a_plugin_name_keep_their_own_buckets() {
+    let up = Upstream::start();
+    let stage = |name: &str| {
+        json!({"stage": name, "throttle": {"rate": 0.001, "burst": 5},
+               "api_key": {"keys": [{"id": "k", "value": "k-1", "usage_plan": "p"}]},
+               "usage_plans": {"p": {"quota": {"limit": 4, "period": "DAY"}}}})
+    };
+    let mut boot = bootstrap(&EnvoyOptions::new(stage("prod"), up.port));
+    let beta_port = free_port();
+    let mut beta = boot["static_resources"]["listeners"][0].clone();
+    beta["name"] = json!("beta");
+    beta["address"]["socket_address"]["port_value"] = json!(beta_port);
+    let filters = &mut beta["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"];
+    assert_eq!(filters[0]["name"], "envoy.filters.http.wasm");
+    filters[0] = wasm_filter(&stage("beta"), &wasm_path(), "tollgate");
+    boot["static_resources"]["listeners"]
+        .as_array_mut()
+        .unwrap()
+        .push(beta);
+    let envoy = Envoy::try_start_bootstrap(&boot, 2).unwrap();
+    let prod = |h: &[(&str, &str)]| envoy.get("/pets", h);
+    let beta = |h: &[(&str, &str)]| request(beta_port, "GET", "/pets", h);
+    // The key's quota of 4 is one across both stages: two under each, then neither admits it.
+    let key = [("x-api-key", "k-1")];
+    for r in [prod(&key), prod(&key), beta(&key), beta(&key)] {
+        assert_eq!(r.status, 200);
+    }
+    for r in [prod(&key), beta(&key)] {
+        assert_eq!(
+            (r.status, r.text()),
+            (429, r#"{"message":"Limit Exceeded"}"#.into())
+        );
+    }
+    // Each stage has spent 2 of its own burst of 5 (the refused requests gave theirs back).
+    let prod: Vec<u16> = (0..4).map(|_| prod(&[]).status).collect();
+    let beta: Vec<u16> = (0..4).map(|_| beta(&[]).status).collect();
+    assert_eq!(prod, [200, 200, 200, 429]);
+    assert_eq!(beta, [200, 200, 200, 429], "beta has its own stage bucket");
+}
+
 #[test]
 fn sha256_key_form_matches() {
     let up = Upstream::start();

@@ -185,6 +185,67 @@ fn api_keys_and_required_routes() {
     }
 }
 
+/// Two filters of one plugin name and VM (one shared data) with different stages: each stage
+/// has its own stage, route and client buckets; a key's plan counters are the plan's, shared
+/// by the stages where the key is on that plan.
+#[test]
+fn stages_sharing_a_plugin_name_keep_their_own_buckets() {
+    let store = MemoryStore::new();
+    let setup = |stage: &str, plan: &str| {
+        let cfg = Config::from_json(
+            format!(
+                r#"{{"stage": "{stage}", "throttle": {{"rate": 0.001, "burst": 2}},
+                "client_throttle": {{"by": "ip", "rate": 0.001, "burst": 5}},
+                "routes": [{{"match": "GET /r", "throttle": {{"rate": 0.001, "burst": 9}}}}],
+                "api_key": {{"keys": [{{"id": "k", "value": "k-1", "usage_plan": "{plan}"}}]}},
+                "usage_plans": {{"{plan}": {{"quota": {{"limit": 3, "period": "DAY"}}}}}}}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let keys = StoreKeys::new("tollgate:same:", &cfg);
+        initialize_store(&cfg, &keys, &store, T0).unwrap();
+        (cfg, keys)
+    };
+    let prod = setup("prod", "gold");
+    let beta = setup("beta", "gold");
+    let other = setup("other", "silver");
+    let run = |(cfg, keys): &(Config, StoreKeys), req: Req| decide(cfg, keys, &store, T0, &req);
+    // prod spends its stage burst of 2; beta's is whole.
+    for want in [200, 200, 429] {
+        assert_eq!(status(&run(&prod, Req::new("GET", "/"))), want);
+    }
+    for want in [200, 200, 429] {
+        assert_eq!(status(&run(&beta, Req::new("GET", "/x"))), want);
+    }
+    // The key's gold quota of 3 is one, whichever stage spends it; silver's is its own.
+    let keyed = || {
+        Req::new("GET", "/")
+            .with("x-api-key", "k-1")
+            .from("10.0.0.9:1")
+    };
+    let (mut prod, mut beta) = (prod, beta);
+    prod.0.stage_throttle = None;
+    beta.0.stage_throttle = None;
+    let d = run(&prod, keyed());
+    assert_eq!((status(&d), d.error), (200, None));
+    assert_eq!(status(&run(&beta, keyed())), 200);
+    assert_eq!(status(&run(&prod, keyed())), 200);
+    let d = run(&beta, keyed());
+    assert_eq!(d.error, Some(ErrorType::QuotaExceeded));
+    let d = run(&other, keyed());
+    assert_eq!(
+        (status(&d), d.error),
+        (200, None),
+        "silver's quota is whole"
+    );
+    // Route and client counters are named under the stage, as the stage's bucket is.
+    assert!(prod.1.client(0).starts_with("tollgate:same:prod:client:"));
+    assert!(beta.1.routes[0].starts_with("tollgate:same:beta:route:"));
+    assert_ne!(prod.1.quota, other.1.quota);
+    assert_eq!(prod.1.quota, beta.1.quota);
+}
+
 #[test]
 fn plan_burst_is_per_key() {
     let gw = Gw::new(&format!("{{{KEYS}}}"));
@@ -231,7 +292,7 @@ fn quota_not_spent_by_throttled_requests() {
     }
     let q = gw
         .store
-        .get("tollgate:test:quota:free-1")
+        .get("tollgate:test:quota:free:free-1")
         .unwrap()
         .unwrap()
         .0;
@@ -1038,12 +1099,9 @@ mod refused_requests_spend_nothing {
     }
 
     fn quota_used(gw: &Gw, id: &str) -> u64 {
-        let v = gw
-            .store
-            .get(&format!("tollgate:test:quota:{id}"))
-            .unwrap()
-            .unwrap()
-            .0;
+        let mut keys = gw.cfg.api_keys.as_ref().unwrap().keys().iter();
+        let i = keys.position(|k| k.id == id).unwrap();
+        let v = gw.store.get(&gw.keys.quota[i]).unwrap().unwrap().0;
         QuotaState::decode(&v).map_or(0, |s| s.used)
     }
 
@@ -1058,7 +1116,7 @@ mod refused_requests_spend_nothing {
             .count();
         assert_eq!(admitted, 5);
         assert_eq!(
-            tokens(&gw, "tollgate:test:stage"),
+            tokens(&gw, "tollgate:test:default:stage"),
             95,
             "only admitted requests spent"
         );
@@ -1076,7 +1134,7 @@ mod refused_requests_spend_nothing {
             let d = gw.run(Req::new("GET", "/").from("10.0.0.66:1"), T0);
             assert_eq!(d.outcome, Outcome::Forward);
         }
-        assert_eq!(tokens(&gw, "tollgate:test:stage"), 95);
+        assert_eq!(tokens(&gw, "tollgate:test:default:stage"), 95);
     }
 
     #[test]
@@ -1086,7 +1144,7 @@ mod refused_requests_spend_nothing {
         let key = Req::new("GET", "/").with("x-api-key", "k-free-1");
         let statuses: Vec<u16> = (0..5).map(|_| status(&gw.run(key_req(&key), T0))).collect();
         assert_eq!(statuses, [200, 200, 429, 429, 429]);
-        assert_eq!(tokens(&gw, "tollgate:test:plan:free-1"), 98);
+        assert_eq!(tokens(&gw, "tollgate:test:plan:free:free-1"), 98);
         assert_eq!(quota_used(&gw, "free-1"), 2);
     }
 
@@ -1163,7 +1221,7 @@ mod refused_requests_spend_nothing {
             assert_eq!(d.error, Some(ErrorType::CacheInvalidationDenied));
         }
         assert_eq!(quota_used(&gw, "free-1"), 0);
-        assert_eq!(tokens(&gw, "tollgate:test:plan:free-1"), 100);
+        assert_eq!(tokens(&gw, "tollgate:test:plan:free:free-1"), 100);
         let d = gw.run(Req::new("GET", "/x").with("x-api-key", "k-free-1"), T0);
         assert_eq!(status(&d), 200, "{:?}", d.error);
     }
