@@ -870,11 +870,13 @@ fn plan_cache(cfg: &Config, decision: &mut Decision, req: &dyn RequestSource) {
                 decision.error = Some(error);
                 return;
             }
-            // Report-only: say what enforcement would do, serve from the cache as usual.
+            // Report-only: say what enforcement would do, serve from the cache as usual. The
+            // rate limit service is not asked: under enforcement the request ends here.
             decision.error.get_or_insert(error);
-            if decision.service_call.is_none() {
-                decision.response_headers = rendered;
+            if let Some(call) = decision.service_call.take() {
+                decision.reports = call.reports;
             }
+            decision.response_headers = rendered;
             (false, false)
         }
     };
@@ -1170,7 +1172,9 @@ fn admit(
     // 4. The rate limit service, for a request every local check admitted. A later leg's first
     //    leg made the call; a later leg on another route asks about that route's throttle
     //    only (when the service holds it), so a redirect cannot skip a fleet-wide route limit.
-    let ask_route = check_route && route.throttle.is_some();
+    //    A leg of a request an earlier leg counted as refused (report-only) asks nothing: under
+    //    enforcement the request would have ended there, and the service is charged as then.
+    let ask_route = check_route && route.throttle.is_some() && !refused_before;
     if let (None, Some(s), true) = (failure, svc, first || ask_route) {
         let client = client_identity.as_deref().map(descriptor_text);
         let facts = RequestFacts {

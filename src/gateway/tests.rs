@@ -1226,6 +1226,64 @@ mod refused_requests_spend_nothing {
         assert_eq!(status(&d), 200, "{:?}", d.error);
     }
 
+    /// Report-only makes every decision as enforcement would, charges included: a cache
+    /// invalidation counted as refused asks the rate limit service nothing (enforced, the
+    /// request ends before the call), and its answer tells the local charges given back.
+    #[test]
+    fn a_report_only_cache_refusal_asks_the_service_nothing() {
+        let gw = Gw::new(&format!(
+            r#"{{{KEYS}, "enforce": false, "throttle": {{"rate": 0.001, "burst": 10}},
+                "cache": {{"enabled": true, "require_authorization": true,
+                           "unauthorized_strategy": "FAIL_WITH_403"}},
+                "rate_limit_service": {{"cluster": "rls", "domain": "tg", "failure_mode": "deny", "checks": ["quota"]}}}}"#
+        ));
+        let req = Req::new("GET", "/x")
+            .with("x-api-key", "k-free-1")
+            .with("cache-control", "max-age=0");
+        let d = gw.run(req, T0);
+        assert_eq!(d.outcome, Outcome::Forward);
+        assert_eq!(d.error, Some(ErrorType::CacheInvalidationDenied));
+        assert!(d.service_call.is_none(), "the service was asked");
+        assert_eq!(
+            header(&d, "ratelimit"),
+            Some(r#""plan";r=100;t=0, "stage";r=10;t=0"#)
+        );
+        assert_eq!(tokens(&gw, "tollgate:test:default:stage"), 10);
+        // Without the invalidation: the call is made.
+        let d = gw.run(Req::new("GET", "/x").with("x-api-key", "k-free-1"), T0);
+        assert!(d.service_call.is_some());
+    }
+
+    /// A later leg of a request its first leg counted as refused (report-only) asks the
+    /// service nothing: enforced, the request would have ended at the first leg.
+    #[test]
+    fn a_later_leg_of_a_request_counted_as_refused_asks_the_service_nothing() {
+        let gw = Gw::new(
+            r#"{"enforce": false, "throttle": {"rate": 0.001, "burst": 1},
+                "routes": [{"match": "ANY /v1"},
+                           {"match": "ANY /v2", "throttle": {"rate": 0.001, "burst": 5}}],
+                "rate_limit_service": {"cluster": "rls", "domain": "tg", "local_first": false, "failure_mode": "deny",
+                                       "checks": ["route"]}}"#,
+        );
+        assert_eq!(gw.run(Req::new("GET", "/v1"), T0).error, None);
+        let leg1 = gw.run(Req::new("GET", "/v1"), T0);
+        assert_eq!(leg1.error, Some(ErrorType::Throttled));
+        assert!(leg1.service_call.is_none());
+        let d = gw.leg(Req::new("GET", "/v2"), Some(leg1));
+        assert_eq!(d.error, Some(ErrorType::Throttled));
+        assert!(d.service_call.is_none(), "the service was asked");
+        // Not refused before: the later leg asks about /v2.
+        let leg1 = gw.run(Req::new("GET", "/v1"), T0);
+        let leg1 = Decision {
+            error: None,
+            ..leg1
+        };
+        assert!(gw
+            .leg(Req::new("GET", "/v2"), Some(leg1))
+            .service_call
+            .is_some());
+    }
+
     #[test]
     fn a_report_only_stage_does_not_open_an_enforced_route_to_ambiguous_paths() {
         let gw = Gw::new(
