@@ -181,7 +181,7 @@ pub fn read_config(v: &Value, path: &str) -> Result<ServiceConfig, FieldError> {
             }
         },
     };
-    let failure_mode = match o.required_string("failure_mode")?.as_str() {
+    let failure_mode = match o.required_string("failure_mode")? {
         "allow" => FailureMode::Allow,
         "deny" => FailureMode::Deny,
         _ => {
@@ -238,7 +238,7 @@ fn name(o: &Obj<'_>, key: &str) -> Result<String, FieldError> {
             format!("must be 1 to {MAX_NAME_LEN} bytes of UTF-8, none of them control characters"),
         ));
     }
-    Ok(s)
+    Ok(s.to_string())
 }
 
 /// Cross-check against the rest of the configuration (for when the section is wired in): a

@@ -42,9 +42,17 @@ pub enum Number {
 }
 
 impl Number {
+    /// The number as a whole number of 0 or more: `600.0`, `6e2` and `-0` are whole numbers
+    /// too, as a `Struct`'s (always a double) are read.
     pub fn as_u64(&self) -> Option<u64> {
         match *self {
             Number::PosInt(n) => Some(n),
+            // `-0.0` is in the range: it compares equal to 0.
+            Number::Float(f)
+                if f.fract() == 0.0 && (0.0..=9.007_199_254_740_992e15).contains(&f) =>
+            {
+                Some(f as u64)
+            }
             _ => None,
         }
     }

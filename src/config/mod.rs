@@ -115,6 +115,9 @@ impl Config {
     /// (what Envoy passes when the configuration is given as a Struct). Empty input is the
     /// empty configuration `{}`.
     pub fn from_json(bytes: &[u8]) -> Result<Config, FieldError> {
+        // A UTF-8 byte order mark, which some editors write, is ignored (RFC 8259 allows it;
+        // no Struct starts with 0xEF, an invalid tag).
+        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
         if bytes.iter().all(|b| b.is_ascii_whitespace()) {
             return compile(RawConfig::default());
         }
@@ -127,10 +130,19 @@ impl Config {
                 Ok(v) => v,
                 Err(proto_error) => {
                     let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
-                    let why = if matches!(first, Some(b'{' | b'[')) {
+                    let text = matches!(first, Some(b'{' | b'['));
+                    // A fault under a key, in what is no JSON text: a Struct with a bad value
+                    // at that path.
+                    if !text && !proto_error.path.is_empty() {
+                        return Err(proto_error);
+                    }
+                    let why = if text {
                         format!("not valid JSON: {json_error}")
                     } else {
-                        format!("neither JSON nor a protobuf Struct ({proto_error})")
+                        format!(
+                            "neither JSON nor a protobuf Struct ({})",
+                            proto_error.message
+                        )
                     };
                     return Err(err("", why));
                 }
@@ -392,8 +404,8 @@ fn cache_settings(value: &Value, path: &str) -> Result<CacheSettings, FieldError
 fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
     let mut warnings = Vec::new();
 
-    let stage = raw.stage.unwrap_or_else(|| "default".to_string());
-    if !is_name(&stage) {
+    let stage = raw.stage.unwrap_or("default");
+    if !is_name(stage) {
         return Err(err(
             "stage",
             "must be 1 to 128 characters of letters, digits, '-', '_' or '.'",
@@ -410,7 +422,7 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
     let mut plans = Vec::new();
     for (name, p) in raw.usage_plans.unwrap_or_default() {
         let path = format!("usage_plans.{name}");
-        if !is_name(&name) {
+        if !is_name(name) {
             return Err(err(
                 path,
                 "plan names are 1 to 128 characters of letters, digits, '-', '_' or '.'",
@@ -423,10 +435,10 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
         let quota = match &p.quota {
             Some(q) => {
                 let limit = positive_int(&q.limit, &join(&path, "quota.limit"), u64::MAX)?;
-                let period = Period::parse(&q.period).ok_or_else(|| {
+                let period = Period::parse(q.period).ok_or_else(|| {
                     err(
                         join(&path, "quota.period"),
-                        format!("must be DAY, WEEK or MONTH, got {}", Quoted(&q.period)),
+                        format!("must be DAY, WEEK or MONTH, got {}", Quoted(q.period)),
                     )
                 })?;
                 Some(Quota { limit, period })
@@ -434,7 +446,7 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
             None => None,
         };
         plans.push(Plan {
-            name,
+            name: name.to_string(),
             throttle,
             quota,
         });
@@ -443,15 +455,14 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
     let api_keys = match raw.api_key {
         None => None,
         Some(ak) => {
-            let header = ak.header.unwrap_or_else(|| "x-api-key".to_string());
-            let header = header.to_ascii_lowercase();
+            let header = ak.header.unwrap_or("x-api-key").to_ascii_lowercase();
             if !is_header_name(&header) {
                 return Err(err("api_key.header", "must be a valid HTTP header name"));
             }
             let mut keys: Vec<ApiKey> = Vec::new();
             for (i, k) in ak.keys.into_iter().enumerate() {
                 let path = format!("api_key.keys[{i}]");
-                if !is_name(&k.id) {
+                if !is_name(k.id) {
                     return Err(err(
                         join(&path, "id"),
                         "must be 1 to 128 characters of letters, digits, '-', '_' or '.'",
@@ -500,7 +511,7 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
                     }
                 };
                 keys.push(ApiKey::new(
-                    k.id,
+                    k.id.to_string(),
                     digest,
                     plan,
                     k.invalidate_cache.unwrap_or(false),
@@ -533,7 +544,7 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
     let client_throttle = match &raw.client_throttle {
         None => None,
         Some(c) => {
-            let by = match c.by.as_str() {
+            let by = match c.by {
                 "ip" => ClientBy::Ip,
                 "api_key" => ClientBy::ApiKey,
                 other => match other.strip_prefix("header:") {
@@ -590,10 +601,9 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
 
     let access_log = match raw.access_log {
         None => None,
-        Some(a) => Some(
-            LogFormat::parse(a.format.as_deref().unwrap_or("json"))
-                .map_err(|e| e.within("access_log"))?,
-        ),
+        Some(a) => {
+            Some(LogFormat::parse(a.format.unwrap_or("json")).map_err(|e| e.within("access_log"))?)
+        }
     };
 
     let filter_state = match raw.filter_state {
@@ -602,8 +612,8 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
     };
 
     let raw_routes = raw.routes.unwrap_or_default();
-    let table = RouteTable::compile(raw_routes.iter().map(|r| r.match_.as_str()))
-        .map_err(|e| e.within("routes"))?;
+    let table =
+        RouteTable::compile(raw_routes.iter().map(|r| r.match_)).map_err(|e| e.within("routes"))?;
     let mut routes = Vec::with_capacity(raw_routes.len());
     for (i, r) in raw_routes.into_iter().enumerate() {
         let path = format!("routes[{i}]");
@@ -636,7 +646,7 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
             Switch::Own(v) => RouteCors::Own(Box::new(cors(v, &join(&path, "cors"))?)),
         };
         routes.push(Route {
-            name: Some(r.match_),
+            name: Some(r.match_.to_string()),
             api_key_required,
             throttle,
             enforce: r.enforce.unwrap_or(enforce),
@@ -690,7 +700,7 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
     let caching = default_cache.is_some() || routes.iter().any(|r| r.cache.is_some());
 
     Ok(Config {
-        stage,
+        stage: stage.to_string(),
         enforce,
         api_keys,
         plans,

@@ -3,6 +3,21 @@
 //! plugin reads both. Only the well-known types Struct, Value and ListValue are understood.
 
 use super::json::{Map, Number, Value};
+use crate::error::FieldError;
+
+/// A fault in the framing has no path; one inside a value gets the path of the keys and list
+/// indexes it is under (`cors.max_age`, `routes[2].match`), as the JSON reader gives.
+impl From<String> for FieldError {
+    fn from(message: String) -> Self {
+        FieldError::new("", message)
+    }
+}
+
+impl From<&str> for FieldError {
+    fn from(message: &str) -> Self {
+        FieldError::new("", message)
+    }
+}
 
 /// Nesting limit (a config is shallow; this bounds recursion on hostile input).
 const MAX_DEPTH: u32 = 64;
@@ -21,13 +36,14 @@ impl<'a> Reader<'a> {
         self.pos >= self.buf.len()
     }
 
-    fn byte(&mut self) -> Result<u8, String> {
-        let b = *self.buf.get(self.pos).ok_or("truncated protobuf")?;
+    // The framing's faults are fixed texts: no allocation at each of their sites.
+    fn byte(&mut self) -> Result<u8, &'static str> {
+        let b = *self.buf.get(self.pos).ok_or(TRUNCATED)?;
         self.pos += 1;
         Ok(b)
     }
 
-    fn varint(&mut self) -> Result<u64, String> {
+    fn varint(&mut self) -> Result<u64, &'static str> {
         let mut v: u64 = 0;
         for shift in (0..64).step_by(7) {
             let b = self.byte()?;
@@ -36,29 +52,29 @@ impl<'a> Reader<'a> {
                 return Ok(v);
             }
         }
-        Err("varint too long".into())
+        Err("varint too long")
     }
 
-    fn bytes(&mut self) -> Result<&'a [u8], String> {
-        let len = usize::try_from(self.varint()?).map_err(|_| "length too large")?;
-        let end = self.pos.checked_add(len).ok_or("length too large")?;
-        let s = self.buf.get(self.pos..end).ok_or("truncated protobuf")?;
+    fn bytes(&mut self) -> Result<&'a [u8], &'static str> {
+        let len = usize::try_from(self.varint()?).map_err(|_| TOO_LARGE)?;
+        let end = self.pos.checked_add(len).ok_or(TOO_LARGE)?;
+        let s = self.buf.get(self.pos..end).ok_or(TRUNCATED)?;
         self.pos = end;
         Ok(s)
     }
 
-    fn fixed64(&mut self) -> Result<u64, String> {
-        let end = self.pos.checked_add(8).ok_or("truncated protobuf")?;
+    fn fixed64(&mut self) -> Result<u64, &'static str> {
+        let end = self.pos.checked_add(8).ok_or(TRUNCATED)?;
         let s: [u8; 8] = self
             .buf
             .get(self.pos..end)
             .and_then(|s| s.try_into().ok())
-            .ok_or("truncated protobuf")?;
+            .ok_or(TRUNCATED)?;
         self.pos = end;
         Ok(u64::from_le_bytes(s))
     }
 
-    fn skip(&mut self, wire: u64) -> Result<(), String> {
+    fn skip(&mut self, wire: u64) -> Result<(), &'static str> {
         match wire {
             0 => self.varint().map(|_| ()),
             1 => self.fixed64().map(|_| ()),
@@ -69,17 +85,24 @@ impl<'a> Reader<'a> {
                 }
                 Ok(())
             }
-            _ => Err(format!("unsupported protobuf wire type {wire}")),
+            // `wire` is a tag's low three bits.
+            3 => Err("unsupported protobuf wire type 3"),
+            4 => Err("unsupported protobuf wire type 4"),
+            6 => Err("unsupported protobuf wire type 6"),
+            _ => Err("unsupported protobuf wire type 7"),
         }
     }
 }
 
+const TRUNCATED: &str = "truncated protobuf";
+const TOO_LARGE: &str = "length too large";
+
 /// Decodes a binary `google.protobuf.Struct` into a JSON object.
-pub fn struct_to_json(buf: &[u8]) -> Result<Value, String> {
+pub fn struct_to_json(buf: &[u8]) -> Result<Value, FieldError> {
     decode_struct(buf, 0)
 }
 
-fn decode_struct(buf: &[u8], depth: u32) -> Result<Value, String> {
+fn decode_struct(buf: &[u8], depth: u32) -> Result<Value, FieldError> {
     if depth > MAX_DEPTH {
         return Err("nesting too deep".into());
     }
@@ -93,19 +116,19 @@ fn decode_struct(buf: &[u8], depth: u32) -> Result<Value, String> {
             // Protobuf lets the last of repeated map keys win; a strict configuration does
             // not (one would silently override or cancel the other).
             if entries.iter().any(|(k, _)| *k == key) {
-                return Err(format!("duplicate key {}", crate::config::Quoted(&key)));
+                return Err(format!("duplicate key {}", crate::config::Quoted(&key)).into());
             }
             entries.push((key, value));
         } else {
             // A Struct has no other field: these bytes are something else (a `Value`
             // wrapping the Struct, or not protobuf at all), never the empty configuration.
-            return Err(format!("field {} is not a Struct's", tag >> 3));
+            return Err(format!("field {} is not a Struct's", tag >> 3).into());
         }
     }
     Ok(Value::Object(Map::from_entries(entries)))
 }
 
-fn decode_entry(buf: &[u8], depth: u32) -> Result<(String, Value), String> {
+fn decode_entry(buf: &[u8], depth: u32) -> Result<(String, Value), FieldError> {
     let mut r = Reader::new(buf);
     let mut key = String::new();
     let mut value = Value::Null;
@@ -115,14 +138,14 @@ fn decode_entry(buf: &[u8], depth: u32) -> Result<(String, Value), String> {
             (1, 2) => {
                 key = String::from_utf8(r.bytes()?.to_vec()).map_err(|_| "key is not UTF-8")?
             }
-            (2, 2) => value = decode_value(r.bytes()?, depth + 1)?,
+            (2, 2) => value = decode_value(r.bytes()?, depth + 1).map_err(|e| e.within(&key))?,
             (_, wire) => r.skip(wire)?,
         }
     }
     Ok((key, value))
 }
 
-fn decode_value(buf: &[u8], depth: u32) -> Result<Value, String> {
+fn decode_value(buf: &[u8], depth: u32) -> Result<Value, FieldError> {
     if depth > MAX_DEPTH {
         return Err("nesting too deep".into());
     }
@@ -163,13 +186,16 @@ fn decode_value(buf: &[u8], depth: u32) -> Result<Value, String> {
     Ok(value)
 }
 
-fn decode_list(buf: &[u8], depth: u32) -> Result<Value, String> {
+fn decode_list(buf: &[u8], depth: u32) -> Result<Value, FieldError> {
     let mut r = Reader::new(buf);
     let mut items = Vec::new();
     while !r.done() {
         let tag = r.varint()?;
         if tag >> 3 == 1 && tag & 7 == 2 {
-            items.push(decode_value(r.bytes()?, depth + 1)?);
+            let at = items.len();
+            items.push(
+                decode_value(r.bytes()?, depth + 1).map_err(|e| e.within(&format!("[{at}]")))?,
+            );
         } else {
             r.skip(tag & 7)?;
         }
@@ -290,7 +316,32 @@ mod tests {
             let mut top = Vec::new();
             field(1, &top_entry, &mut top);
             let e = struct_to_json(&top).unwrap_err();
-            assert!(e.contains("not finite"), "{e}");
+            assert!(e.message.contains("not finite"), "{e}");
+            // The error names the field, as the JSON reader's do.
+            assert_eq!(e.path, "cors.max_age");
+            let e = crate::config::Config::from_json(&top).unwrap_err();
+            assert_eq!(e.path, "cors.max_age", "{e}");
+            // In a list, under its index.
+            let mut list = Vec::new();
+            field(1, &enc_value(&json!("https://a.com").into()), &mut list);
+            field(1, &value, &mut list);
+            let mut listed = Vec::new();
+            field(6, &list, &mut listed);
+            let mut entry = Vec::new();
+            field(1, b"allow_origins", &mut entry);
+            field(2, &listed, &mut entry);
+            let mut cors = Vec::new();
+            field(1, &entry, &mut cors);
+            let mut wrapped = Vec::new();
+            field(5, &cors, &mut wrapped);
+            let mut top_entry = Vec::new();
+            field(1, b"cors", &mut top_entry);
+            field(2, &wrapped, &mut top_entry);
+            let mut top = Vec::new();
+            field(1, &top_entry, &mut top);
+            let e = crate::config::Config::from_json(&top).unwrap_err();
+            assert_eq!(e.path, "cors.allow_origins[1]", "{e}");
+            assert!(e.message.contains("not finite"), "{e}");
         }
         // A `Value` wrapping the Struct (field 5), or bytes that are no Struct at all, never
         // read as the empty configuration.
@@ -309,7 +360,20 @@ mod tests {
         let mut dup = enc_struct(&json!({"stage": "a"}).into());
         dup.extend(enc_struct(&json!({"stage": "b"}).into()));
         let e = struct_to_json(&dup).unwrap_err();
-        assert!(e.contains("duplicate key \"stage\""), "{e}");
+        assert!(e.message.contains("duplicate key \"stage\""), "{e}");
+        // Inside an object, under its key.
+        let mut inner = enc_struct(&json!({"max_age": 1}).into());
+        inner.extend(enc_struct(&json!({"max_age": 2}).into()));
+        let mut wrapped = Vec::new();
+        field(5, &inner, &mut wrapped);
+        let mut top_entry = Vec::new();
+        field(1, b"cors", &mut top_entry);
+        field(2, &wrapped, &mut top_entry);
+        let mut top = Vec::new();
+        field(1, &top_entry, &mut top);
+        let e = crate::config::Config::from_json(&top).unwrap_err();
+        assert_eq!(e.path, "cors", "{e}");
+        assert!(e.message.contains("duplicate key \"max_age\""), "{e}");
     }
 
     #[test]

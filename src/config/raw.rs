@@ -9,18 +9,18 @@ use crate::error::FieldError;
 
 #[derive(Debug, Default)]
 pub struct RawConfig<'a> {
-    pub stage: Option<String>,
+    pub stage: Option<&'a str>,
     pub enforce: Option<bool>,
-    pub api_key: Option<RawApiKey>,
+    pub api_key: Option<RawApiKey<'a>>,
     /// In name order.
-    pub usage_plans: Option<Vec<(String, RawPlan)>>,
+    pub usage_plans: Option<Vec<(&'a str, RawPlan<'a>)>>,
     pub throttle: Option<RawThrottle>,
-    pub client_throttle: Option<RawClientThrottle>,
-    pub rate_limit_headers: Option<String>,
+    pub client_throttle: Option<RawClientThrottle<'a>>,
+    pub rate_limit_headers: Option<&'a str>,
     /// A CORS object (read in `compile`, so that errors keep their path).
     pub cors: Option<&'a Value>,
     pub cache: Option<&'a Value>,
-    pub access_log: Option<RawAccessLog>,
+    pub access_log: Option<RawAccessLog<'a>>,
     /// `true`, `false` or a list of variable names (read in `compile`).
     pub filter_state: Option<&'a Value>,
     pub routes: Option<Vec<RawRoute<'a>>>,
@@ -29,24 +29,24 @@ pub struct RawConfig<'a> {
 }
 
 #[derive(Debug)]
-pub struct RawApiKey {
-    pub header: Option<String>,
-    pub keys: Vec<RawKey>,
+pub struct RawApiKey<'a> {
+    pub header: Option<&'a str>,
+    pub keys: Vec<RawKey<'a>>,
 }
 
 #[derive(Debug)]
-pub struct RawKey {
-    pub id: String,
-    pub sha256: Option<String>,
-    pub value: Option<String>,
-    pub usage_plan: Option<String>,
+pub struct RawKey<'a> {
+    pub id: &'a str,
+    pub sha256: Option<&'a str>,
+    pub value: Option<&'a str>,
+    pub usage_plan: Option<&'a str>,
     pub invalidate_cache: Option<bool>,
 }
 
 #[derive(Debug)]
-pub struct RawPlan {
+pub struct RawPlan<'a> {
     pub throttle: Option<RawThrottle>,
-    pub quota: Option<RawQuota>,
+    pub quota: Option<RawQuota<'a>>,
 }
 
 #[derive(Debug)]
@@ -56,14 +56,14 @@ pub struct RawThrottle {
 }
 
 #[derive(Debug)]
-pub struct RawQuota {
+pub struct RawQuota<'a> {
     pub limit: Number,
-    pub period: String,
+    pub period: &'a str,
 }
 
 #[derive(Debug)]
-pub struct RawClientThrottle {
-    pub by: String,
+pub struct RawClientThrottle<'a> {
+    pub by: &'a str,
     pub rate: Number,
     pub burst: Number,
     pub slots: Option<Number>,
@@ -82,24 +82,24 @@ pub struct RawCors {
 
 /// A `cache` object (stage or route), read in `compile` so that errors keep their path.
 #[derive(Debug)]
-pub struct RawCache {
+pub struct RawCache<'a> {
     pub enabled: Option<bool>,
     pub ttl: Option<Number>,
     pub require_authorization: Option<bool>,
-    pub unauthorized_strategy: Option<String>,
+    pub unauthorized_strategy: Option<&'a str>,
     /// None when absent (an empty list overrides the stage's).
     pub key_parameters: Option<Vec<String>>,
     pub methods: Option<Vec<String>>,
 }
 
 #[derive(Debug)]
-pub struct RawAccessLog {
-    pub format: Option<String>,
+pub struct RawAccessLog<'a> {
+    pub format: Option<&'a str>,
 }
 
 #[derive(Debug)]
 pub struct RawRoute<'a> {
-    pub match_: String,
+    pub match_: &'a str,
     pub api_key_required: Option<bool>,
     pub throttle: Option<RawThrottle>,
     pub enforce: Option<bool>,
@@ -154,7 +154,7 @@ pub fn read_config(v: &Value) -> Result<RawConfig<'_>, FieldError> {
                     }),
                 };
                 plans.push((
-                    name.clone(),
+                    name.as_str(),
                     RawPlan {
                         throttle: read_throttle(&po, "throttle")?,
                         quota,
@@ -225,7 +225,7 @@ pub fn read_config(v: &Value) -> Result<RawConfig<'_>, FieldError> {
     })
 }
 
-fn read_key(v: &Value, path: &str) -> Result<RawKey, FieldError> {
+fn read_key<'a>(v: &'a Value, path: &str) -> Result<RawKey<'a>, FieldError> {
     let k = Obj::open(
         v,
         path,
@@ -277,7 +277,7 @@ pub fn read_cors(v: &Value, path: &str) -> Result<RawCors, FieldError> {
 }
 
 /// Reads a `cache` object at `path`.
-pub fn read_cache(v: &Value, path: &str) -> Result<RawCache, FieldError> {
+pub fn read_cache<'a>(v: &'a Value, path: &str) -> Result<RawCache<'a>, FieldError> {
     let c = Obj::open(
         v,
         path,

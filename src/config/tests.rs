@@ -18,7 +18,8 @@ const KEY_A: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20
 
 #[test]
 fn empty_config_passes_everything() {
-    for json in ["{}", "", "  \n"] {
+    // A UTF-8 byte order mark is ignored (RFC 8259 lets a parser do so).
+    for json in ["{}", "", "  \n", "\u{feff}{}", "\u{feff}"] {
         let c = ok(json);
         assert_eq!(c.stage, "default");
         assert!(c.enforce);
@@ -629,4 +630,28 @@ fn an_integer_turned_string_by_envoys_yaml_loader_is_explained() {
         ));
         assert_eq!(e.message, "invalid type: string, expected a number");
     }
+}
+
+#[test]
+fn whole_numbers_may_be_written_as_floats() {
+    // `-0`, `600.0` and `6e2` are whole numbers, as a Struct's doubles are read.
+    let c = ok(r#"{"cors": {"allow_origins": ["https://a.com"], "max_age": -0}}"#);
+    assert!(c.cors.is_some());
+    ok(r#"{"cors": {"allow_origins": ["https://a.com"], "max_age": 600.0}}"#);
+    ok(r#"{"throttle": {"rate": 1, "burst": 1e2}}"#);
+    ok(r#"{"cache": {"ttl": -0}}"#);
+    ok(r#"{"cache": {"ttl": 3.6e3}}"#);
+    for json in [
+        r#"{"cors": {"allow_origins": ["https://a.com"], "max_age": 0.5}}"#,
+        r#"{"cors": {"allow_origins": ["https://a.com"], "max_age": -1.0}}"#,
+        r#"{"throttle": {"rate": 1, "burst": 1e300}}"#,
+        r#"{"throttle": {"rate": 1, "burst": 0.0}}"#,
+        r#"{"cache": {"ttl": 3600.5}}"#,
+    ] {
+        let e = bad(json);
+        assert!(!e.path.is_empty(), "{json}: {e}");
+    }
+    // A BOM before a configuration that is wrong still gets the field's error.
+    let e = bad("\u{feff}{\"throttle\": {\"rate\": 1}}");
+    assert_eq!(e.path, "throttle.burst", "{e}");
 }
