@@ -40,6 +40,7 @@
 
 use std::borrow::Cow;
 
+use crate::config::reader::item;
 use crate::error::{comma_list, FieldError};
 use crate::token::{is_token, split_once_str};
 
@@ -230,7 +231,7 @@ impl CorsPolicy {
         let mut allow_null = false;
         let mut rules: Vec<OriginRule> = Vec::new();
         for (i, entry) in spec.allow_origins.iter().enumerate() {
-            let path = format!("allow_origins[{i}]");
+            let path = item("", "allow_origins", i);
             match compile_origin(entry) {
                 Ok(OriginEntry::Any) => {
                     if credentials {
@@ -251,7 +252,7 @@ impl CorsPolicy {
         let mut any_method = false;
         let mut methods: Vec<String> = Vec::new();
         for (i, m) in spec.allow_methods.iter().enumerate() {
-            let path = format!("allow_methods[{i}]");
+            let path = item("", "allow_methods", i);
             if m == "*" {
                 if credentials {
                     return Err(FieldError::new(path, STAR_WITH_CREDENTIALS));
@@ -699,7 +700,7 @@ fn compile_header_names(
     let mut any = false;
     let mut out: Vec<String> = Vec::new();
     for (i, name) in names.iter().enumerate() {
-        let path = format!("{field}[{i}]");
+        let path = item("", field, i);
         if name.is_empty() {
             return Err(FieldError::new(path, "must not be empty"));
         }

@@ -200,7 +200,7 @@ pub fn read_config(v: &Value, path: &str) -> Result<ServiceConfig, FieldError> {
     }
     let mut checks: Vec<Check> = Vec::with_capacity(names.len());
     for (i, s) in names.iter().enumerate() {
-        let item = format!("{}[{i}]", o.path("checks"));
+        let item = o.item("checks", i);
         let Some(c) = Check::parse(s) else {
             return Err(FieldError::new(
                 item,

@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 
+use crate::config::reader::{item, join};
 use crate::error::{FieldError, Quoted};
 
 /// HTTP methods accepted in `routes[].match` besides `ANY`.
@@ -232,10 +233,10 @@ impl RouteTable {
     pub fn compile<'a>(matches: impl IntoIterator<Item = &'a str>) -> Result<Self, FieldError> {
         let mut patterns: Vec<Pattern> = Vec::new();
         for (i, m) in matches.into_iter().enumerate() {
-            let p = Pattern::parse(m).map_err(|e| e.within("match").within(&format!("[{i}]")))?;
+            let p = Pattern::parse(m).map_err(|e| e.within("match").within(&item("", "", i)))?;
             if let Some(j) = patterns.iter().position(|q| q.same_shape(&p)) {
                 return Err(FieldError::new(
-                    format!("[{i}].match"),
+                    join(&item("", "", i), "match"),
                     format!(
                         "{m} duplicates routes[{j}] (the same method and path shape)",
                         m = Quoted(m)

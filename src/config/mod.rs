@@ -19,7 +19,7 @@ use crate::throttle::bucket::BucketSpec;
 use crate::throttle::headers::HeaderMode;
 use crate::throttle::quota::Period;
 use raw::{RawConfig, RawThrottle};
-use reader::join;
+use reader::{item, join};
 
 /// Default number of per-client bucket slots.
 pub const DEFAULT_CLIENT_SLOTS: u32 = 4096;
@@ -263,7 +263,7 @@ fn filter_state(value: &Value) -> Result<Exports, FieldError> {
     };
     let mut exports = Exports::NONE;
     for (i, item) in items.iter().enumerate() {
-        let path = format!("filter_state[{i}]");
+        let path = reader::item("", "filter_state", i);
         let Value::String(name) = item else {
             return Err(err(
                 path,
@@ -350,11 +350,11 @@ fn cache_settings(value: &Value, path: &str) -> Result<CacheSettings, FieldError
             let mut params = Vec::with_capacity(list.len());
             for (i, text) in list.iter().enumerate() {
                 let p = cache::parse_key_parameter(text)
-                    .map_err(|m| err(format!("{path}.key_parameters[{i}]"), m))?;
+                    .map_err(|m| err(item(path, "key_parameters", i), m))?;
                 if let Some(j) = params.iter().position(|q| q == &p) {
                     return Err(err(
-                        format!("{path}.key_parameters[{i}]"),
-                        format!("duplicates {path}.key_parameters[{j}]"),
+                        item(path, "key_parameters", i),
+                        format!("duplicates {}", item(path, "key_parameters", j)),
                     ));
                 }
                 params.push(p);
@@ -375,7 +375,7 @@ fn cache_settings(value: &Value, path: &str) -> Result<CacheSettings, FieldError
                     "HEAD" => m.head = true,
                     other => {
                         return Err(err(
-                            format!("{path}.methods[{i}]"),
+                            item(path, "methods", i),
                             format!(
                                 "{other} cannot be cached: Envoy's cache filter stores only GET responses (and answers HEAD from them); use \"GET\" and/or \"HEAD\"", other = Quoted(other)),
                         ))
@@ -461,7 +461,7 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
             }
             let mut keys: Vec<ApiKey> = Vec::new();
             for (i, k) in ak.keys.into_iter().enumerate() {
-                let path = format!("api_key.keys[{i}]");
+                let path = item("api_key", "keys", i);
                 if !is_name(k.id) {
                     return Err(err(
                         join(&path, "id"),
@@ -521,15 +521,15 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
             let ids: Vec<&[u8]> = keys.iter().map(|k| k.id.as_bytes()).collect();
             if let Some((j, i)) = crate::sort::first_duplicate(&ids) {
                 return Err(err(
-                    format!("api_key.keys[{i}].id"),
-                    format!("duplicates the id of api_key.keys[{j}]"),
+                    join(&item("api_key", "keys", i), "id"),
+                    format!("duplicates the id of {}", item("api_key", "keys", j)),
                 ));
             }
             let digests: Vec<&[u8]> = keys.iter().map(|k| &k.digest()[..]).collect();
             if let Some((j, i)) = crate::sort::first_duplicate(&digests) {
                 return Err(err(
-                    format!("api_key.keys[{i}]"),
-                    format!("is the same key as api_key.keys[{j}]"),
+                    item("api_key", "keys", i),
+                    format!("is the same key as {}", item("api_key", "keys", j)),
                 ));
             }
             Some(ApiKeys::new(header, keys))
@@ -616,7 +616,7 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
         RouteTable::compile(raw_routes.iter().map(|r| r.match_)).map_err(|e| e.within("routes"))?;
     let mut routes = Vec::with_capacity(raw_routes.len());
     for (i, r) in raw_routes.into_iter().enumerate() {
-        let path = format!("routes[{i}]");
+        let path = item("", "routes", i);
         let cache = match switch(r.cache, &join(&path, "cache"))? {
             Switch::Stage => stage_cache.as_ref().and_then(CacheSettings::policy),
             Switch::Off => None,

@@ -194,7 +194,8 @@ fn decode_list(buf: &[u8], depth: u32) -> Result<Value, FieldError> {
         if tag >> 3 == 1 && tag & 7 == 2 {
             let at = items.len();
             items.push(
-                decode_value(r.bytes()?, depth + 1).map_err(|e| e.within(&format!("[{at}]")))?,
+                decode_value(r.bytes()?, depth + 1)
+                    .map_err(|e| e.within(&super::reader::item("", "", at)))?,
             );
         } else {
             r.skip(tag & 7)?;

@@ -4,7 +4,7 @@
 
 use super::json::{Number, Value};
 
-use super::reader::{join, Obj};
+use super::reader::{item, join, Obj};
 use crate::error::FieldError;
 
 #[derive(Debug, Default)]
@@ -131,7 +131,7 @@ pub fn read_config(v: &Value) -> Result<RawConfig<'_>, FieldError> {
         Some(a) => {
             let mut keys = Vec::new();
             for (i, k) in a.array("keys")?.into_iter().flatten().enumerate() {
-                keys.push(read_key(k, &format!("{}[{i}]", a.path("keys")))?);
+                keys.push(read_key(k, &a.item("keys", i))?);
             }
             Some(RawApiKey {
                 header: a.string("header")?,
@@ -186,7 +186,7 @@ pub fn read_config(v: &Value) -> Result<RawConfig<'_>, FieldError> {
             for (i, r) in items.iter().enumerate() {
                 let ro = Obj::open(
                     r,
-                    &format!("routes[{i}]"),
+                    &item("", "routes", i),
                     &[
                         "match",
                         "api_key_required",

@@ -36,6 +36,21 @@ pub fn join(path: &str, key: &str) -> String {
     s
 }
 
+/// The path of item `i` of the list `key` under `path`: `path.key[i]` (`key[i]` at the top,
+/// `[i]` for an empty key). One function for every list item's path: each `format!` site
+/// costs its own code.
+#[inline(never)]
+pub fn item(path: &str, key: &str, i: usize) -> String {
+    use std::fmt::Write;
+    let mut s = if key.is_empty() {
+        path.to_string()
+    } else {
+        join(path, key)
+    };
+    let _ = write!(s, "[{i}]");
+    s
+}
+
 /// An object whose fields are read by name. Unknown fields are refused when it is opened.
 pub struct Obj<'a> {
     map: &'a Map,
@@ -69,6 +84,11 @@ impl<'a> Obj<'a> {
     /// The path of a field of this object.
     pub fn path(&self, key: &str) -> String {
         join(&self.path, key)
+    }
+
+    /// The path of item `i` of a list field of this object.
+    pub fn item(&self, key: &str, i: usize) -> String {
+        item(&self.path, key, i)
     }
 
     /// A field's value; `null` counts as absent.
@@ -158,7 +178,7 @@ impl<'a> Obj<'a> {
         for (i, v) in items.iter().enumerate() {
             match v {
                 Value::String(s) => out.push(s.clone()),
-                _ => return Err(invalid(&format!("{}[{i}]", self.path(key)), v, "a string")),
+                _ => return Err(invalid(&item(&self.path, key, i), v, "a string")),
             }
         }
         Ok(out)
