@@ -3,30 +3,45 @@
 
 /// Sorts `v` by `less` (not stable).
 pub(crate) fn heapsort<T>(v: &mut [T], less: impl Fn(&T, &T) -> bool) {
-    let lt = |v: &[T], a: usize, b: usize| match (v.get(a), v.get(b)) {
-        (Some(x), Some(y)) => less(x, y),
-        _ => false,
-    };
-    let sift = |v: &mut [T], mut root: usize, end: usize| loop {
-        let mut child = 2 * root + 1;
-        if child >= end {
-            break;
+    let len = v.len();
+    heapsort_indexes(len, &mut |a, b, swap| {
+        if swap {
+            v.swap(a, b);
+            false
+        } else {
+            match (v.get(a), v.get(b)) {
+                (Some(x), Some(y)) => less(x, y),
+                _ => false,
+            }
         }
-        if child + 1 < end && lt(v, child, child + 1) {
-            child += 1;
+    });
+}
+
+/// The sort itself, once for every element type: `op(a, b, false)` is whether item `a` sorts
+/// before item `b`, `op(a, b, true)` swaps them.
+fn heapsort_indexes(len: usize, op: &mut dyn FnMut(usize, usize, bool) -> bool) {
+    fn sift(op: &mut dyn FnMut(usize, usize, bool) -> bool, mut root: usize, end: usize) {
+        loop {
+            let mut child = 2 * root + 1;
+            if child >= end {
+                break;
+            }
+            if child + 1 < end && op(child, child + 1, false) {
+                child += 1;
+            }
+            if !op(root, child, false) {
+                break;
+            }
+            op(root, child, true);
+            root = child;
         }
-        if !lt(v, root, child) {
-            break;
-        }
-        v.swap(root, child);
-        root = child;
-    };
-    for i in (0..v.len() / 2).rev() {
-        sift(v, i, v.len());
     }
-    for end in (1..v.len()).rev() {
-        v.swap(0, end);
-        sift(v, 0, end);
+    for i in (0..len / 2).rev() {
+        sift(op, i, len);
+    }
+    for end in (1..len).rev() {
+        op(0, end, true);
+        sift(op, 0, end);
     }
 }
 
