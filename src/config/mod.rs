@@ -566,10 +566,12 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
                     "\"api_key\" needs an api_key section",
                 ));
             }
-            let rate = positive_rate(&c.rate, "client_throttle.rate")?;
-            let burst = positive_int(&c.burst, "client_throttle.burst", u64::from(u32::MAX))?;
-            let spec = BucketSpec::new(rate, burst)
-                .ok_or_else(|| err("client_throttle.rate", "is out of range"))?;
+            // Read as the other throttles are (the same paths and messages).
+            let t = RawThrottle {
+                rate: c.rate,
+                burst: c.burst,
+            };
+            let spec = throttle(&t, "client_throttle")?;
             let slots = match &c.slots {
                 None => DEFAULT_CLIENT_SLOTS,
                 Some(n) => {
