@@ -24,13 +24,13 @@ impl FieldError {
         if parent.is_empty() {
             return self;
         }
-        if self.path.is_empty() {
-            self.path = parent.to_string();
-        } else if self.path.starts_with('[') {
-            self.path = format!("{parent}{}", self.path);
-        } else {
-            self.path = format!("{parent}.{}", self.path);
+        let mut path = String::with_capacity(parent.len() + 1 + self.path.len());
+        path.push_str(parent);
+        if !self.path.is_empty() && !self.path.starts_with('[') {
+            path.push('.');
         }
+        path.push_str(&self.path);
+        self.path = path;
         self
     }
 }
