@@ -619,11 +619,12 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
     let mut routes = Vec::with_capacity(raw_routes.len());
     for (i, r) in raw_routes.into_iter().enumerate() {
         let path = item("", "routes", i);
-        let cache = match switch(r.cache, &join(&path, "cache"))? {
+        let cache_path = join(&path, "cache");
+        let cache = match switch(r.cache, &cache_path)? {
             Switch::Stage => stage_cache.as_ref().and_then(CacheSettings::policy),
             Switch::Off => None,
             Switch::Own(v) => {
-                let own = cache_settings(v, &join(&path, "cache"))?;
+                let own = cache_settings(v, &cache_path)?;
                 stage_cache
                     .clone()
                     .unwrap_or_default()
@@ -642,10 +643,11 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
             Some(t) => Some(throttle(t, &join(&path, "throttle"))?),
             None => None,
         };
-        let cors = match switch(r.cors, &join(&path, "cors"))? {
+        let cors_path = join(&path, "cors");
+        let cors = match switch(r.cors, &cors_path)? {
             Switch::Stage => RouteCors::Stage,
             Switch::Off => RouteCors::Off,
-            Switch::Own(v) => RouteCors::Own(Box::new(cors(v, &join(&path, "cors"))?)),
+            Switch::Own(v) => RouteCors::Own(Box::new(cors(v, &cors_path)?)),
         };
         routes.push(Route {
             name: Some(r.match_.to_string()),
