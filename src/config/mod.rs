@@ -11,7 +11,7 @@ use json::{Number, Value};
 use crate::access_log::{Exports, Field, LogFormat};
 use crate::cache::{self, CacheMethods, CachePolicy, CacheSettings, UnauthorizedStrategy};
 use crate::cors::{CorsPolicy, CorsSpec};
-use crate::error::{comma_list, FieldError, Quoted};
+use crate::error::{FieldError, Quoted};
 use crate::keys::{parse_sha256_hex, sha256, ApiKey, ApiKeys};
 use crate::ratelimit_service::{self, Check, ServiceConfig};
 use crate::routes::RouteTable;
@@ -276,17 +276,17 @@ fn filter_state(value: &Value) -> Result<Exports, FieldError> {
         match Field::from_name(name).filter(|f| Field::EXPORTED.contains(f)) {
             Some(f) => exports = exports.with(f),
             None => {
-                let known: Vec<String> = Field::EXPORTED
-                    .iter()
-                    .map(|f| format!("`{}`", f.name()))
-                    .collect();
-                return Err(err(
-                    path,
-                    format!(
-                        "`{name}` is not exported as filter state, expected one of {}",
-                        comma_list(known.iter().map(String::as_str))
-                    ),
-                ));
+                let mut message =
+                    format!("`{name}` is not exported as filter state, expected one of ");
+                for (i, f) in Field::EXPORTED.iter().enumerate() {
+                    if i > 0 {
+                        message.push_str(", ");
+                    }
+                    message.push('`');
+                    message.push_str(f.name());
+                    message.push('`');
+                }
+                return Err(err(path, message));
             }
         }
     }
