@@ -1292,7 +1292,13 @@ pub fn conclude(
         reports.extend(answer.reports.iter().cloned());
     }
     let rl_headers = headers::render(cfg.rate_limit_headers, &reports);
-    decision.service_headers = rls::passed_on(answer.headers, &rl_headers);
+    let passed_on = rls::passed_on(answer.headers, &rl_headers);
+    // A later leg's call (about its route): the earlier call's headers stay, but for the names
+    // this answer sets again.
+    decision
+        .service_headers
+        .retain(|(n, _)| !passed_on.iter().any(|(m, _)| m == n));
+    decision.service_headers.extend(passed_on);
     decision.reports = reports;
     let route = cfg.route(decision.route);
     match answer.refuse {

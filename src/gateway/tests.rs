@@ -1078,6 +1078,24 @@ mod service {
         let over = answer(Code::OverLimit, Vec::new(), &[]);
         conclude(&gw.cfg, &gw.keys, &gw.store, &mut d, call, Ok(&over));
         assert_eq!(status(&d), 429);
+        // The service's own headers: the later leg's answer keeps the first leg's, but for
+        // the names it sets again.
+        let mut leg1 = gw.run(Req::new("GET", "/v1"), T0);
+        let call = leg1.service_call.take().unwrap();
+        let h1 = answer(
+            Code::Ok,
+            Vec::new(),
+            &[("x-quota-left", "7"), ("x-rl", "a")],
+        );
+        conclude(&gw.cfg, &gw.keys, &gw.store, &mut leg1, call, Ok(&h1));
+        let mut d = gw.leg(Req::new("GET", "/v2"), Some(leg1));
+        let call = d.service_call.take().unwrap();
+        let h2 = answer(Code::Ok, Vec::new(), &[("X-RL", "b"), ("x-route", "r")]);
+        conclude(&gw.cfg, &gw.keys, &gw.store, &mut d, call, Ok(&h2));
+        assert_eq!(
+            d.service_headers,
+            vec![kv("x-quota-left", "7"), kv("x-rl", "b"), kv("x-route", "r")]
+        );
         // The same route again (a leg on /v2 after /v2): not asked twice.
         let mut first = gw.run(Req::new("GET", "/v2"), T0);
         let call = first.service_call.take().unwrap();
