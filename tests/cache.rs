@@ -656,6 +656,44 @@ fn the_upstream_role_finds_the_key_whatever_its_route_order() {
     envoy.assert_no_wasm_failure();
 }
 
+/// The listener's tollgate caches nothing (caching just turned off there, or only there) while
+/// the cluster's upstream role still has a `cache` section, and Envoy's cache filter is in the
+/// chain. The marker's query id is a function of the public configuration: a client that
+/// forges it must not get a response stored for everyone.
+#[test]
+fn a_forged_marker_cannot_poison_the_cache_when_the_listener_caches_nothing() {
+    let up =
+        Upstream::with(|r| Reply::ok(&format!("for {}", r.header("x-user").unwrap_or_default())));
+    let upstream_cfg = json!({"stage": "prod", "cache": {"enabled": true, "ttl": 300}});
+    let parsed = tollgate::config::Config::from_json(upstream_cfg.to_string().as_bytes()).unwrap();
+    let query_id = parsed.cache_policies().next().unwrap().query_id;
+    let marker = format!("attacker 300 {query_id:016x}");
+    let mut opts = EnvoyOptions::new(json!({"stage": "prod"}), up.port);
+    opts.cache = true;
+    opts.upstream_config = Some(upstream_cfg);
+    let envoy = Envoy::start(&opts);
+    let forged = envoy.get(
+        "/account",
+        &[
+            ("x-tollgate-cache", &marker),
+            ("x-tollgate-cache-query", "?x=1"),
+            ("x-user", "mallory"),
+        ],
+    );
+    assert_eq!(forged.text(), "for mallory");
+    std::thread::sleep(Duration::from_millis(300));
+    let victim = envoy.get("/account", &[("x-user", "alice")]);
+    assert_eq!(
+        victim.text(),
+        "for alice",
+        "the attacker's response was stored"
+    );
+    assert_eq!(up.count(), 2);
+    assert_eq!(up.requests()[0].path, "/account");
+    assert_clean(&up, &[&forged, &victim]);
+    envoy.assert_no_wasm_failure();
+}
+
 #[test]
 fn a_revalidation_that_sets_a_cookie_is_not_stored_for_other_clients() {
     // The upstream validates: a conditional request gets a 304, which sets a session cookie

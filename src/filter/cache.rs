@@ -13,7 +13,7 @@ use super::observe::Observation;
 use super::Runtime;
 use crate::cache::{self, CachePlan, CacheStatus};
 use crate::config::Config;
-use crate::gateway::Decision;
+use crate::gateway::{Decision, RequestSource};
 use crate::header_pairs::HeaderPairs;
 use crate::host;
 
@@ -59,20 +59,34 @@ pub enum CacheState {
     },
 }
 
+/// Whether a request carries any of tollgate's internal request headers (which only tollgate
+/// may set; read from the request's header map, no host call).
+pub fn carries_internal_headers(req: &dyn RequestSource) -> bool {
+    cache::INTERNAL_REQUEST_HEADERS
+        .iter()
+        .any(|h| req.header(h).is_some())
+}
+
 /// The main role, request headers of a forwarded request: applies the pipeline's cache plan.
 /// `end_of_stream`: the request has no body (Envoy's cache filter ignores requests with one).
+/// `forged`: the client sent tollgate's internal headers ([`carries_internal_headers`]).
 pub fn on_request(
     cfg: &Config,
     decision: &Decision,
     end_of_stream: bool,
+    forged: bool,
     obs: &mut Observation,
 ) -> CacheState {
+    // Anti cache poisoning: only tollgate sets its internal headers, whether or not this
+    // configuration caches: the cluster's upstream role may (a push reaches the listener and
+    // the cluster apart, or an operator turned caching off here only), and it acts on a marker.
+    if forged {
+        for name in cache::INTERNAL_REQUEST_HEADERS {
+            host::remove_request_header(name);
+        }
+    }
     if !cfg.caching {
         return CacheState::Off;
-    }
-    // Anti cache poisoning: only tollgate sets its internal headers.
-    for name in cache::INTERNAL_REQUEST_HEADERS {
-        host::remove_request_header(name);
     }
     let (rewrite, refresh, warn) = match &decision.cache {
         CachePlan::Lookup {
@@ -125,12 +139,15 @@ pub fn on_response(
     headers: Option<&HeaderPairs>,
 ) {
     match state {
-        CacheState::Off => {}
-        CacheState::Bypass => {
-            for name in cache::INTERNAL_RESPONSE_HEADERS {
-                host::remove_response_header(name);
+        // A response that passed an upstream role or came from an entry stored while this
+        // configuration cached: its internal headers go, when the map was read anyway (else
+        // nothing is paid for a case that needs two roles' configurations to disagree).
+        CacheState::Off => {
+            if let Some(h) = headers {
+                remove_internal_response_headers(Some(h));
             }
         }
+        CacheState::Bypass => remove_internal_response_headers(headers),
         CacheState::Lookup { token, warn } => {
             let read;
             let headers = match headers {
@@ -167,6 +184,16 @@ pub fn on_response(
             if *warn {
                 host::add_response_header("warning", cache::UNAUTHORIZED_WARNING);
             }
+        }
+    }
+}
+
+/// Removes tollgate's internal response headers: those present in `headers` when the map was
+/// read, else each of them.
+fn remove_internal_response_headers(headers: Option<&HeaderPairs>) {
+    for name in cache::INTERNAL_RESPONSE_HEADERS {
+        if headers.is_none_or(|h| h.get(name).is_some()) {
+            host::remove_response_header(name);
         }
     }
 }

@@ -185,9 +185,11 @@ impl Main {
                 );
             }
         }
+        let forged = cache::carries_internal_headers(&req);
         self.obs = Observation::on_request(&rt, &decision, req);
         if decision.outcome == Outcome::Forward {
-            self.cache = cache::on_request(&rt.config, &decision, end_of_stream, &mut self.obs);
+            self.cache =
+                cache::on_request(&rt.config, &decision, end_of_stream, forged, &mut self.obs);
         }
         let action = match &decision.outcome {
             Outcome::Forward => {
