@@ -326,14 +326,16 @@ pub struct StoreKeys {
 
 impl StoreKeys {
     /// The keys under `prefix` (`tollgate:<plugin name>:`). The stage's, the routes' and the
-    /// client slots' counters are the stage's own (`<prefix><stage>:`), so two filters of one
-    /// plugin name and VM with different stages never share a bucket. A key's usage plan
+    /// client slots' counters are the stage's own (`<prefix>stage:<stage>`, and under it
+    /// `:route:<match>` and `:client:<slot>`), so two filters of one plugin name and VM with
+    /// different stages never share a bucket. (Stage, plan and key names hold no `:`, and
+    /// each kind has its own first word: no two counters share a key.) A key's usage plan
     /// counters are the plan's (`<prefix>plan:<plan>:<key id>`): as with API Gateway's usage
     /// plans, which span stages, a key on the same plan under two stages has one throttle and
     /// one quota, and a key moved to another plan starts afresh.
     pub fn new(prefix: &str, cfg: &Config) -> StoreKeys {
         let keys = cfg.api_keys.as_ref().map_or(&[][..], |k| k.keys());
-        let stage = format!("{prefix}{}:", cfg.stage);
+        let stage = format!("{prefix}stage:{}", cfg.stage);
         let per_plan = |what: &str| -> Vec<String> {
             keys.iter()
                 .map(|k| {
@@ -347,12 +349,12 @@ impl StoreKeys {
             routes: cfg
                 .routes
                 .iter()
-                .map(|r| format!("{stage}route:{}", r.name.as_deref().unwrap_or("")))
+                .map(|r| format!("{stage}:route:{}", r.name.as_deref().unwrap_or("")))
                 .collect(),
             plan: per_plan("plan"),
             quota: per_plan("quota"),
-            client_prefix: format!("{stage}client:"),
-            stage: format!("{stage}stage"),
+            client_prefix: format!("{stage}:client:"),
+            stage,
         }
     }
 
