@@ -18,6 +18,7 @@ pub mod routes;
 mod sort;
 pub mod throttle;
 pub mod token;
+pub mod warn_limit;
 
 #[cfg(target_arch = "wasm32")]
 pub mod filter;

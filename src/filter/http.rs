@@ -1,5 +1,6 @@
 //! The per-request contexts. They ask the host, call the core, and apply its decision.
 
+use std::cell::Cell;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
@@ -15,6 +16,13 @@ use crate::header_pairs::HeaderPairs;
 use crate::host::{self, HostRequest, HostStore};
 use crate::metrics;
 use crate::ratelimit_service::{self, CallFailure};
+use crate::warn_limit::WarnLimit;
+
+thread_local! {
+    /// Shared-data and clock failures, each of which refuses a request: logged at most once a
+    /// second per worker.
+    static STORE_WARNINGS: Cell<WarnLimit> = Cell::new(WarnLimit::default());
+}
 
 /// The main filter: in the listener's chain, before Envoy's cache filter.
 pub struct Main {
@@ -412,7 +420,20 @@ impl HttpContext for Main {
         let mut decision =
             gateway::decide_leg(&rt.config, &rt.keys, &HostStore, now_ns, &req, first_leg);
         if let Some(why) = decision.store_failure {
-            host::log(LogLevel::Warn, &format!("tollgate: {why}"));
+            // At most one line a second per worker: a failing store fails every request.
+            if let Some(left_out) = STORE_WARNINGS.with(|w| {
+                let mut limit = w.get();
+                let verdict = limit.admit(now_ns);
+                w.set(limit);
+                verdict
+            }) {
+                let more = if left_out > 0 {
+                    format!(" ({left_out} more since the last such warning)")
+                } else {
+                    String::new()
+                };
+                host::log(LogLevel::Warn, &format!("tollgate: {why}{more}"));
+            }
         }
         if let (Some(call), Some(svc)) = (
             decision.service_call.take(),
