@@ -325,14 +325,13 @@ pub struct StoreKeys {
 }
 
 impl StoreKeys {
-    /// The keys under `prefix` (`tollgate:<plugin name>:`). The stage's, the routes' and the
-    /// client slots' counters are the stage's own (`<prefix>stage:<stage>`, and under it
-    /// `:route:<match>` and `:client:<slot>`), so two filters of one plugin name and VM with
-    /// different stages never share a bucket. (Stage, plan and key names hold no `:`, and
-    /// each kind has its own first word: no two counters share a key.) A key's usage plan
-    /// counters are the plan's (`<prefix>plan:<plan>:<key id>`): as with API Gateway's usage
-    /// plans, which span stages, a key on the same plan under two stages has one throttle and
-    /// one quota, and a key moved to another plan starts afresh.
+    /// The keys under `prefix` (`tollgate:<plugin name>:`). Every counter is the stage's own
+    /// (`<prefix>stage:<stage>`, the stage's bucket, and under it `:route:<match>`,
+    /// `:client:<slot>`, `:plan:<plan>:<key id>` and `:quota:<plan>:<key id>`), so two filters
+    /// of one plugin name and VM with different stages never share a counter, as the rate limit
+    /// service's descriptors (which start with the stage) never do; a key moved to another plan
+    /// starts afresh, as its descriptors change too. (Stage, plan and key names hold no `:`, and
+    /// each kind has its own word after the stage: no two counters share a key.)
     pub fn new(prefix: &str, cfg: &Config) -> StoreKeys {
         let keys = cfg.api_keys.as_ref().map_or(&[][..], |k| k.keys());
         let stage = format!("{prefix}stage:{}", cfg.stage);
@@ -341,7 +340,7 @@ impl StoreKeys {
                 .map(|k| {
                     let plan = k.plan.and_then(|p| cfg.plans.get(p));
                     let plan = plan.map_or("", |p| p.name.as_str());
-                    format!("{prefix}{what}:{plan}:{}", k.id)
+                    format!("{stage}:{what}:{plan}:{}", k.id)
                 })
                 .collect()
         };

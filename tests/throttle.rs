@@ -193,16 +193,15 @@ fn hash_key(input: &str) -> (Option<i32>, String) {
 }
 
 /// Two listeners, each with a tollgate of the same plugin name and VM id (one shared data) and
-/// its own stage, as copying the example's filter to a second listener gives: each stage keeps
-/// its own buckets, while a key's usage plan quota is one across both (API Gateway's usage
-/// plans span stages).
+/// its own stage, as copying the example's filter to a second listener gives: every counter is
+/// the stage's own, a key's usage plan quota included.
 #[test]
 fn stages_sharing_a_plugin_name_keep_their_own_buckets() {
     let up = Upstream::start();
     let stage = |name: &str| {
         json!({"stage": name, "throttle": {"rate": 0.001, "burst": 5},
                "api_key": {"keys": [{"id": "k", "value": "k-1", "usage_plan": "p"}]},
-               "usage_plans": {"p": {"quota": {"limit": 4, "period": "DAY"}}}})
+               "usage_plans": {"p": {"quota": {"limit": 2, "period": "DAY"}}}})
     };
     let mut boot = bootstrap(&EnvoyOptions::new(stage("prod"), up.port));
     let beta_port = free_port();
@@ -219,7 +218,7 @@ fn stages_sharing_a_plugin_name_keep_their_own_buckets() {
     let envoy = Envoy::try_start_bootstrap(&boot, 2).unwrap();
     let prod = |h: &[(&str, &str)]| envoy.get("/pets", h);
     let beta = |h: &[(&str, &str)]| request(beta_port, "GET", "/pets", h);
-    // The key's quota of 4 is one across both stages: two under each, then neither admits it.
+    // The key's quota of 2 is per stage: two under each (shared, beta's would be refused).
     let key = [("x-api-key", "k-1")];
     for r in [prod(&key), prod(&key), beta(&key), beta(&key)] {
         assert_eq!(r.status, 200);

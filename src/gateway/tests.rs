@@ -185,20 +185,18 @@ fn api_keys_and_required_routes() {
     }
 }
 
-/// Two filters of one plugin name and VM (one shared data) with different stages: each stage
-/// has its own stage, route and client buckets; a key's plan counters are the plan's, shared
-/// by the stages where the key is on that plan.
+/// Two filters of one plugin name and VM (one shared data) with different stages: every
+/// counter is the stage's own, the key's plan counters included (as the rate limit service's
+/// descriptors, which start with the stage).
 #[test]
 fn stages_sharing_a_plugin_name_keep_their_own_buckets() {
     let store = MemoryStore::new();
-    let setup = |stage: &str, plan: &str| {
+    let setup = |stage: &str| {
         let cfg = Config::from_json(
             format!(
                 r#"{{"stage": "{stage}", "throttle": {{"rate": 0.001, "burst": 2}},
-                "client_throttle": {{"by": "ip", "rate": 0.001, "burst": 5}},
-                "routes": [{{"match": "GET /r", "throttle": {{"rate": 0.001, "burst": 9}}}}],
-                "api_key": {{"keys": [{{"id": "k", "value": "k-1", "usage_plan": "{plan}"}}]}},
-                "usage_plans": {{"{plan}": {{"quota": {{"limit": 3, "period": "DAY"}}}}}}}}"#
+                "api_key": {{"keys": [{{"id": "k", "value": "k-1", "usage_plan": "gold"}}]}},
+                "usage_plans": {{"gold": {{"quota": {{"limit": 1, "period": "DAY"}}}}}}}}"#
             )
             .as_bytes(),
         )
@@ -207,57 +205,39 @@ fn stages_sharing_a_plugin_name_keep_their_own_buckets() {
         initialize_store(&cfg, &keys, &store, T0).unwrap();
         (cfg, keys)
     };
-    let prod = setup("prod", "gold");
-    let beta = setup("beta", "gold");
-    let other = setup("other", "silver");
+    let prod = setup("prod");
+    let beta = setup("beta");
     let run = |(cfg, keys): &(Config, StoreKeys), req: Req| decide(cfg, keys, &store, T0, &req);
-    // prod spends its stage burst of 2; beta's is whole.
-    for want in [200, 200, 429] {
-        assert_eq!(status(&run(&prod, Req::new("GET", "/"))), want);
-    }
-    for want in [200, 200, 429] {
-        assert_eq!(status(&run(&beta, Req::new("GET", "/x"))), want);
-    }
-    // The key's gold quota of 3 is one, whichever stage spends it; silver's is its own.
-    let keyed = || {
-        Req::new("GET", "/")
-            .with("x-api-key", "k-1")
-            .from("10.0.0.9:1")
-    };
-    let (mut prod, mut beta) = (prod, beta);
-    prod.0.stage_throttle = None;
-    beta.0.stage_throttle = None;
-    let d = run(&prod, keyed());
-    assert_eq!((status(&d), d.error), (200, None));
-    assert_eq!(status(&run(&beta, keyed())), 200);
+    let keyed = || Req::new("GET", "/").with("x-api-key", "k-1");
+    // prod spends the key's quota of 1 and its stage burst of 2; beta's are whole.
     assert_eq!(status(&run(&prod, keyed())), 200);
-    let d = run(&beta, keyed());
-    assert_eq!(d.error, Some(ErrorType::QuotaExceeded));
-    let d = run(&other, keyed());
-    assert_eq!(
-        (status(&d), d.error),
-        (200, None),
-        "silver's quota is whole"
-    );
-    // Route and client counters are named under the stage, as the stage's bucket is.
-    assert!(prod
-        .1
-        .client(0)
-        .starts_with("tollgate:same:stage:prod:client:"));
-    assert!(beta.1.routes[0].starts_with("tollgate:same:stage:beta:route:"));
-    assert_ne!(prod.1.quota, other.1.quota);
-    assert_eq!(prod.1.quota, beta.1.quota);
+    assert_eq!(run(&prod, keyed()).error, Some(ErrorType::QuotaExceeded));
+    assert_eq!(status(&run(&prod, Req::new("GET", "/"))), 200);
+    assert_eq!(status(&run(&prod, Req::new("GET", "/"))), 429);
+    assert_eq!(status(&run(&beta, keyed())), 200);
+    assert_eq!(status(&run(&beta, Req::new("GET", "/"))), 200);
+    assert_eq!(status(&run(&beta, Req::new("GET", "/"))), 429);
+    for (cfg, keys) in [&prod, &beta] {
+        let under = format!("tollgate:same:stage:{}", cfg.stage);
+        assert_eq!(keys.stage, under);
+        for k in keys.plan.iter().chain(&keys.quota).chain(&keys.routes) {
+            assert!(k.starts_with(&format!("{under}:")), "{k}");
+        }
+        assert!(keys.client(0).starts_with(&format!("{under}:client:")));
+    }
 }
 
 /// Counters of different kinds never share a key, whatever the names: a stage called `plan` or
 /// `quota`, a plan called `client` or `route`, a key id that is a slot number.
 #[test]
 fn no_two_counters_share_a_key() {
+    let mut all: Vec<String> = Vec::new();
     for (stage, plan) in [
         ("plan", "client"),
-        ("quota", "client"),
-        ("plan", "route"),
+        ("quota", "route"),
         ("stage", "stage"),
+        ("client", "plan"),
+        ("route", "quota"),
     ] {
         let cfg = Config::from_json(
             format!(
@@ -272,7 +252,7 @@ fn no_two_counters_share_a_key() {
         )
         .unwrap();
         let keys = StoreKeys::new("tollgate:t:", &cfg);
-        let mut all: Vec<String> = (0..16).map(|slot| keys.client(slot)).collect();
+        all.extend((0..16).map(|slot| keys.client(slot)));
         all.extend(
             keys.routes
                 .iter()
@@ -281,11 +261,12 @@ fn no_two_counters_share_a_key() {
                 .cloned(),
         );
         all.push(keys.stage.clone());
-        let n = all.len();
-        all.sort();
-        all.dedup();
-        assert_eq!(all.len(), n, "stage {stage}, plan {plan}: {all:?}");
     }
+    // Within a configuration and across these (their stages differ).
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), n, "{all:?}");
 }
 
 #[test]
@@ -334,7 +315,7 @@ fn quota_not_spent_by_throttled_requests() {
     }
     let q = gw
         .store
-        .get("tollgate:test:quota:free:free-1")
+        .get("tollgate:test:stage:default:quota:free:free-1")
         .unwrap()
         .unwrap()
         .0;
@@ -1204,7 +1185,10 @@ mod refused_requests_spend_nothing {
         let key = Req::new("GET", "/").with("x-api-key", "k-free-1");
         let statuses: Vec<u16> = (0..5).map(|_| status(&gw.run(key_req(&key), T0))).collect();
         assert_eq!(statuses, [200, 200, 429, 429, 429]);
-        assert_eq!(tokens(&gw, "tollgate:test:plan:free:free-1"), 98);
+        assert_eq!(
+            tokens(&gw, "tollgate:test:stage:default:plan:free:free-1"),
+            98
+        );
         assert_eq!(quota_used(&gw, "free-1"), 2);
     }
 
@@ -1281,7 +1265,10 @@ mod refused_requests_spend_nothing {
             assert_eq!(d.error, Some(ErrorType::CacheInvalidationDenied));
         }
         assert_eq!(quota_used(&gw, "free-1"), 0);
-        assert_eq!(tokens(&gw, "tollgate:test:plan:free:free-1"), 100);
+        assert_eq!(
+            tokens(&gw, "tollgate:test:stage:default:plan:free:free-1"),
+            100
+        );
         let d = gw.run(Req::new("GET", "/x").with("x-api-key", "k-free-1"), T0);
         assert_eq!(status(&d), 200, "{:?}", d.error);
     }
