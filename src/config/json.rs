@@ -41,16 +41,18 @@ pub enum Number {
     Float(f64),
 }
 
+/// The largest whole number taken from a number written with a fraction or an exponent: every
+/// field but `quota.limit` is at most this, and up to it such text parses exactly.
+pub const MAX_WHOLE_FLOAT: f64 = 4_294_967_295.0;
+
 impl Number {
     /// The number as a whole number of 0 or more: `600.0`, `6e2` and `-0` are whole numbers
-    /// too, as a `Struct`'s (always a double) are read.
+    /// too, as a `Struct`'s (always a double) are read, up to [`MAX_WHOLE_FLOAT`].
     pub fn as_u64(&self) -> Option<u64> {
         match *self {
             Number::PosInt(n) => Some(n),
             // `-0.0` is in the range: it compares equal to 0.
-            Number::Float(f)
-                if f.fract() == 0.0 && (0.0..=9.007_199_254_740_992e15).contains(&f) =>
-            {
+            Number::Float(f) if f.fract() == 0.0 && (0.0..=MAX_WHOLE_FLOAT).contains(&f) => {
                 Some(f as u64)
             }
             _ => None,

@@ -129,13 +129,14 @@ impl Config {
             Err(json_error) => match protobuf::struct_to_json(bytes) {
                 Ok(v) => v,
                 Err(proto_error) => {
-                    let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
-                    let text = matches!(first, Some(b'{' | b'['));
-                    // A fault under a key, in what is no JSON text: a Struct with a bad value
-                    // at that path.
-                    if !text && !proto_error.path.is_empty() {
+                    // A fault under a key: a Struct with a bad value at that path. (Reaching a
+                    // value takes its tag, 0x12, a control character no JSON text holds; the
+                    // first entry's length may be 91 or 123, `[` or `{`.)
+                    if !proto_error.path.is_empty() {
                         return Err(proto_error);
                     }
+                    let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
+                    let text = matches!(first, Some(b'{' | b'['));
                     let why = if text {
                         format!("not valid JSON: {json_error}")
                     } else {
@@ -208,6 +209,13 @@ fn positive_rate(n: &Number, path: &str) -> Result<f64, FieldError> {
 fn positive_int(n: &Number, path: &str, max: u64) -> Result<u64, FieldError> {
     match n.as_u64() {
         Some(v) if v >= 1 && v <= max => Ok(v),
+        // A whole number past what a float's text is read as (`1e10`).
+        _ if matches!(n, Number::Float(f) if f.fract() == 0.0 && *f > 0.0) && max > u64::from(u32::MAX) => {
+            Err(err(
+                path,
+                "must be a positive integer; above 4294967295, write it without a fraction or exponent",
+            ))
+        }
         _ => Err(err(
             path,
             format!("must be a positive integer, at most {max}"),

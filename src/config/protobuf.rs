@@ -295,6 +295,38 @@ mod tests {
                 panic!("a valid Struct was refused: {e}");
             }
         }
+        // And a bad value in such a Struct is told with its path: `cors` holds a padding
+        // origin, then `max_age`: NaN.
+        let mut seen = Vec::new();
+        for pad in 0..120 {
+            let mut nan = Vec::new();
+            varint(2 << 3 | 1, &mut nan);
+            nan.extend_from_slice(&f64::NAN.to_le_bytes());
+            let mut max_age = Vec::new();
+            field(1, b"max_age", &mut max_age);
+            field(2, &nan, &mut max_age);
+            let origins: Value = json!([format!("https://{}.example.com", "a".repeat(pad))]).into();
+            let mut origins_entry = Vec::new();
+            field(1, b"allow_origins", &mut origins_entry);
+            field(2, &enc_value(&origins), &mut origins_entry);
+            let mut cors = Vec::new();
+            field(1, &origins_entry, &mut cors);
+            field(1, &max_age, &mut cors);
+            let mut wrapped = Vec::new();
+            field(5, &cors, &mut wrapped);
+            let mut top_entry = Vec::new();
+            field(1, b"cors", &mut top_entry);
+            field(2, &wrapped, &mut top_entry);
+            let mut top = Vec::new();
+            field(1, &top_entry, &mut top);
+            if top[1] == b'{' || top[1] == b'[' {
+                let e = crate::config::Config::from_json(&top).unwrap_err();
+                assert_eq!(e.path, "cors.max_age", "{e}");
+                seen.push(top[1]);
+            }
+        }
+        seen.sort();
+        assert_eq!(seen, [b'[', b'{']);
     }
 
     #[test]

@@ -641,15 +641,42 @@ fn whole_numbers_may_be_written_as_floats() {
     ok(r#"{"throttle": {"rate": 1, "burst": 1e2}}"#);
     ok(r#"{"cache": {"ttl": -0}}"#);
     ok(r#"{"cache": {"ttl": 3.6e3}}"#);
-    for json in [
-        r#"{"cors": {"allow_origins": ["https://a.com"], "max_age": 0.5}}"#,
-        r#"{"cors": {"allow_origins": ["https://a.com"], "max_age": -1.0}}"#,
-        r#"{"throttle": {"rate": 1, "burst": 1e300}}"#,
-        r#"{"throttle": {"rate": 1, "burst": 0.0}}"#,
-        r#"{"cache": {"ttl": 3600.5}}"#,
+    // Up to 4294967295, where such text is read exactly; a larger quota is written as an
+    // integer.
+    let plan = |limit: &str| {
+        format!(
+            r#"{{"api_key": {{"keys": [{{"id": "a", "value": "k", "usage_plan": "p"}}]}},
+                "usage_plans": {{"p": {{"quota": {{"limit": {limit}, "period": "DAY"}}}}}}}}"#
+        )
+    };
+    ok(&plan("4.294967295e9"));
+    ok(&plan("10000000000000000"));
+    for limit in ["1e10", "1e16", "9007199254740991.0"] {
+        let e = bad(&plan(limit));
+        assert_eq!(e.path, "usage_plans.p.quota.limit", "{e}");
+        assert!(e.message.contains("without a fraction or exponent"), "{e}");
+    }
+    for (json, path) in [
+        (
+            r#"{"cors": {"allow_origins": ["https://a.com"], "max_age": 0.5}}"#,
+            "cors.max_age",
+        ),
+        (
+            r#"{"cors": {"allow_origins": ["https://a.com"], "max_age": -1.0}}"#,
+            "cors.max_age",
+        ),
+        (
+            r#"{"throttle": {"rate": 1, "burst": 1e300}}"#,
+            "throttle.burst",
+        ),
+        (
+            r#"{"throttle": {"rate": 1, "burst": 0.0}}"#,
+            "throttle.burst",
+        ),
+        (r#"{"cache": {"ttl": 3600.5}}"#, "cache.ttl"),
     ] {
         let e = bad(json);
-        assert!(!e.path.is_empty(), "{json}: {e}");
+        assert_eq!(e.path, path, "{json}: {e}");
     }
     // A BOM before a configuration that is wrong still gets the field's error.
     let e = bad("\u{feff}{\"throttle\": {\"rate\": 1}}");
