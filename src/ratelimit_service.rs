@@ -230,7 +230,7 @@ pub fn read_config(v: &Value, path: &str) -> Result<ServiceConfig, FieldError> {
 }
 
 /// A required string of 1 to 256 printable characters (no control characters).
-fn name(o: &Obj<'_>, key: &str) -> Result<String, FieldError> {
+fn name(o: &Obj<'_, '_>, key: &str) -> Result<String, FieldError> {
     let s = o.required_string(key)?;
     if s.is_empty() || s.len() > MAX_NAME_LEN || s.chars().any(char::is_control) {
         return Err(FieldError::new(

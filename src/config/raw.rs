@@ -184,9 +184,10 @@ pub fn read_config(v: &Value) -> Result<RawConfig<'_>, FieldError> {
         Some(items) => {
             let mut routes = Vec::with_capacity(items.len());
             for (i, r) in items.iter().enumerate() {
+                let path = item("", "routes", i);
                 let ro = Obj::open(
                     r,
-                    &item("", "routes", i),
+                    &path,
                     &[
                         "match",
                         "api_key_required",
@@ -240,7 +241,7 @@ fn read_key<'a>(v: &'a Value, path: &str) -> Result<RawKey<'a>, FieldError> {
     })
 }
 
-fn read_throttle(parent: &Obj<'_>, key: &str) -> Result<Option<RawThrottle>, FieldError> {
+fn read_throttle(parent: &Obj<'_, '_>, key: &str) -> Result<Option<RawThrottle>, FieldError> {
     match parent.object(key, &["rate", "burst"])? {
         None => Ok(None),
         Some(t) => Ok(Some(RawThrottle {

@@ -51,18 +51,42 @@ pub fn item(path: &str, key: &str, i: usize) -> String {
     s
 }
 
-/// An object whose fields are read by name. Unknown fields are refused when it is opened.
-pub struct Obj<'a> {
-    map: &'a Map,
-    path: String,
+/// The path of an object opened at `name`, or named `name` in `parent`.
+#[inline(never)]
+fn path_of(parent: Option<&Obj<'_, '_>>, name: &str) -> String {
+    match parent {
+        None => name.to_string(),
+        Some(p) => p.path(name),
+    }
 }
 
-impl<'a> Obj<'a> {
+/// An object whose fields are read by name. Unknown fields are refused when it is opened.
+///
+/// Its path is not kept as a `String`: an object opened at a path borrows it, a nested object
+/// points at its parent and names its key, and the text is built only for an error.
+pub struct Obj<'a, 'p> {
+    map: &'a Map,
+    parent: Option<&'p Obj<'a, 'p>>,
+    /// The path it was opened at, or (with a parent) its key in the parent.
+    name: &'p str,
+}
+
+impl<'a, 'p> Obj<'a, 'p> {
     /// Opens `v` as an object with the given known fields.
-    pub fn open(v: &'a Value, path: &str, known: &[&str]) -> Result<Obj<'a>, FieldError> {
+    pub fn open(v: &'a Value, path: &'p str, known: &[&str]) -> Result<Obj<'a, 'p>, FieldError> {
+        Obj::open_in(v, None, path, known)
+    }
+
+    fn open_in(
+        v: &'a Value,
+        parent: Option<&'p Obj<'a, 'p>>,
+        name: &'p str,
+        known: &[&str],
+    ) -> Result<Obj<'a, 'p>, FieldError> {
         let Value::Object(map) = v else {
-            return Err(invalid(path, v, "an object"));
+            return Err(invalid(&path_of(parent, name), v, "an object"));
         };
+        let o = Obj { map, parent, name };
         if let Some(k) = map.keys().find(|k| !known.contains(&k.as_str())) {
             let mut message = format!("unknown field `{k}`, expected one of ");
             for (i, f) in known.iter().enumerate() {
@@ -73,22 +97,24 @@ impl<'a> Obj<'a> {
                 message.push_str(f);
                 message.push('`');
             }
-            return Err(FieldError::new(path, message));
+            return Err(FieldError::new(o.own_path(), message));
         }
-        Ok(Obj {
-            map,
-            path: path.to_string(),
-        })
+        Ok(o)
+    }
+
+    /// This object's path.
+    fn own_path(&self) -> String {
+        path_of(self.parent, self.name)
     }
 
     /// The path of a field of this object.
     pub fn path(&self, key: &str) -> String {
-        join(&self.path, key)
+        join(&self.own_path(), key)
     }
 
     /// The path of item `i` of a list field of this object.
     pub fn item(&self, key: &str, i: usize) -> String {
-        item(&self.path, key, i)
+        item(&self.own_path(), key, i)
     }
 
     /// A field's value; `null` counts as absent.
@@ -145,10 +171,14 @@ impl<'a> Obj<'a> {
     }
 
     /// A nested object with its own known fields.
-    pub fn object(&self, key: &str, known: &[&str]) -> Result<Option<Obj<'a>>, FieldError> {
+    pub fn object<'s>(
+        &'s self,
+        key: &'s str,
+        known: &[&str],
+    ) -> Result<Option<Obj<'a, 's>>, FieldError> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => Obj::open(v, &self.path(key), known).map(Some),
+            Some(v) => Obj::open_in(v, Some(self), key, known).map(Some),
         }
     }
 
@@ -178,7 +208,7 @@ impl<'a> Obj<'a> {
         for (i, v) in items.iter().enumerate() {
             match v {
                 Value::String(s) => out.push(s.clone()),
-                _ => return Err(invalid(&item(&self.path, key, i), v, "a string")),
+                _ => return Err(invalid(&self.item(key, i), v, "a string")),
             }
         }
         Ok(out)
