@@ -3,19 +3,35 @@
 use std::fmt::{self, Write};
 
 /// A configuration error, naming the field by its JSON path (`routes[1].throttle.rate`).
+///
+/// Boxed: a `Result` carrying it is a pointer wider than its value rather than two `String`s,
+/// which every `?` and early return of configuration code would otherwise copy (the fields
+/// read through `Deref`: `e.path`, `e.message`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
+pub struct FieldError(Box<Fault>);
+
+/// What a [`FieldError`] holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
     pub path: String,
     pub message: String,
+}
+
+impl std::ops::Deref for FieldError {
+    type Target = Fault;
+
+    fn deref(&self) -> &Fault {
+        &self.0
+    }
 }
 
 impl FieldError {
     #[inline(never)]
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError {
+        FieldError(Box::new(Fault {
             path: path.into(),
             message: message.into(),
-        }
+        }))
     }
 
     /// Prefix the path with the section it was found in: `rate` under `throttle` becomes
@@ -30,7 +46,7 @@ impl FieldError {
             path.push('.');
         }
         path.push_str(&self.path);
-        self.path = path;
+        self.0.path = path;
         self
     }
 }
