@@ -1293,13 +1293,12 @@ pub fn conclude(
         reports.extend(answer.reports.iter().cloned());
     }
     let rl_headers = headers::render(cfg.rate_limit_headers, &reports);
-    let passed_on = rls::passed_on(answer.headers, &rl_headers);
     // A later leg's call (about its route): the earlier call's headers stay, but for the names
-    // this answer sets again.
-    decision
-        .service_headers
-        .retain(|(n, _)| !passed_on.iter().any(|(m, _)| m == n));
-    decision.service_headers.extend(passed_on);
+    // this answer sets again; all are then checked against the headers tollgate now sends.
+    let mut merged = std::mem::take(&mut decision.service_headers);
+    merged.retain(|(n, _)| !answer.headers.iter().any(|(m, _)| m == n));
+    merged.extend(answer.headers);
+    decision.service_headers = rls::passed_on(merged, &rl_headers);
     decision.reports = reports;
     let route = cfg.route(decision.route);
     match answer.refuse {

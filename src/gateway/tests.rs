@@ -1119,6 +1119,27 @@ mod service {
             d.service_headers,
             vec![kv("x-quota-left", "7"), kv("x-rl", "b"), kv("x-route", "r")]
         );
+        // A first leg that reported nothing passed the service's own `ratelimit` on; the later
+        // leg reports its route, so tollgate's `ratelimit` is the one value sent.
+        let mut leg1 = gw.run(Req::new("GET", "/v1"), T0);
+        let call = leg1.service_call.take().unwrap();
+        let h1 = answer(
+            Code::Ok,
+            Vec::new(),
+            &[("ratelimit", "theirs"), ("x-a", "1")],
+        );
+        conclude(&gw.cfg, &gw.keys, &gw.store, &mut leg1, call, Ok(&h1));
+        assert_eq!(
+            leg1.service_headers,
+            vec![kv("ratelimit", "theirs"), kv("x-a", "1")]
+        );
+        let mut d = gw.leg(Req::new("GET", "/v2"), Some(leg1));
+        let call = d.service_call.take().unwrap();
+        let status = descriptor_status(Code::Ok, 5, Unit::Minute, 4, Some((30, 0)));
+        let h2 = answer(Code::Ok, vec![status], &[]);
+        conclude(&gw.cfg, &gw.keys, &gw.store, &mut d, call, Ok(&h2));
+        assert!(header(&d, "ratelimit").is_some_and(|v| v.contains("\"route\"")));
+        assert_eq!(d.service_headers, vec![kv("x-a", "1")]);
         // The same route again (a leg on /v2 after /v2): not asked twice.
         let mut first = gw.run(Req::new("GET", "/v2"), T0);
         let call = first.service_call.take().unwrap();
