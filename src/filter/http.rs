@@ -22,6 +22,27 @@ thread_local! {
     /// Shared-data and clock failures, each of which refuses a request: logged at most once a
     /// second per worker.
     static STORE_WARNINGS: Cell<WarnLimit> = Cell::new(WarnLimit::default());
+    /// Failed rate limit service calls (each counted in metrics): logged likewise.
+    static SERVICE_WARNINGS: Cell<WarnLimit> = Cell::new(WarnLimit::default());
+}
+
+/// Whether a warning of `kind` is written now, and how many were left out before it.
+fn warning_due(kind: &'static std::thread::LocalKey<Cell<WarnLimit>>, now_ns: u64) -> Option<u64> {
+    kind.with(|w| {
+        let mut limit = w.get();
+        let verdict = limit.admit(now_ns);
+        w.set(limit);
+        verdict
+    })
+}
+
+/// `" (N more since the last such warning)"`, or nothing.
+fn left_out_note(left_out: u64) -> String {
+    if left_out > 0 {
+        format!(" ({left_out} more since the last such warning)")
+    } else {
+        String::new()
+    }
 }
 
 /// The main filter: in the listener's chain, before Envoy's cache filter.
@@ -193,9 +214,10 @@ impl Main {
                 );
             }
         }
-        let forged = cache::carries_internal_headers(&req);
+        let forward = decision.outcome == Outcome::Forward;
+        let forged = forward && cache::carries_internal_headers(&req);
         self.obs = Observation::on_request(&rt, &decision, req);
-        if decision.outcome == Outcome::Forward {
+        if forward {
             self.cache =
                 cache::on_request(&rt.config, &decision, end_of_stream, forged, &mut self.obs);
         }
@@ -255,7 +277,12 @@ impl Main {
         if let (ServiceResult::Failure(f), Some(svc)) =
             (result, self.rt.config.rate_limit_service.as_ref())
         {
-            if host::log_enabled(LogLevel::Warn) {
+            // At most one line a second per worker: a service that is down fails every call.
+            let due = host::log_enabled(LogLevel::Warn)
+                .then(|| warning_due(&SERVICE_WARNINGS, host::now_ns()))
+                .flatten();
+            if let Some(left_out) = due {
+                let more = left_out_note(left_out);
                 let status = match (f, elapsed_ms) {
                     (CallFailure::Grpc(None), _) => " (the call could not be started)".to_string(),
                     (CallFailure::Grpc(Some(s)), Some(ms)) => {
@@ -267,7 +294,7 @@ impl Main {
                 host::log(
                     LogLevel::Warn,
                     &format!(
-                        "tollgate: rate limit service: {}{status}; failure_mode {}",
+                        "tollgate: rate limit service: {}{status}; failure_mode {}{more}",
                         f.as_str(),
                         svc.failure_mode.as_str()
                     ),
@@ -421,17 +448,8 @@ impl HttpContext for Main {
             gateway::decide_leg(&rt.config, &rt.keys, &HostStore, now_ns, &req, first_leg);
         if let Some(why) = decision.store_failure {
             // At most one line a second per worker: a failing store fails every request.
-            if let Some(left_out) = STORE_WARNINGS.with(|w| {
-                let mut limit = w.get();
-                let verdict = limit.admit(now_ns);
-                w.set(limit);
-                verdict
-            }) {
-                let more = if left_out > 0 {
-                    format!(" ({left_out} more since the last such warning)")
-                } else {
-                    String::new()
-                };
+            if let Some(left_out) = warning_due(&STORE_WARNINGS, now_ns) {
+                let more = left_out_note(left_out);
                 host::log(LogLevel::Warn, &format!("tollgate: {why}{more}"));
             }
         }
