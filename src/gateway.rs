@@ -843,7 +843,7 @@ fn plan_cache(cfg: &Config, decision: &mut Decision, req: &dyn RequestSource) {
         .key
         .and_then(|i| cfg.api_keys.as_ref()?.keys().get(i))
         .is_some_and(|k| k.invalidate_cache);
-    // A key header sent more than once: the upstream answers for every copy.
+    // A key header (of the cache key) sent more than once: the upstream answers for every copy.
     let rewrite = cache::key_rewrite(policy, path, &mut |h| req.header_joined(h));
     let (refresh, warn) = match cache::invalidation(policy, asks, may_invalidate) {
         Invalidation::NotAsked => (false, false),

@@ -59,12 +59,14 @@ pub enum CacheState {
     },
 }
 
-/// Whether a request carries any of tollgate's internal request headers (which only tollgate
-/// may set; read from the request's header map, no host call).
+/// Whether a request may carry any of tollgate's internal request headers (which only
+/// tollgate may set): told from the request's header map, no host call. A map that could not
+/// be read (no `:method`) may carry anything.
 pub fn carries_internal_headers(req: &dyn RequestSource) -> bool {
-    cache::INTERNAL_REQUEST_HEADERS
-        .iter()
-        .any(|h| req.header(h).is_some())
+    req.header(":method").is_none()
+        || cache::INTERNAL_REQUEST_HEADERS
+            .iter()
+            .any(|h| req.header(h).is_some())
 }
 
 /// The main role, request headers of a forwarded request: applies the pipeline's cache plan.
