@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use tollgate::config::Config;
-use tollgate::gateway::{decide, initialize_store, Outcome, RequestSource, StoreKeys};
+use tollgate::gateway::{decide, initialize_store, Outcome, Repeated, RequestSource, StoreKeys};
 use tollgate::routes::{is_ambiguous_path, normalize_path};
 use tollgate::throttle::store::MemoryStore;
 
@@ -90,6 +90,8 @@ struct Request {
     path: Vec<Seg>,
     query: Option<Vec<u8>>,
     key: Option<Key>,
+    /// A second copy of the key header.
+    key_again: Option<Key>,
     origin: Option<Vec<u8>>,
     acrm: Option<Vec<u8>>,
     acrh: Option<Vec<u8>>,
@@ -117,6 +119,14 @@ impl RequestSource for Source<'_> {
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, v)| v.as_slice())
+    }
+    fn header_once(&self, name: &str) -> Option<Result<&[u8], Repeated>> {
+        let mut found = self.headers.iter().filter(|(n, _)| *n == name);
+        let first = found.next()?;
+        Some(match found.next() {
+            Some(_) => Err(Repeated),
+            None => Ok(first.1.as_slice()),
+        })
     }
     fn source_address(&self) -> Option<&[u8]> {
         self.address
@@ -184,10 +194,11 @@ fuzz_target!(|input: Input| {
             Method::Raw(v) => v.clone(),
         };
         let path = path_of(r);
-        let presented: Option<Vec<u8>> = r.key.as_ref().map(|k| match k {
+        let key_bytes = |k: &Key| match k {
             Key::Valid(i) => KEYS[usize::from(*i) % KEYS.len()].as_bytes().to_vec(),
             Key::Raw(v) => v.clone(),
-        });
+        };
+        let presented: Option<Vec<u8>> = r.key.as_ref().map(key_bytes);
         let mut headers = vec![(":method", method.clone()), (":path", path.clone())];
         let optional = [
             ("x-api-key", presented.clone()),
@@ -198,13 +209,21 @@ fuzz_target!(|input: Input| {
             ("x-client", r.client.clone()),
         ];
         headers.extend(optional.into_iter().filter_map(|(n, v)| v.map(|v| (n, v))));
+        let twice = presented.is_some() && r.key_again.is_some();
+        if let (true, Some(k)) = (twice, &r.key_again) {
+            headers.push(("x-api-key", key_bytes(k)));
+        }
         let src = Source {
             headers,
             address: r.address.as_deref(),
         };
         let d = decide(cfg, &keys, &store, now, &src);
 
-        // A key is accepted only for its own value.
+        // A key header sent twice names no key; a key is accepted only for its own value.
+        assert!(
+            !(twice && d.key.is_some()),
+            "a repeated key header was accepted"
+        );
         if let Some(i) = d.key {
             assert_eq!(
                 presented.as_deref(),
