@@ -32,6 +32,10 @@ pub trait RequestSource {
     }
     /// The downstream address as Envoy reports it (`source.address`, `ip:port`).
     fn source_address(&self) -> Option<&[u8]>;
+    /// The request has a body (its headers did not end the stream).
+    fn has_body(&self) -> bool {
+        false
+    }
 }
 
 /// A header sent more than once where one value is expected.
@@ -813,11 +817,13 @@ fn plan_cache(cfg: &Config, decision: &mut Decision, req: &dyn RequestSource) {
     let route = cfg.route(decision.route);
     let method = req.header(":method").unwrap_or_default();
     let get_or_head = method == b"GET" || method == b"HEAD";
-    // Envoy's cache filter leaves requests with credentials or validators of their own alone.
+    // Envoy's cache filter leaves requests with a body, or with credentials or validators of
+    // their own, alone.
     let envoy_skips = get_or_head
-        && cache::UNCACHEABLE_REQUEST_HEADERS
-            .iter()
-            .any(|h| req.header(h).is_some());
+        && (req.has_body()
+            || cache::UNCACHEABLE_REQUEST_HEADERS
+                .iter()
+                .any(|h| req.header(h).is_some()));
     let path = req.header(":path").unwrap_or_default();
     let policy = match &route.cache {
         // A query whose parameters depend on how the upstream reads `;` goes around the cache,

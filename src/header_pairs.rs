@@ -98,6 +98,20 @@ impl HeaderPairs {
         None
     }
 
+    /// Whether the map holds none of its pairs (an empty or unreadable map), or a header named
+    /// as one of `names` (lower case): one pass, names of other lengths skipped on their size.
+    pub fn empty_or_any_of(&self, names: &[&str]) -> bool {
+        let mut pairs = self.iter();
+        if pairs.count == 0 {
+            return true;
+        }
+        pairs.any(|(n, _)| {
+            names
+                .iter()
+                .any(|w| w.len() == n.len() && n.eq_ignore_ascii_case(w.as_bytes()))
+        })
+    }
+
     /// The value of header `name` when it is sent once; `Err` when it is sent more than once.
     pub fn get_once(&self, name: &str) -> Option<Result<&[u8], crate::gateway::Repeated>> {
         let want = name.as_bytes();
@@ -210,6 +224,11 @@ mod tests {
         );
         assert_eq!(m.get_once("accept"), Some(Err(crate::gateway::Repeated)));
         assert_eq!(m.get_once("absent"), None);
+        assert!(m.empty_or_any_of(&["absent", "x-empty"]));
+        assert!(m.empty_or_any_of(&["ORIGIN"]));
+        assert!(!m.empty_or_any_of(&["absent", "x-emptY-not"]));
+        assert!(HeaderPairs::new(Vec::new()).empty_or_any_of(&[]));
+        assert!(HeaderPairs::encode(&[]).empty_or_any_of(&["x"]));
     }
 
     #[test]

@@ -545,6 +545,29 @@ fn keys_and_throttles_apply_before_the_cache_and_count_hits() {
     envoy.assert_no_wasm_failure();
 }
 
+/// A request with a body goes around Envoy's cache filter, so its `Cache-Control` asks the cache
+/// for nothing: `FAIL_WITH_403` does not refuse it (as it does not refuse one with
+/// `Authorization`).
+#[test]
+fn a_request_with_a_body_is_not_refused_for_asking_a_fresh_answer() {
+    let up = upstream();
+    let envoy = start(
+        json!({"cache": {"ttl": 60, "unauthorized_strategy": "FAIL_WITH_403"}}),
+        &up,
+    );
+    let fresh = [("cache-control", "max-age=0")];
+    assert_eq!(envoy.get("/pets/1", &fresh).status, 403);
+    let r = try_request(envoy.port, "GET", "/pets/1", &fresh, b"x").unwrap();
+    assert_eq!((r.status, r.text()), (200, "n=1 GET /pets/1".to_string()));
+    let r = try_request(envoy.port, "GET", "/pets/1", &[], b"x").unwrap();
+    assert_eq!(
+        r.text(),
+        "n=2 GET /pets/1",
+        "a request with a body is never a hit"
+    );
+    envoy.assert_no_wasm_failure();
+}
+
 #[test]
 fn clients_cannot_speak_for_tollgate() {
     // A client sending tollgate's internal headers can neither change what the upstream gets

@@ -13,7 +13,7 @@ use super::observe::Observation;
 use super::Runtime;
 use crate::cache::{self, CachePlan, CacheStatus};
 use crate::config::Config;
-use crate::gateway::{Decision, RequestSource};
+use crate::gateway::Decision;
 use crate::header_pairs::HeaderPairs;
 use crate::host;
 
@@ -60,13 +60,10 @@ pub enum CacheState {
 }
 
 /// Whether a request may carry any of tollgate's internal request headers (which only
-/// tollgate may set): told from the request's header map, no host call. A map that could not
-/// be read (no `:method`) may carry anything.
-pub fn carries_internal_headers(req: &dyn RequestSource) -> bool {
-    req.header(":method").is_none()
-        || cache::INTERNAL_REQUEST_HEADERS
-            .iter()
-            .any(|h| req.header(h).is_some())
+/// tollgate may set): told from the request's header map in one pass, no host call. A map that
+/// could not be read may carry anything.
+pub fn carries_internal_headers(headers: &HeaderPairs) -> bool {
+    headers.empty_or_any_of(&cache::INTERNAL_REQUEST_HEADERS)
 }
 
 /// The main role, request headers of a forwarded request: applies the pipeline's cache plan.
@@ -141,14 +138,11 @@ pub fn on_response(
     headers: Option<&HeaderPairs>,
 ) {
     match state {
-        // A response that passed an upstream role or came from an entry stored while this
-        // configuration cached: its internal headers go, when the map was read anyway (else
-        // nothing is paid for a case that needs two roles' configurations to disagree).
-        CacheState::Off => {
-            if let Some(h) = headers {
-                remove_internal_response_headers(Some(h));
-            }
-        }
+        // Nothing to undo: no marker went upstream (a client's was removed), so no upstream
+        // role stamped the response. (An entry stored while this configuration cached may still
+        // carry the upstream's stashed `Cache-Control`; a scan of every response for that case
+        // would cost each request about 1,000 instructions.)
+        CacheState::Off => {}
         CacheState::Bypass => remove_internal_response_headers(headers),
         CacheState::Lookup { token, warn } => {
             let read;
@@ -190,11 +184,11 @@ pub fn on_response(
     }
 }
 
-/// Removes tollgate's internal response headers: those present in `headers` when the map was
-/// read, else each of them.
+/// Removes tollgate's internal response headers: all of them (a host call each) unless the map
+/// was read and holds none of them (one pass over it).
 fn remove_internal_response_headers(headers: Option<&HeaderPairs>) {
-    for name in cache::INTERNAL_RESPONSE_HEADERS {
-        if headers.is_none_or(|h| h.get(name).is_some()) {
+    if headers.is_none_or(|h| h.empty_or_any_of(&cache::INTERNAL_RESPONSE_HEADERS)) {
+        for name in cache::INTERNAL_RESPONSE_HEADERS {
             host::remove_response_header(name);
         }
     }

@@ -215,7 +215,7 @@ impl Main {
             }
         }
         let forward = decision.outcome == Outcome::Forward;
-        let forged = forward && cache::carries_internal_headers(&req);
+        let forged = forward && cache::carries_internal_headers(req.headers());
         self.obs = Observation::on_request(&rt, &decision, req);
         if forward {
             self.cache =
@@ -437,7 +437,7 @@ impl HttpContext for Main {
         let now_ns = host::now_ns();
         self.start_ns = now_ns;
         self.forward_ns = now_ns;
-        let req = HostRequest::read();
+        let req = HostRequest::read().with_body(!end_of_stream);
         let followed = rt.followed_redirect(now_ns);
         // The second leg of an internal redirect: the client's request started with the first.
         let first_leg = followed.map(|h| {

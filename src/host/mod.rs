@@ -466,14 +466,27 @@ pub fn log(level: LogLevel, message: &str) {
 pub struct HostRequest {
     headers: HeaderPairs,
     source: OnceCell<Option<Vec<u8>>>,
+    body: bool,
 }
 
 impl HostRequest {
+    /// The request's header map as read.
+    pub fn headers(&self) -> &HeaderPairs {
+        &self.headers
+    }
+
+    /// The request has a body: its headers did not end the stream.
+    pub fn with_body(mut self, body: bool) -> HostRequest {
+        self.body = body;
+        self
+    }
+
     /// Reads the request headers now (one host call).
     pub fn read() -> HostRequest {
         HostRequest {
             headers: request_headers(),
             source: OnceCell::new(),
+            body: false,
         }
     }
 }
@@ -495,5 +508,9 @@ impl RequestSource for HostRequest {
         self.source
             .get_or_init(|| property(b"source\0address"))
             .as_deref()
+    }
+
+    fn has_body(&self) -> bool {
+        self.body
     }
 }
