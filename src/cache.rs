@@ -430,12 +430,45 @@ pub struct KeyRewrite {
     pub stash: Vec<u8>,
 }
 
-/// Whether the cache key of `path` under `policy` depends on how the upstream reads the query:
-/// the policy keeps query parameters and the query has a `;`, which some frameworks (Rack 2,
-/// older Python and Java stacks) take for a separator as `&` is, and others for data.
-/// (`%3B` is data to all of them.)
+/// Whether the cache key of `path` under `policy` depends on how the upstream reads the query,
+/// when the policy keeps query parameters:
+/// - a `;`, which some frameworks (Rack 2, older Python and Java stacks) take for a separator
+///   as `&` is, and others for data (`%3B` is data to all of them);
+/// - a parameter named as a key parameter but for case (`Page` beside `page`), which
+///   case-insensitive readers (ASP.NET) merge with it;
+/// - a key parameter with a `%` that starts no escape (`%zz`), which some readers (Go) drop and
+///   others keep.
 pub fn ambiguous_query(policy: &CachePolicy, path: &[u8]) -> bool {
-    !policy.query_keys.is_empty() && split_path(path).1.is_some_and(|q| q.contains(&b';'))
+    if policy.query_keys.is_empty() {
+        return false;
+    }
+    let Some(query) = split_path(path).1 else {
+        return false;
+    };
+    if query.contains(&b';') {
+        return true;
+    }
+    let bad_escape = |raw: &[u8]| {
+        raw.iter().enumerate().any(|(i, &b)| {
+            b == b'%'
+                && !(raw.get(i + 1).copied().and_then(hex_value).is_some()
+                    && raw.get(i + 2).copied().and_then(hex_value).is_some())
+        })
+    };
+    let mut name = Vec::new();
+    query.split(|b| *b == b'&').any(|pair| {
+        let (raw_name, raw_value) = match pair.iter().position(|b| *b == b'=') {
+            Some(i) => (pair.get(..i).unwrap_or_default(), pair.get(i + 1..)),
+            None => (pair, None),
+        };
+        name.clear();
+        canonical_component(raw_name, &mut name);
+        if policy.query_keys.binary_search(&name).is_ok() {
+            bad_escape(raw_name) || raw_value.is_some_and(bad_escape)
+        } else {
+            policy.query_keys.iter().any(|k| k.eq_ignore_ascii_case(&name))
+        }
+    })
 }
 
 /// The rewrite of `path` to its cache key, None when the path already is its key.

@@ -557,3 +557,19 @@ fn a_semicolon_in_the_query_makes_a_key_with_query_parameters_ambiguous() {
     ));
     assert!(!ambiguous_query(&policy(&[]), b"/p?x=1;page=2"));
 }
+
+#[test]
+fn a_key_parameter_named_but_for_case_or_badly_escaped_makes_the_query_ambiguous() {
+    let page = policy(&["querystring.page"]);
+    // ASP.NET reads `Page` as `page`: the upstream answers for both values.
+    assert!(ambiguous_query(&page, b"/p?page=1&Page=99"));
+    assert!(ambiguous_query(&page, b"/p?PAGE=2"));
+    assert!(ambiguous_query(&page, b"/p?%50age=2"), "an escaped P");
+    // Go drops a pair whose escape is broken, others keep it as is.
+    assert!(ambiguous_query(&page, b"/p?page=%zz"));
+    assert!(ambiguous_query(&page, b"/p?page=1%"));
+    // Parameters out of the key may be anything.
+    assert!(!ambiguous_query(&page, b"/p?page=%41&x=%zz&Other=1"));
+    assert!(!ambiguous_query(&page, b"/p?page=1&page=2&x"));
+    assert!(!ambiguous_query(&page, b"/p"));
+}
