@@ -466,7 +466,10 @@ pub fn ambiguous_query(policy: &CachePolicy, path: &[u8]) -> bool {
         if policy.query_keys.binary_search(&name).is_ok() {
             bad_escape(raw_name) || raw_value.is_some_and(bad_escape)
         } else {
-            policy.query_keys.iter().any(|k| k.eq_ignore_ascii_case(&name))
+            policy
+                .query_keys
+                .iter()
+                .any(|k| k.eq_ignore_ascii_case(&name))
         }
     })
 }
