@@ -710,6 +710,15 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
     };
     let default_cache = stage_cache.as_ref().and_then(CacheSettings::policy);
     let caching = default_cache.is_some() || routes.iter().any(|r| r.cache.is_some());
+    if caching
+        && api_keys
+            .as_ref()
+            .is_some_and(|k| k.header == "authorization")
+    {
+        warnings.push(
+            "api_key.header is authorization, and Envoy's cache filter neither answers nor stores a request with Authorization: requests with a key are never cached".to_string(),
+        );
+    }
 
     Ok(Config {
         stage: stage.to_string(),

@@ -682,3 +682,20 @@ fn whole_numbers_may_be_written_as_floats() {
     let e = bad("\u{feff}{\"throttle\": {\"rate\": 1}}");
     assert_eq!(e.path, "throttle.burst", "{e}");
 }
+
+#[test]
+fn a_key_in_authorization_on_a_caching_configuration_is_warned_about() {
+    let cfg = |header: &str, cache: &str| {
+        format!(
+            r#"{{"api_key": {{"header": "{header}", "keys": [{{"id": "a", "sha256": "{}"}}]}}{cache}}}"#,
+            "ab".repeat(32)
+        )
+    };
+    let c = ok(&cfg("Authorization", r#", "cache": {"ttl": 60}"#));
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(c.warnings[0].contains("never cached"));
+    assert!(ok(&cfg("authorization", "")).warnings.is_empty());
+    assert!(ok(&cfg("x-api-key", r#", "cache": {"ttl": 60}"#))
+        .warnings
+        .is_empty());
+}
