@@ -366,6 +366,29 @@ impl StoreKeys {
     }
 }
 
+/// Whether a configuration's start-up warnings are this root context's to log: Envoy configures
+/// one per worker, one on the main thread and a canary, each of which would log them. The first
+/// to mark `key` with the configuration's digest logs; the others, and a reload with the same
+/// bytes, find it there. One key per plugin, so shared data stays fixed. A store that fails
+/// lets every context log.
+pub fn first_to_warn(store: &dyn SharedStore, key: &str, config: &[u8]) -> bool {
+    let sha = crate::keys::sha256(config);
+    let Some(&digest) = sha.first_chunk::<16>() else {
+        return true;
+    };
+    if store::ensure(store, key, &[0; 16]).is_err() {
+        return true;
+    }
+    store::update(store, key, |current| {
+        if current == Some(&digest[..]) {
+            (false, None)
+        } else {
+            (true, Some(digest))
+        }
+    })
+    .unwrap_or(true)
+}
+
 /// Creates every counter this configuration can touch, before any request: Envoy cannot
 /// compare-and-swap a key that does not exist, so creating keys on first use could lose an
 /// update between two workers. Existing counters (from before a reload) are kept. The key space

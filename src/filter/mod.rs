@@ -124,15 +124,23 @@ impl RootContext for Root {
                 return false;
             }
         };
-        // The upstream role has the same configuration: the main role speaks for both.
-        if !self.upstream_role {
+        let plugin = host::property(b"plugin_name")
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        // The upstream role has the same configuration: the main role speaks for both, and of
+        // its root contexts (one per worker, one on the main thread) the first.
+        if !self.upstream_role
+            && !config.warnings.is_empty()
+            && gateway::first_to_warn(
+                &host::HostStore,
+                &format!("tollgate:{plugin}:warned"),
+                &bytes,
+            )
+        {
             for w in &config.warnings {
                 host::log(LogLevel::Warn, &format!("tollgate: {w}"));
             }
         }
-        let plugin = host::property(b"plugin_name")
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
         let keys = StoreKeys::new(&format!("tollgate:{plugin}:"), &config);
         if !self.upstream_role {
             if let Err(e) =

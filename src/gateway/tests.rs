@@ -1860,3 +1860,31 @@ fn client_identities_stay_apart_as_descriptor_values() {
     );
     assert_eq!(descriptor_text("hdr:café".as_bytes()), "hdr:café");
 }
+
+#[test]
+fn start_up_warnings_are_logged_by_the_first_context_of_a_configuration() {
+    let store = MemoryStore::new();
+    let key = "tollgate:p:warned";
+    // Main thread, two workers, with one configuration: one logs.
+    let logged: Vec<bool> = (0..3)
+        .map(|_| first_to_warn(&store, key, b"{\"a\":1}"))
+        .collect();
+    assert_eq!(logged, [true, false, false]);
+    // A reload with other bytes logs again, once; back to the first, again once.
+    assert!(first_to_warn(&store, key, b"{\"a\":2}"));
+    assert!(!first_to_warn(&store, key, b"{\"a\":2}"));
+    assert!(first_to_warn(&store, key, b"{\"a\":1}"));
+    assert_eq!(store.len(), 1, "one key, however many configurations");
+    // A store that fails: everyone logs.
+    struct Broken;
+    impl SharedStore for Broken {
+        fn get(&self, _: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+            Err(StoreError::Host)
+        }
+        fn set(&self, _: &str, _: &[u8], _: Option<u32>) -> Result<(), StoreError> {
+            Err(StoreError::Host)
+        }
+    }
+    assert!(first_to_warn(&Broken, key, b"{}"));
+    assert!(first_to_warn(&Broken, key, b"{}"));
+}
