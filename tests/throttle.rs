@@ -144,7 +144,10 @@ fn api_keys_gate_key_routes() {
     // The plain `value` warning, once, though Envoy configures a root context per worker (2),
     // one on the main thread and a canary.
     let warnings = envoy.log().matches("key given as plain `value`").count();
-    assert_eq!(warnings, 3, "one line per key given as value, not per context");
+    assert_eq!(
+        warnings, 3,
+        "one line per key given as value, not per context"
+    );
     // The upstream still receives the key header (the service may want the key id; it is
     // never logged by tollgate).
     assert!(

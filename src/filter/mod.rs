@@ -133,7 +133,7 @@ impl RootContext for Root {
             && !config.warnings.is_empty()
             && gateway::first_to_warn(
                 &host::HostStore,
-                &format!("tollgate:{plugin}:warned"),
+                &format!("tollgate:{plugin}:stage:{}:warned", config.stage),
                 &bytes,
             )
         {
