@@ -434,8 +434,10 @@ pub struct KeyRewrite {
 /// when the policy keeps query parameters:
 /// - a `;`, which some frameworks (Rack 2, older Python and Java stacks) take for a separator
 ///   as `&` is, and others for data (`%3B` is data to all of them);
-/// - a parameter named as a key parameter but for case (`Page` beside `page`), which
-///   case-insensitive readers (ASP.NET) merge with it;
+/// - a parameter whose name some reader takes for a key parameter's ([`loose_name`]): `Page`
+///   beside `page` (ASP.NET ignores case), `page[]` (Express's `qs` and PHP read arrays),
+///   `+page` and `page.size` for `page_size` (PHP trims leading spaces and turns ` ` and `.`
+///   into `_`);
 /// - a key parameter with a `%` that starts no escape (`%zz`), which some readers (Go) drop and
 ///   others keep.
 pub fn ambiguous_query(policy: &CachePolicy, path: &[u8]) -> bool {
@@ -466,12 +468,46 @@ pub fn ambiguous_query(policy: &CachePolicy, path: &[u8]) -> bool {
         if policy.query_keys.binary_search(&name).is_ok() {
             bad_escape(raw_name) || raw_value.is_some_and(bad_escape)
         } else {
-            policy
-                .query_keys
-                .iter()
-                .any(|k| k.eq_ignore_ascii_case(&name))
+            let loose = loose_name(raw_name);
+            policy.query_keys.iter().any(|k| loose_name(k) == loose)
         }
     })
+}
+
+/// A query parameter's name as the most lenient readers take it: decoded (`%XX`, and `+` as a
+/// space), leading spaces dropped, cut at the first `[`, spaces and dots as `_`, ASCII lower
+/// case. Two names alike in this form may be one parameter to some upstream.
+fn loose_name(raw: &[u8]) -> Vec<u8> {
+    let mut decoded = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(&b) = raw.get(i) {
+        let escaped = (b == b'%')
+            .then(|| {
+                let hi = raw.get(i + 1).copied().and_then(hex_value)?;
+                let lo = raw.get(i + 2).copied().and_then(hex_value)?;
+                Some(hi << 4 | lo)
+            })
+            .flatten();
+        match escaped {
+            Some(e) => {
+                decoded.push(e);
+                i += 3;
+            }
+            None => {
+                decoded.push(if b == b'+' { b' ' } else { b });
+                i += 1;
+            }
+        }
+    }
+    decoded
+        .iter()
+        .skip_while(|b| **b == b' ')
+        .take_while(|b| **b != b'[')
+        .map(|&b| match b {
+            b' ' | b'.' => b'_',
+            _ => b.to_ascii_lowercase(),
+        })
+        .collect()
 }
 
 /// The rewrite of `path` to its cache key, None when the path already is its key.

@@ -568,8 +568,25 @@ fn a_key_parameter_named_but_for_case_or_badly_escaped_makes_the_query_ambiguous
     // Go drops a pair whose escape is broken, others keep it as is.
     assert!(ambiguous_query(&page, b"/p?page=%zz"));
     assert!(ambiguous_query(&page, b"/p?page=1%"));
+    // Express (`qs`) and PHP read `page[]` as `page`; PHP trims a leading space and reads `.`
+    // and ` ` as `_`.
+    assert!(ambiguous_query(&page, b"/p?page=1&page[]=2"));
+    assert!(ambiguous_query(&page, b"/p?page=1&page%5B0%5D=2"));
+    assert!(ambiguous_query(&page, b"/p?+page=2"));
+    let size = policy(&["querystring.page_size"]);
+    assert!(ambiguous_query(&size, b"/p?page_size=1&page.size=2"));
+    assert!(ambiguous_query(&size, b"/p?page+size=2"));
+    assert!(ambiguous_query(&size, b"/p?Page_Size=2"));
+    assert!(!ambiguous_query(
+        &size,
+        b"/p?page_size=1&page=2&size=3&pagesize=4"
+    ));
     // Parameters out of the key may be anything.
     assert!(!ambiguous_query(&page, b"/p?page=%41&x=%zz&Other=1"));
+    assert!(!ambiguous_query(
+        &page,
+        b"/p?page=1&PAGE_SIZE=2&pages=3&p[age]=4"
+    ));
     assert!(!ambiguous_query(&page, b"/p?page=1&page=2&x"));
     assert!(!ambiguous_query(&page, b"/p"));
 }
