@@ -364,26 +364,36 @@ impl StoreKeys {
     fn client(&self, slot: u32) -> String {
         format!("{}{slot}", self.client_prefix)
     }
+
+    /// `tollgate:<plugin name>:stage:<stage>`, under which the stage's keys are.
+    pub fn stage_prefix(&self) -> &str {
+        &self.stage
+    }
+}
+
+/// The mark of a configuration's start-up warnings: the first 16 bytes of the SHA-256 of the
+/// module's version and the warnings' texts (none is a mark too).
+pub fn warnings_mark(version: &str, warnings: &[String]) -> [u8; 16] {
+    let mut text = version.as_bytes().to_vec();
+    for w in warnings {
+        text.push(0);
+        text.extend_from_slice(w.as_bytes());
+    }
+    let sha = crate::keys::sha256(&text);
+    sha.first_chunk::<16>().copied().unwrap_or_default()
 }
 
 /// Whether a configuration's start-up warnings are this root context's to log: Envoy configures
 /// one per worker, one on the main thread and a canary, each of which would log them. The first
-/// to mark `key` with the configuration's digest logs; the others, and a reload with the same
-/// bytes, find it there. One key per plugin, so shared data stays fixed. A store that fails
-/// lets every context log.
-pub fn first_to_warn(store: &dyn SharedStore, key: &str, config: &[u8]) -> bool {
-    let sha = crate::keys::sha256(config);
-    let Some(&digest) = sha.first_chunk::<16>() else {
-        return true;
-    };
-    if store::ensure(store, key, &[0; 16]).is_err() {
-        return true;
-    }
+/// to put `mark` ([`warnings_mark`]) in `key` logs; the others, and a reload with the same
+/// warnings, find it there. One key per plugin and stage, so shared data stays fixed. A store
+/// that fails lets every context log.
+pub fn first_to_warn(store: &dyn SharedStore, key: &str, mark: [u8; 16]) -> bool {
     store::update(store, key, |current| {
-        if current == Some(&digest[..]) {
+        if current == Some(&mark[..]) {
             (false, None)
         } else {
-            (true, Some(digest))
+            (true, Some(mark))
         }
     })
     .unwrap_or(true)
@@ -1234,6 +1244,11 @@ fn admit(
     }
 
     let rl_headers = headers::render(cfg.rate_limit_headers, &reports);
+    // A later leg carries its first leg's service headers: none may repeat one tollgate sends.
+    if !decision.service_headers.is_empty() {
+        let carried = std::mem::take(&mut decision.service_headers);
+        decision.service_headers = rls::passed_on(carried, &rl_headers);
+    }
     match failure {
         Some((error, retry_after)) => {
             decision.error = Some(error);

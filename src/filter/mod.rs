@@ -127,20 +127,6 @@ impl RootContext for Root {
         let plugin = host::property(b"plugin_name")
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
-        // The upstream role has the same configuration: the main role speaks for both, and of
-        // its root contexts (one per worker, one on the main thread) the first.
-        if !self.upstream_role
-            && !config.warnings.is_empty()
-            && gateway::first_to_warn(
-                &host::HostStore,
-                &format!("tollgate:{plugin}:stage:{}:warned", config.stage),
-                &bytes,
-            )
-        {
-            for w in &config.warnings {
-                host::log(LogLevel::Warn, &format!("tollgate: {w}"));
-            }
-        }
         let keys = StoreKeys::new(&format!("tollgate:{plugin}:"), &config);
         if !self.upstream_role {
             if let Err(e) =
@@ -151,6 +137,17 @@ impl RootContext for Root {
                     &format!("tollgate: cannot create counters in shared data: {e:?}"),
                 );
                 return false;
+            }
+            // The upstream role has the same configuration: the main role speaks for both,
+            // and of its root contexts (one per worker, one on the main thread, a canary) the
+            // first to mark these warnings (none too, so that warnings that come back are
+            // logged again).
+            let mark = gateway::warnings_mark(env!("CARGO_PKG_VERSION"), &config.warnings);
+            let key = format!("{}:warned", keys.stage_prefix());
+            if gateway::first_to_warn(&host::HostStore, &key, mark) {
+                for w in &config.warnings {
+                    host::log(LogLevel::Warn, &format!("tollgate: {w}"));
+                }
             }
         }
         let metrics = MetricTable::for_config(&config);

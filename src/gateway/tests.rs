@@ -1155,6 +1155,26 @@ mod service {
         conclude(&gw.cfg, &gw.keys, &gw.store, &mut d, call, Ok(&h2));
         assert!(header(&d, "ratelimit").is_some_and(|v| v.contains("\"route\"")));
         assert_eq!(d.service_headers, vec![kv("x-a", "1")]);
+        // The same when the later leg asks nothing (its route's throttle is local): the
+        // carried `ratelimit` gives way to tollgate's.
+        let gw = Gw::new(&format!(
+            r#"{{{KEYS}, "throttle": {{"rate": 0.001, "burst": 1000}},
+                "routes": [{{"match": "ANY /v1"}},
+                           {{"match": "ANY /v2", "throttle": {{"rate": 0.001, "burst": 5}}}}],
+                "rate_limit_service": {{"cluster": "rls", "domain": "tg", "failure_mode": "deny",
+                                        "local_first": false, "checks": ["stage"]}}}}"#
+        ));
+        let mut leg1 = gw.run(Req::new("GET", "/v1"), T0);
+        let call = leg1.service_call.take().unwrap();
+        conclude(&gw.cfg, &gw.keys, &gw.store, &mut leg1, call, Ok(&h1));
+        assert_eq!(
+            leg1.service_headers,
+            vec![kv("ratelimit", "theirs"), kv("x-a", "1")]
+        );
+        let d = gw.leg(Req::new("GET", "/v2"), Some(leg1));
+        assert!(d.service_call.is_none());
+        assert!(header(&d, "ratelimit").is_some_and(|v| v.contains("\"route\"")));
+        assert_eq!(d.service_headers, vec![kv("x-a", "1")]);
         // The same route again (a leg on /v2 after /v2): not asked twice.
         let mut first = gw.run(Req::new("GET", "/v2"), T0);
         let call = first.service_call.take().unwrap();
@@ -1864,16 +1884,23 @@ fn client_identities_stay_apart_as_descriptor_values() {
 #[test]
 fn start_up_warnings_are_logged_by_the_first_context_of_a_configuration() {
     let store = MemoryStore::new();
-    let key = "tollgate:p:warned";
+    let key = "tollgate:p:stage:s:warned";
+    let a = warnings_mark("0.1.0", &["plain value".to_string()]);
+    let none = warnings_mark("0.1.0", &[]);
     // Main thread, two workers, with one configuration: one logs.
-    let logged: Vec<bool> = (0..3)
-        .map(|_| first_to_warn(&store, key, b"{\"a\":1}"))
-        .collect();
+    let logged: Vec<bool> = (0..3).map(|_| first_to_warn(&store, key, a)).collect();
     assert_eq!(logged, [true, false, false]);
-    // A reload with other bytes logs again, once; back to the first, again once.
-    assert!(first_to_warn(&store, key, b"{\"a\":2}"));
-    assert!(!first_to_warn(&store, key, b"{\"a\":2}"));
-    assert!(first_to_warn(&store, key, b"{\"a\":1}"));
+    // Fixed (no warnings: the mark changes, nothing to log), then back: logged again, once.
+    assert!(first_to_warn(&store, key, none));
+    assert!(!first_to_warn(&store, key, none));
+    assert!(first_to_warn(&store, key, a));
+    assert!(!first_to_warn(&store, key, a));
+    // Another module's version, or other warnings, is another mark.
+    assert_ne!(warnings_mark("0.2.0", &["plain value".to_string()]), a);
+    assert_ne!(
+        warnings_mark("0.1.0", &["plain".to_string(), "value".to_string()]),
+        a
+    );
     assert_eq!(store.len(), 1, "one key, however many configurations");
     // A store that fails: everyone logs.
     struct Broken;
@@ -1885,6 +1912,6 @@ fn start_up_warnings_are_logged_by_the_first_context_of_a_configuration() {
             Err(StoreError::Host)
         }
     }
-    assert!(first_to_warn(&Broken, key, b"{}"));
-    assert!(first_to_warn(&Broken, key, b"{}"));
+    assert!(first_to_warn(&Broken, key, a));
+    assert!(first_to_warn(&Broken, key, a));
 }
