@@ -265,6 +265,25 @@ mod tests {
         out
     }
 
+    /// `{"cors": {name: value, ...}}` as a Struct, each value given encoded as a `Value`.
+    fn cors_struct(entries: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut cors = Vec::new();
+        for (name, value) in entries {
+            let mut entry = Vec::new();
+            field(1, name, &mut entry);
+            field(2, value, &mut entry);
+            field(1, &entry, &mut cors);
+        }
+        let mut wrapped = Vec::new();
+        field(5, &cors, &mut wrapped);
+        let mut top_entry = Vec::new();
+        field(1, b"cors", &mut top_entry);
+        field(2, &wrapped, &mut top_entry);
+        let mut top = Vec::new();
+        field(1, &top_entry, &mut top);
+        top
+    }
+
     #[test]
     fn round_trips_a_config() {
         let v: Value = json!({
@@ -302,23 +321,8 @@ mod tests {
             let mut nan = Vec::new();
             varint(2 << 3 | 1, &mut nan);
             nan.extend_from_slice(&f64::NAN.to_le_bytes());
-            let mut max_age = Vec::new();
-            field(1, b"max_age", &mut max_age);
-            field(2, &nan, &mut max_age);
             let origins: Value = json!([format!("https://{}.example.com", "a".repeat(pad))]).into();
-            let mut origins_entry = Vec::new();
-            field(1, b"allow_origins", &mut origins_entry);
-            field(2, &enc_value(&origins), &mut origins_entry);
-            let mut cors = Vec::new();
-            field(1, &origins_entry, &mut cors);
-            field(1, &max_age, &mut cors);
-            let mut wrapped = Vec::new();
-            field(5, &cors, &mut wrapped);
-            let mut top_entry = Vec::new();
-            field(1, b"cors", &mut top_entry);
-            field(2, &wrapped, &mut top_entry);
-            let mut top = Vec::new();
-            field(1, &top_entry, &mut top);
+            let top = cors_struct(&[(b"allow_origins", &enc_value(&origins)), (b"max_age", &nan)]);
             if top[1] == b'{' || top[1] == b'[' {
                 let e = crate::config::Config::from_json(&top).unwrap_err();
                 assert_eq!(e.path, "cors.max_age", "{e}");
@@ -336,18 +340,7 @@ mod tests {
             let mut value = Vec::new();
             varint(2 << 3 | 1, &mut value);
             value.extend_from_slice(&f.to_le_bytes());
-            let mut entry = Vec::new();
-            field(1, b"max_age", &mut entry);
-            field(2, &value, &mut entry);
-            let mut cors = Vec::new();
-            field(1, &entry, &mut cors);
-            let mut wrapped = Vec::new();
-            field(5, &cors, &mut wrapped);
-            let mut top_entry = Vec::new();
-            field(1, b"cors", &mut top_entry);
-            field(2, &wrapped, &mut top_entry);
-            let mut top = Vec::new();
-            field(1, &top_entry, &mut top);
+            let top = cors_struct(&[(b"max_age", &value)]);
             let e = struct_to_json(&top).unwrap_err();
             assert!(e.message.contains("not finite"), "{e}");
             // The error names the field, as the JSON reader's do.
@@ -360,18 +353,7 @@ mod tests {
             field(1, &value, &mut list);
             let mut listed = Vec::new();
             field(6, &list, &mut listed);
-            let mut entry = Vec::new();
-            field(1, b"allow_origins", &mut entry);
-            field(2, &listed, &mut entry);
-            let mut cors = Vec::new();
-            field(1, &entry, &mut cors);
-            let mut wrapped = Vec::new();
-            field(5, &cors, &mut wrapped);
-            let mut top_entry = Vec::new();
-            field(1, b"cors", &mut top_entry);
-            field(2, &wrapped, &mut top_entry);
-            let mut top = Vec::new();
-            field(1, &top_entry, &mut top);
+            let top = cors_struct(&[(b"allow_origins", &listed)]);
             let e = crate::config::Config::from_json(&top).unwrap_err();
             assert_eq!(e.path, "cors.allow_origins[1]", "{e}");
             assert!(e.message.contains("not finite"), "{e}");
