@@ -467,6 +467,13 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
             if !is_header_name(&header) {
                 return Err(err("api_key.header", "must be a valid HTTP header name"));
             }
+            // The access record prints these: a key there would be logged.
+            if header == "user-agent" || header == "x-request-id" {
+                return Err(err(
+                    "api_key.header",
+                    "must not be user-agent or x-request-id: the access record prints their values, and no key may be logged",
+                ));
+            }
             let mut keys: Vec<ApiKey> = Vec::new();
             for (i, k) in ak.keys.into_iter().enumerate() {
                 let path = item("api_key", "keys", i);

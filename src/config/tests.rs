@@ -699,3 +699,15 @@ fn a_key_in_authorization_on_a_caching_configuration_is_warned_about() {
         .warnings
         .is_empty());
 }
+
+#[test]
+fn the_key_header_is_never_one_the_access_record_prints() {
+    for header in ["User-Agent", "x-request-id"] {
+        let e = bad(&format!(
+            r#"{{"api_key": {{"header": "{header}", "keys": [{{"id": "a", "sha256": "{}"}}]}}}}"#,
+            "ab".repeat(32)
+        ));
+        assert_eq!(e.path, "api_key.header", "{e}");
+        assert!(e.message.contains("no key may be logged"), "{e}");
+    }
+}
