@@ -690,3 +690,43 @@ fn a_reply_envoy_rewrites_is_logged_and_counted_as_the_client_got_it() {
     assert_eq!(sum("throttled"), 1);
     envoy.assert_no_wasm_failure();
 }
+
+/// A request refused in report-only mode and then failed by the integration: its record tells
+/// the failure the client got (a 503), not the refusal it never saw.
+#[test]
+fn a_report_only_refusal_does_not_hide_an_integration_failure() {
+    // Nothing listens on the upstream's port: Envoy answers 503 itself.
+    let cfg = json!({"stage": "prod", "enforce": false, "access_log": {"format": "json"},
+                     "throttle": {"rate": 0.001, "burst": 1}});
+    let envoy = Envoy::start(&options(cfg, free_port()));
+    for _ in 0..2 {
+        assert_eq!(envoy.get("/dead", &[]).status, 503);
+    }
+    let recs = wait_records(&envoy, 2);
+    assert_eq!(recs.len(), 2, "{recs:#?}");
+    for r in &recs {
+        assert_eq!(r["status"], 503, "{r}");
+        assert_eq!(r["error.responseType"], "INTEGRATION_FAILURE", "{r}");
+    }
+    envoy.assert_no_wasm_failure();
+}
+
+/// A request Envoy answers before tollgate sees its headers (a 431 for headers over the limit):
+/// its record still has its start and latency, from Envoy's own request time.
+#[test]
+fn a_request_envoy_answers_first_has_a_start_and_a_latency() {
+    let up = Upstream::start();
+    let cfg = json!({"stage": "prod", "access_log": {"format": "json"}});
+    let envoy = Envoy::start(&options(cfg, up.port));
+    let before = now_ms();
+    let big = "x".repeat(70 * 1024);
+    let r = try_request(envoy.port, "GET", "/big", &[("x-big", &big)], b"").unwrap();
+    assert_eq!(r.status, 431);
+    let recs = wait_records(&envoy, 1);
+    let rec = recs.iter().find(|r| r["status"] == 431).expect("a record");
+    let epoch = rec["requestTimeEpoch"].as_u64().expect("requestTimeEpoch");
+    assert!(epoch + 1_000 >= before && epoch <= now_ms(), "{rec}");
+    assert!(rec["responseLatency"].as_u64().is_some(), "{rec}");
+    assert_eq!(up.count(), 0);
+    envoy.assert_no_wasm_failure();
+}

@@ -24,7 +24,7 @@ use proxy_wasm::types::LogLevel;
 use super::Runtime;
 use crate::access_log::{self, Exports, Field, Record};
 use crate::config::Config;
-use crate::gateway::{self, Decision, RequestSource};
+use crate::gateway::{self, Decision, Outcome, RequestSource};
 use crate::host::{self, HostRequest};
 use crate::metrics::{self, Metric};
 
@@ -180,15 +180,25 @@ impl Observation {
                 .and_then(|c| u16::try_from(c).ok())
                 .filter(|c| *c > 0)
         });
+        // The error counted: tollgate's (enforced, or what report-only mode would have done),
+        // else the integration's.
         let mut error = decision
             .and_then(|d| d.error)
             .map(|e| (e.as_str(), e.message()));
-        if error.is_none() && !timing.no_integration && status.is_some_and(|s| s >= 500) {
-            error = host::property(b"response\0code_details")
+        // The error told (record, filter state): a forwarded request that the upstream failed
+        // tells that failure, not a report-only decision the client never saw.
+        let mut told = error;
+        let forwarded = decision.is_none_or(|d| d.outcome == Outcome::Forward);
+        if forwarded && !timing.no_integration && status.is_some_and(|s| s >= 500) {
+            let integration = host::property(b"response\0code_details")
                 .and_then(|d| access_log::integration_error(&String::from_utf8_lossy(&d)));
+            if integration.is_some() {
+                told = integration;
+                error = error.or(integration);
+            }
         }
         if !cfg.filter_state.is_empty() {
-            self.export_all(cfg, decision, integration, error);
+            self.export_all(cfg, decision, integration, told);
         }
 
         let log_on = cfg.access_log.is_some() && host::log_enabled(LogLevel::Info);
@@ -214,7 +224,13 @@ impl Observation {
         if ids.is_none() && !log_on {
             return;
         }
-        let latency = ms(timing.start_ns, host::now_ns());
+        // A request Envoy answered before tollgate saw its headers (a 431, a codec error, an
+        // earlier filter's reply): its start is Envoy's (one property read, on that path only).
+        let start_ns = match timing.start_ns {
+            0 => host::property_u64(b"request\0time").unwrap_or(0),
+            t => t,
+        };
+        let latency = ms(start_ns, host::now_ns());
 
         if let Some(ids) = ids {
             for m in metrics::counters_for(status, error.map(|e| e.0), self.cache_status) {
@@ -263,7 +279,7 @@ impl Observation {
             .map(|k| k.id.as_str());
         let record = Record {
             request_id: request_id.as_deref(),
-            request_time_epoch_ms: (timing.start_ns > 0).then_some(timing.start_ns / 1_000_000),
+            request_time_epoch_ms: (start_ns > 0).then_some(start_ns / 1_000_000),
             http_method: method.as_deref(),
             resource_path: route.map(|p| p.resource_path()),
             path: path.as_deref().map(access_log::path_without_query),
@@ -276,8 +292,8 @@ impl Observation {
             user_agent: user_agent.as_deref(),
             api_key_id: key_id,
             stage: Some(cfg.stage.as_str()),
-            error_message: error.map(|e| e.1),
-            error_response_type: error.map(|e| e.0),
+            error_message: told.map(|e| e.1),
+            error_response_type: told.map(|e| e.0),
             cache_status: self.cache_status,
         };
         let mut line = String::with_capacity(512);
