@@ -160,6 +160,9 @@ pub struct Decision {
     pub spent: Spent,
     /// What the local checks told of their policies (`response_headers` renders them).
     reports: Vec<PolicyReport>,
+    /// The routes of this request's earlier legs (internal redirects), the first four: a leg
+    /// back on one of them is not checked against its throttle again.
+    earlier_legs: [Option<usize>; 4],
 }
 
 /// What the local checks took for one request: a token of each bucket that passed and a unit
@@ -280,6 +283,7 @@ impl Decision {
             cache: CachePlan::Off,
             service_call: None,
             service_headers: Vec::new(),
+            earlier_legs: [None; 4],
             spent: Spent::default(),
             reports: Vec::new(),
         }
@@ -1081,15 +1085,20 @@ fn admit(
     }
     // The second leg of an internal redirect starts from what its first leg was charged.
     let first = first_leg.is_none();
-    let (first_route, mut reports, mut spent) = match first_leg {
+    let (mut reports, mut spent) = match first_leg {
         Some(c) => {
             decision.error = c.error;
             decision.service_headers = c.service_headers;
-            (Some(c.route), c.reports, c.spent)
+            decision.earlier_legs = c.earlier_legs;
+            if let Some(slot) = decision.earlier_legs.iter_mut().find(|s| s.is_none()) {
+                *slot = c.route;
+            }
+            (c.reports, c.spent)
         }
-        None => (None, Vec::new(), Spent::default()),
+        None => (Vec::new(), Spent::default()),
     };
-    let check_route = first_route.is_none_or(|r| r != route_idx);
+    // A route an earlier leg was on was checked then (A -> B -> A takes A's token once).
+    let check_route = route_idx.is_none_or(|i| !decision.earlier_legs.contains(&Some(i)));
     // A later leg of a request an earlier leg counted as refused (report-only): that leg's
     // reports were refunded then, and what this leg takes goes back too (`decide_leg`).
     let refused_before = decision.error.is_some();

@@ -1360,6 +1360,30 @@ mod refused_requests_spend_nothing {
     /// A later leg of a request its first leg counted as refused (report-only) asks the
     /// service nothing: enforced, the request would have ended at the first leg.
     #[test]
+    fn a_redirect_back_to_an_earlier_legs_route_asks_the_service_once() {
+        let gw = Gw::new(
+            r#"{"routes": [{"match": "ANY /a", "throttle": {"rate": 0.001, "burst": 5}},
+                           {"match": "ANY /b", "throttle": {"rate": 0.001, "burst": 5}}],
+                "rate_limit_service": {"cluster": "rls", "domain": "tg", "failure_mode": "deny",
+                                       "local_first": false, "checks": ["route"]}}"#,
+        );
+        let ok = answer(Code::Ok, Vec::new(), &[]);
+        let leg = |path: &str, first: Option<Decision>| {
+            let mut d = gw.leg(Req::new("GET", path), first);
+            if let Some(call) = d.service_call.take() {
+                conclude(&gw.cfg, &gw.keys, &gw.store, &mut d, call, Ok(&ok));
+                (d, true)
+            } else {
+                (d, false)
+            }
+        };
+        let (a, asked_a) = leg("/a", None);
+        let (b, asked_b) = leg("/b", Some(a));
+        let (_, asked_back) = leg("/a", Some(b));
+        assert_eq!((asked_a, asked_b, asked_back), (true, true, false));
+    }
+
+    #[test]
     fn a_later_leg_of_a_request_counted_as_refused_asks_the_service_nothing() {
         let gw = Gw::new(
             r#"{"enforce": false, "throttle": {"rate": 0.001, "burst": 1},
@@ -1682,6 +1706,34 @@ fn a_redirect_chain_refused_on_its_last_leg_gives_back_every_legs_route_token() 
         let d = leg(path, None);
         assert!(
             header(&d, "ratelimit").is_some_and(|v| v.starts_with(r#""route";r=4;"#)),
+            "{path}: {:?}",
+            header(&d, "ratelimit")
+        );
+    }
+}
+
+#[test]
+fn a_redirect_back_to_an_earlier_legs_route_takes_no_second_token() {
+    // A -> B -> A: the request took A's token on its first leg; its third does not take another.
+    let gw = Gw::new(
+        r#"{"routes": [{"match": "GET /a", "throttle": {"rate": 0.001, "burst": 5}},
+                       {"match": "GET /b", "throttle": {"rate": 0.001, "burst": 5}}]}"#,
+    );
+    let leg = |path: &str, first| gw.leg(Req::new("GET", path), first);
+    let a = leg("/a", None);
+    let b = leg("/b", Some(a));
+    let back = leg("/a", Some(b));
+    assert_eq!(status(&back), 200);
+    // The answer's `"route"` item is the last route checked, B's.
+    assert!(
+        header(&back, "ratelimit").is_some_and(|v| v.starts_with(r#""route";r=4;"#)),
+        "{:?}",
+        header(&back, "ratelimit")
+    );
+    for path in ["/a", "/b"] {
+        let d = leg(path, None);
+        assert!(
+            header(&d, "ratelimit").is_some_and(|v| v.starts_with(r#""route";r=3;"#)),
             "{path}: {:?}",
             header(&d, "ratelimit")
         );
