@@ -217,6 +217,7 @@ impl CacheSettings {
         }
         sort_dedup(&mut query_keys);
         sort_dedup(&mut header_keys);
+        let loose_query_keys = query_keys.iter().map(|k| loose_name(k)).collect();
         Some(CachePolicy {
             query_id: query_keys_id(&query_keys),
             ttl_s,
@@ -225,6 +226,7 @@ impl CacheSettings {
                 .unauthorized_strategy
                 .unwrap_or(UnauthorizedStrategy::SucceedWithResponseHeader),
             query_keys,
+            loose_query_keys,
             header_keys,
             methods: self.methods.unwrap_or(CacheMethods::DEFAULT),
         })
@@ -241,6 +243,8 @@ pub struct CachePolicy {
     pub unauthorized_strategy: UnauthorizedStrategy,
     /// Query parameter names in the key, canonical form, sorted.
     pub query_keys: Vec<Vec<u8>>,
+    /// `query_keys` as the most lenient readers take them ([`loose_name`]), same order.
+    pub loose_query_keys: Vec<Vec<u8>>,
     /// [`query_keys_id`] of `query_keys`: names them in the [`MARKER`], so that the upstream
     /// role finds them in its own configuration whatever the route's place there.
     pub query_id: u64,
@@ -281,24 +285,40 @@ fn push_canonical(b: u8, out: &mut Vec<u8>) {
 /// a space), distinct from `%2B` and `%20`: two spellings that a server could read differently
 /// never share an entry.
 fn canonical_component(raw: &[u8], out: &mut Vec<u8>) {
+    for unit in decode(raw) {
+        match unit {
+            Unit::Escaped(b) => push_canonical(b, out),
+            Unit::Literal(b'+') => out.push(b'+'),
+            Unit::Literal(b) => push_canonical(b, out),
+        }
+    }
+}
+
+/// One byte of a raw query component.
+#[derive(Clone, Copy)]
+enum Unit {
+    /// Decoded from a `%XX` escape.
+    Escaped(u8),
+    /// As written (a `%` that starts no escape too).
+    Literal(u8),
+}
+
+/// The bytes of a raw query component, `%XX` escapes decoded.
+fn decode(raw: &[u8]) -> impl Iterator<Item = Unit> + '_ {
     let mut i = 0;
-    while let Some(&b) = raw.get(i) {
+    std::iter::from_fn(move || {
+        let b = *raw.get(i)?;
         if b == b'%' {
             let hi = raw.get(i + 1).copied().and_then(hex_value);
             let lo = raw.get(i + 2).copied().and_then(hex_value);
             if let (Some(hi), Some(lo)) = (hi, lo) {
-                push_canonical(hi << 4 | lo, out);
                 i += 3;
-                continue;
+                return Some(Unit::Escaped(hi << 4 | lo));
             }
         }
-        if b == b'+' {
-            out.push(b'+');
-        } else {
-            push_canonical(b, out);
-        }
         i += 1;
-    }
+        Some(Unit::Literal(b))
+    })
 }
 
 /// Canonical form of a configured (decoded) query parameter name.
@@ -450,13 +470,7 @@ pub fn ambiguous_query(policy: &CachePolicy, path: &[u8]) -> bool {
     if query.contains(&b';') {
         return true;
     }
-    let bad_escape = |raw: &[u8]| {
-        raw.iter().enumerate().any(|(i, &b)| {
-            b == b'%'
-                && !(raw.get(i + 1).copied().and_then(hex_value).is_some()
-                    && raw.get(i + 2).copied().and_then(hex_value).is_some())
-        })
-    };
+    let bad_escape = |raw: &[u8]| decode(raw).any(|u| matches!(u, Unit::Literal(b'%')));
     let mut name = Vec::new();
     query.split(|b| *b == b'&').any(|pair| {
         let (raw_name, raw_value) = match pair.iter().position(|b| *b == b'=') {
@@ -468,8 +482,7 @@ pub fn ambiguous_query(policy: &CachePolicy, path: &[u8]) -> bool {
         if policy.query_keys.binary_search(&name).is_ok() {
             bad_escape(raw_name) || raw_value.is_some_and(bad_escape)
         } else {
-            let loose = loose_name(raw_name);
-            policy.query_keys.iter().any(|k| loose_name(k) == loose)
+            policy.loose_query_keys.contains(&loose_name(raw_name))
         }
     })
 }
@@ -478,32 +491,15 @@ pub fn ambiguous_query(policy: &CachePolicy, path: &[u8]) -> bool {
 /// space), leading spaces dropped, cut at the first `[`, spaces and dots as `_`, ASCII lower
 /// case. Two names alike in this form may be one parameter to some upstream.
 fn loose_name(raw: &[u8]) -> Vec<u8> {
-    let mut decoded = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while let Some(&b) = raw.get(i) {
-        let escaped = (b == b'%')
-            .then(|| {
-                let hi = raw.get(i + 1).copied().and_then(hex_value)?;
-                let lo = raw.get(i + 2).copied().and_then(hex_value)?;
-                Some(hi << 4 | lo)
-            })
-            .flatten();
-        match escaped {
-            Some(e) => {
-                decoded.push(e);
-                i += 3;
-            }
-            None => {
-                decoded.push(if b == b'+' { b' ' } else { b });
-                i += 1;
-            }
-        }
-    }
-    decoded
-        .iter()
-        .skip_while(|b| **b == b' ')
-        .take_while(|b| **b != b'[')
-        .map(|&b| match b {
+    decode(raw)
+        .map(|u| match u {
+            Unit::Escaped(b) => b,
+            Unit::Literal(b'+') => b' ',
+            Unit::Literal(b) => b,
+        })
+        .skip_while(|b| *b == b' ')
+        .take_while(|b| *b != b'[')
+        .map(|b| match b {
             b' ' | b'.' => b'_',
             _ => b.to_ascii_lowercase(),
         })
