@@ -274,8 +274,13 @@ mod tests {
             field(2, value, &mut entry);
             field(1, &entry, &mut cors);
         }
+        under_cors(&cors)
+    }
+
+    /// `{"cors": <struct>}` as a Struct, given the inner Struct's encoded entries.
+    fn under_cors(inner: &[u8]) -> Vec<u8> {
         let mut wrapped = Vec::new();
-        field(5, &cors, &mut wrapped);
+        field(5, inner, &mut wrapped);
         let mut top_entry = Vec::new();
         field(1, b"cors", &mut top_entry);
         field(2, &wrapped, &mut top_entry);
@@ -379,14 +384,7 @@ mod tests {
         // Inside an object, under its key.
         let mut inner = enc_struct(&json!({"max_age": 1}).into());
         inner.extend(enc_struct(&json!({"max_age": 2}).into()));
-        let mut wrapped = Vec::new();
-        field(5, &inner, &mut wrapped);
-        let mut top_entry = Vec::new();
-        field(1, b"cors", &mut top_entry);
-        field(2, &wrapped, &mut top_entry);
-        let mut top = Vec::new();
-        field(1, &top_entry, &mut top);
-        let e = crate::config::Config::from_json(&top).unwrap_err();
+        let e = crate::config::Config::from_json(&under_cors(&inner)).unwrap_err();
         assert_eq!(e.path, "cors", "{e}");
         assert!(e.message.contains("duplicate key \"max_age\""), "{e}");
     }

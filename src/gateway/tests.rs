@@ -85,6 +85,11 @@ impl Gw {
     fn run(&self, req: Req, now: u64) -> Decision {
         decide(&self.cfg, &self.keys, &self.store, now, &req)
     }
+    /// Takes `d`'s call to the rate limit service and concludes it with `reply`.
+    fn answered(&self, d: &mut Decision, reply: &[u8]) {
+        let call = d.service_call.take().expect("a call to the service");
+        conclude(&self.cfg, &self.keys, &self.store, d, call, Ok(reply));
+    }
     /// A later leg of an internal redirect, at T0.
     fn leg(&self, req: Req, first_leg: Option<Decision>) -> Decision {
         decide_leg(&self.cfg, &self.keys, &self.store, T0, &req, first_leg)
@@ -1119,17 +1124,15 @@ mod service {
         // The service's own headers: the later leg's answer keeps the first leg's, but for
         // the names it sets again.
         let mut leg1 = gw.run(Req::new("GET", "/v1"), T0);
-        let call = leg1.service_call.take().unwrap();
         let h1 = answer(
             Code::Ok,
             Vec::new(),
             &[("x-quota-left", "7"), ("x-rl", "a")],
         );
-        conclude(&gw.cfg, &gw.keys, &gw.store, &mut leg1, call, Ok(&h1));
+        gw.answered(&mut leg1, &h1);
         let mut d = gw.leg(Req::new("GET", "/v2"), Some(leg1));
-        let call = d.service_call.take().unwrap();
         let h2 = answer(Code::Ok, Vec::new(), &[("X-RL", "b"), ("x-route", "r")]);
-        conclude(&gw.cfg, &gw.keys, &gw.store, &mut d, call, Ok(&h2));
+        gw.answered(&mut d, &h2);
         assert_eq!(
             d.service_headers,
             vec![kv("x-quota-left", "7"), kv("x-rl", "b"), kv("x-route", "r")]
@@ -1137,22 +1140,20 @@ mod service {
         // A first leg that reported nothing passed the service's own `ratelimit` on; the later
         // leg reports its route, so tollgate's `ratelimit` is the one value sent.
         let mut leg1 = gw.run(Req::new("GET", "/v1"), T0);
-        let call = leg1.service_call.take().unwrap();
         let h1 = answer(
             Code::Ok,
             Vec::new(),
             &[("ratelimit", "theirs"), ("x-a", "1")],
         );
-        conclude(&gw.cfg, &gw.keys, &gw.store, &mut leg1, call, Ok(&h1));
+        gw.answered(&mut leg1, &h1);
         assert_eq!(
             leg1.service_headers,
             vec![kv("ratelimit", "theirs"), kv("x-a", "1")]
         );
         let mut d = gw.leg(Req::new("GET", "/v2"), Some(leg1));
-        let call = d.service_call.take().unwrap();
         let status = descriptor_status(Code::Ok, 5, Unit::Minute, 4, Some((30, 0)));
         let h2 = answer(Code::Ok, vec![status], &[]);
-        conclude(&gw.cfg, &gw.keys, &gw.store, &mut d, call, Ok(&h2));
+        gw.answered(&mut d, &h2);
         assert!(header(&d, "ratelimit").is_some_and(|v| v.contains("\"route\"")));
         assert_eq!(d.service_headers, vec![kv("x-a", "1")]);
         // The same when the later leg asks nothing (its route's throttle is local): the
@@ -1165,8 +1166,7 @@ mod service {
                                         "local_first": false, "checks": ["stage"]}}}}"#
         ));
         let mut leg1 = gw.run(Req::new("GET", "/v1"), T0);
-        let call = leg1.service_call.take().unwrap();
-        conclude(&gw.cfg, &gw.keys, &gw.store, &mut leg1, call, Ok(&h1));
+        gw.answered(&mut leg1, &h1);
         assert_eq!(
             leg1.service_headers,
             vec![kv("ratelimit", "theirs"), kv("x-a", "1")]
@@ -1177,8 +1177,7 @@ mod service {
         assert_eq!(d.service_headers, vec![kv("x-a", "1")]);
         // The same route again (a leg on /v2 after /v2): not asked twice.
         let mut first = gw.run(Req::new("GET", "/v2"), T0);
-        let call = first.service_call.take().unwrap();
-        conclude(&gw.cfg, &gw.keys, &gw.store, &mut first, call, Ok(&ok));
+        gw.answered(&mut first, &ok);
         let d = gw.leg(Req::new("GET", "/v2"), Some(first));
         assert!(d.service_call.is_none());
     }
@@ -1370,12 +1369,11 @@ mod refused_requests_spend_nothing {
         let ok = answer(Code::Ok, Vec::new(), &[]);
         let leg = |path: &str, first: Option<Decision>| {
             let mut d = gw.leg(Req::new("GET", path), first);
-            if let Some(call) = d.service_call.take() {
-                conclude(&gw.cfg, &gw.keys, &gw.store, &mut d, call, Ok(&ok));
-                (d, true)
-            } else {
-                (d, false)
+            let asked = d.service_call.is_some();
+            if asked {
+                gw.answered(&mut d, &ok);
             }
+            (d, asked)
         };
         let (a, asked_a) = leg("/a", None);
         let (b, asked_b) = leg("/b", Some(a));
