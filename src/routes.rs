@@ -154,17 +154,23 @@ impl Pattern {
         self.method.as_deref()
     }
 
-    fn same_shape(&self, other: &Pattern) -> bool {
-        self.method == other.method
-            && self.segments.len() == other.segments.len()
-            && self
-                .segments
-                .iter()
-                .zip(&other.segments)
-                .all(|(a, b)| match (a, b) {
-                    (Segment::Literal(x), Segment::Literal(y)) => x == y,
-                    _ => a.rank() == b.rank(),
-                })
+    /// The method and path shape as bytes: two patterns match the same requests equally
+    /// (a duplicate route) exactly when their shapes are equal. A literal never holds `/`, so
+    /// each segment is `/` and a tag, then a literal's text.
+    fn shape(&self) -> Vec<u8> {
+        let mut key = Vec::with_capacity(self.resource_path.len() + 8);
+        key.extend_from_slice(self.method.as_deref().unwrap_or("ANY").as_bytes());
+        for seg in &self.segments {
+            match seg {
+                Segment::Literal(l) => {
+                    key.extend_from_slice(b"/l");
+                    key.extend_from_slice(l.as_bytes());
+                }
+                Segment::Param => key.extend_from_slice(b"/p"),
+                Segment::Greedy => key.extend_from_slice(b"/g"),
+            }
+        }
+        key
     }
 
     /// How closely the route's method fits the request's, lower is closer; `None` when the
@@ -232,20 +238,37 @@ impl RouteTable {
     /// Compiles the `match` strings. Errors are relative to the `routes` array (`[2].match`).
     pub fn compile<'a>(matches: impl IntoIterator<Item = &'a str>) -> Result<Self, FieldError> {
         let mut patterns: Vec<Pattern> = Vec::new();
+        let mut texts: Vec<&str> = Vec::new();
+        let mut invalid = None;
         for (i, m) in matches.into_iter().enumerate() {
-            let p = Pattern::parse(m).map_err(|e| e.within("match").within(&item("", "", i)))?;
-            if let Some(j) = patterns.iter().position(|q| q.same_shape(&p)) {
-                return Err(FieldError::new(
-                    join(&item("", "", i), "match"),
-                    format!(
-                        "{m} duplicates routes[{j}] (the same method and path shape)",
-                        m = Quoted(m)
-                    ),
-                ));
+            match Pattern::parse(m) {
+                Ok(p) => {
+                    patterns.push(p);
+                    texts.push(m);
+                }
+                Err(e) => {
+                    invalid = Some(e.within("match").within(&item("", "", i)));
+                    break;
+                }
             }
-            patterns.push(p);
         }
-        Ok(RouteTable { patterns })
+        // Sorted, not compared pairwise: tables of thousands of routes load at once. A
+        // duplicate comes before an invalid route that follows it, as in a scan.
+        let shapes: Vec<Vec<u8>> = patterns.iter().map(Pattern::shape).collect();
+        let keys: Vec<&[u8]> = shapes.iter().map(Vec::as_slice).collect();
+        if let Some((j, i)) = crate::sort::first_duplicate(&keys) {
+            return Err(FieldError::new(
+                join(&item("", "", i), "match"),
+                format!(
+                    "{m} duplicates routes[{j}] (the same method and path shape)",
+                    m = Quoted(texts.get(i).copied().unwrap_or_default())
+                ),
+            ));
+        }
+        match invalid {
+            Some(e) => Err(e),
+            None => Ok(RouteTable { patterns }),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -574,6 +597,42 @@ mod tests {
         assert!(RouteTable::compile(["GET /pets/{id}", "ANY /pets/{id}"]).is_ok());
         let e = RouteTable::compile(["GET /a", "BAD /b"]).unwrap_err();
         assert_eq!(e.path, "[1].match");
+        // Literals that decode alike are one shape; a literal named like a parameter is not.
+        let e = RouteTable::compile(["GET /caf%65/{id}", "GET /cafe/{x}"]).unwrap_err();
+        assert!(e.message.contains("duplicates routes[0]"), "{e}");
+        assert!(RouteTable::compile(["GET /a/p", "GET /a/{p}", "GET /a/{p+}", "GET /ap"]).is_ok());
+        // A duplicate is found before an invalid route that follows it, not one before it.
+        let e = RouteTable::compile(["GET /a", "GET /a", "BAD /b"]).unwrap_err();
+        assert_eq!(e.path, "[1].match");
+        let e = RouteTable::compile(["GET /a", "BAD /b", "GET /a"]).unwrap_err();
+        assert_eq!(e.path, "[1].match");
+        assert!(e.message.contains("method"), "{e}");
+    }
+
+    #[test]
+    fn the_first_duplicate_of_a_long_table_is_the_one_a_scan_finds() {
+        // Sorted, not scanned pairwise: the answer must still be the first repeated route
+        // (lowest index) and the earliest route it repeats.
+        let mut matches: Vec<String> = (0..20_000).map(|i| format!("GET /r{i}/{{id}}")).collect();
+        assert_eq!(
+            RouteTable::compile(matches.iter().map(String::as_str))
+                .unwrap()
+                .len(),
+            20_000
+        );
+        matches.push("GET /r19000/{x}".into());
+        matches.push("GET /r7/{y}".into());
+        matches.push("GET /r7/{z}".into());
+        let e = RouteTable::compile(matches.iter().map(String::as_str)).unwrap_err();
+        assert_eq!(e.path, "[20000].match");
+        assert!(e.message.contains("duplicates routes[19000]"), "{e}");
+        matches.swap(20_000, 20_001);
+        let e = RouteTable::compile(matches.iter().map(String::as_str)).unwrap_err();
+        assert_eq!(e.path, "[20000].match");
+        assert!(
+            e.message.contains("\"GET /r7/{y}\" duplicates routes[7]"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -382,12 +382,27 @@ impl Parser<'_> {
 
     /// The members of an object after its `{`, up to (not past) its `}`.
     fn object(&mut self) -> Result<Value, Fault> {
-        let mut entries = Vec::new();
+        let mut entries: Vec<(String, Value)> = Vec::new();
+        // Where each key ends (its path step and the offset after it), for a duplicate's error.
+        let mut key_ends: Vec<(Step, usize)> = Vec::new();
         loop {
             let Some(b) = self.whitespace() else {
                 return Err(self.peek_error(EOF_OBJECT));
             };
             if b == b'}' {
+                if self.reject_duplicates {
+                    // Sorted, not compared pairwise: an object of thousands of usage plans
+                    // loads at once. The error is the one a scan would give at the first
+                    // repeated key, but comes after the errors of the values that follow it.
+                    let keys: Vec<&[u8]> = entries.iter().map(|(k, _)| k.as_bytes()).collect();
+                    if let Some((_, i)) = crate::sort::first_duplicate(&keys) {
+                        if let Some(&(step, at)) = key_ends.get(i) {
+                            self.path.push(step);
+                            self.duplicate = Some(self.path_text());
+                            return Err(self.error_at(at, DUPLICATE_KEY));
+                        }
+                    }
+                }
                 return Ok(Value::Object(Map::from_entries(entries)));
             }
             if entries.is_empty() {
@@ -410,10 +425,8 @@ impl Parser<'_> {
             let key_start = self.i;
             let key = self.string()?;
             let key_step = Step::Key(key_start, self.i.saturating_sub(1));
-            if self.reject_duplicates && entries.iter().any(|(k, _)| *k == key) {
-                self.path.push(key_step);
-                self.duplicate = Some(self.path_text());
-                return Err(self.error(DUPLICATE_KEY));
+            if self.reject_duplicates {
+                key_ends.push((key_step, self.i));
             }
             match self.whitespace() {
                 Some(b':') => self.i += 1,

@@ -514,15 +514,22 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
                 let plan = match &k.usage_plan {
                     None => None,
                     Some(name) => {
-                        Some(plans.iter().position(|p| &p.name == name).ok_or_else(|| {
-                            err(
-                                join(&path, "usage_plan"),
-                                format!(
-                                    "names no plan in usage_plans: {name}",
-                                    name = Quoted(name)
-                                ),
-                            )
-                        })?)
+                        // `plans` is in name order (the JSON object's): a binary search, as a
+                        // list of many thousands of keys loads at once.
+                        Some(
+                            plans
+                                .binary_search_by(|p| p.name.as_str().cmp(name))
+                                .ok()
+                                .ok_or_else(|| {
+                                    err(
+                                        join(&path, "usage_plan"),
+                                        format!(
+                                            "names no plan in usage_plans: {name}",
+                                            name = Quoted(name)
+                                        ),
+                                    )
+                                })?,
+                        )
                     }
                 };
                 keys.push(ApiKey::new(

@@ -112,18 +112,19 @@ fn decode_struct(buf: &[u8], depth: u32) -> Result<Value, FieldError> {
         let tag = r.varint()?;
         if tag >> 3 == 1 && tag & 7 == 2 {
             let entry = r.bytes()?;
-            let (key, value) = decode_entry(entry, depth)?;
-            // Protobuf lets the last of repeated map keys win; a strict configuration does
-            // not (one would silently override or cancel the other).
-            if entries.iter().any(|(k, _)| *k == key) {
-                return Err(format!("duplicate key {}", crate::config::Quoted(&key)).into());
-            }
-            entries.push((key, value));
+            entries.push(decode_entry(entry, depth)?);
         } else {
             // A Struct has no other field: these bytes are something else (a `Value`
             // wrapping the Struct, or not protobuf at all), never the empty configuration.
             return Err(format!("field {} is not a Struct's", tag >> 3).into());
         }
+    }
+    // Protobuf lets the last of repeated map keys win; a strict configuration does not (one
+    // would silently override or cancel the other). Sorted, not compared pairwise: a Struct of
+    // thousands of usage plans loads at once.
+    let keys: Vec<&[u8]> = entries.iter().map(|(k, _)| k.as_bytes()).collect();
+    if let Some((key, _)) = crate::sort::first_duplicate(&keys).and_then(|(_, i)| entries.get(i)) {
+        return Err(format!("duplicate key {}", crate::config::Quoted(key)).into());
     }
     Ok(Value::Object(Map::from_entries(entries)))
 }

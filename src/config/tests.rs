@@ -535,6 +535,60 @@ fn a_key_given_twice_in_one_object_is_refused() {
     ok(
         r#"{"throttle": {"rate": 1, "burst": 1}, "client_throttle": {"by": "ip", "rate": 1, "burst": 1}}"#,
     );
+    // The first repeated key of a long object, where a scan would stop (line and column
+    // included), though the keys are sorted, not compared pairwise.
+    let plans: Vec<String> = (0..20_000).map(|i| format!("\"p{i}\": {{}}")).collect();
+    let many = format!(r#"{{"usage_plans": {{{}}}}}"#, plans.join(",\n"));
+    assert_eq!(
+        Config::from_json(many.as_bytes()).unwrap().plans.len(),
+        20_000
+    );
+    let twice = format!(
+        "{{\"usage_plans\": {{{},\n\"p19000\": {{}},\n\"p3\": {{}}}}}}",
+        plans.join(",\n")
+    );
+    let e = bad(&twice).to_string();
+    assert!(
+        e.contains("usage_plans.p19000: given twice (duplicate key at line 20001 column 8)"),
+        "{e}"
+    );
+    // A repeated key is reported after the errors in the values that follow it in its object.
+    let e = bad(r#"{"throttle": {"rate": 1, "rate": 2, "burst": [}}"#).to_string();
+    assert!(!e.contains("given twice"), "{e}");
+}
+
+#[test]
+fn keys_find_their_plan_among_many() {
+    // Plans are looked up by binary search over the name-ordered list.
+    let plans: Vec<String> = (0..5_000)
+        .map(|i| {
+            format!(
+                r#""p{i}": {{"quota": {{"limit": {}, "period": "DAY"}}}}"#,
+                i + 1
+            )
+        })
+        .collect();
+    let keys: Vec<String> = [4_999, 0, 1_234, 10]
+        .iter()
+        .map(|i| format!(r#"{{"id": "k{i}", "value": "key-{i}", "usage_plan": "p{i}"}}"#))
+        .collect();
+    let json = format!(
+        r#"{{"usage_plans": {{{}}}, "api_key": {{"keys": [{}]}}}}"#,
+        plans.join(","),
+        keys.join(",")
+    );
+    let c = Config::from_json(json.as_bytes()).unwrap();
+    let keys = c.api_keys.as_ref().unwrap();
+    for (k, want) in keys.keys().iter().zip([5_000u64, 1, 1_235, 11]) {
+        let plan = c.plans.get(k.plan.unwrap()).unwrap();
+        assert_eq!(plan.quota.as_ref().unwrap().limit, want, "{}", k.id);
+    }
+    let unknown = json.replace(r#""usage_plan": "p10""#, r#""usage_plan": "p5000""#);
+    let e = bad(&unknown).to_string();
+    assert!(
+        e.contains("api_key.keys[3].usage_plan: names no plan"),
+        "{e}"
+    );
 }
 
 #[test]
