@@ -451,6 +451,13 @@ impl CorsPolicy {
     }
 }
 
+impl CorsPolicy {
+    /// Whether credentialed requests may read responses (`allow_credentials`).
+    pub fn allows_credentials(&self) -> bool {
+        self.allow_credentials
+    }
+}
+
 /// Makes an allowed preflight's answer one browsers do not cache (`Access-Control-Max-Age: 0`;
 /// without the header they would keep it for 5 s).
 pub fn expire_at_once(answer: &mut Vec<(&'static str, String)>) {

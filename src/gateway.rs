@@ -1004,12 +1004,19 @@ fn admit(
                                     // Origin and headers only: a method that route's policy
                                     // refuses gets a preflight of its own anyway (the answer
                                     // names the asked method alone), and GET always passes.
+                                    // And credentials: an answer that allows them is reused
+                                    // for credentialed requests, which that route's policy
+                                    // may refuse.
                                     cfg.cors_for(other).is_some_and(|p| {
                                         let asked = Preflight {
                                             request_method: b"GET",
                                             ..pre
                                         };
-                                        matches!(p.preflight(&asked), PreflightDecision::Allowed(_))
+                                        (p.allows_credentials() || !policy.allows_credentials())
+                                            && matches!(
+                                                p.preflight(&asked),
+                                                PreflightDecision::Allowed(_)
+                                            )
                                     })
                                 })
                             {

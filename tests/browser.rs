@@ -179,7 +179,10 @@ fn chromium_enforces_tollgate_cors_across_loopback_origins() {
             {"match": "PUT /shared/{id}", "cors": {"allow_origins": ["https://partner.example.org"],
                                                    "allow_methods": ["PUT"],
                                                    "allow_headers": ["x-trace-tag"]}},
-            {"match": "POST /shared/{id}", "cors": {"allow_origins": [page_origin]}}
+            {"match": "POST /shared/{id}", "cors": {"allow_origins": [page_origin]}},
+            {"match": "POST /cred/{id}", "cors": {"allow_origins": [page_origin],
+                                                 "allow_headers": ["x-trace-tag"],
+                                                 "max_age": 60}}
         ]
     });
     let tmp = tempdir::Dir::new("browser-access");
@@ -241,6 +244,11 @@ fn chromium_enforces_tollgate_cors_across_loopback_origins() {
     readable(ok, "shared-get", 200);
     blocked(ok, "shared-put");
     blocked(ok, "shared-post");
+    // A credentialed PUT's preflight answer was not reused for a credentialed POST to its
+    // URL, whose route's policy allows no credentials: the POST's own preflight failed.
+    let r = readable(ok, "cred-put", 200);
+    assert_eq!(r["json"]["cookie"], "tg_session=abc123");
+    blocked(ok, "cred-post");
 
     // The other origin: the browser blocks both; the PUT never leaves the preflight.
     blocked(bad, "blocked-get");
@@ -276,7 +284,7 @@ fn chromium_enforces_tollgate_cors_across_loopback_origins() {
             && s.header("origin").as_deref() == Some(other_origin.as_str())),
         "{summary:?}"
     );
-    for tag in ["blocked-put", "shared-put", "shared-post"] {
+    for tag in ["blocked-put", "shared-put", "shared-post", "cred-post"] {
         assert!(
             !seen
                 .iter()

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 const SEC: u64 = 1_000_000_000;
 const T0: u64 = 1_764_000_000 * SEC; // 2025-11-24
 
+#[derive(Clone)]
 struct Req {
     headers: HashMap<String, Vec<u8>>,
     /// Headers sent a second time (their second value).
@@ -1918,6 +1919,40 @@ fn a_preflight_answer_is_cached_only_when_the_urls_other_routes_would_allow_the_
     let d = pf("/legacy/7", "PUT", Some("x-custom"));
     assert_eq!(status(&d), 204);
     assert_eq!(header(&d, "access-control-max-age"), Some("0"));
+    // An answer that allows credentials serves credentialed requests from the cache (Fetch's
+    // preflight cache keeps credentials per entry): a route at the URL whose policy allows the
+    // origin and header but not credentials would see a credentialed request it refuses.
+    let creds = |post_credentials: bool| {
+        Gw::new(&format!(
+            r#"{{"cors": {{"allow_origins": ["https://app.example.com"], "allow_methods": ["PUT"],
+                          "allow_headers": ["x-custom"], "max_age": 600,
+                          "allow_credentials": true}},
+                "routes": [{{"match": "POST /pets/{{id}}",
+                            "cors": {{"allow_origins": ["https://app.example.com"],
+                                     "allow_headers": ["x-custom"], "max_age": 300,
+                                     "allow_credentials": {post_credentials}}}}}]}}"#
+        ))
+    };
+    let r = Req::new("OPTIONS", "/pets/7")
+        .with("origin", "https://app.example.com")
+        .with("access-control-request-method", "PUT")
+        .with("access-control-request-headers", "x-custom");
+    let d = creds(false).run(r.clone(), T0);
+    assert_eq!(status(&d), 204);
+    assert_eq!(header(&d, "access-control-allow-credentials"), Some("true"));
+    assert_eq!(header(&d, "access-control-max-age"), Some("0"));
+    let d = creds(true).run(r, T0);
+    assert_eq!(header(&d, "access-control-max-age"), Some("600"));
+    // The other way round (the answer allows no credentials), the browser keeps a
+    // credential-less entry, which no credentialed request uses: cached as configured.
+    let r = Req::new("OPTIONS", "/pets/7")
+        .with("origin", "https://app.example.com")
+        .with("access-control-request-method", "POST")
+        .with("access-control-request-headers", "x-custom");
+    let d = creds(false).run(r, T0);
+    assert_eq!(status(&d), 204);
+    assert_eq!(header(&d, "access-control-allow-credentials"), None);
+    assert_eq!(header(&d, "access-control-max-age"), Some("300"));
 }
 
 #[test]
