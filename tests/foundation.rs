@@ -24,6 +24,14 @@ fn empty_config_passes_traffic_untouched() {
     );
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "seen GET /pets/1?x=%2F&y=2");
+    // Paths tollgate refuses as ambiguous where routes exist: without routes, untouched too
+    // (the example listener normalises paths: `%2e%2e;` reaches tollgate as `..;`).
+    for p in ["/app/;jsessionid=ABC", "/admin/%2e%2e;/x"] {
+        let r = envoy.get(p, &[]);
+        assert_eq!(r.status, 200, "{p}: {}", r.text());
+    }
+    let forwarded = up.requests().len();
+    assert_eq!(forwarded, 3);
     assert_eq!(r.header("x-upstream"), Some("yes"));
     assert_eq!(r.header("cache-control"), Some("no-cache"));
     assert!(r.header("ratelimit").is_none());
@@ -40,13 +48,13 @@ fn empty_config_passes_traffic_untouched() {
     .unwrap();
     assert_eq!(r.status, 200);
     let seen = up.requests();
-    assert_eq!(seen.len(), 2);
+    assert_eq!(seen.len(), 4);
     assert_eq!(seen[0].header("x-custom").as_deref(), Some("abc"));
     assert_eq!(
         seen[0].header("origin").as_deref(),
         Some("https://a.example")
     );
-    assert_eq!(seen[1].body, body);
+    assert_eq!(seen[3].body, body);
     // An OPTIONS with no CORS configured is an ordinary request.
     let r = envoy.send(
         "OPTIONS",
@@ -57,7 +65,7 @@ fn empty_config_passes_traffic_untouched() {
         ],
     );
     assert_eq!(r.status, 200);
-    assert_eq!(up.count(), 3);
+    assert_eq!(up.count(), 5);
     envoy.assert_no_wasm_failure();
 }
 

@@ -634,10 +634,26 @@ fn ambiguous_paths_are_refused_before_any_check() {
     // No token was spent on them.
     assert_eq!(status(&gw.run(Req::new("GET", "/x"), T0)), 200);
     // Report-only mode records the error but forwards.
-    let gw = Gw::new(r#"{"enforce": false}"#);
+    let gw = Gw::new(r#"{"enforce": false, "routes": [{"match": "GET /a"}]}"#);
     let d = gw.run(Req::new("GET", "/a/..;/b"), T0);
     assert_eq!(d.outcome, Outcome::Forward);
     assert_eq!(d.error, Some(ErrorType::BadRequest));
+    // Without routes there is no route to guess: `{}` passes all traffic through, and a
+    // stage throttle counts such a path like any other.
+    for cfg in ["{}", r#"{"throttle": {"rate": 0.001, "burst": 1}}"#] {
+        let gw = Gw::new(cfg);
+        for p in ["/app/;jsessionid=ABC", "/admin/..;/x", "/a/.;/b"] {
+            let d = gw.run(Req::new("GET", p), T0);
+            assert_eq!(d.outcome, Outcome::Forward, "{cfg} {p}");
+            assert_eq!(d.error, None, "{cfg} {p}");
+            if cfg != "{}" {
+                break;
+            }
+        }
+        if cfg != "{}" {
+            assert_eq!(status(&gw.run(Req::new("GET", "/a/.;/b"), T0)), 429);
+        }
+    }
 }
 
 #[test]
