@@ -199,18 +199,14 @@ impl Spent {
 
 /// The reports of policies whose checks passed (each took a token or a quota unit), as they
 /// stand once a refused request gives that back: one more remaining, at most the limit, and a
-/// bucket full again is full now (a quota's reset is its window's end). A refused request's
-/// answer tells the client what it has, not what it would have had if the refusal had cost it.
+/// bucket full again has no next token to wait for (a bucket's next token is as far as before;
+/// a quota's reset is its window's end). A refused request's answer tells the client what it
+/// has, not what it would have had if the refusal had cost it.
 fn refund(passed: &mut [PolicyReport]) {
     for r in passed {
         r.remaining = r.remaining.saturating_add(1).min(r.limit);
-        if r.name != "quota" {
-            r.reset_s = if r.remaining >= r.limit {
-                0
-            } else {
-                let token_s = r.window_s.checked_div(r.limit).unwrap_or(0);
-                r.reset_s.saturating_sub(token_s)
-            };
+        if r.name != "quota" && r.remaining >= r.limit {
+            r.reset_s = 0;
         }
     }
 }
@@ -1143,6 +1139,20 @@ fn admit(
             }
         };
     let mut passed = true;
+    // The checks after a refusal are read, not charged: a refused request's Retry-After is the
+    // longest wait of the local checks that apply to it (a client that waits as told must not
+    // meet the next one empty). Only for an answer that carries it.
+    let mut later_wait_s = 0u64;
+    let mut wait_for = |spec: &BucketSpec, k: &str| {
+        if let Ok(Some((bytes, _))) = store.get(k) {
+            if let Some(state) = BucketState::decode(&bytes) {
+                let o = bucket::peek(spec, state, now_ns);
+                if !o.allowed {
+                    later_wait_s = later_wait_s.max(headers::retry_after_secs(o.wait_ns));
+                }
+            }
+        }
+    };
     if let (Some(p), Some((i, _)), true) = (plan, key, first && local(rls::Check::Plan)) {
         if let (Some(spec), Some(k)) = (&p.throttle, keys.plan.get(i)) {
             passed = run(
@@ -1153,58 +1163,89 @@ fn admit(
             spent.plan = passed.then_some(i);
         }
     }
-    if passed && check_route && local(rls::Check::Route) {
+    // Whether a refusal's Retry-After is worth reading the later checks for.
+    let peek = |passed: bool, decision: &Decision| {
+        !passed && route.enforce && decision.store_failure.is_none() && now_ns != 0
+    };
+    if check_route && local(rls::Check::Route) {
         if let (Some(spec), Some(i)) = (&route.throttle, route_idx) {
             if let Some(k) = keys.routes.get(i) {
-                // A redirect's next leg: its route's report replaces the earlier leg's.
-                if let Some(at) = reports.iter().position(|r| r.name == "route") {
-                    reports.swap_remove(at);
+                if passed {
+                    // A redirect's next leg: its route's report replaces the earlier leg's.
+                    if let Some(at) = reports.iter().position(|r| r.name == "route") {
+                        reports.swap_remove(at);
+                    }
+                    spent.next_leg();
+                    passed = run(
+                        check_bucket("route", spec, k, store, now_ns),
+                        &mut reports,
+                        &mut decision,
+                    );
+                    spent.route = passed.then_some(i);
+                } else if peek(passed, &decision) {
+                    wait_for(spec, k);
                 }
-                spent.next_leg();
-                passed = run(
-                    check_bucket("route", spec, k, store, now_ns),
-                    &mut reports,
-                    &mut decision,
-                );
-                spent.route = passed.then_some(i);
             }
         }
     }
-    if passed && first && local(rls::Check::Stage) {
+    if first && local(rls::Check::Stage) {
         if let Some(spec) = &cfg.stage_throttle {
-            passed = run(
-                check_bucket("stage", spec, &keys.stage, store, now_ns),
-                &mut reports,
-                &mut decision,
-            );
-            spent.stage = passed;
+            if passed {
+                passed = run(
+                    check_bucket("stage", spec, &keys.stage, store, now_ns),
+                    &mut reports,
+                    &mut decision,
+                );
+                spent.stage = passed;
+            } else if peek(passed, &decision) {
+                wait_for(spec, &keys.stage);
+            }
         }
     }
     let mut client_identity = None;
-    if passed && first {
+    if first {
         if let Some(ct) = &cfg.client_throttle {
-            let identity = client_identity_of(ct, key.map(|(_, k)| k), req);
-            if local(rls::Check::Client) {
-                let slot = client_slot(&identity, ct.slots);
-                passed = run(
-                    check_bucket("client", &ct.spec, &keys.client(slot), store, now_ns),
-                    &mut reports,
-                    &mut decision,
-                );
-                spent.client = passed.then_some(slot);
+            if passed {
+                let identity = client_identity_of(ct, key.map(|(_, k)| k), req);
+                if local(rls::Check::Client) {
+                    let slot = client_slot(&identity, ct.slots);
+                    passed = run(
+                        check_bucket("client", &ct.spec, &keys.client(slot), store, now_ns),
+                        &mut reports,
+                        &mut decision,
+                    );
+                    spent.client = passed.then_some(slot);
+                }
+                client_identity = Some(identity);
+            } else if peek(passed, &decision) && local(rls::Check::Client) {
+                let identity = client_identity_of(ct, key.map(|(_, k)| k), req);
+                wait_for(&ct.spec, &keys.client(client_slot(&identity, ct.slots)));
             }
-            client_identity = Some(identity);
         }
     }
-    if passed && first && local(rls::Check::Quota) {
+    if first && local(rls::Check::Quota) {
         if let (Some(q), Some((i, _))) = (plan.and_then(|p| p.quota), key) {
             if let Some(k) = keys.quota.get(i) {
-                let (check, window) = check_quota(q.limit, q.period, k, store, now_ns);
-                if run(check, &mut reports, &mut decision) {
-                    spent.quota = window.map(|w| (i, w));
+                if passed {
+                    let (check, window) = check_quota(q.limit, q.period, k, store, now_ns);
+                    if run(check, &mut reports, &mut decision) {
+                        spent.quota = window.map(|w| (i, w));
+                    }
+                } else if peek(passed, &decision) {
+                    if let Ok(Some((bytes, _))) = store.get(k) {
+                        let now_s = i64::try_from(now_ns / 1_000_000_000).unwrap_or(i64::MAX);
+                        let prior = QuotaState::decode(&bytes);
+                        let (o, _) = quota::consume(q.limit, q.period, prior, now_s);
+                        if !o.allowed {
+                            later_wait_s = later_wait_s.max(o.reset_after_s.max(1));
+                        }
+                    }
                 }
             }
         }
+    }
+    if let Some((_, retry_after_s)) = &mut failure {
+        *retry_after_s = (*retry_after_s).max(later_wait_s);
     }
 
     // A request refused here gets back what the checks before took (`decide_leg`), and its

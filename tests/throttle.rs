@@ -351,7 +351,10 @@ fn rate_limit_header_modes() {
     let r = e.get("/", &[]);
     assert_eq!(r.status, 429);
     assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
-    assert!(r.header("retry-after").is_some());
+    // The reset is the next token's (draft-10's "until additional quota"), as Retry-After
+    // says, not the 2,000 s until the bucket is full.
+    assert_eq!(r.header("retry-after"), Some("1000"));
+    assert_eq!(r.header("x-ratelimit-reset"), Some("1000"));
     drop(e);
 
     let e = Envoy::start(&EnvoyOptions::new(none, up.port));
@@ -362,6 +365,24 @@ fn rate_limit_header_modes() {
     assert_eq!(r.status, 429);
     assert!(r.header("retry-after").is_some());
     assert!(r.header("ratelimit").is_none());
+}
+
+#[test]
+fn retry_after_is_the_longest_wait_of_the_checks_that_apply() {
+    // The route refuses, the stage behind it is empty too: a client that waits the route's
+    // second must not meet the stage's 429.
+    let up = Upstream::start();
+    let cfg = json!({"throttle": {"rate": 0.01, "burst": 2},
+                     "routes": [{"match": "GET /r", "throttle": {"rate": 1, "burst": 1}}]});
+    let e = Envoy::start(&EnvoyOptions::new(cfg, up.port));
+    assert_eq!(e.get("/", &[]).status, 200);
+    assert_eq!(e.get("/r", &[]).status, 200);
+    let r = e.get("/r", &[]);
+    assert_eq!(r.status, 429);
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((99..=100).contains(&retry), "{:?}", r.headers);
+    assert_eq!(up.count(), 2);
+    e.assert_no_wasm_failure();
 }
 
 #[test]

@@ -153,7 +153,65 @@ fn stage_burst_admits_exactly_burst() {
     }
     assert_eq!(header(&d, "content-type"), Some("application/json"));
     assert_eq!(header(&d, "retry-after"), Some("1000"));
-    assert_eq!(header(&d, "ratelimit"), Some(r#""stage";r=0;t=20000"#));
+    // `t` is the seconds until the next token (draft-10), as Retry-After, not until full.
+    assert_eq!(header(&d, "ratelimit"), Some(r#""stage";r=0;t=1000"#));
+}
+
+#[test]
+fn retry_after_covers_the_checks_after_the_one_that_refused() {
+    // The stage bucket is empty behind the route's: waiting the route's second would meet the
+    // stage's 429. Retry-After is the longest wait, read from the later buckets, which are not
+    // charged.
+    let gw = Gw::new(
+        r#"{"throttle": {"rate": 0.01, "burst": 2},
+            "routes": [{"match": "GET /r", "throttle": {"rate": 1, "burst": 1}}]}"#,
+    );
+    assert_eq!(status(&gw.run(Req::new("GET", "/"), T0)), 200);
+    assert_eq!(status(&gw.run(Req::new("GET", "/r"), T0)), 200);
+    let d = gw.run(Req::new("GET", "/r"), T0);
+    assert_eq!(status(&d), 429);
+    assert_eq!(header(&d, "retry-after"), Some("100"));
+    // The route's own report still says what the route has.
+    assert_eq!(header(&d, "ratelimit"), Some(r#""route";r=0;t=1"#));
+    let later = gw.run(Req::new("GET", "/r"), T0 + 1_100_000_000);
+    assert_eq!(status(&later), 429);
+    assert_eq!(header(&later, "retry-after"), Some("99"));
+    // A later bucket with tokens does not lengthen the wait, and reading it took none.
+    let gw = Gw::new(
+        r#"{"throttle": {"rate": 0.01, "burst": 3},
+            "routes": [{"match": "GET /r", "throttle": {"rate": 1, "burst": 1}}]}"#,
+    );
+    assert_eq!(status(&gw.run(Req::new("GET", "/r"), T0)), 200);
+    for _ in 0..3 {
+        let d = gw.run(Req::new("GET", "/r"), T0);
+        assert_eq!(header(&d, "retry-after"), Some("1"));
+    }
+    assert_eq!(status(&gw.run(Req::new("GET", "/"), T0)), 200);
+    assert_eq!(status(&gw.run(Req::new("GET", "/"), T0)), 200);
+    assert_eq!(status(&gw.run(Req::new("GET", "/"), T0)), 429);
+    // A plan's throttle refuses a key whose quota is spent too: wait for the quota's window.
+    let gw = Gw::new(
+        r#"{"api_key": {"keys": [{"id": "a", "value": "k-a", "usage_plan": "p"}]},
+            "usage_plans": {"p": {"throttle": {"rate": 1, "burst": 2},
+                                  "quota": {"limit": 2, "period": "DAY"}}},
+            "client_throttle": {"by": "ip", "rate": 0.001, "burst": 5}}"#,
+    );
+    let keyed = || Req::new("GET", "/").with("x-api-key", "k-a");
+    assert_eq!(status(&gw.run(keyed(), T0)), 200);
+    assert_eq!(status(&gw.run(keyed(), T0)), 200);
+    let d = gw.run(keyed(), T0);
+    assert_eq!(status(&d), 429);
+    // T0 is 2025-11-24 16:00 UTC: the day's window ends in 8 hours.
+    assert_eq!(header(&d, "retry-after"), Some("28800"));
+    // Report-only: nothing read for a header no answer carries.
+    let gw = Gw::new(
+        r#"{"enforce": false, "throttle": {"rate": 0.01, "burst": 1},
+            "routes": [{"match": "GET /r", "throttle": {"rate": 1, "burst": 1}}]}"#,
+    );
+    assert_eq!(status(&gw.run(Req::new("GET", "/r"), T0)), 200);
+    let d = gw.run(Req::new("GET", "/r"), T0);
+    assert_eq!(d.error, Some(ErrorType::Throttled));
+    assert_eq!(d.outcome, Outcome::Forward);
 }
 
 #[test]
@@ -1612,7 +1670,7 @@ fn a_followed_redirect_is_checked_but_not_charged_again() {
     let fresh = gw.run(keyed("/start"), T0);
     assert_eq!(
         header(&fresh, "ratelimit"),
-        Some(r#""stage";r=1;t=2000, "quota";r=3;t=28800"#)
+        Some(r#""stage";r=1;t=1000, "quota";r=3;t=28800"#)
     );
 
     // A second leg on a route with its own throttle takes that route's token, and tells it.
@@ -1621,7 +1679,7 @@ fn a_followed_redirect_is_checked_but_not_charged_again() {
     assert_eq!(status(&d), 200);
     assert_eq!(
         header(&d, "ratelimit"),
-        Some(r#""stage";r=0;t=3000, "quota";r=2;t=28800, "route";r=0;t=1000"#)
+        Some(r#""stage";r=0;t=1000, "quota";r=2;t=28800, "route";r=0;t=1000"#)
     );
     // Refused there, it gives back what its first leg took.
     assert_eq!(status(&gw.run(Req::new("GET", "/start"), T0)), 429);
@@ -1632,7 +1690,7 @@ fn a_followed_redirect_is_checked_but_not_charged_again() {
     let run2 = |gw: &Gw, path: &str, first| gw.leg(Req::new("GET", path), first);
     assert_eq!(status(&run2(&gw2, "/moved", None)), 200);
     let leg1 = run2(&gw2, "/start", None);
-    assert_eq!(header(&leg1, "ratelimit"), Some(r#""stage";r=0;t=2000"#));
+    assert_eq!(header(&leg1, "ratelimit"), Some(r#""stage";r=0;t=1000"#));
     let d = run2(&gw2, "/moved", Some(leg1));
     assert_eq!(status(&d), 429);
     assert_eq!(

@@ -207,7 +207,9 @@ pub struct BucketOutcome {
     pub remaining: u64,
     /// Nanoseconds until one token is available (0 when one is).
     pub wait_ns: u64,
-    /// Seconds until the bucket is full again.
+    /// Seconds until the bucket's next whole token, 0 when it is full: draft-10's `t`, "the
+    /// number of seconds until additional quota ... is made available" (for a 429, the
+    /// Retry-After of this bucket).
     pub reset_s: u64,
 }
 
@@ -235,13 +237,17 @@ fn outcome(spec: &BucketSpec, state: &BucketState, allowed: bool) -> BucketOutco
     } else {
         spec.nanos_for(SCALE - state.tokens_micro)
     };
-    let to_full = cap.saturating_sub(state.tokens_micro);
+    let reset_ns = if state.tokens_micro >= cap {
+        0
+    } else {
+        spec.nanos_for(SCALE - state.tokens_micro % SCALE)
+    };
     BucketOutcome {
         allowed,
         burst: spec.burst,
         remaining: state.tokens_micro / SCALE,
         wait_ns,
-        reset_s: spec.nanos_for(to_full).div_ceil(1_000_000_000),
+        reset_s: reset_ns.div_ceil(1_000_000_000),
     }
 }
 
@@ -329,10 +335,38 @@ mod tests {
         let (o, s2) = take(&spec, s, t0);
         assert!(!o.allowed);
         assert_eq!(o.wait_ns, SEC / 2);
-        assert_eq!(o.reset_s, 2);
+        // The next token (half a second, in whole seconds), not a full bucket (1.5 s).
+        assert_eq!(o.reset_s, 1);
         // Half a second later one token is back.
         let (o, _) = take(&spec, s2, t0 + SEC / 2);
         assert!(o.allowed);
+    }
+
+    #[test]
+    fn reset_is_the_next_token_and_zero_when_full() {
+        // draft-10's `t`: seconds until more quota is made available.
+        let spec = BucketSpec::new(0.01, 100).unwrap();
+        let t0 = 1_000 * SEC;
+        let full = BucketState::full(&spec, t0);
+        assert_eq!(peek(&spec, full, t0).reset_s, 0);
+        let (o, s) = take(&spec, full, t0);
+        assert_eq!((o.remaining, o.reset_s), (99, 100));
+        // 30 s on: the token is 70 s away, whatever the bucket lacks to be full.
+        let (o, s) = take(&spec, s, t0 + 30 * SEC);
+        assert_eq!((o.remaining, o.reset_s), (98, 70));
+        // Empty: `t` and Retry-After agree.
+        let mut s = s;
+        for _ in 0..98 {
+            s = take(&spec, s, t0 + 30 * SEC).1;
+        }
+        let (o, _) = take(&spec, s, t0 + 30 * SEC);
+        assert!(!o.allowed);
+        assert_eq!(o.reset_s, 70);
+        assert_eq!(o.wait_ns.div_ceil(SEC), 70);
+        // A fast bucket's next token is under a second away: 1.
+        let fast = BucketSpec::new(1_000.0, 10).unwrap();
+        let (o, _) = take(&fast, BucketState::full(&fast, t0), t0);
+        assert_eq!(o.reset_s, 1);
     }
 
     #[test]
