@@ -160,15 +160,9 @@ impl ServiceConfig {
 /// Reads and validates a `rate_limit_service` object found at `path`.
 pub fn read_config(v: &Value, path: &str) -> Result<ServiceConfig, FieldError> {
     let o = Obj::open(v, path, FIELDS)?;
-    let cluster = name(&o, "cluster")?;
-    if cluster.len() > MAX_CLUSTER_LEN {
-        return Err(FieldError::new(
-            o.path("cluster"),
-            format!("must be at most {MAX_CLUSTER_LEN} bytes long"),
-        ));
-    }
+    let cluster = name(&o, "cluster", MAX_CLUSTER_LEN)?;
     let grpc_service = grpc_service(&cluster);
-    let domain = name(&o, "domain")?;
+    let domain = name(&o, "domain", MAX_NAME_LEN)?;
     let timeout_ms = match o.number("timeout_ms")? {
         None => DEFAULT_TIMEOUT_MS,
         Some(n) => match n.as_u64().and_then(|v| u32::try_from(v).ok()) {
@@ -229,13 +223,13 @@ pub fn read_config(v: &Value, path: &str) -> Result<ServiceConfig, FieldError> {
     })
 }
 
-/// A required string of 1 to 256 printable characters (no control characters).
-fn name(o: &Obj<'_, '_>, key: &str) -> Result<String, FieldError> {
+/// A required string of 1 to `max` bytes, no control characters.
+fn name(o: &Obj<'_, '_>, key: &str, max: usize) -> Result<String, FieldError> {
     let s = o.required_string(key)?;
-    if s.is_empty() || s.len() > MAX_NAME_LEN || s.chars().any(char::is_control) {
+    if s.is_empty() || s.len() > max || s.chars().any(char::is_control) {
         return Err(FieldError::new(
             o.path(key),
-            format!("must be 1 to {MAX_NAME_LEN} bytes of UTF-8, none of them control characters"),
+            format!("must be 1 to {max} bytes of UTF-8, none of them control characters"),
         ));
     }
     Ok(s.to_string())

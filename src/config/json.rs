@@ -141,7 +141,7 @@ impl Map {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Error {
     fault: Fault,
-    /// For a duplicate key: the key's path (`routes[0].match`).
+    /// For a duplicate key or a number out of range: the value's path (`routes[0].match`).
     field: Option<String>,
 }
 
@@ -153,14 +153,25 @@ struct Fault {
     column: usize,
 }
 
+impl Error {
+    /// The path of the value a syntax error is about, when it names one the message does not
+    /// (a number out of range): the configuration's error then carries it as its field.
+    pub fn value_path(&self) -> Option<&str> {
+        self.field
+            .as_deref()
+            .filter(|_| self.fault.msg != DUPLICATE_KEY)
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Fault { msg, line, column } = self.fault;
-        if let Some(field) = &self.field {
+        let twice = self.field.as_deref().filter(|_| msg == DUPLICATE_KEY);
+        if let Some(field) = twice {
             write!(f, "{field}: given twice (")?;
         }
         write!(f, "{msg} at line {line} column {column}")?;
-        if self.field.is_some() {
+        if twice.is_some() {
             f.write_str(")")?;
         }
         Ok(())
@@ -237,7 +248,7 @@ struct Parser<'a> {
     reject_duplicates: bool,
     /// The way to the value being read (strict parsing names a duplicate key by it).
     path: Vec<Step>,
-    /// A duplicate key's path, once met.
+    /// The path of a duplicate key or of a number out of range, once met.
     duplicate: Option<String>,
 }
 
@@ -438,6 +449,15 @@ impl Parser<'_> {
             self.path.pop();
             entries.push((key, value?));
         }
+    }
+
+    /// A number too large for a double, named by its path as a configuration error must be.
+    #[cold]
+    fn out_of_range(&mut self) -> Fault {
+        if !self.path.is_empty() {
+            self.duplicate = Some(self.path_text());
+        }
+        self.error(NUMBER_OUT_OF_RANGE)
     }
 
     /// The path to the value being read, as `routes[0].match` (keys as the input spells them).
@@ -684,7 +704,7 @@ impl Parser<'_> {
                 None => {
                     // An error instead of infinity; zero otherwise.
                     if significand != 0 && positive_exp {
-                        return Err(self.error(NUMBER_OUT_OF_RANGE));
+                        return Err(self.out_of_range());
                     }
                     while digit(self.peek_or_null()).is_some() {
                         self.i += 1;
@@ -710,7 +730,7 @@ impl Parser<'_> {
                     if exponent >= 0 {
                         f *= pow;
                         if f.is_infinite() {
-                            return Err(self.error(NUMBER_OUT_OF_RANGE));
+                            return Err(self.out_of_range());
                         }
                     } else {
                         f /= pow;
@@ -722,7 +742,7 @@ impl Parser<'_> {
                         break;
                     }
                     if exponent >= 0 {
-                        return Err(self.error(NUMBER_OUT_OF_RANGE));
+                        return Err(self.out_of_range());
                     }
                     f /= 1e308;
                     exponent += 308;

@@ -145,7 +145,8 @@ impl Config {
                             proto_error.message
                         )
                     };
-                    return Err(err("", why));
+                    let path = json_error.value_path().filter(|_| text).unwrap_or_default();
+                    return Err(err(path, why));
                 }
             },
         };
@@ -196,6 +197,18 @@ fn is_header_name(s: &str) -> bool {
     s.len() <= 256 && crate::token::is_token(s.as_bytes())
 }
 
+/// Why a filter never sees a request header of this (lower-case) name, if it does not: Envoy
+/// turns `Host` into `:authority` and removes the hop-by-hop headers before any filter runs
+/// (`upgrade` and `te: trailers` aside, which no client identity or key should be).
+fn withheld_by_envoy(name: &str) -> Option<&'static str> {
+    match name {
+        "host" => Some("Envoy hands Host to filters as :authority, never as host"),
+        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "te"
+        | "upgrade" => Some("a hop-by-hop header, which Envoy removes (or keeps only for its own use) before any filter sees the request"),
+        _ => None,
+    }
+}
+
 fn positive_rate(n: &Number, path: &str) -> Result<f64, FieldError> {
     match n.as_f64() {
         Some(r) if r.is_finite() && (MIN_RATE..=MAX_RATE).contains(&r) => Ok(r),
@@ -209,8 +222,9 @@ fn positive_rate(n: &Number, path: &str) -> Result<f64, FieldError> {
 fn positive_int(n: &Number, path: &str, max: u64) -> Result<u64, FieldError> {
     match n.as_u64() {
         Some(v) if v >= 1 && v <= max => Ok(v),
-        // A whole number past what a float's text is read as (`1e10`).
-        _ if matches!(n, Number::Float(f) if f.fract() == 0.0 && *f > 0.0) && max > u64::from(u32::MAX) => {
+        // A whole number past what a float's text is read as (`1e10`), but one an integer's
+        // text could still give (18446744073709551616 is read as a float, too large).
+        _ if matches!(n, Number::Float(f) if f.fract() == 0.0 && *f > 0.0 && *f < 18_446_744_073_709_551_616.0) && max > u64::from(u32::MAX) => {
             Err(err(
                 path,
                 "must be a positive integer; above 4294967295, write it without a fraction or exponent",
@@ -467,6 +481,12 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
             if !is_header_name(&header) {
                 return Err(err("api_key.header", "must be a valid HTTP header name"));
             }
+            if let Some(why) = withheld_by_envoy(&header) {
+                return Err(err(
+                    "api_key.header",
+                    format!("cannot be {header}: {why}, so every key would be missing"),
+                ));
+            }
             // The access record prints these: a key there would be logged.
             if header == "user-agent" || header == "x-request-id" {
                 return Err(err(
@@ -582,6 +602,14 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
                     }
                 },
             };
+            if let ClientBy::Header(h) = &by {
+                if let Some(why) = withheld_by_envoy(h) {
+                    return Err(err(
+                        "client_throttle.by",
+                        format!("cannot name {h}: {why}, so every client would count by its IP"),
+                    ));
+                }
+            }
             if by == ClientBy::ApiKey && api_keys.is_none() {
                 return Err(err(
                     "client_throttle.by",

@@ -558,6 +558,32 @@ fn a_key_given_twice_in_one_object_is_refused() {
 }
 
 #[test]
+fn headers_filters_never_see_are_refused_as_key_or_identity() {
+    for name in [
+        "host",
+        "Host",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "te",
+        "upgrade",
+    ] {
+        let e = bad(&format!(
+            r#"{{"api_key": {{"header": "{name}", "keys": [{{"id": "a", "value": "k"}}]}}}}"#
+        ));
+        assert_eq!(e.path, "api_key.header", "{e}");
+        assert!(e.message.contains("every key would be missing"), "{e}");
+        let e = bad(&format!(
+            r#"{{"client_throttle": {{"by": "header:{name}", "rate": 1, "burst": 1}}}}"#
+        ));
+        assert_eq!(e.path, "client_throttle.by", "{e}");
+        assert!(e.message.contains("count by its IP"), "{e}");
+    }
+    ok(r#"{"client_throttle": {"by": "header:x-forwarded-host", "rate": 1, "burst": 1}}"#);
+}
+
+#[test]
 fn keys_find_their_plan_among_many() {
     // Plans are looked up by binary search over the name-ordered list.
     let plans: Vec<String> = (0..5_000)
@@ -710,6 +736,25 @@ fn whole_numbers_may_be_written_as_floats() {
         assert_eq!(e.path, "usage_plans.p.quota.limit", "{e}");
         assert!(e.message.contains("without a fraction or exponent"), "{e}");
     }
+    // Past the largest integer: no hint about how to write it.
+    for limit in ["18446744073709551616", "1e20"] {
+        let e = bad(&plan(limit));
+        assert_eq!(e.path, "usage_plans.p.quota.limit", "{e}");
+        assert_eq!(
+            e.message, "must be a positive integer, at most 18446744073709551615",
+            "{e}"
+        );
+    }
+    ok(&plan("18446744073709551615"));
+    // Past a double: the parser's error names the field.
+    let e = bad(r#"{"throttle": {"rate": 1e400, "burst": 1}}"#);
+    assert_eq!(e.path, "throttle.rate", "{e}");
+    assert_eq!(
+        e.message,
+        "not valid JSON: number out of range at line 1 column 27"
+    );
+    let e = bad(r#"{"cors": {"allow_origins": ["https://a.com"], "max_age": [1e999]}}"#);
+    assert_eq!(e.path, "cors.max_age[0]", "{e}");
     for (json, path) in [
         (
             r#"{"cors": {"allow_origins": ["https://a.com"], "max_age": 0.5}}"#,

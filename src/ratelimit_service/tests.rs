@@ -115,7 +115,7 @@ fn errors_name_the_field() {
     );
     assert_eq!(
         with("cluster", json!("x".repeat(126))),
-        "rate_limit_service.cluster: must be at most 125 bytes long"
+        "rate_limit_service.cluster: must be 1 to 125 bytes of UTF-8, none of them control characters"
     );
     let longest = "x".repeat(125);
     let svc = grpc_service(&longest);
@@ -137,7 +137,7 @@ fn errors_name_the_field() {
     }
     for bad in [json!(""), json!("a\nb"), json!("x".repeat(257))] {
         assert!(with("cluster", bad.clone())
-            .starts_with("rate_limit_service.cluster: must be 1 to 256 bytes"));
+            .starts_with("rate_limit_service.cluster: must be 1 to 125 bytes"));
         assert!(with("domain", bad).starts_with("rate_limit_service.domain: must be 1 to 256"));
     }
     assert_eq!(
