@@ -46,9 +46,10 @@ impl Pattern {
     /// Parses `METHOD PATH`. Errors carry an empty path: the caller knows the field.
     pub fn parse(text: &str) -> Result<Pattern, FieldError> {
         let err = |m: String| FieldError::new("", m);
-        let mut parts = text.split(' ').filter(|p| !p.is_empty());
-        let (method, path) = match (parts.next(), parts.next(), parts.next()) {
-            (Some(m), Some(p), None) => (m, p),
+        // Exactly one space: the text is the route's name in counters, logs and the rate
+        // limit service's descriptors, so one route has one spelling.
+        let (method, path) = match text.split_once(' ') {
+            Some((m, p)) if !m.is_empty() && !p.is_empty() && !p.contains(' ') => (m, p),
             _ => {
                 return Err(err(format!(
                     "must be \"METHOD /path\" (for example \"GET /pets/{{id}}\"), got {text}",
@@ -597,6 +598,11 @@ mod tests {
         assert!(RouteTable::compile(["GET /pets/{id}", "ANY /pets/{id}"]).is_ok());
         let e = RouteTable::compile(["GET /a", "BAD /b"]).unwrap_err();
         assert_eq!(e.path, "[1].match");
+        // One spelling per route: it names the route's counters and descriptors.
+        for odd in ["GET  /a", "GET /a ", " GET /a", "GET /a /b", "GET"] {
+            let e = RouteTable::compile([odd]).unwrap_err();
+            assert!(e.message.contains("must be \"METHOD /path\""), "{odd:?}: {e}");
+        }
         // Literals that decode alike are one shape; a literal named like a parameter is not.
         let e = RouteTable::compile(["GET /caf%65/{id}", "GET /cafe/{x}"]).unwrap_err();
         assert!(e.message.contains("duplicates routes[0]"), "{e}");
