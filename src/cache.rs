@@ -128,6 +128,12 @@ pub fn parse_key_parameter(text: &str) -> Result<KeyParameter, String> {
                 text = Quoted(text)
             ));
         }
+        if lower == "authorization" {
+            return Err(format!(
+                "{text}: Envoy's cache filter never caches a request with Authorization, so this would split nothing",
+                text = Quoted(text)
+            ));
+        }
         if REWRITTEN_REQUEST_HEADERS.contains(&lower.as_str()) {
             return Err(format!(
                 "{text}: tollgate interprets {lower} itself and rewrites it before the cache, so it cannot split entries",

@@ -601,7 +601,10 @@ mod tests {
         // One spelling per route: it names the route's counters and descriptors.
         for odd in ["GET  /a", "GET /a ", " GET /a", "GET /a /b", "GET"] {
             let e = RouteTable::compile([odd]).unwrap_err();
-            assert!(e.message.contains("must be \"METHOD /path\""), "{odd:?}: {e}");
+            assert!(
+                e.message.contains("must be \"METHOD /path\""),
+                "{odd:?}: {e}"
+            );
         }
         // Literals that decode alike are one shape; a literal named like a parameter is not.
         let e = RouteTable::compile(["GET /caf%65/{id}", "GET /cafe/{x}"]).unwrap_err();

@@ -356,6 +356,12 @@ fn cache_settings(value: &Value, path: &str) -> Result<CacheSettings, FieldError
             }
         },
     };
+    if raw.require_authorization == Some(false) && raw.unauthorized_strategy.is_some() {
+        return Err(err(
+            join(path, "unauthorized_strategy"),
+            "never applies: with require_authorization false every client may ask for a fresh response",
+        ));
+    }
     let unauthorized_strategy = match &raw.unauthorized_strategy {
         None => None,
         Some(s) => Some(UnauthorizedStrategy::parse(s).ok_or_else(|| {
@@ -392,9 +398,9 @@ fn cache_settings(value: &Value, path: &str) -> Result<CacheSettings, FieldError
                 head: false,
             };
             for (i, name) in list.iter().enumerate() {
-                match name.as_str() {
-                    "GET" => m.get = true,
-                    "HEAD" => m.head = true,
+                let seen = match name.as_str() {
+                    "GET" => std::mem::replace(&mut m.get, true),
+                    "HEAD" => std::mem::replace(&mut m.head, true),
                     other => {
                         return Err(err(
                             item(path, "methods", i),
@@ -402,6 +408,9 @@ fn cache_settings(value: &Value, path: &str) -> Result<CacheSettings, FieldError
                                 "{other} cannot be cached: Envoy's cache filter stores only GET responses (and answers HEAD from them); use \"GET\" and/or \"HEAD\"", other = Quoted(other)),
                         ))
                     }
+                };
+                if seen {
+                    return Err(err(item(path, "methods", i), "names a method given before"));
                 }
             }
             if !m.get && !m.head {
@@ -670,6 +679,18 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
     for (i, r) in raw_routes.into_iter().enumerate() {
         let path = item("", "routes", i);
         let cache_path = join(&path, "cache");
+        // `true` takes the stage's section: without one it would silently do nothing.
+        let stage_only = |v: Option<&Value>, has_stage: bool, field: &str, p: &str| {
+            if matches!(v, Some(Value::Bool(true))) && !has_stage {
+                return Err(err(
+                    p,
+                    format!("true takes the stage's settings, but there is no top-level `{field}` section"),
+                ));
+            }
+            Ok(())
+        };
+        stage_only(r.cache, stage_cache.is_some(), "cache", &cache_path)?;
+        stage_only(r.cors, stage_cors.is_some(), "cors", &join(&path, "cors"))?;
         let cache = match switch(r.cache, &cache_path)? {
             Switch::Stage => stage_cache.as_ref().and_then(CacheSettings::policy),
             Switch::Off => None,

@@ -258,6 +258,32 @@ fn errors_name_the_field() {
             "usage_plans.gold.quota.period",
             "DAY, WEEK or MONTH",
         ),
+        // Contradictions: settings that could never apply.
+        (
+            r#"{"routes": [{"match": "GET /a", "cache": true}]}"#,
+            "routes[0].cache",
+            "no top-level `cache` section",
+        ),
+        (
+            r#"{"routes": [{"match": "GET /a", "cors": true}]}"#,
+            "routes[0].cors",
+            "no top-level `cors` section",
+        ),
+        (
+            r#"{"cache": {"require_authorization": false, "unauthorized_strategy": "FAIL_WITH_403"}}"#,
+            "cache.unauthorized_strategy",
+            "never applies",
+        ),
+        (
+            r#"{"cache": {"methods": ["GET", "HEAD", "GET"]}}"#,
+            "cache.methods[2]",
+            "given before",
+        ),
+        (
+            r#"{"cache": {"key_parameters": ["header.Authorization"]}}"#,
+            "cache.key_parameters[0]",
+            "never caches a request with Authorization",
+        ),
         (
             r#"{"usage_plans": {"gold": {"quota": {"limit": 0, "period": "DAY"}}}}"#,
             "usage_plans.gold.quota.limit",
@@ -581,6 +607,18 @@ fn headers_filters_never_see_are_refused_as_key_or_identity() {
         assert!(e.message.contains("count by its IP"), "{e}");
     }
     ok(r#"{"client_throttle": {"by": "header:x-forwarded-host", "rate": 1, "burst": 1}}"#);
+}
+
+#[test]
+fn a_stage_section_makes_a_routes_true_meaningful() {
+    ok(r#"{"cache": {"enabled": false}, "routes": [{"match": "GET /a", "cache": true}]}"#);
+    ok(r#"{"cors": {"allow_origins": ["https://a.com"]},
+           "routes": [{"match": "GET /a", "cors": true}]}"#);
+    ok(
+        r#"{"cache": {"require_authorization": true, "unauthorized_strategy": "FAIL_WITH_403"},
+           "routes": [{"match": "GET /a", "cache": {"require_authorization": false}}]}"#,
+    );
+    ok(r#"{"routes": [{"match": "GET /a", "cache": false, "cors": false}]}"#);
 }
 
 #[test]
