@@ -1392,7 +1392,10 @@ pub fn conclude(
         refund(&mut reports);
     }
     if answer.failure.is_none() {
-        reports.retain(|r| !call.checks.iter().any(|c| c.as_str() == r.name));
+        // A check the service told a limit for is reported from the service; one it said
+        // nothing about (Limitador sends no per-descriptor statuses) keeps its local report
+        // (`local_first`), if any.
+        reports.retain(|r| !answer.reports.iter().any(|a| a.name == r.name));
         reports.extend(answer.reports.iter().cloned());
     }
     let rl_headers = headers::render(cfg.rate_limit_headers, &reports);
@@ -1427,6 +1430,13 @@ pub fn conclude(
         None if answer.refuse.is_some() => ServiceResult::OverLimit,
         None => ServiceResult::Ok,
     }
+}
+
+/// A request that ended while it waited for the rate limit service (the client went away, or
+/// Envoy ended the stream: a timeout, a body over its buffer): it never reached the upstream,
+/// so what its local checks took goes back, as for a refusal.
+pub fn abandon(cfg: &Config, keys: &StoreKeys, store: &dyn SharedStore, decision: &mut Decision) {
+    give_back(cfg, keys, store, &mut decision.spent);
 }
 
 /// Whether a request is a CORS preflight.

@@ -752,9 +752,11 @@ fn failed(cfg: &ServiceConfig, f: CallFailure) -> ServiceDecision {
 fn report(check: Check, status: &DescriptorStatus) -> Option<PolicyReport> {
     let limit = status.current_limit.as_ref()?;
     let window_s = Unit::try_from(limit.unit).map_or(0, Unit::seconds);
+    // Without the service's reset time, the window's length; a month or a year has none, and
+    // `t=0` would say the limit is reset already: 1, as the Retry-After then says.
     let reset_s = match &status.duration_until_reset {
         Some(d) => duration_secs_ceil(d),
-        None => window_s,
+        None => window_s.max(1),
     };
     Some(PolicyReport {
         name: check.as_str(),

@@ -473,6 +473,9 @@ fn a_client_that_leaves_while_the_service_thinks_is_still_counted_and_logged() {
     let up = Upstream::start();
     let mut cfg = plugin(service("deny", 3000));
     cfg["access_log"] = json!({"format": "json"});
+    // A local plan bucket of one token, taken before the call: the abandoned request, which
+    // never went upstream, gives it back.
+    cfg["usage_plans"]["gold"]["throttle"] = json!({"rate": 0.001, "burst": 1});
     let envoy = envoy(cfg, up.port, rls.port);
     let requests = |envoy: &Envoy| -> i64 {
         envoy
@@ -498,7 +501,7 @@ fn a_client_that_leaves_while_the_service_thinks_is_still_counted_and_logged() {
     }
     assert_eq!(requests(&envoy), 1, "the abandoned request was not counted");
     assert_eq!(up.count(), 0);
-    // The late answer finds no request and breaks nothing.
+    // The late answer finds no request and breaks nothing; the plan's token is back.
     std::thread::sleep(Duration::from_millis(1500));
     let r = try_request(
         envoy.port,

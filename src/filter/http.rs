@@ -128,8 +128,11 @@ impl Main {
         // The stream ended while the filter waited for the rate limit service (the client
         // went away, or a timeout of Envoy's answered): observed as it stands, so the request
         // is still counted and logged, with no integration (it never went upstream).
-        if let (Some(waiting), Some(decision)) = (self.waiting.take(), &self.decision) {
-            self.obs = Observation::on_request(&self.rt, decision, waiting.req);
+        if let (Some(waiting), Some(decision)) = (self.waiting.take(), self.decision.as_mut()) {
+            // What the local checks took goes back: the request never went upstream.
+            let rt = &self.rt;
+            gateway::abandon(&rt.config, &rt.keys, &HostStore, decision);
+            self.obs = Observation::on_request(rt, decision, waiting.req);
             timing.no_integration = true;
         }
         self.obs.on_log(

@@ -1092,6 +1092,36 @@ mod service {
     }
 
     #[test]
+    fn a_check_the_service_tells_nothing_about_keeps_its_local_report() {
+        // Limitador answers OK with no per-descriptor statuses: the local plan bucket
+        // (local_first), which was charged, still reports; a status replaces it.
+        let gw = with_service(r#"["plan"]"#, "");
+        let mut d = gw.run(Req::new("GET", "/").with("x-api-key", "k-gold-1"), T0);
+        let call = d.service_call.take().unwrap();
+        let ok = answer(Code::Ok, vec![], &[]);
+        assert_eq!(
+            conclude(&gw.cfg, &gw.keys, &gw.store, &mut d, call, Ok(&ok)),
+            ServiceResult::Ok
+        );
+        assert_eq!(
+            header(&d, "ratelimit-policy"),
+            Some("\"plan\";q=3;w=3000, \"stage\";q=1000;w=1000000")
+        );
+        assert!(header(&d, "ratelimit")
+            .unwrap()
+            .starts_with("\"plan\";r=2;t=1000, "));
+        let mut d = gw.run(Req::new("GET", "/").with("x-api-key", "k-gold-1"), T0);
+        let call = d.service_call.take().unwrap();
+        let told = answer(Code::Ok, vec![day_status(Code::Ok, 50, 49)], &[]);
+        conclude(&gw.cfg, &gw.keys, &gw.store, &mut d, call, Ok(&told));
+        let told = header(&d, "ratelimit").unwrap();
+        assert!(
+            told.ends_with(", \"plan\";r=49;t=3600") && !told.contains("r=1;"),
+            "{told}"
+        );
+    }
+
+    #[test]
     fn local_first_sheds_load_before_the_call() {
         // gold: burst 3, practically no refill. The fourth request is refused locally, no call.
         let gw = with_service(r#"["plan"]"#, "");

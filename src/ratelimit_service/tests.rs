@@ -655,6 +655,23 @@ fn over_limit_without_statuses_still_refuses() {
             ("ratelimit", "\"quota\";r=4;t=0"),
         ])
     );
+    // Without a reset time a month's `t` is 1, as its Retry-After, not 0 (reset already).
+    for unit in [Unit::Month, Unit::Year] {
+        let bytes = response(
+            Code::OverLimit,
+            vec![status(Code::OverLimit, 5, unit, 0, None)],
+            &[],
+        );
+        let d = interpret_in(HeaderMode::Draft10, &base(), &[Check::Quota], Ok(&bytes));
+        assert_eq!(
+            d.headers,
+            h(&[
+                ("retry-after", "1"),
+                ("ratelimit-policy", "\"quota\";q=5"),
+                ("ratelimit", "\"quota\";r=0;t=1"),
+            ])
+        );
+    }
 }
 
 #[test]
