@@ -45,11 +45,17 @@ fn heapsort_indexes(len: usize, op: &mut dyn FnMut(usize, usize, bool) -> bool) 
     }
 }
 
+/// The indexes of `items` in the order of (item, index): equal items stay in index order.
+pub(crate) fn sorted_order(items: &[&[u8]]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    heapsort(&mut order, |&a, &b| (items.get(a), a) < (items.get(b), b));
+    order
+}
+
 /// The first item that equals an earlier one, as (the earliest equal item's index, its index):
 /// the smallest such later index. O(n log n), for long configuration lists.
 pub(crate) fn first_duplicate(items: &[&[u8]]) -> Option<(usize, usize)> {
-    let mut order: Vec<usize> = (0..items.len()).collect();
-    heapsort(&mut order, |&a, &b| (items.get(a), a) < (items.get(b), b));
+    let order = sorted_order(items);
     let mut found: Option<(usize, usize)> = None;
     let mut run_start = None;
     for pair in order.windows(2) {

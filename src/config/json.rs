@@ -90,16 +90,19 @@ impl Map {
 
     /// Builds a map from entries in document order; of duplicate keys the last one wins.
     pub fn from_entries(entries: Vec<(String, Value)>) -> Self {
-        // Sorted by (key, position), so that equal keys stay in document order and the last of
-        // each run is the one kept.
-        let mut tagged: Vec<(String, usize, Value)> = entries
-            .into_iter()
-            .enumerate()
-            .map(|(i, (k, v))| (k, i, v))
-            .collect();
-        crate::sort::heapsort(&mut tagged, |a, b| (&a.0, a.1) < (&b.0, b.1));
-        let mut sorted: Vec<(String, Value)> = Vec::with_capacity(tagged.len());
-        for (k, _, v) in tagged {
+        // In (key, position) order, so that equal keys stay in document order and the last of
+        // each run is the one kept. (The indexes are sorted, not the entries: one sort function
+        // serves this and `sort::first_duplicate`.)
+        let order = {
+            let keys: Vec<&[u8]> = entries.iter().map(|(k, _)| k.as_bytes()).collect();
+            crate::sort::sorted_order(&keys)
+        };
+        let mut slots: Vec<Option<(String, Value)>> = entries.into_iter().map(Some).collect();
+        let mut sorted: Vec<(String, Value)> = Vec::with_capacity(slots.len());
+        for i in order {
+            let Some((k, v)) = slots.get_mut(i).and_then(Option::take) else {
+                continue;
+            };
             match sorted.last_mut() {
                 Some(last) if last.0 == k => last.1 = v,
                 _ => sorted.push((k, v)),
