@@ -68,11 +68,7 @@ impl fmt::Display for Quoted<'_> {
                 '"' => f.write_str("\\\"")?,
                 ' '..='~' => f.write_char(c)?,
                 // Other controls as `\u{1f}`; the rest as str's Debug shows them.
-                _ => {
-                    for e in c.escape_debug() {
-                        f.write_char(e)?;
-                    }
-                }
+                _ => fmt::Display::fmt(&c.escape_debug(), f)?,
             }
         }
         f.write_char('"')
