@@ -92,7 +92,7 @@ pub(crate) fn comma_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String
 fn write_escaped(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
     for c in text.chars() {
         if c.is_control() {
-            write!(f, "{}", c.escape_unicode())?;
+            fmt::Display::fmt(&c.escape_unicode(), f)?;
         } else {
             fmt::Write::write_char(f, c)?;
         }
