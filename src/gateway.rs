@@ -1116,34 +1116,40 @@ fn admit(
         _ => true,
     };
     let plan = key.and_then(|(_, k)| k.plan).and_then(|p| cfg.plans.get(p));
-    let mut failure: Option<(ErrorType, u64)> = None;
-    let mut run =
-        |check: Check, reports: &mut Vec<PolicyReport>, decision: &mut Decision| match check {
-            Check::Pass(r) => {
-                reports.push(r);
-                true
-            }
-            Check::Fail {
-                report,
-                error,
-                retry_after_s,
-            } => {
-                reports.push(report);
-                failure = Some((error, retry_after_s));
-                false
-            }
-            Check::StoreFailed(why) => {
-                decision.store_failure = Some(why);
-                failure = Some((ErrorType::Throttled, 1));
-                false
-            }
-        };
+    // (A cell: the reads of later checks below look at it between the checks.)
+    let failure: std::cell::Cell<Option<(ErrorType, u64)>> = std::cell::Cell::new(None);
+    let run = |check: Check, reports: &mut Vec<PolicyReport>, decision: &mut Decision| match check {
+        Check::Pass(r) => {
+            reports.push(r);
+            true
+        }
+        Check::Fail {
+            report,
+            error,
+            retry_after_s,
+        } => {
+            reports.push(report);
+            failure.set(Some((error, retry_after_s)));
+            false
+        }
+        Check::StoreFailed(why) => {
+            decision.store_failure = Some(why);
+            failure.set(Some((ErrorType::Throttled, 1)));
+            false
+        }
+    };
     let mut passed = true;
     // The checks after a refusal are read, not charged: a refused request's Retry-After is the
     // longest wait of the local checks that apply to it (a client that waits as told must not
     // meet the next one empty). Only for an answer that carries it.
     let mut later_wait_s = 0u64;
     let mut wait_for = |spec: &BucketSpec, k: &str| {
+        // A bucket makes a request wait one token's refill at most: no read when the wait
+        // known so far is as long.
+        let known = failure.get().map_or(0, |(_, s)| s).max(later_wait_s);
+        if headers::retry_after_secs(spec.token_ns()) <= known {
+            return;
+        }
         if let Ok(Some((bytes, _))) = store.get(k) {
             if let Some(state) = BucketState::decode(&bytes) {
                 let o = bucket::peek(spec, state, now_ns);
@@ -1244,9 +1250,9 @@ fn admit(
             }
         }
     }
-    if let Some((_, retry_after_s)) = &mut failure {
-        *retry_after_s = (*retry_after_s).max(later_wait_s);
-    }
+    let failure = failure
+        .get()
+        .map(|(error, retry_after_s)| (error, retry_after_s.max(later_wait_s)));
 
     // A request refused here gets back what the checks before took (`decide_leg`), and its
     // answer says so.

@@ -203,6 +203,28 @@ fn retry_after_covers_the_checks_after_the_one_that_refused() {
     assert_eq!(status(&d), 429);
     // T0 is 2025-11-24 16:00 UTC: the day's window ends in 8 hours.
     assert_eq!(header(&d, "retry-after"), Some("28800"));
+    // A later bucket whose one-token refill is no longer than the wait known is not read.
+    struct Counting<'a>(&'a MemoryStore, std::cell::Cell<usize>);
+    impl SharedStore for Counting<'_> {
+        fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+            self.1.set(self.1.get() + 1);
+            self.0.get(key)
+        }
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+            self.0.set(key, value, cas)
+        }
+    }
+    for (stage_rate, reads) in [("1000", 1), ("0.01", 2)] {
+        let gw = Gw::new(&format!(
+            r#"{{"throttle": {{"rate": {stage_rate}, "burst": 5}},
+                "routes": [{{"match": "GET /r", "throttle": {{"rate": 1, "burst": 1}}}}]}}"#
+        ));
+        assert_eq!(status(&gw.run(Req::new("GET", "/r"), T0)), 200);
+        let counting = Counting(&gw.store, std::cell::Cell::new(0));
+        let d = decide(&gw.cfg, &gw.keys, &counting, T0, &Req::new("GET", "/r"));
+        assert_eq!(status(&d), 429);
+        assert_eq!(counting.1.get(), reads, "stage rate {stage_rate}");
+    }
     // Report-only: nothing read for a header no answer carries.
     let gw = Gw::new(
         r#"{"enforce": false, "throttle": {"rate": 0.01, "burst": 1},

@@ -45,6 +45,11 @@ impl BucketSpec {
     }
 
     /// Nanoseconds for `micro` micro-tokens to accrue.
+    /// Nanoseconds one token takes to refill: the longest a request ever waits for this bucket.
+    pub fn token_ns(&self) -> u64 {
+        self.nanos_for(SCALE)
+    }
+
     fn nanos_for(&self, micro: u64) -> u64 {
         nanos_for(micro, self.rate_micro)
     }
