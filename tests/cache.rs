@@ -833,3 +833,62 @@ fn every_copy_of_a_key_header_and_an_ambiguous_query_split_or_skip_the_cache() {
     assert_clean(&up, &[&both, &victim, &again, &odd, &plain, &odd_again]);
     envoy.assert_no_wasm_failure();
 }
+
+/// Envoy's cache filter placed before tollgate sends every GET and HEAD upstream (or answers it
+/// from its store) itself: tollgate never sees those requests, so no key or throttle applies.
+/// tollgate cannot stop that, but says so: one warning a second per worker.
+#[test]
+fn a_cache_filter_before_tollgate_is_reported() {
+    let up = upstream();
+    let cfg = json!({"cache": {"ttl": 60},
+                     "routes": [{"match": "GET /own/{id}", "throttle": {"rate": 0.001, "burst": 1}}]});
+    let mut opts = EnvoyOptions::new(cfg, up.port);
+    opts.cache = true;
+    let mut boot = bootstrap(&opts);
+    let filters = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["http_filters"]
+        .as_array_mut()
+        .unwrap();
+    assert_eq!(filters[1]["name"], "envoy.filters.http.cache");
+    filters.swap(0, 1);
+    let envoy = Envoy::try_start_bootstrap(&boot, 1).unwrap_or_else(|f| panic!("{}", f.log));
+    // Unchecked: the route's one-token throttle never applies.
+    for _ in 0..3 {
+        assert_eq!(envoy.get("/own/1", &[]).status, 200);
+    }
+    let line = envoy.wait_log("the unchecked-request warning", |l| {
+        l.contains("to a request tollgate never saw")
+    });
+    assert!(
+        line.contains("put tollgate before envoy.filters.http.cache"),
+        "{line}"
+    );
+    // One line a second per worker: a second later, the next is reported. (Nothing is stored
+    // meanwhile: tollgate's upstream role finds no marker on these requests.)
+    std::thread::sleep(Duration::from_millis(1100));
+    let r = envoy.get("/own/1", &[]);
+    assert_eq!(r.status, 200);
+    assert!(r.header("age").is_none(), "{:?}", r.headers);
+    let warned = |envoy: &Envoy| {
+        envoy
+            .log()
+            .lines()
+            .filter(|l| l.contains("to a request tollgate never saw"))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while warned(&envoy) < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(warned(&envoy), 2, "{}", envoy.log());
+    envoy.assert_no_wasm_failure();
+    // Filters in the documented order: no such warning.
+    let mut opts = EnvoyOptions::new(json!({"cache": {"ttl": 60}, "access_log": {}}), up.port);
+    opts.cache = true;
+    let envoy = Envoy::start(&opts);
+    assert_eq!(envoy.get("/own/2", &[]).status, 200);
+    assert_eq!(envoy.get("/own/2", &[]).status, 200);
+    assert_eq!(wait_records(&envoy, 2).len(), 2);
+    assert_eq!(warned(&envoy), 0);
+    envoy.assert_no_wasm_failure();
+}

@@ -413,10 +413,10 @@ fn cache_settings(value: &Value, path: &str) -> Result<CacheSettings, FieldError
                     return Err(err(item(path, "methods", i), "names a method given before"));
                 }
             }
-            if !m.get && !m.head {
+            if !m.get {
                 return Err(err(
                     join(path, "methods"),
-                    "must name \"GET\" and/or \"HEAD\" (use \"enabled\": false to turn caching off)",
+                    "must name \"GET\" (and may name \"HEAD\"): Envoy answers HEAD only from stored GET responses (use \"enabled\": false to turn caching off)",
                 ));
             }
             Some(m)

@@ -388,7 +388,12 @@ fn errors_name_the_field() {
         (
             r#"{"routes": [{"match": "GET /a", "cache": {"methods": []}}]}"#,
             "routes[0].cache.methods",
-            "\"GET\" and/or \"HEAD\"",
+            "must name \"GET\"",
+        ),
+        (
+            r#"{"cache": {"methods": ["HEAD"]}}"#,
+            "cache.methods",
+            "answers HEAD only from stored GET responses",
         ),
         (
             r#"{"routes": [{"match": "GET /a", "cache": 60}]}"#,

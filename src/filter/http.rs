@@ -24,6 +24,9 @@ thread_local! {
     static STORE_WARNINGS: Cell<WarnLimit> = Cell::new(WarnLimit::default());
     /// Failed rate limit service calls (each counted in metrics): logged likewise.
     static SERVICE_WARNINGS: Cell<WarnLimit> = Cell::new(WarnLimit::default());
+    /// Upstream responses to requests tollgate never saw (a filter before it sent them on):
+    /// logged likewise.
+    static UNCHECKED_WARNINGS: Cell<WarnLimit> = Cell::new(WarnLimit::default());
 }
 
 /// Whether a warning of `kind` is written now, and how many were left out before it.
@@ -124,6 +127,9 @@ impl Main {
                 self.decision = Some(h.first_leg);
             }
         }
+        if self.decision.is_none() {
+            self.warn_if_unchecked();
+        }
         let mut timing = self.timing();
         // The stream ended while the filter waited for the rate limit service (the client
         // went away, or a timeout of Envoy's answered): observed as it stands, so the request
@@ -142,6 +148,31 @@ impl Main {
             self.status,
             self.response_length,
         );
+    }
+
+    /// A response from the upstream (or Envoy's cache) to a request whose headers tollgate
+    /// never saw: a filter before tollgate sent it on itself, as Envoy's cache filter does with
+    /// every GET and HEAD when it comes first (tollgate then sees neither the request nor the
+    /// response, only the stream's end), so no key, throttle or quota was applied. Said at
+    /// warn, at most once a second per worker (one property read, on this path only: an
+    /// earlier filter's own answer, a 431, is not this).
+    fn warn_if_unchecked(&self) {
+        let Some(details) = host::property(b"response\0code_details") else {
+            return;
+        };
+        if details != b"via_upstream" && !details.starts_with(b"cache") {
+            return;
+        }
+        if let Some(left_out) = warning_due(&UNCHECKED_WARNINGS, host::now_ns()) {
+            let more = left_out_note(left_out);
+            host::log(
+                LogLevel::Warn,
+                &format!(
+                    "tollgate: a response ({}) to a request tollgate never saw: a filter before it in http_filters sent the request on (Envoy's cache filter does, placed first), so no key, throttle or quota applied; put tollgate before envoy.filters.http.cache{more}",
+                    String::from_utf8_lossy(&details)
+                ),
+            );
+        }
     }
 
     /// If Envoy followed the upstream's redirect itself (`internal_redirect_policy`), this leg
