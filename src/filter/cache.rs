@@ -247,9 +247,13 @@ impl Upstream {
     }
 }
 
-impl Context for Upstream {}
+impl Context for Upstream {
+    super::sdk::context_helpers!();
+}
 
 impl HttpContext for Upstream {
+    super::sdk::http_helpers!();
+
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let cfg = &self.rt.config;
         // A marked request is handled even when this configuration caches nothing: the main

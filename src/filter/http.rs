@@ -422,6 +422,8 @@ impl Drop for Main {
 }
 
 impl Context for Main {
+    super::sdk::context_helpers!();
+
     /// The rate limit service answered (or the call failed or timed out): apply the answer and
     /// let the request go on, or answer it.
     fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
@@ -466,6 +468,8 @@ impl Context for Main {
 }
 
 impl HttpContext for Main {
+    super::sdk::http_helpers!();
+
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let rt = Rc::clone(&self.rt);
         let now_ns = host::now_ns();

@@ -3,6 +3,7 @@
 mod cache;
 mod http;
 mod observe;
+mod sdk;
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -105,9 +106,13 @@ struct Root {
     upstream_role: bool,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    sdk::context_helpers!();
+}
 
 impl RootContext for Root {
+    sdk::root_helpers!();
+
     fn on_configure(&mut self, _size: usize) -> bool {
         let root_id = host::property(b"plugin_root_id")
             .map(|b| String::from_utf8_lossy(&b).into_owned())
