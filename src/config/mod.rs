@@ -452,7 +452,7 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
     // Usage plans, in name order (as read from the JSON object) so indexes are stable.
     let mut plans = Vec::new();
     for (name, p) in raw.usage_plans.unwrap_or_default() {
-        let path = format!("usage_plans.{name}");
+        let path = join("usage_plans", name);
         if !is_name(name) {
             return Err(err(
                 path,
@@ -515,7 +515,7 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
                 let digest = match (&k.sha256, &k.value) {
                     (Some(h), None) => parse_sha256_hex(h).ok_or_else(|| {
                         err(
-                            format!("{path}.sha256"),
+                            join(&path, "sha256"),
                             "must be 64 lowercase hex digits (the SHA-256 of the key)",
                         )
                     })?,
