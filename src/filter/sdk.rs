@@ -7,7 +7,8 @@
 //! the dispatcher calls only the `on_*` callbacks, `create_http_context` and `get_type`, and
 //! tollgate reaches the host through `crate::host`. These overrides put one small function in
 //! the vtables instead: 6,320 bytes less of the optimized module. Calling one aborts; call
-//! `crate::host` instead.
+//! `crate::host` instead. `clippy.toml` lists every one of them under `disallowed-methods`, so
+//! a call is a lint error (`make clippy`, `make test`) before it can be a trap.
 
 /// What each helper does: never called (see the module's comment).
 #[cold]
