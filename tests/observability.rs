@@ -711,6 +711,55 @@ fn a_report_only_refusal_does_not_hide_an_integration_failure() {
     envoy.assert_no_wasm_failure();
 }
 
+/// A gRPC request whose upstream cannot be reached: Envoy answers `:status` 200 with
+/// `grpc-status: 14`, and the record still tells the integration's failure (and a gRPC error
+/// the upstream itself sends does not).
+#[test]
+fn a_grpc_integration_failure_is_told_behind_its_200() {
+    let cfg = json!({"stage": "prod", "access_log": {"format": "json"}});
+    let envoy = Envoy::start(&options(cfg, free_port()));
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-i", "--http2-prior-knowledge", "-X", "POST"])
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .args(["--data-binary", "", "--max-time", "10"])
+        .arg(format!("http://127.0.0.1:{}/svc.Pets/Get", envoy.port))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(head.starts_with("http/2 200"), "{head}");
+    assert!(head.contains("grpc-status: 14\r\n"), "{head}");
+    let recs = wait_records(&envoy, 1);
+    assert_eq!(recs.len(), 1, "{recs:#?}");
+    assert_eq!(recs[0]["status"], 200, "{}", recs[0]);
+    assert_eq!(
+        recs[0]["error.responseType"], "INTEGRATION_FAILURE",
+        "{}",
+        recs[0]
+    );
+    envoy.assert_no_wasm_failure();
+    // The upstream's own trailers-only NOT_FOUND is its answer, not an integration failure.
+    let up = Upstream::with(|_| {
+        Reply::ok("")
+            .header("content-type", "application/grpc")
+            .header("grpc-status", "5")
+    });
+    let cfg = json!({"stage": "prod", "access_log": {"format": "json"}});
+    let envoy = Envoy::start(&options(cfg, up.port));
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-i", "--http2-prior-knowledge", "-X", "POST"])
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .args(["--data-binary", "", "--max-time", "10"])
+        .arg(format!("http://127.0.0.1:{}/svc.Pets/Get", envoy.port))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(head.contains("grpc-status: 5\r\n"), "{head}");
+    let recs = wait_records(&envoy, 1);
+    assert_eq!(recs[0]["error.responseType"], Value::Null, "{}", recs[0]);
+    assert_eq!(up.count(), 1);
+    envoy.assert_no_wasm_failure();
+}
+
 /// A request Envoy answers before tollgate sees its headers (a 431 for headers over the limit):
 /// its record still has its start and latency, from Envoy's own request time.
 #[test]

@@ -73,6 +73,10 @@ pub struct Main {
     /// The request was counted and logged (once: in `on_log`, or when the context is dropped
     /// where Envoy never calls `on_log`).
     observed: bool,
+    /// The request is gRPC (`content-type: application/grpc...`).
+    grpc: bool,
+    /// Its response's headers carried a non-zero `grpc-status` (see [`Timing::grpc_error`]).
+    grpc_error: bool,
 }
 
 /// A request paused for the rate limit service's answer.
@@ -101,6 +105,8 @@ impl Main {
             status: None,
             response_length: None,
             observed: false,
+            grpc: false,
+            grpc_error: false,
         }
     }
 
@@ -217,6 +223,7 @@ impl Main {
             forward_ns: self.forward_ns,
             response_ns: self.response_ns,
             no_integration: self.local_reply,
+            grpc_error: self.grpc_error,
         }
     }
 
@@ -476,6 +483,8 @@ impl HttpContext for Main {
         self.start_ns = now_ns;
         self.forward_ns = now_ns;
         let req = HostRequest::read().with_body(!end_of_stream);
+        self.grpc = gateway::RequestSource::header(&req, "content-type")
+            .is_some_and(|v| v.starts_with(b"application/grpc"));
         let followed = rt.followed_redirect(now_ns);
         // The second leg of an internal redirect: the client's request started with the first.
         let first_leg = followed.map(|h| {
@@ -588,6 +597,14 @@ impl HttpContext for Main {
             Some(m) => m.get(":status").and_then(access_log::status_code),
             None => host::response_header(":status").and_then(|v| access_log::status_code(&v)),
         };
+        // A gRPC failure Envoy answers itself is `:status` 200 with `grpc-status` in the
+        // headers: looked at for gRPC requests only (one header read when the map was not).
+        if self.grpc {
+            self.grpc_error = match &map {
+                Some(m) => m.get("grpc-status").is_some_and(|v| v != b"0"),
+                None => host::response_header("grpc-status").is_some_and(|v| v != b"0"),
+            };
+        }
         cache::on_response(cfg, &self.cache, &mut self.obs, map.as_ref());
         let Some(decision) = &self.decision else {
             return Action::Continue;

@@ -41,6 +41,10 @@ pub struct Timing {
     /// No integration: the filter answered the request itself, or the stream ended while it
     /// waited for the rate limit service.
     pub no_integration: bool,
+    /// A gRPC request's response came with a non-zero `grpc-status` in its headers (a
+    /// trailers-only answer, which Envoy's own replies to gRPC are: `:status` 200), so an
+    /// integration failure may hide behind a 200.
+    pub grpc_error: bool,
 }
 
 /// Whole milliseconds from `from` to `to` (None when either is unknown or time went back).
@@ -189,7 +193,10 @@ impl Observation {
         // tells that failure, not a report-only decision the client never saw.
         let mut told = error;
         let forwarded = decision.is_none_or(|d| d.outcome == Outcome::Forward);
-        if forwarded && !timing.no_integration && status.is_some_and(|s| s >= 500) {
+        if forwarded
+            && !timing.no_integration
+            && (timing.grpc_error || status.is_some_and(|s| s >= 500))
+        {
             let integration = host::property(b"response\0code_details")
                 .and_then(|d| access_log::integration_error(&String::from_utf8_lossy(&d)));
             if integration.is_some() {
