@@ -1143,21 +1143,18 @@ fn admit(
     // longest wait of the local checks that apply to it (a client that waits as told must not
     // meet the next one empty). Only for an answer that carries it.
     let mut later_wait_s = 0u64;
-    let mut wait_for = |spec: &BucketSpec, k: &str| {
-        // A bucket makes a request wait one token's refill at most: no read when the wait
-        // known so far is as long.
+    // A bucket makes a request wait one token's refill at most: read only when that is longer
+    // than the wait known so far.
+    let worth_reading = |spec: &BucketSpec, later_wait_s: u64| {
         let known = failure.get().map_or(0, |(_, s)| s).max(later_wait_s);
-        if headers::retry_after_secs(spec.token_ns()) <= known {
-            return;
-        }
-        if let Ok(Some((bytes, _))) = store.get(k) {
-            if let Some(state) = BucketState::decode(&bytes) {
-                let o = bucket::peek(spec, state, now_ns);
-                if !o.allowed {
-                    later_wait_s = later_wait_s.max(headers::retry_after_secs(o.wait_ns));
-                }
-            }
-        }
+        headers::retry_after_secs(spec.token_ns()) > known
+    };
+    let wait_of = |spec: &BucketSpec, k: &str| match store.get(k) {
+        Ok(Some((bytes, _))) => BucketState::decode(&bytes)
+            .map(|state| bucket::peek(spec, state, now_ns))
+            .filter(|o| !o.allowed)
+            .map_or(0, |o| headers::retry_after_secs(o.wait_ns)),
+        _ => 0,
     };
     if let (Some(p), Some((i, _)), true) = (plan, key, first && local(rls::Check::Plan)) {
         if let (Some(spec), Some(k)) = (&p.throttle, keys.plan.get(i)) {
@@ -1188,8 +1185,8 @@ fn admit(
                         &mut decision,
                     );
                     spent.route = passed.then_some(i);
-                } else if peek(passed, &decision) {
-                    wait_for(spec, k);
+                } else if peek(passed, &decision) && worth_reading(spec, later_wait_s) {
+                    later_wait_s = later_wait_s.max(wait_of(spec, k));
                 }
             }
         }
@@ -1203,8 +1200,8 @@ fn admit(
                     &mut decision,
                 );
                 spent.stage = passed;
-            } else if peek(passed, &decision) {
-                wait_for(spec, &keys.stage);
+            } else if peek(passed, &decision) && worth_reading(spec, later_wait_s) {
+                later_wait_s = later_wait_s.max(wait_of(spec, &keys.stage));
             }
         }
     }
@@ -1223,9 +1220,14 @@ fn admit(
                     spent.client = passed.then_some(slot);
                 }
                 client_identity = Some(identity);
-            } else if peek(passed, &decision) && local(rls::Check::Client) {
+            } else if peek(passed, &decision)
+                && local(rls::Check::Client)
+                && worth_reading(&ct.spec, later_wait_s)
+            {
+                // (The identity, which may cost a host call, only when worth it.)
                 let identity = client_identity_of(ct, key.map(|(_, k)| k), req);
-                wait_for(&ct.spec, &keys.client(client_slot(&identity, ct.slots)));
+                let k = keys.client(client_slot(&identity, ct.slots));
+                later_wait_s = later_wait_s.max(wait_of(&ct.spec, &k));
             }
         }
     }

@@ -225,15 +225,31 @@ fn retry_after_covers_the_checks_after_the_one_that_refused() {
         assert_eq!(status(&d), 429);
         assert_eq!(counting.1.get(), reads, "stage rate {stage_rate}");
     }
-    // Report-only: nothing read for a header no answer carries.
+    // Report-only: nothing read for a header no answer carries (the route bucket alone).
     let gw = Gw::new(
         r#"{"enforce": false, "throttle": {"rate": 0.01, "burst": 1},
             "routes": [{"match": "GET /r", "throttle": {"rate": 1, "burst": 1}}]}"#,
     );
     assert_eq!(status(&gw.run(Req::new("GET", "/r"), T0)), 200);
-    let d = gw.run(Req::new("GET", "/r"), T0);
+    let counting = Counting(&gw.store, std::cell::Cell::new(0));
+    let d = decide(&gw.cfg, &gw.keys, &counting, T0, &Req::new("GET", "/r"));
     assert_eq!(d.error, Some(ErrorType::Throttled));
     assert_eq!(d.outcome, Outcome::Forward);
+    assert_eq!(counting.1.get(), 1);
+    // A client bucket not worth reading: not even its identity is looked up.
+    let gw = Gw::new(
+        r#"{"client_throttle": {"by": "ip", "rate": 1000, "burst": 5},
+            "routes": [{"match": "GET /r", "throttle": {"rate": 1, "burst": 1}}]}"#,
+    );
+    assert_eq!(status(&gw.run(Req::new("GET", "/r"), T0)), 200);
+    let req = Req::new("GET", "/r");
+    let d = decide(&gw.cfg, &gw.keys, &gw.store, T0, &req);
+    assert_eq!(status(&d), 429);
+    assert!(
+        !req.reads.borrow().iter().any(|r| r == "source.address"),
+        "{:?}",
+        req.reads.borrow()
+    );
 }
 
 #[test]

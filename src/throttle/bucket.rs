@@ -44,12 +44,12 @@ impl BucketSpec {
         ceil_div(self.capacity_micro(), self.rate_micro).max(1)
     }
 
-    /// Nanoseconds for `micro` micro-tokens to accrue.
     /// Nanoseconds one token takes to refill: the longest a request ever waits for this bucket.
     pub fn token_ns(&self) -> u64 {
         self.nanos_for(SCALE)
     }
 
+    /// Nanoseconds for `micro` micro-tokens to accrue.
     fn nanos_for(&self, micro: u64) -> u64 {
         nanos_for(micro, self.rate_micro)
     }
