@@ -177,12 +177,14 @@ impl Pattern {
     /// How closely the route's method fits the request's, lower is closer; `None` when the
     /// route does not apply to it. The request's own method comes first and `ANY` last; for a
     /// `HEAD` request a `GET` route comes between them, as servers answer HEAD with their GET
-    /// handler.
+    /// handler. Methods are compared ignoring ASCII case: HTTP says `get` is another method,
+    /// but Flask, Django and ASP.NET Core route it to their GET handler, so it must meet the
+    /// GET route's key and throttle (stricter for upstreams that refuse it anyway).
     fn method_rank(&self, method: &[u8]) -> Option<u8> {
         match &self.method {
             None => Some(2),
-            Some(m) if m.as_bytes() == method => Some(0),
-            Some(m) if m == "GET" && method == b"HEAD" => Some(1),
+            Some(m) if m.as_bytes().eq_ignore_ascii_case(method) => Some(0),
+            Some(m) if m == "GET" && method.eq_ignore_ascii_case(b"HEAD") => Some(1),
             Some(_) => None,
         }
     }
@@ -191,7 +193,11 @@ impl Pattern {
         let mut i = 0;
         for seg in &self.segments {
             match seg {
-                Segment::Greedy => return segs.len() > i,
+                // One or more segments, or none: a greedy route covers its base path too
+                // (`/admin/{proxy+}` covers `/admin` and `/admin/`, which upstreams serve as
+                // the section's index), after the base path's own route
+                // ([`Pattern::more_specific_than`]).
+                Segment::Greedy => return true,
                 Segment::Param => {
                     if segs.get(i).is_none() {
                         return false;
@@ -208,9 +214,15 @@ impl Pattern {
         i == segs.len()
     }
 
-    /// True when `self` is more specific than `other`, both having matched the same request,
-    /// their methods with the given [`Pattern::method_rank`]s.
-    fn more_specific_than(&self, method_rank: u8, other: &Pattern, other_method_rank: u8) -> bool {
+    /// True when `self` is more specific than `other`, both having matched the same request of
+    /// `path_len` segments, their methods with the given [`Pattern::method_rank`]s.
+    fn more_specific_than(
+        &self,
+        method_rank: u8,
+        other: &Pattern,
+        other_method_rank: u8,
+        path_len: usize,
+    ) -> bool {
         for (a, b) in self.segments.iter().zip(&other.segments) {
             match a.rank().cmp(&b.rank()) {
                 std::cmp::Ordering::Less => return true,
@@ -219,7 +231,13 @@ impl Pattern {
             }
         }
         if self.segments.len() != other.segments.len() {
-            // A longer pattern that matched consumed the path with more fixed parts.
+            // A greedy `{name+}` that matched its base path (no segment: `/admin/{proxy+}`
+            // for `/admin`) comes after the route of that path (`ANY /admin`); else a longer
+            // pattern that matched consumed the path with more fixed parts.
+            let bare = |p: &Pattern| p.segments.len() > path_len;
+            if bare(self) != bare(other) {
+                return !bare(self);
+            }
             return self.segments.len() > other.segments.len();
         }
         method_rank < other_method_rank
@@ -324,7 +342,7 @@ impl RouteTable {
                 continue;
             }
             match best {
-                Some((_, b, b_rank)) if !p.more_specific_than(rank, b, b_rank) => {}
+                Some((_, b, b_rank)) if !p.more_specific_than(rank, b, b_rank, segs.len()) => {}
                 _ => best = Some((i, p, rank)),
             }
         }
@@ -661,16 +679,57 @@ mod tests {
         assert_eq!(t.find(b"POST", b"/pets/cat"), Some(0));
         assert_eq!(t.find(b"GET", b"/pets/1/toys/a/b"), Some(4));
         assert_eq!(t.find(b"GET", b"/a/b"), Some(6));
-        assert_eq!(t.find(b"GET", b"/"), None);
+        // The catch-all covers the root too.
+        assert_eq!(t.find(b"GET", b"/"), Some(0));
         assert_eq!(t.find(b"GET", b"/x"), Some(0));
     }
 
     #[test]
-    fn greedy_needs_one_segment() {
+    fn greedy_covers_its_base_path_last() {
+        // `/admin/`, `/admin/.`, `//admin//` reach the upstream's admin index: the greedy
+        // route covers them, so its key is needed there too.
         let t = table(&["ANY /admin/{proxy+}"]);
-        assert_eq!(t.find(b"GET", b"/admin"), None);
+        for p in [
+            &b"/admin"[..],
+            b"/admin/",
+            b"//admin//",
+            b"/admin/.",
+            b"/admin/x/..",
+            b"/%61dmin/?q=1",
+        ] {
+            assert_eq!(t.find(b"GET", p), Some(0), "{}", String::from_utf8_lossy(p));
+        }
         assert_eq!(t.find(b"GET", b"/admin/x"), Some(0));
         assert_eq!(t.find(b"DELETE", b"/admin/x/y/z"), Some(0));
+        assert_eq!(t.find(b"GET", b"/adminx"), None);
+        assert_eq!(t.find(b"GET", b"/"), None);
+        // `/{proxy+}` covers the root.
+        assert_eq!(table(&["ANY /{proxy+}"]).find(b"GET", b"/"), Some(0));
+        // Any route that matches the base path otherwise comes first, whatever the order.
+        for order in [
+            ["ANY /admin", "ANY /admin/{proxy+}"],
+            ["ANY /admin/{proxy+}", "ANY /admin"],
+        ] {
+            let t = table(&order);
+            let literal = order.iter().position(|m| *m == "ANY /admin");
+            assert_eq!(t.find(b"GET", b"/admin"), literal);
+            assert_eq!(t.find(b"GET", b"/admin/"), literal);
+            assert_eq!(
+                t.find(b"GET", b"/admin/x"),
+                order.iter().position(|m| m.ends_with("+}"))
+            );
+        }
+        // Otherwise specificity as usual, segment by segment: the literal `admin` beats `{a}`
+        // and `{proxy+}`, so a catch-all never opens the section's index.
+        let t = table(&["GET /{a}", "ANY /admin/{proxy+}", "ANY /{proxy+}"]);
+        assert_eq!(t.find(b"GET", b"/admin"), Some(1));
+        assert_eq!(t.find(b"POST", b"/admin"), Some(1));
+        assert_eq!(t.find(b"GET", b"/other"), Some(0));
+        assert_eq!(t.find(b"POST", b"/"), Some(2));
+        // Between two base-path matches, the more specific as usual.
+        let t = table(&["ANY /{proxy+}", "GET /admin/{proxy+}"]);
+        assert_eq!(t.find(b"GET", b"/admin"), Some(1));
+        assert_eq!(t.find(b"POST", b"/admin"), Some(0));
     }
 
     #[test]
@@ -678,7 +737,7 @@ mod tests {
         let deep = |n: usize| (0..n).map(|i| format!("/s{i}")).collect::<String>();
         let exact = format!("GET {}", deep(INLINE_SEGMENTS + 4));
         let t = table(&[&exact, "ANY /s0/{proxy+}", "GET /s0/{a}"]);
-        assert_eq!(t.find(b"GET", deep(1).as_bytes()), None);
+        assert_eq!(t.find(b"GET", deep(1).as_bytes()), Some(1));
         assert_eq!(t.find(b"GET", deep(2).as_bytes()), Some(2));
         for n in [3, INLINE_SEGMENTS - 1, INLINE_SEGMENTS, INLINE_SEGMENTS + 1] {
             assert_eq!(t.find(b"GET", deep(n).as_bytes()), Some(1), "{n}");
@@ -698,10 +757,15 @@ mod tests {
     }
 
     #[test]
-    fn method_case_matters() {
-        let t = table(&["GET /pets"]);
+    fn method_case_does_not_escape_a_route() {
+        // Some upstreams upper-case the method before routing: `get` is their GET.
+        let t = table(&["GET /pets", "DELETE /pets/{id}", "ANY /{proxy+}"]);
         assert_eq!(t.find(b"GET", b"/pets"), Some(0));
-        assert_eq!(t.find(b"get", b"/pets"), None);
+        for m in [&b"get"[..], b"Get", b"gEt", b"head", b"HeAd"] {
+            assert_eq!(t.find(m, b"/pets"), Some(0), "{m:?}");
+        }
+        assert_eq!(t.find(b"delete", b"/pets/7"), Some(1));
+        assert_eq!(t.find(b"post", b"/pets"), Some(2));
     }
 
     #[test]
