@@ -195,8 +195,8 @@ impl Pattern {
             match seg {
                 // One or more segments, or none: a greedy route covers its base path too
                 // (`/admin/{proxy+}` covers `/admin` and `/admin/`, which upstreams serve as
-                // the section's index), after the base path's own route
-                // ([`Pattern::more_specific_than`]).
+                // the section's index), ranked as usual but after a route with the same
+                // segments that ends there ([`Pattern::more_specific_than`]).
                 Segment::Greedy => return true,
                 Segment::Param => {
                     if segs.get(i).is_none() {
@@ -726,6 +726,11 @@ mod tests {
         assert_eq!(t.find(b"POST", b"/admin"), Some(1));
         assert_eq!(t.find(b"GET", b"/other"), Some(0));
         assert_eq!(t.find(b"POST", b"/"), Some(2));
+        // A literal beats a parameter, also when the literal's route matched as its base
+        // path: `/a/b` belongs to the `/a/b/...` section.
+        let t = table(&["GET /a/{id}", "ANY /a/b/{proxy+}"]);
+        assert_eq!(t.find(b"GET", b"/a/b"), Some(1));
+        assert_eq!(t.find(b"GET", b"/a/c"), Some(0));
         // Between two base-path matches, the more specific as usual.
         let t = table(&["ANY /{proxy+}", "GET /admin/{proxy+}"]);
         assert_eq!(t.find(b"GET", b"/admin"), Some(1));
