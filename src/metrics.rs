@@ -287,8 +287,9 @@ impl MetricTable {
         self.series.is_empty()
     }
 
-    /// The series of a request: its matched route (None: no route) and method. None only for a
-    /// route index the configuration does not have, or a method that cannot reach the route.
+    /// The series of a request: its matched route (None: no route) and method, in any case (as
+    /// routes match methods). None only for a route index the configuration does not have, or
+    /// a method that cannot reach the route.
     pub fn find(&self, route: Option<usize>, method: &[u8]) -> Option<usize> {
         let slot = match route {
             Some(i) if i < self.routes.len().saturating_sub(1) => i,
@@ -296,12 +297,13 @@ impl MetricTable {
             None => self.routes.len().checked_sub(1)?,
         };
         match self.routes.get(slot)? {
+            // Methods in any case, as routes match them (`get` is counted as `GET`).
             RouteMethods::One { method: m, start } => {
-                if method == m.as_bytes() {
+                if method.eq_ignore_ascii_case(m.as_bytes()) {
                     Some(*start)
-                } else if method == b"OPTIONS" {
+                } else if method.eq_ignore_ascii_case(b"OPTIONS") {
                     Some(start + 1)
-                } else if method == b"HEAD" && *m == "GET" {
+                } else if method.eq_ignore_ascii_case(b"HEAD") && *m == "GET" {
                     Some(start + 2)
                 } else {
                     None
@@ -310,7 +312,7 @@ impl MetricTable {
             RouteMethods::All { start } => {
                 let i = METHODS
                     .iter()
-                    .position(|m| m.as_bytes() == method)
+                    .position(|m| m.as_bytes().eq_ignore_ascii_case(method))
                     .unwrap_or(METHODS.len() - 1);
                 Some(start + i)
             }
@@ -496,7 +498,10 @@ mod tests {
         assert_eq!(s(Some(0), "POST"), None);
         assert_eq!(s(Some(2), "DELETE").unwrap().method, "DELETE");
         assert_eq!(s(Some(2), "PROPFIND").unwrap().method, "OTHER");
-        assert_eq!(s(Some(2), "get").unwrap().method, "OTHER");
+        // Methods in any case, as routes match them.
+        assert_eq!(s(Some(2), "get").unwrap().method, "GET");
+        assert_eq!(s(Some(0), "get").unwrap().method, "GET");
+        assert_eq!(s(Some(0), "head").unwrap().method, "HEAD");
         assert_eq!(s(Some(3), "OPTIONS").unwrap().route, Some(3));
         assert_eq!(s(None, "GET").unwrap().route, None);
         assert_eq!(s(None, "BREW").unwrap().method, "OTHER");

@@ -1,5 +1,7 @@
 //! Resource-path matching in API Gateway's style: `METHOD PATH`, where PATH segments are literals,
-//! `{name}` (exactly one segment) or a final `{name+}` (one or more segments).
+//! `{name}` (exactly one segment) or a final `{name+}` (one or more segments, or its base path
+//! when no other route matches that: see [`Pattern::more_specific_than`]). Methods match
+//! ignoring case.
 //!
 //! Matching runs on a normalised request path (see [`normalize_path`]) so that the spelling of a
 //! path cannot route around a protected resource. The most specific route wins: segment by segment
@@ -155,6 +157,27 @@ impl Pattern {
         self.method.as_deref()
     }
 
+    /// The base path of a pattern of literals ending in a greedy `{name+}` (`/admin` for
+    /// `/admin/{proxy+}`, `/` for `/{proxy+}`); None for any other pattern.
+    pub fn greedy_base(&self) -> Option<String> {
+        let (last, literals) = self.segments.split_last()?;
+        if *last != Segment::Greedy {
+            return None;
+        }
+        let mut base = String::new();
+        for seg in literals {
+            let Segment::Literal(l) = seg else {
+                return None;
+            };
+            base.push('/');
+            base.push_str(l);
+        }
+        if base.is_empty() {
+            base.push('/');
+        }
+        Some(base)
+    }
+
     /// The method and path shape as bytes: two patterns match the same requests equally
     /// (a duplicate route) exactly when their shapes are equal. A literal never holds `/`, so
     /// each segment is `/` and a tag, then a literal's text.
@@ -195,8 +218,8 @@ impl Pattern {
             match seg {
                 // One or more segments, or none: a greedy route covers its base path too
                 // (`/admin/{proxy+}` covers `/admin` and `/admin/`, which upstreams serve as
-                // the section's index), ranked as usual but after a route with the same
-                // segments that ends there ([`Pattern::more_specific_than`]).
+                // the section's index) where no other route matches it
+                // ([`Pattern::more_specific_than`]).
                 Segment::Greedy => return true,
                 Segment::Param => {
                     if segs.get(i).is_none() {
@@ -223,6 +246,13 @@ impl Pattern {
         other_method_rank: u8,
         path_len: usize,
     ) -> bool {
+        // A greedy `{name+}` that matched its base path (no segment: `/admin/{proxy+}` for
+        // `/admin`) is "bare", and comes after every route that matches the path otherwise:
+        // a path some route held before greedy routes covered base paths stays that route's.
+        let bare = |p: &Pattern| p.segments.len() > path_len;
+        if bare(self) != bare(other) {
+            return !bare(self);
+        }
         for (a, b) in self.segments.iter().zip(&other.segments) {
             match a.rank().cmp(&b.rank()) {
                 std::cmp::Ordering::Less => return true,
@@ -231,13 +261,7 @@ impl Pattern {
             }
         }
         if self.segments.len() != other.segments.len() {
-            // A greedy `{name+}` that matched its base path (no segment: `/admin/{proxy+}`
-            // for `/admin`) comes after the route of that path (`ANY /admin`); else a longer
-            // pattern that matched consumed the path with more fixed parts.
-            let bare = |p: &Pattern| p.segments.len() > path_len;
-            if bare(self) != bare(other) {
-                return !bare(self);
-            }
+            // A longer pattern that matched consumed the path with more fixed parts.
             return self.segments.len() > other.segments.len();
         }
         method_rank < other_method_rank
@@ -685,7 +709,7 @@ mod tests {
     }
 
     #[test]
-    fn greedy_covers_its_base_path_last() {
+    fn greedy_covers_its_base_path_where_nothing_else_does() {
         // `/admin/`, `/admin/.`, `//admin//` reach the upstream's admin index: the greedy
         // route covers them, so its key is needed there too.
         let t = table(&["ANY /admin/{proxy+}"]);
@@ -719,20 +743,45 @@ mod tests {
                 order.iter().position(|m| m.ends_with("+}"))
             );
         }
-        // Otherwise specificity as usual, segment by segment: the literal `admin` beats `{a}`
-        // and `{proxy+}`, so a catch-all never opens the section's index.
+        // Any route that matches the path otherwise keeps it, a catch-all too (as before
+        // greedy routes covered base paths: config checks warn where that leaves a section's
+        // index with less protection than the section).
         let t = table(&["GET /{a}", "ANY /admin/{proxy+}", "ANY /{proxy+}"]);
-        assert_eq!(t.find(b"GET", b"/admin"), Some(1));
-        assert_eq!(t.find(b"POST", b"/admin"), Some(1));
-        assert_eq!(t.find(b"GET", b"/other"), Some(0));
+        assert_eq!(t.find(b"GET", b"/admin"), Some(0));
+        assert_eq!(t.find(b"POST", b"/admin"), Some(2));
+        assert_eq!(t.find(b"GET", b"/admin/x"), Some(1));
         assert_eq!(t.find(b"POST", b"/"), Some(2));
-        // A literal beats a parameter, also when the literal's route matched as its base
-        // path: `/a/b` belongs to the `/a/b/...` section.
-        let t = table(&["GET /a/{id}", "ANY /a/b/{proxy+}"]);
-        assert_eq!(t.find(b"GET", b"/a/b"), Some(1));
-        assert_eq!(t.find(b"GET", b"/a/c"), Some(0));
-        // Between two base-path matches, the more specific as usual.
+        let t = table(&["ANY /admin/{proxy+}", "GET /admin"]);
+        assert_eq!(t.find(b"GET", b"/admin/"), Some(1));
+        assert_eq!(t.find(b"DELETE", b"/admin/"), Some(0));
+        // A route that spells the path keeps it, parameter or not: an upgrade never moves a
+        // path a route held to a greedy route's base (`/users/public` stays `/users/{id}`'s,
+        // as the upstream's `/users/<id>` handler serves it).
+        for order in [
+            ["GET /users/{id}", "ANY /users/public/{proxy+}"],
+            ["ANY /users/public/{proxy+}", "GET /users/{id}"],
+        ] {
+            let t = table(&order);
+            let id = order.iter().position(|m| m.ends_with("{id}"));
+            let public = order.iter().position(|m| m.ends_with("+}"));
+            for p in [&b"/users/public"[..], b"/users/public/", b"/users/7"] {
+                assert_eq!(t.find(b"GET", p), id, "{}", String::from_utf8_lossy(p));
+            }
+            assert_eq!(t.find(b"HEAD", b"/users/public"), id);
+            assert_eq!(t.find(b"POST", b"/users/public"), public);
+            assert_eq!(t.find(b"GET", b"/users/public/x"), public);
+        }
+        let t = table(&["POST /orders/{id}", "ANY /orders/export/{proxy+}"]);
+        assert_eq!(t.find(b"POST", b"/orders/export"), Some(0));
+        let t = table(&["GET /reports/{proxy+}", "ANY /reports/public/{proxy+}"]);
+        assert_eq!(t.find(b"GET", b"/reports/public"), Some(0));
+        assert_eq!(t.find(b"POST", b"/reports/public"), Some(1));
+        assert_eq!(t.find(b"GET", b"/reports/public/x"), Some(1));
+        // A catch-all holds the section's index as before; between two base-path matches, the
+        // more specific as usual.
         let t = table(&["ANY /{proxy+}", "GET /admin/{proxy+}"]);
+        assert_eq!(t.find(b"GET", b"/admin"), Some(0));
+        let t = table(&["ANY /{x}/{proxy+}", "GET /admin/{proxy+}"]);
         assert_eq!(t.find(b"GET", b"/admin"), Some(1));
         assert_eq!(t.find(b"POST", b"/admin"), Some(0));
     }

@@ -729,6 +729,25 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
             cache,
         });
     }
+    // A key-required greedy route whose base path (`/admin` of `/admin/{proxy+}`, the
+    // section's index to most frameworks) another route holds without a key.
+    for (i, route) in routes.iter().enumerate() {
+        let Some((pattern, base)) = table.pattern(i).and_then(|p| Some((p, p.greedy_base()?)))
+        else {
+            continue;
+        };
+        let method = pattern.method().unwrap_or("GET");
+        let holder = table
+            .find(method.as_bytes(), base.as_bytes())
+            .filter(|&j| j != i);
+        if let (true, Some(j)) = (route.api_key_required, holder) {
+            if routes.get(j).is_some_and(|r| !r.api_key_required) {
+                warnings.push(format!(
+                    "routes[{i}] requires an API key, but its base path {base} (and {base}/) is routes[{j}]'s, which does not: add a route for {base} with routes[{i}]'s settings if the upstream serves it as part of the section"
+                ));
+            }
+        }
+    }
     /// Headers whose values are credentials.
     const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
     let rate_limit_service = match raw.rate_limit_service {

@@ -627,6 +627,42 @@ fn a_stage_section_makes_a_routes_true_meaningful() {
 }
 
 #[test]
+fn a_key_required_sections_index_held_by_an_open_route_is_warned_about() {
+    let keys = r#""api_key": {"keys": [{"id": "a", "sha256": "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"}]}"#;
+    let warned = |routes: &str| {
+        let c =
+            Config::from_json(format!(r#"{{{keys}, "routes": [{routes}]}}"#).as_bytes()).unwrap();
+        c.warnings
+            .iter()
+            .filter(|w| w.contains("base path"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let w = warned(
+        r#"{"match": "ANY /{proxy+}"}, {"match": "ANY /admin/{proxy+}", "api_key_required": true}"#,
+    );
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with(
+            "routes[1] requires an API key, but its base path /admin (and /admin/) is routes[0]'s"
+        ),
+        "{w:?}"
+    );
+    // The index covered: by the section itself (no other route) or a keyed route of its own.
+    assert!(warned(r#"{"match": "ANY /admin/{proxy+}", "api_key_required": true}"#).is_empty());
+    assert!(warned(
+        r#"{"match": "ANY /{proxy+}"}, {"match": "ANY /admin/{proxy+}", "api_key_required": true},
+           {"match": "ANY /admin", "api_key_required": true}"#
+    )
+    .is_empty());
+    // A parameter in the base: not told.
+    assert!(warned(
+        r#"{"match": "ANY /{proxy+}"}, {"match": "ANY /{t}/admin/{proxy+}", "api_key_required": true}"#
+    )
+    .is_empty());
+}
+
+#[test]
 fn keys_find_their_plan_among_many() {
     // Plans are looked up by binary search over the name-ordered list.
     let plans: Vec<String> = (0..5_000)
