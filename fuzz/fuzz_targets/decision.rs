@@ -40,7 +40,6 @@ const CONFIG: &str = r#"{
            "expose_headers": ["ratelimit"], "max_age": 60, "allow_credentials": true},
   "routes": [
     {"match": "ANY /admin/{proxy+}", "api_key_required": true, "cors": false},
-    {"match": "ANY /admin", "api_key_required": true},
     {"match": "GET /pets/{id}", "throttle": {"rate": 2, "burst": 3}},
     {"match": "POST /pets", "api_key_required": true, "enforce": false},
     {"match": "PUT /pets/{id}", "cors": {"allow_origins": ["*"], "allow_methods": ["*"]}}
@@ -265,12 +264,13 @@ fuzz_target!(|input: Input| {
         for (_, v) in &d.response_headers {
             assert!(printable(v), "{v:?}");
         }
-        // However the path is spelled, /admin/... lands on an admin route.
+        // However the path is spelled, /admin and /admin/... land on the admin route (its
+        // greedy parameter covers the base path: no route of its own here).
         if !ambiguous && !preflight {
             let n = normalize_path(&path);
             if n == "/admin" || n.starts_with("/admin/") {
                 assert!(
-                    matches!(d.route, Some(0 | 1)),
+                    matches!(d.route, Some(0)),
                     "{path:?} ({n}) escaped: {:?}",
                     d.route
                 );
