@@ -718,14 +718,7 @@ fn a_report_only_refusal_does_not_hide_an_integration_failure() {
 fn a_grpc_integration_failure_is_told_behind_its_200() {
     let cfg = json!({"stage": "prod", "access_log": {"format": "json"}});
     let envoy = Envoy::start(&options(cfg, free_port()));
-    let out = std::process::Command::new("curl")
-        .args(["-s", "-i", "--http2-prior-knowledge", "-X", "POST"])
-        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
-        .args(["--data-binary", "", "--max-time", "10"])
-        .arg(format!("http://127.0.0.1:{}/svc.Pets/Get", envoy.port))
-        .output()
-        .unwrap();
-    let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    let head = grpc_call(envoy.port, "/svc.Pets/Get", &[]);
     assert!(head.starts_with("http/2 200"), "{head}");
     assert!(head.contains("grpc-status: 14\r\n"), "{head}");
     let recs = wait_records(&envoy, 1);
@@ -745,14 +738,7 @@ fn a_grpc_integration_failure_is_told_behind_its_200() {
     });
     let cfg = json!({"stage": "prod", "access_log": {"format": "json"}});
     let envoy = Envoy::start(&options(cfg, up.port));
-    let out = std::process::Command::new("curl")
-        .args(["-s", "-i", "--http2-prior-knowledge", "-X", "POST"])
-        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
-        .args(["--data-binary", "", "--max-time", "10"])
-        .arg(format!("http://127.0.0.1:{}/svc.Pets/Get", envoy.port))
-        .output()
-        .unwrap();
-    let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    let head = grpc_call(envoy.port, "/svc.Pets/Get", &[]);
     assert!(head.contains("grpc-status: 5\r\n"), "{head}");
     let recs = wait_records(&envoy, 1);
     assert_eq!(recs[0]["error.responseType"], Value::Null, "{}", recs[0]);

@@ -498,18 +498,8 @@ fn grpc_clients_get_resource_exhausted_when_throttled() {
     let cfg = keys_config(json!({"throttle": {"rate": 0.001, "burst": 1}}));
     let envoy = Envoy::start(&EnvoyOptions::new(cfg, up.port));
     let grpc = |path: &str, key: Option<&str>| -> String {
-        let mut cmd = std::process::Command::new("curl");
-        cmd.args(["-s", "-i", "--http2-prior-knowledge", "-X", "POST"])
-            .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
-            .args(["--data-binary", "", "--max-time", "10"]);
-        if let Some(k) = key {
-            cmd.args(["-H", &format!("x-api-key: {k}")]);
-        }
-        let out = cmd
-            .arg(format!("http://127.0.0.1:{}{path}", envoy.port))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).to_lowercase()
+        let headers: Vec<(&str, &str)> = key.map(|k| ("x-api-key", k)).into_iter().collect();
+        grpc_call(envoy.port, path, &headers)
     };
     let first = grpc("/svc.Pets/Get", None);
     assert!(first.starts_with("http/2 200"), "{first}");

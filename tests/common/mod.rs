@@ -768,6 +768,24 @@ pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) ->
     try_request(port, method, path, headers, b"").unwrap()
 }
 
+/// A gRPC call as a client makes it (HTTP/2 prior knowledge, `POST`, `application/grpc`,
+/// `te: trailers`, an empty body), by curl: the response's head and body as text, lower-cased
+/// (`http/2 200`, `grpc-status: 8`, ...).
+pub fn grpc_call(port: u16, path: &str, headers: &[(&str, &str)]) -> String {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-s", "-i", "--http2-prior-knowledge", "-X", "POST"])
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .args(["--data-binary", "", "--max-time", "10"]);
+    for (name, value) in headers {
+        cmd.args(["-H", &format!("{name}: {value}")]);
+    }
+    let out = cmd
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run curl: {e}"));
+    String::from_utf8_lossy(&out.stdout).to_lowercase()
+}
+
 pub fn try_request(
     port: u16,
     method: &str,
