@@ -668,7 +668,7 @@ fn check_quota(
     if now_ns == 0 {
         return (Check::StoreFailed(NO_CLOCK), None);
     }
-    let now_s = i64::try_from(now_ns / 1_000_000_000).unwrap_or(i64::MAX);
+    let now_s = unix_secs(now_ns);
     let result = store::update(store, key, |cur| {
         let prior = cur.and_then(QuotaState::decode);
         let (outcome, next) = quota::consume(limit, period, prior, now_s);
@@ -696,6 +696,32 @@ fn check_quota(
         ),
     };
     (check, result.ok().and_then(|(_, w)| w))
+}
+
+/// Whole seconds of a host clock reading, as quota windows count them.
+fn unix_secs(now_ns: u64) -> i64 {
+    i64::try_from(now_ns / 1_000_000_000).unwrap_or(i64::MAX)
+}
+
+/// How long a request would wait for the quota at `key` (0 when a unit is left), read without
+/// consuming one: a refused request's Retry-After covers the quota behind the check that
+/// refused it.
+fn quota_wait_s(
+    limit: u64,
+    period: quota::Period,
+    key: &str,
+    store: &dyn SharedStore,
+    now_ns: u64,
+) -> u64 {
+    let Ok(Some((bytes, _))) = store.get(key) else {
+        return 0;
+    };
+    let (o, _) = quota::consume(limit, period, QuotaState::decode(&bytes), unix_secs(now_ns));
+    if o.allowed {
+        0
+    } else {
+        o.reset_after_s.max(1)
+    }
 }
 
 /// Why a limit refuses every request while the host's clock cannot be read (`now_ns` 0):
@@ -1240,14 +1266,8 @@ fn admit(
                         spent.quota = window.map(|w| (i, w));
                     }
                 } else if peek(passed, &decision) {
-                    if let Ok(Some((bytes, _))) = store.get(k) {
-                        let now_s = i64::try_from(now_ns / 1_000_000_000).unwrap_or(i64::MAX);
-                        let prior = QuotaState::decode(&bytes);
-                        let (o, _) = quota::consume(q.limit, q.period, prior, now_s);
-                        if !o.allowed {
-                            later_wait_s = later_wait_s.max(o.reset_after_s.max(1));
-                        }
-                    }
+                    later_wait_s =
+                        later_wait_s.max(quota_wait_s(q.limit, q.period, k, store, now_ns));
                 }
             }
         }
