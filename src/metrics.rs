@@ -369,9 +369,17 @@ pub fn service_counter(result: ServiceResult) -> usize {
     }
 }
 
+/// Requests refused (429) because a local limit could not be checked: shared data refused a
+/// call or stayed contended through every attempt, or the host's clock could not be read.
+/// One counter per stage (the main role's), in Prometheus `tollgate_store_failures{stage="prod"}`:
+/// such refusals are also `tollgate_throttled`, which cannot tell them from clients over
+/// their limits.
+pub const STORE_FAILURES: &str = "store_failures";
+
 impl MetricTable {
-    /// The full stat name of a rate limit service counter (see [`SERVICE_COUNTERS`]).
-    pub fn service_stat_name(&self, counter: &str) -> String {
+    /// The full stat name of a counter kept per stage ([`SERVICE_COUNTERS`],
+    /// [`STORE_FAILURES`]).
+    pub fn stage_stat_name(&self, counter: &str) -> String {
         let mut name = String::with_capacity(40 + self.stage.len() + counter.len());
         name.push_str(PREFIX);
         name.push_str(".stage=.=");
@@ -557,8 +565,8 @@ mod tests {
                 assert_eq!(method, series.method);
             }
         }
-        for counter in SERVICE_COUNTERS {
-            let mut name = format!("{ENVOY_NAMESPACE}.{}", t.service_stat_name(counter));
+        for counter in SERVICE_COUNTERS.into_iter().chain([STORE_FAILURES]) {
+            let mut name = format!("{ENVOY_NAMESPACE}.{}", t.stage_stat_name(counter));
             let stage = extract(&mut name, "stage").unwrap();
             assert_eq!(decode_tag_value(&stage).as_deref(), Some("prod.eu"));
             assert_eq!(name, format!("wasmcustom.tollgate.{counter}"));

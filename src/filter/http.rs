@@ -494,6 +494,9 @@ impl HttpContext for Main {
         let mut decision =
             gateway::decide_leg(&rt.config, &rt.keys, &HostStore, now_ns, &req, first_leg);
         if let Some(why) = decision.store_failure {
+            if let Some(id) = rt.store_failures_id {
+                host::increment_metric(id, 1);
+            }
             // At most one line a second per worker: a failing store fails every request.
             if let Some(left_out) = warning_due(&STORE_WARNINGS, now_ns) {
                 let more = left_out_note(left_out);

@@ -40,6 +40,9 @@ pub struct Runtime {
     /// Host ids of the rate limit service's counters ([`metrics::SERVICE_COUNTERS`] order);
     /// empty without a service.
     pub service_ids: Vec<u32>,
+    /// Host id of the stage's [`metrics::STORE_FAILURES`] counter (None: the upstream role, or
+    /// the host refused it).
+    pub store_failures_id: Option<u32>,
     /// Requests Envoy redirected internally, for their second legs, which Envoy runs on this
     /// worker once the first legs end ([`Runtime::followed_redirect`]).
     pub handovers: Cell<gateway::Handovers>,
@@ -167,16 +170,23 @@ impl RootContext for Root {
             metrics::SERVICE_COUNTERS
                 .iter()
                 .map_while(|c| {
-                    host::define_metric(MetricKind::Counter, &metrics.service_stat_name(c))
+                    host::define_metric(MetricKind::Counter, &metrics.stage_stat_name(c))
                 })
                 .collect()
         };
+        let store_failures_id = (!self.upstream_role)
+            .then(|| {
+                let name = metrics.stage_stat_name(metrics::STORE_FAILURES);
+                host::define_metric(MetricKind::Counter, &name)
+            })
+            .flatten();
         self.runtime = Some(Rc::new(Runtime {
             config,
             keys,
             metrics,
             metric_ids,
             service_ids,
+            store_failures_id,
             handovers: Cell::default(),
         }));
         true
