@@ -13,7 +13,7 @@ use crate::config::reader::{item, join};
 use crate::error::{FieldError, Quoted};
 
 /// HTTP methods accepted in `routes[].match` besides `ANY`.
-const METHODS: &[&str] = &[
+pub const METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
 ];
 

@@ -730,22 +730,43 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
         });
     }
     // A key-required greedy route whose base path (`/admin` of `/admin/{proxy+}`, the
-    // section's index to most frameworks) another route holds without a key.
+    // section's index to most frameworks) another route holds without a key, for any method
+    // the greedy route answers (an `ANY` route every one; HEAD requests reach GET routes).
     for (i, route) in routes.iter().enumerate() {
         let Some((pattern, base)) = table.pattern(i).and_then(|p| Some((p, p.greedy_base()?)))
         else {
             continue;
         };
-        let method = pattern.method().unwrap_or("GET");
-        let holder = table
-            .find(method.as_bytes(), base.as_bytes())
-            .filter(|&j| j != i);
-        if let (true, Some(j)) = (route.api_key_required, holder) {
-            if routes.get(j).is_some_and(|r| !r.api_key_required) {
-                warnings.push(format!(
-                    "routes[{i}] requires an API key, but its base path {base} (and {base}/) is routes[{j}]'s, which does not: add a route for {base} with routes[{i}]'s settings if the upstream serves it as part of the section"
-                ));
+        if !route.api_key_required {
+            continue;
+        }
+        let own;
+        let methods: &[&str] = match pattern.method() {
+            None => crate::routes::METHODS,
+            Some("GET") => &["GET", "HEAD"],
+            Some(m) => {
+                own = [m];
+                &own
             }
+        };
+        let open_holder = methods.iter().find_map(|m| {
+            let j = table
+                .find(m.as_bytes(), base.as_bytes())
+                .filter(|&j| j != i)?;
+            routes
+                .get(j)
+                .filter(|r| !r.api_key_required)
+                .map(|_| (j, m))
+        });
+        if let Some((j, m)) = open_holder {
+            let also = if base == "/" {
+                String::new()
+            } else {
+                format!(" (and {base}/)")
+            };
+            warnings.push(format!(
+                "routes[{i}] requires an API key, but its base path {base}{also} is routes[{j}]'s for {m}, which does not: add a route for {base} with routes[{i}]'s settings if the upstream serves it as part of the section"
+            ));
         }
     }
     /// Headers whose values are credentials.

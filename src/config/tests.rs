@@ -644,7 +644,43 @@ fn a_key_required_sections_index_held_by_an_open_route_is_warned_about() {
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(
         w[0].starts_with(
-            "routes[1] requires an API key, but its base path /admin (and /admin/) is routes[0]'s"
+            "routes[1] requires an API key, but its base path /admin (and /admin/) is routes[0]'s for GET"
+        ),
+        "{w:?}"
+    );
+    // Any method the greedy route answers: an open DELETE or POST route holds /admin for it.
+    for (open, method) in [
+        ("DELETE /{x}", "DELETE"),
+        ("POST /admin", "POST"),
+        ("HEAD /{x}", "HEAD"),
+    ] {
+        let w = warned(&format!(
+            r#"{{"match": "ANY /admin/{{proxy+}}", "api_key_required": true}}, {{"match": "{open}"}}"#
+        ));
+        assert_eq!(w.len(), 1, "{open}: {w:?}");
+        assert!(
+            w[0].contains(&format!("is routes[1]'s for {method}")),
+            "{w:?}"
+        );
+    }
+    // HEAD reaches GET routes; a method the greedy route does not answer is not its concern.
+    assert_eq!(
+        warned(
+            r#"{"match": "GET /admin/{proxy+}", "api_key_required": true}, {"match": "HEAD /{x}"}"#
+        )
+        .len(),
+        1
+    );
+    assert!(warned(
+        r#"{"match": "GET /admin/{proxy+}", "api_key_required": true}, {"match": "POST /admin"}"#
+    )
+    .is_empty());
+    // The root: `/`, not `/ (and //)`.
+    let w = warned(r#"{"match": "GET /"}, {"match": "ANY /{proxy+}", "api_key_required": true}"#);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with(
+            "routes[1] requires an API key, but its base path / is routes[0]'s for GET,"
         ),
         "{w:?}"
     );
