@@ -128,7 +128,7 @@ run: build envoy
 	@echo "  curl -i -X OPTIONS -H 'Origin: http://localhost:3000' -H 'Access-Control-Request-Method: PUT' localhost:10000/pets/1"
 	@echo "  curl -si localhost:10000/pets/1 | grep -iE '^(age|x-demo)'          # twice: cached 60 s, age grows"
 	@echo "  curl -si -H 'cache-control: max-age=0' -H 'x-api-key: partner-a-secret' localhost:10000/pets/1 | grep -i '^x-demo'"
-	@echo "  curl -s localhost:9901/stats/prometheus | grep '^tollgate_requests'"
+	@echo "  curl -s 'localhost:9901/stats/prometheus?usedonly' | grep '^tollgate_requests'"
 	@echo "Ctrl-C stops Envoy (the demo upstream runs inside it)."
 	@echo
 	exec "$(ENVOY)" -c envoy/envoy.yaml --concurrency 2 --disable-hot-restart --component-log-level wasm:info
