@@ -140,3 +140,56 @@ fn no_failure_policy_means_fail_closed() {
     assert_eq!(statuses(&envoy, 4), [200, 503, 503, 503]);
     assert_eq!(up.count(), 1);
 }
+
+/// Under `FAIL_CLOSED` a dead VM is replaced by a configuration update whose plugin
+/// configuration differs (a byte of whitespace is enough); the same configuration pushed again
+/// changes nothing. Pushed through ECDS here (as Istio does); SECURITY.md's runbook says so.
+#[test]
+fn fail_closed_recovers_on_a_changed_configuration_only() {
+    let up = Upstream::start();
+    let dir = tempdir::Dir::new("fail-closed-ecds");
+    let wasm = dir.path().join("crash.wasm");
+    std::fs::write(&wasm, crashing_plugin()).unwrap();
+    let ecds = dir.path().join("ecds.json");
+    let resource = |plugin_config: &str, version: u32| {
+        let mut filter = wasm_filter(&json!({}), &wasm, "tollgate")["typed_config"].clone();
+        let config = &mut filter["config"];
+        config["configuration"]["value"] = json!(plugin_config);
+        // (Each file another version, so that Envoy takes every push as an update.)
+        let mut doc = ecds_file("tollgate", &filter);
+        doc["version_info"] = json!(version.to_string());
+        doc
+    };
+    publish_file(&ecds, &resource("{}", 1));
+    let mut opts = EnvoyOptions::new(json!({}), up.port);
+    opts.concurrency = 1;
+    let boot = ecds_bootstrap(&opts, "tollgate", &ecds);
+    let envoy = Envoy::try_start_bootstrap(&boot, 1).unwrap_or_else(|f| panic!("{}", f.log));
+    assert_eq!(statuses(&envoy, 3), [200, 503, 503]);
+
+    // (Every accepted update counts, an unchanged one too.)
+    let reloads = "extension_config_discovery.http_filter.tollgate.update_success";
+    let push = |doc: &Value| {
+        let before = envoy.stats().get(reloads).copied().unwrap_or(0);
+        publish_file(&ecds, doc);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while envoy.stats().get(reloads).copied().unwrap_or(0) <= before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no ECDS update:\n{}",
+                envoy.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    // The same configuration again (only the version differs): still dead. (A changed
+    // `vm_config` would start a new VM too, and a new `vm_id` or plugin `name` would start
+    // new counters.)
+    push(&resource("{}", 2));
+    assert_eq!(statuses(&envoy, 2), [503, 503]);
+    // A changed plugin configuration, by one space: a fresh VM serves (until it traps again).
+    push(&resource("{ }", 3));
+    assert_eq!(statuses(&envoy, 3), [200, 503, 503]);
+    assert_eq!(up.count(), 2);
+}

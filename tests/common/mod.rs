@@ -398,6 +398,42 @@ pub fn wasm_filter(plugin_config: &Value, wasm: &Path, root_id: &str) -> Value {
     })
 }
 
+/// An ECDS resource file holding one HTTP filter configuration named `name`: Envoy reads it
+/// from `path_config_source` and watches it ([`publish_file`]).
+pub fn ecds_file(name: &str, typed_config: &Value) -> Value {
+    json!({"resources": [{
+        "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+        "name": name,
+        "typed_config": typed_config
+    }]})
+}
+
+/// `bootstrap(opts)` with the listener's first HTTP filter (tollgate's) taken from the ECDS
+/// file `path` instead (the filter's `config_discovery`, as Istio delivers a WasmPlugin), named
+/// `name`. ECDS needs a node id and cluster, which it gets.
+pub fn ecds_bootstrap(opts: &EnvoyOptions, name: &str, path: &Path) -> Value {
+    let mut boot = bootstrap(opts);
+    boot["node"] = json!({"id": "tollgate-test", "cluster": "tollgate-test"});
+    let filters = &mut boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["http_filters"];
+    assert_eq!(filters[0]["name"], "envoy.filters.http.wasm");
+    filters[0] = json!({"name": name, "config_discovery": {
+        "config_source": {
+            "resource_api_version": "V3",
+            "path_config_source": {"path": path.display().to_string()}
+        },
+        "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"]
+    }});
+    boot
+}
+
+/// Replaces a file Envoy watches the way it expects: written aside, then moved over.
+pub fn publish_file(path: &Path, doc: &Value) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(doc).unwrap()).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 pub fn bootstrap(opts: &EnvoyOptions) -> Value {
     let wasm = opts.wasm.clone().unwrap_or_else(wasm_path);
     let mut filters = vec![wasm_filter(&opts.plugin_config, &wasm, "tollgate")];
