@@ -148,7 +148,7 @@ pub struct Decision {
     /// touches the response.
     pub cors_off: bool,
     /// The counter store failed; the request was refused to keep the limit (logged by the host).
-    pub store_failure: Option<&'static str>,
+    pub store_failure: Option<StoreFailure>,
     /// How a forwarded request goes through Envoy's cache filter.
     pub cache: CachePlan,
     /// The request passed every local check and waits for the rate limit service's answer
@@ -365,6 +365,12 @@ impl StoreKeys {
         format!("{}{slot}", self.client_prefix)
     }
 
+    /// `<stage key>:client-slots`: how many client slots exist (slots `0..n`, 4 bytes little
+    /// endian), written once they all do.
+    fn client_slots_made(&self) -> String {
+        format!("{}:client-slots", self.stage)
+    }
+
     /// `tollgate:<plugin name>:stage:<stage>`, under which the stage's keys are.
     pub fn stage_prefix(&self) -> &str {
         &self.stage
@@ -434,8 +440,19 @@ pub fn initialize_store(
         }
     }
     if let Some(ct) = &cfg.client_throttle {
-        for slot in 0..ct.slots {
-            bucket(&keys.client(slot), &ct.spec)?;
+        // Slots, once made, exist until Envoy restarts (shared data has no delete): a reload
+        // makes only the ones it adds, instead of reading every slot (up to 1,048,576 host
+        // calls in each worker's root context) for each configuration pushed.
+        let made_key = keys.client_slots_made();
+        let made = store
+            .get(&made_key)?
+            .and_then(|(v, _)| v.first_chunk::<4>().map(|b| u32::from_le_bytes(*b)))
+            .unwrap_or(0);
+        if made < ct.slots {
+            for slot in made..ct.slots {
+                bucket(&keys.client(slot), &ct.spec)?;
+            }
+            store.set(&made_key, &ct.slots.to_le_bytes(), None)?;
         }
     }
     for (i, k) in api_keys.iter().enumerate() {
@@ -594,7 +611,7 @@ enum Check {
         error: ErrorType,
         retry_after_s: u64,
     },
-    StoreFailed(&'static str),
+    StoreFailed(StoreFailure),
 }
 
 /// A check's outcome from its report: a pass, or the error with its Retry-After.
@@ -618,7 +635,10 @@ fn check_bucket(
     now_ns: u64,
 ) -> Check {
     if now_ns == 0 {
-        return Check::StoreFailed(NO_CLOCK);
+        return Check::StoreFailed(StoreFailure {
+            check: name,
+            why: NO_CLOCK,
+        });
     }
     let result = store::update(store, key, |cur| {
         let prior = cur
@@ -649,12 +669,7 @@ fn check_bucket(
                 headers::retry_after_secs(o.wait_ns),
             )
         }
-        Err(store::UpdateError::Contended) => Check::StoreFailed(
-            "shared data stayed contended through every retry; request refused to keep the limit",
-        ),
-        Err(store::UpdateError::Host) => Check::StoreFailed(
-            "the host refused a shared data call; request refused to keep the limit",
-        ),
+        Err(e) => Check::StoreFailed(update_failure(name, e)),
     }
 }
 
@@ -666,7 +681,11 @@ fn check_quota(
     now_ns: u64,
 ) -> (Check, Option<i64>) {
     if now_ns == 0 {
-        return (Check::StoreFailed(NO_CLOCK), None);
+        let failure = StoreFailure {
+            check: "quota",
+            why: NO_CLOCK,
+        };
+        return (Check::StoreFailed(failure), None);
     }
     let now_s = unix_secs(now_ns);
     let result = store::update(store, key, |cur| {
@@ -691,9 +710,7 @@ fn check_quota(
                 o.reset_after_s.max(1),
             )
         }
-        Err(_) => Check::StoreFailed(
-            "the quota counter could not be updated; request refused to keep the limit",
-        ),
+        Err(e) => Check::StoreFailed(update_failure("quota", e)),
     };
     (check, result.ok().and_then(|(_, w)| w))
 }
@@ -726,7 +743,34 @@ fn quota_wait_s(
 
 /// Why a limit refuses every request while the host's clock cannot be read (`now_ns` 0):
 /// without it no bucket can refill and no quota window can be told.
-const NO_CLOCK: &str = "the host clock could not be read; request refused to keep the limit";
+const NO_CLOCK: &str = "the host clock could not be read";
+
+/// Why a check could not be made, and which: the request was refused to keep the limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreFailure {
+    /// The check: `plan`, `route`, `stage`, `client` or `quota`.
+    pub check: &'static str,
+    pub why: &'static str,
+}
+
+impl std::fmt::Display for StoreFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (the {} counter); request refused to keep the limit",
+            self.why, self.check
+        )
+    }
+}
+
+/// [`store::UpdateError`]'s words for a [`StoreFailure`].
+fn update_failure(check: &'static str, e: store::UpdateError) -> StoreFailure {
+    let why = match e {
+        store::UpdateError::Contended => "shared data stayed contended through every retry",
+        store::UpdateError::Host => "the host refused a shared data call",
+    };
+    StoreFailure { check, why }
+}
 
 /// The filter's own answer to a refused request; `cors`: the policy of the request's route and
 /// what it allowed this origin, so that a browser can read the answer.

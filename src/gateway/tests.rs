@@ -369,6 +369,8 @@ fn no_two_counters_share_a_key() {
                 .cloned(),
         );
         all.push(keys.stage.clone());
+        all.push(keys.client_slots_made());
+        all.push(format!("{}:warned", keys.stage_prefix()));
     }
     // Within a configuration and across these (their stages differ).
     let n = all.len();
@@ -462,7 +464,8 @@ fn memory_is_bounded_by_slots() {
         gw.run(Req::new("GET", "/").with("x-user", &format!("u{i}")), T0);
     }
     assert_eq!(gw.store.len(), before);
-    assert_eq!(before, 64);
+    // The slots and the mark that says they exist.
+    assert_eq!(before, 64 + 1);
 }
 
 #[test]
@@ -662,7 +665,11 @@ fn contention_fails_closed() {
     initialize_store(&cfg, &keys, &store.0, T0).unwrap();
     let d = decide(&cfg, &keys, &store, T0, &Req::new("GET", "/"));
     assert_eq!(status(&d), 429);
-    assert!(d.store_failure.is_some());
+    // The warning names the counter.
+    assert_eq!(
+        d.store_failure.map(|f| f.to_string()).as_deref(),
+        Some("shared data stayed contended through every retry (the stage counter); request refused to keep the limit")
+    );
 }
 
 #[test]
@@ -695,6 +702,72 @@ fn a_store_failure_refusal_tells_the_tokens_it_gave_back() {
         assert!(d.store_failure.is_some());
         assert_eq!(header(&d, "ratelimit"), Some(r#""route";r=2;t=0"#));
     }
+}
+
+/// A reload reads one mark instead of every client slot, and makes only the slots it adds;
+/// the slots keep their state.
+#[test]
+fn a_reload_makes_only_the_client_slots_it_adds() {
+    struct Counting(MemoryStore, std::cell::Cell<usize>);
+    impl SharedStore for Counting {
+        fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+            self.1.set(self.1.get() + 1);
+            self.0.get(key)
+        }
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+            self.0.set(key, value, cas)
+        }
+    }
+    let config = |slots: u32| {
+        Config::from_json(
+            format!(
+                r#"{{"client_throttle": {{"by": "ip", "rate": 0.001, "burst": 1, "slots": {slots}}}}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap()
+    };
+    let store = Counting(MemoryStore::new(), std::cell::Cell::new(0));
+    let cfg = config(1000);
+    let keys = StoreKeys::new("p:", &cfg);
+    assert_eq!(initialize_store(&cfg, &keys, &store, T0).unwrap(), 1000);
+    assert_eq!(store.1.get(), 1001, "the mark and every slot");
+    // A client spends its slot's token.
+    let client = || Req::new("GET", "/").from("10.1.2.3");
+    assert_eq!(status(&decide(&cfg, &keys, &store, T0, &client())), 200);
+    assert_eq!(status(&decide(&cfg, &keys, &store, T0, &client())), 429);
+    // The same slots again: one read.
+    store.1.set(0);
+    assert_eq!(initialize_store(&cfg, &keys, &store, T0).unwrap(), 0);
+    assert_eq!(store.1.get(), 1);
+    // Fewer: one read, nothing made.
+    store.1.set(0);
+    let fewer = config(10);
+    assert_eq!(
+        initialize_store(&fewer, &StoreKeys::new("p:", &fewer), &store, T0).unwrap(),
+        0
+    );
+    assert_eq!(store.1.get(), 1);
+    // More: the mark and the 500 new slots only.
+    store.1.set(0);
+    let more = config(1500);
+    let more_keys = StoreKeys::new("p:", &more);
+    assert_eq!(
+        initialize_store(&more, &more_keys, &store, T0).unwrap(),
+        500
+    );
+    assert_eq!(store.1.get(), 501);
+    store.1.set(0);
+    assert_eq!(initialize_store(&more, &more_keys, &store, T0).unwrap(), 0);
+    assert_eq!(store.1.get(), 1);
+    // The client's bucket kept its state through the reloads (if its slot is among the first
+    // 1000; else a fresh one of the new slots would admit it).
+    let slot = client_slot(b"10.1.2.3", 1500);
+    let expected = if slot < 1000 { 429 } else { 200 };
+    assert_eq!(
+        status(&decide(&more, &more_keys, &store, T0, &client())),
+        expected
+    );
 }
 
 #[test]
@@ -1580,7 +1653,9 @@ mod refused_requests_spend_nothing {
         ));
         let d = gw.run(Req::new("GET", "/"), 0);
         assert_eq!(status(&d), 429);
-        assert!(d.store_failure.is_some_and(|w| w.contains("clock")));
+        assert!(d
+            .store_failure
+            .is_some_and(|w| w.to_string().contains("clock")));
         let d = gw.run(Req::new("GET", "/").with("x-api-key", "k-free-1"), 0);
         assert_eq!(status(&d), 429);
         assert_eq!(quota_used(&gw, "free-1"), 0);
