@@ -3,7 +3,8 @@
 //! the example configuration (envoy/envoy.yaml): the alerts go pending on the traffic that
 //! should raise them and stay quiet otherwise, so their metric names, labels and the example's
 //! `stat_prefix` are the ones Envoy really exports. `promtool test rules` checks the thresholds
-//! and the `for` durations on synthetic series (`make rules`).
+//! and the `for` durations on synthetic series (`make rules`). The Grafana dashboard
+//! (deploy/grafana/tollgate.json) has its queries run against the same setup.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -119,17 +120,9 @@ impl Prometheus {
         out
     }
 
-    /// The value of an instant query with one result.
+    /// The samples of an instant query (asserting it is valid).
     fn query(&self, promql: &str) -> Vec<(BTreeMap<String, String>, f64)> {
-        let mut q = String::new();
-        for b in promql.bytes() {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                q.push(b as char);
-            } else {
-                q.push_str(&format!("%{b:02X}"));
-            }
-        }
-        let data = self.get(&format!("/api/v1/query?query={q}"));
+        let data = self.get(&format!("/api/v1/query?query={}", encode(promql)));
         data["result"]
             .as_array()
             .unwrap()
@@ -145,6 +138,19 @@ impl Prometheus {
             })
             .collect()
     }
+}
+
+/// Percent-encodes a query parameter's value.
+fn encode(text: &str) -> String {
+    let mut q = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            q.push(b as char);
+        } else {
+            q.push_str(&format!("%{b:02X}"));
+        }
+    }
+    q
 }
 
 impl Drop for Prometheus {
@@ -230,6 +236,107 @@ fn the_shipped_rules_raise_the_alerts_a_real_gateway_deserves_and_no_others() {
         assert!(got[0].1 > 0.0, "{q}: {got:?}");
     }
     drop(envoy);
+}
+
+/// Every query of the shipped Grafana dashboard (deploy/grafana/tollgate.json), with its
+/// variables at "All", is valid PromQL to a real Prometheus, and the panels of traffic and
+/// refusals show the example gateway's traffic.
+#[test]
+fn the_dashboards_queries_run_on_a_real_gateways_metrics() {
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("deploy/grafana/tollgate.json")).unwrap(),
+    )
+    .unwrap();
+    let mut queries = Vec::new();
+    let mut ids = std::collections::HashSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        assert!(ids.insert(panel["id"].as_u64().unwrap()), "{panel}");
+        for t in panel["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().unwrap();
+            // Grafana's substitutions for "All" (allValue `.*`) and the rate interval.
+            let q = expr
+                .replace("$stage", ".*")
+                .replace("$route", ".*")
+                .replace("$__rate_interval", "1m");
+            assert!(!q.contains('$'), "an unknown variable in {expr}");
+            let title = panel["title"].as_str().unwrap().to_string();
+            queries.push((title, t["legendFormat"].as_str().unwrap().to_string(), q));
+        }
+    }
+    assert!(queries.len() >= 20, "{}", queries.len());
+    // Variables: Grafana's `label_values(SELECTOR, LABEL)`, asked as Prometheus's label API.
+    let mut variables = Vec::new();
+    for v in dashboard["templating"]["list"].as_array().unwrap() {
+        if let Some(q) = v["query"]["query"].as_str() {
+            let inner = q
+                .strip_prefix("label_values(")
+                .and_then(|q| q.strip_suffix(')'))
+                .unwrap_or_else(|| panic!("{q}"));
+            let (selector, label) = inner.rsplit_once(", ").unwrap();
+            variables.push((label.to_string(), selector.replace("$stage", ".*")));
+        }
+    }
+    assert_eq!(variables.len(), 2, "{variables:?}");
+
+    let (yaml, ports) = example_yaml("envoy.yaml");
+    let _envoy = YamlEnvoy::start(tempdir::Dir::new("prom-grafana"), &yaml, 1, ports.admin);
+    let prom = Prometheus::start(ports.admin);
+    // Panels that must show this traffic: requests, forbidden and throttled refusals.
+    let must_show = [
+        ("Requests/s by route", "{{method}} {{route}}"),
+        ("Refusals/s by kind", "forbidden"),
+        ("Refusals/s by kind", "throttled"),
+        ("Refusals/s by route", "{{method}} {{route}}"),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for _ in 0..5 {
+            assert_eq!(request(ports.gateway, "POST", "/pets", &[]).status, 403);
+            request(
+                ports.gateway,
+                "GET",
+                "/pets/1",
+                &[("x-api-key", "dev-key-123")],
+            );
+        }
+        let mut missing = Vec::new();
+        for (title, legend, q) in &queries {
+            // (`query` asserts the query is valid.)
+            let nonzero = prom.query(q).iter().any(|(_, v)| *v > 0.0);
+            if must_show.contains(&(title.as_str(), legend.as_str())) && !nonzero {
+                missing.push(title.clone());
+            }
+        }
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no data in {missing:?}\n{}",
+            prom.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The template variables list this stage and its routes.
+    for (label, selector) in &variables {
+        let values = prom.get(&format!(
+            "/api/v1/label/{label}/values?match[]={}",
+            encode(selector)
+        ));
+        let values: Vec<&str> = values
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        match label.as_str() {
+            "stage" => assert_eq!(values, ["demo"]),
+            _ => assert!(
+                values.contains(&"_pets") && values.contains(&"_pets_~7Bid~7D"),
+                "{values:?}"
+            ),
+        }
+    }
 }
 
 #[test]
