@@ -232,14 +232,19 @@ impl CorsPolicy {
         let mut rules: Vec<OriginRule> = Vec::new();
         for (i, entry) in spec.allow_origins.iter().enumerate() {
             let path = item("", "allow_origins", i);
-            match compile_origin(entry) {
+            match compile_origin(entry, credentials) {
                 Ok(OriginEntry::Any) => {
                     if credentials {
                         return Err(FieldError::new(path, STAR_WITH_CREDENTIALS));
                     }
                     any_origin = true;
                 }
-                Ok(OriginEntry::Null) => allow_null = true,
+                Ok(OriginEntry::Null) => {
+                    if credentials {
+                        return Err(FieldError::new(path, NULL_WITH_CREDENTIALS));
+                    }
+                    allow_null = true;
+                }
                 Ok(OriginEntry::Rule(rule)) => {
                     if !rules.contains(&rule) {
                         rules.push(rule);
@@ -452,6 +457,11 @@ impl CorsPolicy {
 }
 
 impl CorsPolicy {
+    /// Whether a preflight may ask for request header `name` (`allow_headers`).
+    pub fn allows_header(&self, name: &str) -> bool {
+        self.any_header || self.headers.iter().any(|h| h.eq_ignore_ascii_case(name))
+    }
+
     /// Whether credentialed requests may read responses (`allow_credentials`).
     pub fn allows_credentials(&self) -> bool {
         self.allow_credentials
@@ -521,12 +531,66 @@ enum OriginEntry {
     Rule(OriginRule),
 }
 
+const NULL_WITH_CREDENTIALS: &str = "`null` cannot be combined with allow_credentials: true: any site can send `Origin: null` (from a sandboxed iframe), so every site could read credentialed responses";
+
+/// Public suffixes under which anyone can publish a site (shared hosting, and second-level
+/// country domains): a subdomain wildcard on one of them, with credentials, would let any
+/// such site read credentialed responses. A curated subset of the Public Suffix List
+/// (publicsuffix.org), not all of it: docs/CORS.md says so.
+const SHARED_SUFFIXES: &str = "\
+    amazonaws.com s3.amazonaws.com elasticbeanstalk.com cloudfront.net azurewebsites.net \
+    azurestaticapps.net azureedge.net cloudapp.net appspot.com web.app firebaseapp.com \
+    run.app cloudfunctions.net github.io githubusercontent.com gitlab.io bitbucket.io \
+    pages.dev workers.dev trycloudflare.com vercel.app now.sh netlify.app herokuapp.com \
+    onrender.com fly.dev railway.app up.railway.app deno.dev glitch.me repl.co replit.app \
+    surge.sh readthedocs.io ngrok.io ngrok-free.app ngrok.app blogspot.com myshopify.com \
+    wixsite.com web.core.windows.net blob.core.windows.net storage.googleapis.com co.uk \
+    org.uk me.uk ltd.uk plc.uk net.uk ac.uk gov.uk com.au net.au org.au co.nz net.nz org.nz \
+    co.jp ne.jp or.jp co.kr or.kr com.br net.br org.br com.cn net.cn org.cn com.hk com.tw \
+    com.sg com.my co.in net.in org.in co.za org.za com.mx com.ar com.tr co.il com.ua com.pl \
+    co.id com.ph com.vn com.co com.pe com.eg com.sa co.th com.ng com.pk";
+
+/// An IPv6 address as the WHATWG URL standard serialises it: lower-case hex groups without
+/// leading zeros, the first longest run of two or more zero groups as `::`.
+fn ipv6_serialized(groups: &[u16; 8]) -> String {
+    // The first longest run of zero groups, if two or more long (else none: length 1).
+    let mut best = (8, 1);
+    let mut at = 0;
+    while at < 8 {
+        let len = groups.iter().skip(at).take_while(|g| **g == 0).count();
+        if len > best.1 {
+            best = (at, len);
+        }
+        at += len.max(1);
+    }
+    let mut out = String::with_capacity(39);
+    let mut at = 0;
+    while at < 8 {
+        if at == best.0 {
+            out.push_str("::");
+            at += best.1;
+            continue;
+        }
+        if !out.is_empty() && !out.ends_with(':') {
+            out.push(':');
+        }
+        // Lower-case hex without leading zeros.
+        let g = groups.get(at).copied().unwrap_or(0);
+        let digits = (16 - g.leading_zeros()).div_ceil(4).max(1);
+        for d in (0..digits).rev() {
+            out.push(char::from_digit(u32::from(g >> (d * 4)) & 0xf, 16).unwrap_or('0'));
+        }
+        at += 1;
+    }
+    out
+}
+
 const ORIGIN_FORM: &str =
     "must be `*`, `null` or an origin of the form scheme://host[:port], such as `https://app.example.com`";
 const WILDCARD_FORM: &str =
     "a wildcard is only allowed as the whole first label, as in `https://*.example.com`";
 
-fn compile_origin(entry: &str) -> Result<OriginEntry, String> {
+fn compile_origin(entry: &str, credentials: bool) -> Result<OriginEntry, String> {
     if entry.is_empty() {
         return Err("must not be empty".to_string());
     }
@@ -608,9 +672,23 @@ fn compile_origin(entry: &str) -> Result<OriginEntry, String> {
         if wildcard {
             return Err("a wildcard cannot be combined with an IP address".to_string());
         }
-        if !is_ipv6_literal(host) {
+        let groups = host_str
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .filter(|_| is_ipv6_literal(host))
+            .and_then(crate::gateway::ipv6_groups);
+        let Some(groups) = groups else {
             return Err(format!(
                 "host `{host_str}` is not a valid IPv6 address literal"
+            ));
+        };
+        // Browsers send the address in one spelling (WHATWG URL: the longest run of zero
+        // groups as `::`, lower-case hex without leading zeros, no dotted IPv4 part); any
+        // other would never match.
+        let canonical = ipv6_serialized(&groups);
+        if host_str.get(1..host_str.len().saturating_sub(1)) != Some(canonical.as_str()) {
+            return Err(format!(
+                "host `{host_str}` is not written as browsers send it: write `[{canonical}]`"
             ));
         }
     } else if host.is_empty() {
@@ -647,6 +725,11 @@ fn compile_origin(entry: &str) -> Result<OriginEntry, String> {
         if !host_str.contains('.') && host_str != "localhost" {
             return Err(format!(
                 "`*.{host_str}` would match every site under a top-level domain: name at least two labels, as in `https://*.example.com`"
+            ));
+        }
+        if credentials && SHARED_SUFFIXES.split(' ').any(|x| x == host_str) {
+            return Err(format!(
+                "`*.{host_str}` with allow_credentials: true would let anyone who can publish a site under {host_str} read credentialed responses: list your own sites there one by one"
             ));
         }
         return Ok(OriginEntry::Rule(OriginRule::Subdomain {
@@ -1026,6 +1109,73 @@ mod tests {
             e.within("cors").to_string(),
             "cors.allow_origins: must list at least one origin"
         );
+    }
+
+    #[test]
+    fn null_with_credentials_is_an_error() {
+        let e = Cfg::new(&["https://a.com", "null"]).credentials().err();
+        assert_eq!(e.path, "allow_origins[1]");
+        assert!(e.message.contains("sandboxed iframe"), "{e}");
+        // Without credentials `null` may be listed (CORS.md: only if you mean it).
+        assert!(policy(&["https://a.com", "null"]).origin_allowed(b"null"));
+    }
+
+    #[test]
+    fn a_wildcard_on_a_shared_suffix_with_credentials_is_an_error() {
+        for base in ["github.io", "vercel.app", "co.uk", "CO.UK", "herokuapp.com"] {
+            let entry = format!("https://*.{base}");
+            let e = Cfg::new(&["https://a.com", &entry]).credentials().err();
+            assert_eq!(e.path, "allow_origins[1]", "{base}");
+            assert!(e.message.contains("list your own sites"), "{e}");
+            // Without credentials no worse than `*`, which is allowed.
+            assert!(
+                policy(&[&entry]).origin_allowed(b"https://x.github.io") || base != "github.io"
+            );
+        }
+        // A user's own subdomain there is theirs to list.
+        let p = Cfg::new(&["https://*.alice.github.io", "https://*.example.co.uk"])
+            .credentials()
+            .policy();
+        assert!(p.origin_allowed(b"https://docs.alice.github.io"));
+        assert!(!p.origin_allowed(b"https://mallory.github.io"));
+    }
+
+    #[test]
+    fn ipv6_origins_are_written_as_browsers_send_them() {
+        for (entry, canonical) in [
+            ("http://[0:0:0:0:0:0:0:1]:8080", "[::1]"),
+            ("http://[::ffff:127.0.0.1]", "[::ffff:7f00:1]"),
+            ("http://[2001:db8:0:0:1:0:0:1]", "[2001:db8::1:0:0:1]"),
+            ("http://[2001:0db8::1]", "[2001:db8::1]"),
+            ("http://[1::2:3:4:5:6:7]", "[1:0:2:3:4:5:6:7]"),
+        ] {
+            let e = Cfg::new(&[entry]).err();
+            assert!(
+                e.message.contains(&format!("write `{canonical}`")),
+                "{entry}: {e}"
+            );
+        }
+        for entry in [
+            "http://[::1::2]",
+            "http://[:]",
+            "http://[1:2:3:4:5:6:7:8:9]",
+        ] {
+            let e = Cfg::new(&[entry]).err();
+            assert!(e.message.contains("not a valid IPv6"), "{entry}: {e}");
+        }
+        for entry in [
+            "http://[::1]:8080",
+            "http://[::]",
+            "http://[2001:db8::1:0:0:1]",
+            "http://[1::]",
+            "http://[1:0:0:2::3]",
+            "http://[1:2:3:4:5:6:7:8]",
+            "http://[::ffff:7f00:1]",
+            "http://[2001:DB8::1]", // (case does not matter: matching ignores it)
+        ] {
+            let p = policy(&[entry]);
+            assert!(p.origin_allowed(entry.as_bytes()), "{entry}");
+        }
     }
 
     #[test]

@@ -540,7 +540,8 @@ fn embedded_ipv4(all: [u16; 8]) -> Option<[u8; 4]> {
 
 /// The eight groups of an IPv6 address in text form, or `None` when the text is not one.
 /// A small parser of our own: `std::net`'s costs several KB of wasm.
-fn ipv6_groups(text: &str) -> Option<[u16; 8]> {
+#[inline(never)]
+pub(crate) fn ipv6_groups(text: &str) -> Option<[u16; 8]> {
     let text = text.split('%').next().unwrap_or(text); // zone id
     if !text.contains(':') || text.len() > 45 {
         return None;
@@ -777,12 +778,17 @@ fn update_failure(check: &'static str, e: store::UpdateError) -> StoreFailure {
 fn local_response(
     error: ErrorType,
     mut headers: Vec<(&'static str, String)>,
-    cors: Option<(&CorsPolicy, &ActualCors)>,
+    cors: Option<(&CorsPolicy, Option<&ActualCors>)>,
 ) -> Outcome {
     headers.push(("content-type", "application/json".to_string()));
-    if let Some((policy, c)) = cors {
-        headers.extend(policy.actual_headers(c).map(|(n, v)| (n, v.to_string())));
-        if c.vary_origin {
+    // Under a CORS policy the answer depends on `Origin` whether or not it was allowed (as
+    // on forwarded responses): a shared cache that stores errors must not hand a refused
+    // origin's answer, without CORS headers, to an allowed one.
+    if let Some((policy, allowed)) = cors {
+        if let Some(c) = allowed {
+            headers.extend(policy.actual_headers(c).map(|(n, v)| (n, v.to_string())));
+        }
+        if allowed.is_none_or(|c| c.vary_origin) {
             headers.push(("vary", "Origin".to_string()));
         }
     }
@@ -975,7 +981,7 @@ fn plan_cache(cfg: &Config, decision: &mut Decision, req: &dyn RequestSource) {
                 decision.outcome = local_response(
                     error,
                     rendered,
-                    cfg.cors_for(route).zip(decision.cors.as_ref()),
+                    cfg.cors_for(route).map(|p| (p, decision.cors.as_ref())),
                 );
                 decision.error = Some(error);
                 return;
@@ -1020,7 +1026,11 @@ fn admit(
         // must not let such a path past a route that enforces.
         let enforced = cfg.enforce || cfg.routes.iter().any(|r| r.enforce);
         let outcome = if enforced {
-            local_response(ErrorType::BadRequest, Vec::new(), policy.zip(cors.as_ref()))
+            local_response(
+                ErrorType::BadRequest,
+                Vec::new(),
+                policy.map(|p| (p, cors.as_ref())),
+            )
         } else {
             Outcome::Forward
         };
@@ -1153,7 +1163,7 @@ fn admit(
             decision.outcome = local_response(
                 ErrorType::InvalidApiKey,
                 Vec::new(),
-                cfg.cors_for(route).zip(decision.cors.as_ref()),
+                cfg.cors_for(route).map(|p| (p, decision.cors.as_ref())),
             );
         }
         return decision;
@@ -1386,8 +1396,11 @@ fn admit(
             if route.enforce {
                 let mut h = rl_headers;
                 h.push(("retry-after", retry_after.to_string()));
-                decision.outcome =
-                    local_response(error, h, cfg.cors_for(route).zip(decision.cors.as_ref()));
+                decision.outcome = local_response(
+                    error,
+                    h,
+                    cfg.cors_for(route).map(|p| (p, decision.cors.as_ref())),
+                );
             } else {
                 decision.response_headers = rl_headers;
             }
@@ -1488,8 +1501,11 @@ pub fn conclude(
             if route.enforce {
                 let mut h = rl_headers;
                 h.push(("retry-after", answer.retry_after_s.max(1).to_string()));
-                decision.outcome =
-                    local_response(error, h, cfg.cors_for(route).zip(decision.cors.as_ref()));
+                decision.outcome = local_response(
+                    error,
+                    h,
+                    cfg.cors_for(route).map(|p| (p, decision.cors.as_ref())),
+                );
                 decision.cache = CachePlan::Off;
             } else {
                 decision.response_headers = rl_headers;

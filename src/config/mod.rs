@@ -769,6 +769,30 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
             ));
         }
     }
+    // A key-required route whose CORS policy does not let browsers send the key header: every
+    // page's preflight asking for it is refused, so no page can call the route. Told once per
+    // policy.
+    if let Some(header) = api_keys.as_ref().map(|k| k.header.as_str()) {
+        let mut told_stage = false;
+        for (i, route) in routes.iter().enumerate() {
+            let (policy, stage) = match &route.cors {
+                RouteCors::Stage => (stage_cors.as_ref(), true),
+                RouteCors::Own(p) => (Some(&**p), false),
+                RouteCors::Off => (None, false),
+            };
+            let Some(policy) = policy.filter(|_| route.api_key_required) else {
+                continue;
+            };
+            if policy.allows_header(header) || (stage && told_stage) {
+                continue;
+            }
+            told_stage |= stage;
+            let whose = if stage { "cors" } else { "its own cors" };
+            warnings.push(format!(
+                "routes[{i}] requires an API key in {header}, but {whose}.allow_headers does not list {header}: a browser's preflight asking to send it is refused (403), so no web page can call the route; add \"{header}\" to allow_headers (or set \"cors\": false on routes that browsers do not call)"
+            ));
+        }
+    }
     /// Headers whose values are credentials.
     const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
     let rate_limit_service = match raw.rate_limit_service {

@@ -699,6 +699,47 @@ fn a_key_required_sections_index_held_by_an_open_route_is_warned_about() {
 }
 
 #[test]
+fn a_cors_policy_that_browsers_cannot_send_the_key_under_is_warned_about() {
+    let keys = r#""api_key": {"keys": [{"id": "a", "sha256": "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"}]}"#;
+    let warned = |rest: &str| {
+        let c = Config::from_json(format!(r#"{{{keys}, {rest}}}"#).as_bytes()).unwrap();
+        c.warnings
+            .iter()
+            .filter(|w| w.contains("allow_headers does not list"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let cors = |headers: &str| {
+        format!(
+            r#""cors": {{"allow_origins": ["https://app.example.com"], "allow_headers": [{headers}]}}"#
+        )
+    };
+    let routes = r#""routes": [{"match": "GET /x", "api_key_required": true},
+                                {"match": "GET /y", "api_key_required": true},
+                                {"match": "GET /open"}]"#;
+    // Once for the stage's policy, however many routes use it.
+    let w = warned(&format!("{}, {routes}", cors(r#""content-type""#)));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].starts_with("routes[0] requires an API key in x-api-key, but cors.allow_headers does not list x-api-key"), "{w:?}");
+    // Listed (any case), `*`, or no CORS on the keyed routes: nothing to say.
+    assert!(warned(&format!("{}, {routes}", cors(r#""X-Api-Key""#))).is_empty());
+    assert!(warned(&format!("{}, {routes}", cors(r#""*""#))).is_empty());
+    assert!(warned(&format!(
+        r#"{}, "routes": [{{"match": "GET /x", "api_key_required": true, "cors": false}}, {{"match": "GET /open"}}]"#,
+        cors("")
+    ))
+    .is_empty());
+    // A route's own policy is told apart; the key's header is the configured one.
+    let w = warned(&format!(
+        r#"{}, "routes": [{{"match": "GET /x", "api_key_required": true,
+             "cors": {{"allow_origins": ["https://b.example.com"]}}}}]"#,
+        cors(r#""x-api-key""#)
+    ));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("its own cors.allow_headers"), "{w:?}");
+}
+
+#[test]
 fn keys_find_their_plan_among_many() {
     // Plans are looked up by binary search over the name-ordered list.
     let plans: Vec<String> = (0..5_000)

@@ -644,8 +644,20 @@ fn local_responses_carry_cors_for_allowed_origins() {
     );
     assert_eq!(header(&d, "vary"), Some("Origin"));
     let d = gw.run(Req::new("GET", "/").with("origin", "https://evil.net"), T0);
+    assert_eq!(status(&d), 429);
     assert!(header(&d, "access-control-allow-origin").is_none());
     assert!(d.cors.is_none());
+    // The refusal still varies by Origin (a cache storing errors must not serve it to an
+    // allowed origin), and so does one to a request without Origin.
+    assert_eq!(header(&d, "vary"), Some("Origin"));
+    let d = gw.run(Req::new("GET", "/"), T0);
+    assert_eq!(header(&d, "vary"), Some("Origin"));
+    // Without a CORS policy, no Vary.
+    let gw = Gw::new(r#"{"throttle": {"rate": 0.001, "burst": 1}}"#);
+    gw.run(Req::new("GET", "/"), T0);
+    let d = gw.run(Req::new("GET", "/").with("origin", "https://evil.net"), T0);
+    assert_eq!(status(&d), 429);
+    assert_eq!(header(&d, "vary"), None);
 }
 
 #[test]
