@@ -419,13 +419,16 @@ fn local_403_and_429_carry_cors_headers() {
     assert!(r.header("retry-after").is_some());
     assert_local_cors(&r);
 
-    // A disallowed origin gets the same answers, without CORS headers.
+    // A disallowed origin gets the same answers, without CORS headers, but varying by Origin
+    // (a cache that stores errors must not give it to an allowed origin).
     let r = envoy.get("/limited/1", &[("origin", EVIL)]);
     assert_eq!(r.status, 429);
     assert_no_cors(&r, "429 to a disallowed origin");
+    assert_eq!(r.all("vary"), ["Origin"], "{:?}", r.headers);
     let r = envoy.send("POST", "/pets", &[("origin", EVIL)]);
     assert_eq!(r.status, 403);
     assert_no_cors(&r, "403 to a disallowed origin");
+    assert_eq!(r.all("vary"), ["Origin"], "{:?}", r.headers);
     assert_eq!(up.count(), 1);
     envoy.assert_no_wasm_failure();
 }
