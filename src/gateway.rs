@@ -175,26 +175,11 @@ pub struct Spent {
     plan: Option<usize>,
     /// The route (index) whose bucket gave a token.
     route: Option<usize>,
-    /// The routes of earlier legs of an internal redirect whose buckets gave a token (given
-    /// back with the rest; the answer's `"route"` item is the last route's).
-    earlier_routes: [Option<usize>; 3],
     stage: bool,
     /// The client slot whose bucket gave a token.
     client: Option<u32>,
     /// The API key (index) whose quota counted the request, and the window it counted in.
     quota: Option<(usize, i64)>,
-}
-
-impl Spent {
-    /// A redirect's next leg checks its own route: the route token taken so far becomes an
-    /// earlier leg's.
-    fn next_leg(&mut self) {
-        if let Some(r) = self.route.take() {
-            if let Some(slot) = self.earlier_routes.iter_mut().find(|s| s.is_none()) {
-                *slot = Some(r);
-            }
-        }
-    }
 }
 
 /// The reports of policies whose checks passed (each took a token or a quota unit), as they
@@ -228,7 +213,7 @@ fn give_back(cfg: &Config, keys: &StoreKeys, store: &dyn SharedStore, spent: &mu
             bucket(key, &spec);
         }
     }
-    for &i in spent.earlier_routes.iter().chain([&spent.route]).flatten() {
+    if let Some(i) = spent.route {
         if let (Some(spec), Some(key)) = (
             cfg.routes.get(i).and_then(|r| r.throttle),
             keys.routes.get(i),
@@ -295,6 +280,8 @@ pub struct ServiceCall {
     pub checks: Vec<rls::Check>,
     /// The policies the local checks reported, merged with the service's in [`conclude`].
     pub reports: Vec<PolicyReport>,
+    /// A later leg's call (about its route): refused, only that leg's route token goes back.
+    pub later_leg: bool,
 }
 
 /// How a call to the rate limit service ended, for the metrics and the log.
@@ -895,7 +882,8 @@ pub fn decide(
 /// legs were not: the client made one request, whose stage, plan, client and quota charges and
 /// rate limit service call the first leg took. On another route than the previous leg's, it
 /// takes that route's throttle token (when the throttle is checked locally). Its answer
-/// carries the legs' rate-limit headers; refused, it gives back what every leg took.
+/// carries the legs' rate-limit headers; refused, it gives back what it took itself (its
+/// earlier legs reached the upstream and stay charged).
 pub fn decide_leg(
     cfg: &Config,
     keys: &StoreKeys,
@@ -912,8 +900,8 @@ pub fn decide_leg(
         }
     }
     // Refused, or in report-only mode counted as refused: nothing spent. That is what the
-    // throttles took before one refused, what the checks took before the cache refused, and
-    // what a redirect's first leg took when its second leg is refused for its path or key.
+    // throttles took before one refused and what the checks took before the cache refused (a
+    // redirect's later leg holds only what it took itself).
     if decision.error.is_some() || decision.outcome != Outcome::Forward {
         give_back(cfg, keys, store, &mut decision.spent);
     }
@@ -1034,13 +1022,9 @@ fn admit(
         } else {
             Outcome::Forward
         };
-        let mut decision = Decision::new(outcome, None, Some(ErrorType::BadRequest), cors);
-        // A later leg refused here (or counted as refused, report-only): its earlier legs'
-        // charges go back (`decide_leg`), as everywhere a leg is refused.
-        if let Some(c) = &first_leg {
-            decision.spent = c.spent;
-        }
-        return decision;
+        // (A later leg refused here took nothing itself; its earlier legs reached the upstream
+        // and stay charged.)
+        return Decision::new(outcome, None, Some(ErrorType::BadRequest), cors);
     }
 
     // 1. CORS preflight, routed by the method it asks about. On a route with CORS off the
@@ -1114,14 +1098,9 @@ fn admit(
                             Some(ErrorType::CorsPreflightDenied),
                         ),
                     };
-                    let mut decision = Decision::new(outcome, route_idx, error, None);
-                    // A later leg answered here (a preflight the upstream redirected): the
-                    // client's request ends in tollgate's own answer, which costs nothing, so
-                    // its earlier legs' charges go back (`decide_leg`).
-                    if let Some(c) = &first_leg {
-                        decision.spent = c.spent;
-                    }
-                    return decision;
+                    // (A later leg answered here, a preflight the upstream redirected: its
+                    // earlier legs reached the upstream and stay charged.)
+                    return Decision::new(outcome, route_idx, error, None);
                 }
             }
         }
@@ -1154,11 +1133,8 @@ fn admit(
     }
     decision.key = key.map(|(i, _)| i);
     if decision.error.is_some() {
-        // A later leg refused here (or counted as refused, report-only): its earlier legs'
-        // charges go back (`decide_leg`).
-        if let Some(c) = &first_leg {
-            decision.spent = c.spent;
-        }
+        // (A later leg refused here took nothing itself; its earlier legs reached the upstream
+        // and stay charged.)
         if route.enforce {
             decision.outcome = local_response(
                 ErrorType::InvalidApiKey,
@@ -1178,7 +1154,9 @@ fn admit(
             if let Some(slot) = decision.earlier_legs.iter_mut().find(|s| s.is_none()) {
                 *slot = c.route;
             }
-            (c.reports, c.spent)
+            // What the earlier legs took stays spent: they reached the upstream. This leg
+            // spends (and, refused, gives back) only its own.
+            (c.reports, Spent::default())
         }
         None => (Vec::new(), Spent::default()),
     };
@@ -1258,7 +1236,6 @@ fn admit(
                     if let Some(at) = reports.iter().position(|r| r.name == "route") {
                         reports.swap_remove(at);
                     }
-                    spent.next_leg();
                     passed = run(
                         check_bucket("route", spec, k, store, now_ns),
                         &mut reports,
@@ -1340,6 +1317,9 @@ fn admit(
                 refund(std::slice::from_mut(route_report));
             }
         }
+    } else if !first {
+        // A later leg's only check is its route's, which took nothing if it failed; the
+        // earlier legs' charges stay, and their reports say so.
     } else if decision.store_failure.is_some() {
         // The check the store failed has no report: every report is of one that passed.
         refund(&mut reports);
@@ -1379,6 +1359,7 @@ fn admit(
                 message: rls::encode_request(&rls::build_request(s, &descriptors)),
                 checks: descriptors.iter().map(|(c, _)| *c).collect(),
                 reports,
+                later_leg: !first,
             });
             return decision;
         }
@@ -1473,8 +1454,14 @@ pub fn conclude(
     let mut reports = call.reports;
     if answer.refuse.is_some() {
         // What the local checks took goes back (below), and their reports say so. (When the
-        // service answered, its reports then replace those of the checks it holds.)
-        refund(&mut reports);
+        // service answered, its reports then replace those of the checks it holds.) A later
+        // leg's took only its route's token: the earlier legs' stay spent.
+        let own = reports
+            .iter_mut()
+            .filter(|r| !call.later_leg || r.name == "route");
+        for r in own {
+            refund(std::slice::from_mut(r));
+        }
     }
     if answer.failure.is_none() {
         // A check the service told a limit for is reported from the service; one it said

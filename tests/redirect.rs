@@ -320,10 +320,10 @@ fn a_next_leg_denied_before_tollgate_is_logged_once_as_the_clients_request() {
 }
 
 #[test]
-fn a_redirected_preflight_that_tollgate_answers_gives_back_what_its_first_leg_took() {
+fn a_redirected_preflight_that_tollgate_answers_keeps_what_its_first_leg_took() {
     // The upstream answers preflights on /legacy (CORS off there) and sends them on to /new
     // with a 307, which keeps the method: Envoy follows it, and tollgate answers the preflight
-    // for /new. The client's request ends in tollgate's 204, which costs nothing.
+    // for /new. The first leg reached the upstream, so its charge stays.
     let up = Upstream::with(|r| {
         if r.path.starts_with("/legacy") {
             Reply::ok("moved")
@@ -354,9 +354,54 @@ fn a_redirected_preflight_that_tollgate_answers_gives_back_what_its_first_leg_to
     );
     // The upstream saw the first leg only.
     assert_eq!(up.count(), 1);
-    // The stage's one token is back: the next request passes.
+    // The stage's one token stays spent.
     let next = envoy.get("/x", &[]);
-    assert_eq!(next.status, 200, "{}", next.text());
+    assert_eq!(next.status, 429, "{}", next.text());
+    envoy.assert_no_wasm_failure();
+}
+
+#[test]
+fn an_order_whose_confirmation_page_is_refused_is_still_charged() {
+    // POST /orders makes an order and answers 303 to its page, which Envoy follows as a GET;
+    // that GET is throttled. The POST reached the upstream, so it is charged: a quota of 3
+    // lets 3 orders through, not one per attempt.
+    let up = Upstream::with(|r| {
+        if r.method == "POST" {
+            Reply::ok("made")
+                .status(303)
+                .header("location", "http://localhost/orders/1")
+        } else {
+            Reply::ok("your order")
+        }
+    });
+    let cfg = json!({
+        "api_key": {"keys": [{"id": "a", "value": "k-a-0123456789", "usage_plan": "p"},
+                             {"id": "b", "value": "k-b-0123456789"}]},
+        "usage_plans": {"p": {"quota": {"limit": 3, "period": "DAY"}}},
+        "routes": [
+            {"match": "POST /orders", "api_key_required": true},
+            {"match": "GET /orders/{id}", "api_key_required": true,
+             "throttle": {"rate": 0.001, "burst": 1}}
+        ],
+    });
+    let mut opts = options(cfg, up.port);
+    opts.hcm_extra["route_config"]["virtual_hosts"][0]["routes"][1]["route"]
+        ["internal_redirect_policy"]["redirect_response_codes"] = json!([303]);
+    let envoy = Envoy::start(&opts);
+    // The page's one token goes to another client.
+    let r = envoy.get("/orders/0", &[("x-api-key", "k-b-0123456789")]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let statuses: Vec<u16> = (0..6)
+        .map(|_| {
+            envoy
+                .send("POST", "/orders", &[("x-api-key", "k-a-0123456789")])
+                .status
+        })
+        .collect();
+    // Three orders made (their pages refused: 429), then the quota refuses the POST itself.
+    assert_eq!(statuses, [429, 429, 429, 429, 429, 429]);
+    let posts = up.requests().iter().filter(|r| r.method == "POST").count();
+    assert_eq!(posts, 3, "a quota of 3 lets 3 orders reach the upstream");
     envoy.assert_no_wasm_failure();
 }
 

@@ -1836,7 +1836,7 @@ fn a_followed_redirect_is_checked_but_not_charged_again() {
         header(&d, "ratelimit"),
         Some(r#""stage";r=0;t=1000, "quota";r=2;t=28800, "route";r=0;t=1000"#)
     );
-    // Refused there, it gives back what its first leg took.
+    // Refused there, its first leg's charges stay: that leg reached the upstream.
     assert_eq!(status(&gw.run(Req::new("GET", "/start"), T0)), 429);
     let gw2 = Gw::new(
         r#"{"throttle": {"rate": 0.001, "burst": 2},
@@ -1850,9 +1850,9 @@ fn a_followed_redirect_is_checked_but_not_charged_again() {
     assert_eq!(status(&d), 429);
     assert_eq!(
         header(&d, "ratelimit"),
-        Some(r#""stage";r=1;t=1000, "route";r=0;t=1000"#)
+        Some(r#""stage";r=0;t=1000, "route";r=0;t=1000"#)
     );
-    assert_eq!(status(&run2(&gw2, "/start", None)), 200);
+    assert_eq!(status(&run2(&gw2, "/start", None)), 429);
 
     // From one throttled route to another: the second route's report replaces the first's.
     let gw3 = Gw::new(
@@ -1868,7 +1868,8 @@ fn a_followed_redirect_is_checked_but_not_charged_again() {
         Some(r#""route";q=2;w=2000"#)
     );
 
-    // A second leg refused for its key gives back what its first leg took.
+    // A second leg refused for its key: its first leg (which reached the upstream) stays
+    // charged, so the stage's only token is spent.
     let gw = Gw::new(
         r#"{"throttle": {"rate": 0.001, "burst": 1},
             "api_key": {"keys": [{"id": "a", "value": "k-a"}]},
@@ -1878,7 +1879,7 @@ fn a_followed_redirect_is_checked_but_not_charged_again() {
     assert_eq!(status(&leg1), 200);
     let d = gw.leg(Req::new("GET", "/final"), Some(leg1));
     assert_eq!(status(&d), 403);
-    assert_eq!(status(&gw.run(Req::new("GET", "/start"), T0)), 200);
+    assert_eq!(status(&gw.run(Req::new("GET", "/start"), T0)), 429);
 }
 
 #[test]
@@ -1916,7 +1917,7 @@ fn a_handover_is_claimed_once_by_its_stream_and_waits_a_bounded_time() {
 }
 
 #[test]
-fn a_redirect_chain_refused_on_its_last_leg_gives_back_every_legs_route_token() {
+fn a_redirect_chain_refused_on_its_last_leg_keeps_the_earlier_legs_route_tokens() {
     let gw = Gw::new(
         r#"{"routes": [{"match": "GET /a", "throttle": {"rate": 0.001, "burst": 5}},
                        {"match": "GET /b", "throttle": {"rate": 0.001, "burst": 5}},
@@ -1929,15 +1930,53 @@ fn a_redirect_chain_refused_on_its_last_leg_gives_back_every_legs_route_token() 
     assert_eq!(status(&b), 200);
     let c = leg("/c", Some(b));
     assert_eq!(status(&c), 429);
-    // Both /a and /b have their token back: four left after the next request on each.
+    // /a and /b reached the upstream: their tokens stay spent (three left after the next
+    // request on each), and /c's refusal took none.
     for path in ["/a", "/b"] {
         let d = leg(path, None);
         assert!(
-            header(&d, "ratelimit").is_some_and(|v| v.starts_with(r#""route";r=4;"#)),
+            header(&d, "ratelimit").is_some_and(|v| v.starts_with(r#""route";r=3;"#)),
             "{path}: {:?}",
             header(&d, "ratelimit")
         );
     }
+}
+
+/// A POST the upstream answers with 303 (an order made) whose GET leg is refused: the POST
+/// reached the upstream, so its quota unit stays counted. (It used to go back: every order
+/// whose confirmation page was throttled was free, and a quota of 3 let 8 orders through.)
+#[test]
+fn a_refused_later_leg_does_not_make_its_first_leg_free() {
+    let gw = Gw::new(
+        r#"{"api_key": {"keys": [{"id": "a", "value": "k-a", "usage_plan": "p"},
+                                 {"id": "b", "value": "k-b"}]},
+            "usage_plans": {"p": {"quota": {"limit": 3, "period": "DAY"}}},
+            "routes": [{"match": "POST /orders", "api_key_required": true},
+                       {"match": "GET /orders/{id}", "api_key_required": true,
+                        "throttle": {"rate": 0.001, "burst": 1}}]}"#,
+    );
+    let keyed = |m: &str, p: &str| Req::new(m, p).with("x-api-key", "k-a");
+    // The confirmation page's one token goes to someone else.
+    let other = Req::new("GET", "/orders/0").with("x-api-key", "k-b");
+    assert_eq!(status(&gw.run(other, T0)), 200);
+    let mut orders = 0;
+    for _ in 0..8 {
+        let post = gw.run(keyed("POST", "/orders"), T0);
+        if status(&post) != 200 {
+            assert_eq!(post.error, Some(ErrorType::QuotaExceeded));
+            continue;
+        }
+        orders += 1;
+        let get = gw.leg(keyed("GET", "/orders/1"), Some(post));
+        assert_eq!(status(&get), 429);
+        // Its answer tells the quota as spent.
+        let told = header(&get, "ratelimit").unwrap_or_default().to_string();
+        assert!(
+            told.contains(&format!(r#""quota";r={};"#, 3 - orders)),
+            "{told}"
+        );
+    }
+    assert_eq!(orders, 3, "a quota of 3 admits 3 orders");
 }
 
 #[test]
@@ -2038,7 +2077,7 @@ fn a_report_only_refusal_refunds_its_headers_once() {
 }
 
 #[test]
-fn a_later_leg_answered_as_a_preflight_gives_back_its_earlier_legs_charges() {
+fn a_later_leg_answered_as_a_preflight_keeps_its_earlier_legs_charges() {
     // The upstream redirects a preflight it answers itself (a route with CORS off) to a
     // location where tollgate answers it: the client's request ends in tollgate's 204.
     let gw = Gw::new(
@@ -2055,14 +2094,14 @@ fn a_later_leg_answered_as_a_preflight_gives_back_its_earlier_legs_charges() {
     assert_eq!(status(&leg1), 200, "forwarded: the upstream answers it");
     let d = gw.leg(preflight("/new"), Some(leg1));
     assert_eq!(status(&d), 204);
-    // The stage's only token is back.
-    assert_eq!(status(&gw.run(Req::new("GET", "/x"), T0)), 200);
+    // The first leg reached the upstream: the stage's only token stays spent.
+    assert_eq!(status(&gw.run(Req::new("GET", "/x"), T0)), 429);
 }
 
 #[test]
-fn a_later_leg_counted_as_refused_gives_back_its_first_legs_charges() {
-    // Report-only: a later leg refused for its key is counted as refused, and gives back its
-    // first leg's stage token as an enforced refusal would.
+fn a_later_leg_counted_as_refused_keeps_its_first_legs_charges() {
+    // Report-only: a later leg refused for its key is counted as refused; its first leg's
+    // stage token stays spent, as under enforcement (that leg reached the upstream).
     let gw = Gw::new(
         r#"{"enforce": false, "throttle": {"rate": 0.001, "burst": 1},
             "api_key": {"keys": [{"id": "a", "value": "k-a"}]},
@@ -2074,7 +2113,11 @@ fn a_later_leg_counted_as_refused_gives_back_its_first_legs_charges() {
     let d = gw.leg(Req::new("GET", "/final"), Some(leg1));
     assert_eq!((status(&d), d.error), (200, Some(ErrorType::InvalidApiKey)));
     let fresh = gw.run(Req::new("GET", "/start"), T0);
-    assert_eq!(fresh.error, None, "the stage token went back");
+    assert_eq!(
+        fresh.error,
+        Some(ErrorType::Throttled),
+        "the stage token stays spent"
+    );
 }
 
 #[test]
