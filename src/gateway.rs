@@ -828,12 +828,24 @@ impl Handovers {
         self.waiting.is_empty()
     }
 
-    /// Keeps `h` if fewer than [`HANDOVERS_MAX`] wait. (The ones that waited too long are
-    /// given up by [`Handovers::claim`], which every request's headers run while any waits.)
+    /// Keeps `h`; when [`HANDOVERS_MAX`] wait already, the one that waited longest gives way:
+    /// it is the likeliest never to be claimed (its next leg answered before tollgate saw it
+    /// on HTTP/3, or tollgate off on its route), and a fresh one would otherwise be lost and
+    /// its next leg charged again. (The ones that waited too long are given up by
+    /// [`Handovers::claim`], which every request's headers run while any waits.)
     pub fn put(&mut self, h: Handover) {
-        if self.waiting.len() < HANDOVERS_MAX {
-            self.waiting.push(h);
+        if self.waiting.len() >= HANDOVERS_MAX {
+            let oldest = self
+                .waiting
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, w)| w.left_ns)
+                .map(|(i, _)| i);
+            if let Some(i) = oldest {
+                self.take_at(i);
+            }
         }
+        self.waiting.push(h);
     }
 
     /// The handover at `i` (a valid index), taken; the last one takes its place.

@@ -1,11 +1,11 @@
 //! tollgate behind Envoy's HTTP/3 (QUIC) listener: throttling, CORS, the access record and the
 //! metrics over real HTTP/3 traffic (tests/h3/h3client.py, on aioquic).
 //!
-//! HTTP/3 is where Envoy 1.40 logs differently: a stream's access loggers, tollgate's `on_log`
-//! among them, run once the client has acknowledged the response's last byte (or the stream is
-//! about to be destroyed), after the filter's other callbacks and after its `on_done`. So the
-//! record must still be whole then: status, length, latencies, the client address and the
-//! protocol.
+//! HTTP/3 is where Envoy 1.40 logs differently: a stream's access loggers run once the client
+//! has acknowledged the response's last byte, and a Proxy-Wasm filter's `on_log` is not among
+//! them (docs/OBSERVABILITY.md, "HTTP/3"): tollgate records the request when Envoy deletes its
+//! context instead. So the record must still be whole then: status, length, latencies, the
+//! client address and the protocol.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -1906,12 +1906,12 @@ fn a_handover_is_claimed_once_by_its_stream_and_waits_a_bounded_time() {
     // One never claimed is given up after the wait.
     assert!(hs.claim(1, T0 + HANDOVER_WAIT_NS).is_none());
     assert!(hs.is_empty());
-    // Bounded: when full, one more is given up.
+    // Bounded: when full, the one that waited longest gives way to the new one.
     for t in 0..=HANDOVERS_MAX as u64 {
         hs.put(h(t + 100, T0 + t));
     }
-    assert!(hs.claim(100 + HANDOVERS_MAX as u64, T0).is_none());
-    assert!(hs.claim(100, T0).is_some());
+    assert!(hs.claim(100, T0).is_none(), "the oldest gave way");
+    assert!(hs.claim(100 + HANDOVERS_MAX as u64, T0).is_some(), "the newest is kept");
     assert!(hs.claim(99 + HANDOVERS_MAX as u64, T0).is_some());
     assert!(hs.claim(101, T0).is_some());
 }
