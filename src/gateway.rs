@@ -106,14 +106,35 @@ impl ErrorType {
 /// gRPC's RESOURCE_EXHAUSTED.
 pub const GRPC_RESOURCE_EXHAUSTED: i32 = 8;
 
-/// The gRPC status of the filter's own answer with `status`, for the host to send when the
-/// request is a gRPC one (Envoy then answers `:status 200` with `grpc-status` and the body as
-/// `grpc-message`, and ignores it for any other request). A 429 (throttle, quota, the rate
-/// limit service) is RESOURCE_EXHAUSTED, as Envoy's own rate limit filters can be set to answer:
-/// Envoy's HTTP mapping would make it UNAVAILABLE, which gRPC clients and retry policies retry
-/// at once. `None` leaves Envoy's mapping (403 PERMISSION_DENIED, 400 INTERNAL).
-pub fn grpc_status(status: u16) -> Option<i32> {
-    (status == 429).then_some(GRPC_RESOURCE_EXHAUSTED)
+/// The filter's answer to a gRPC or gRPC-Web request (`content-type: application/grpc...`),
+/// trailers-only in the headers: `:status` 200, `grpc-status` and `grpc-message` (the JSON
+/// body), no body; the other headers stay. A 429 (throttle, quota, the rate limit service) is
+/// RESOURCE_EXHAUSTED (8), as Envoy's own rate limit filters can be set to answer: gRPC's HTTP
+/// mapping would make it UNAVAILABLE, which clients and retry policies retry at once. A 403
+/// is PERMISSION_DENIED (7), a 400 INTERNAL (13), as that mapping has them. Envoy builds its
+/// gRPC form of a reply (content type `application/grpc`) only for requests that were gRPC
+/// when they arrived, so a gRPC-Web client got a bare 429 (UNAVAILABLE to it; behind Envoy's
+/// `grpc_web` filter, which hands tollgate `application/grpc`, `grpc-status` 14). Returns the
+/// headers and the status, for the host's gRPC form too.
+pub fn grpc_answer(
+    status: u16,
+    headers: &[(&'static str, String)],
+    body: Option<&str>,
+) -> (Vec<(&'static str, String)>, i32) {
+    let code = match status {
+        429 => GRPC_RESOURCE_EXHAUSTED,
+        403 => 7,
+        400 => 13,
+        _ => 2,
+    };
+    let mut out: Vec<_> = headers
+        .iter()
+        .filter(|(n, _)| *n != "content-type")
+        .cloned()
+        .collect();
+    out.push(("grpc-status", code.to_string()));
+    out.push(("grpc-message", body.unwrap_or_default().to_string()));
+    (out, code)
 }
 
 /// What to do with the request.

@@ -507,8 +507,81 @@ fn grpc_clients_get_resource_exhausted_when_throttled() {
     assert!(throttled.starts_with("http/2 200"), "{throttled}");
     assert!(throttled.contains("grpc-status: 8\r\n"), "{throttled}");
     assert!(throttled.contains("retry-after: "), "{throttled}");
+    assert!(
+        throttled.contains("content-type: application/grpc\r\n"),
+        "{throttled}"
+    );
     // A missing key stays PERMISSION_DENIED (Envoy's mapping of 403).
     let denied = grpc("/pets", None);
     assert!(denied.contains("grpc-status: 7\r\n"), "{denied}");
     envoy.assert_no_wasm_failure();
+}
+
+/// A gRPC-Web client (a browser, `application/grpc-web*`, here over HTTP/1.1) gets tollgate's
+/// refusals trailers-only in its own form: `:status` 200, `grpc-status` 8 for a throttle and 7
+/// for a missing key, as a gRPC client does. Envoy sends its gRPC form to gRPC requests only,
+/// so a gRPC-Web client got a bare 429 (UNAVAILABLE to it; with Envoy's `grpc_web` filter in
+/// front, `grpc-status` 14), which clients retry at once.
+#[test]
+fn grpc_web_clients_get_resource_exhausted_when_throttled() {
+    for grpc_web_filter in [false, true] {
+        let up = Upstream::start();
+        let cfg = keys_config(json!({"throttle": {"rate": 0.001, "burst": 1}}));
+        let mut boot = bootstrap(&EnvoyOptions::new(cfg, up.port));
+        if grpc_web_filter {
+            boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+                ["typed_config"]["http_filters"]
+                .as_array_mut()
+                .unwrap()
+                .insert(
+                    0,
+                    json!({"name": "envoy.filters.http.grpc_web", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb"}}),
+                );
+        }
+        let envoy = Envoy::try_start_bootstrap(&boot, 1).unwrap_or_else(|f| panic!("{}", f.log));
+        let call = |path: &str, content_type: &str| {
+            try_request(
+                envoy.port,
+                "POST",
+                path,
+                &[("content-type", content_type), ("x-grpc-web", "1")],
+                b"",
+            )
+            .unwrap()
+        };
+        let what = format!("grpc_web filter: {grpc_web_filter}");
+        assert_eq!(
+            call("/svc.Pets/Get", "application/grpc-web+proto").status,
+            200,
+            "{what}"
+        );
+        for ct in ["application/grpc-web+proto", "application/grpc-web-text"] {
+            let r = call("/svc.Pets/Get", ct);
+            assert_eq!(r.status, 200, "{what} {ct}: {:?}", r.headers);
+            assert_eq!(
+                r.header("grpc-status"),
+                Some("8"),
+                "{what} {ct}: {:?}",
+                r.headers
+            );
+            assert!(r.header("retry-after").is_some(), "{what}: {:?}", r.headers);
+            assert_eq!(
+                r.header("grpc-message"),
+                Some(r#"{"message":"Too Many Requests"}"#),
+                "{what}"
+            );
+        }
+        let r = call("/pets", "application/grpc-web+proto");
+        assert_eq!(r.status, 200, "{what}: {:?}", r.headers);
+        assert_eq!(
+            r.header("grpc-status"),
+            Some("7"),
+            "{what}: {:?}",
+            r.headers
+        );
+        assert_eq!(up.count(), 1, "{what}");
+        // The record tells what the client got.
+        envoy.assert_no_wasm_failure();
+    }
 }

@@ -275,15 +275,23 @@ impl Main {
                 body,
             } => {
                 self.local_reply = true;
-                let sent = host::send_response_with(
-                    *status,
-                    headers,
-                    &decision.service_headers,
-                    body.map(str::as_bytes),
-                    gateway::grpc_status(*status),
-                );
+                // A gRPC or gRPC-Web client reads it trailers-only (`grpc_answer`).
+                let sent = if self.grpc {
+                    let (headers, code) = gateway::grpc_answer(*status, headers, *body);
+                    let extra = &decision.service_headers;
+                    host::send_response_with(200, &headers, extra, None, Some(code))
+                } else {
+                    let body = body.map(str::as_bytes);
+                    host::send_response_with(
+                        *status,
+                        headers,
+                        &decision.service_headers,
+                        body,
+                        None,
+                    )
+                };
                 if sent {
-                    self.status = Some(*status);
+                    self.status = Some(if self.grpc { 200 } else { *status });
                 } else {
                     // Fail closed: a refused request never goes on because the host would
                     // not take the refusal (Envoy 1.40 always does).

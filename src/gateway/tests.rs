@@ -1781,7 +1781,7 @@ mod service_headers {
 
 #[test]
 fn every_refusal_gets_a_grpc_status_a_client_does_not_retry_at_once() {
-    // Every 429 the pipeline gives is RESOURCE_EXHAUSTED; the others keep Envoy's mapping.
+    // Every 429 the pipeline gives is RESOURCE_EXHAUSTED; the others as gRPC maps them.
     for e in [
         ErrorType::Throttled,
         ErrorType::QuotaExceeded,
@@ -1790,12 +1790,13 @@ fn every_refusal_gets_a_grpc_status_a_client_does_not_retry_at_once() {
         ErrorType::CacheInvalidationDenied,
         ErrorType::BadRequest,
     ] {
-        let expected = (e.status() == 429).then_some(GRPC_RESOURCE_EXHAUSTED);
-        assert_eq!(grpc_status(e.status()), expected, "{e:?}");
+        let expected = match e.status() {
+            429 => GRPC_RESOURCE_EXHAUSTED,
+            403 => 7,
+            _ => 13,
+        };
+        assert_eq!(grpc_answer(e.status(), &[], None).1, expected, "{e:?}");
     }
-    assert_eq!(grpc_status(429), Some(8));
-    assert_eq!(grpc_status(204), None);
-    assert_eq!(grpc_status(403), None);
 }
 
 #[test]
@@ -1911,7 +1912,10 @@ fn a_handover_is_claimed_once_by_its_stream_and_waits_a_bounded_time() {
         hs.put(h(t + 100, T0 + t));
     }
     assert!(hs.claim(100, T0).is_none(), "the oldest gave way");
-    assert!(hs.claim(100 + HANDOVERS_MAX as u64, T0).is_some(), "the newest is kept");
+    assert!(
+        hs.claim(100 + HANDOVERS_MAX as u64, T0).is_some(),
+        "the newest is kept"
+    );
     assert!(hs.claim(99 + HANDOVERS_MAX as u64, T0).is_some());
     assert!(hs.claim(101, T0).is_some());
 }
@@ -2271,4 +2275,43 @@ fn start_up_warnings_are_logged_by_the_first_context_of_a_configuration() {
     }
     assert!(first_to_warn(&Broken, key, a));
     assert!(first_to_warn(&Broken, key, a));
+}
+
+#[test]
+fn a_grpc_client_gets_a_trailers_only_answer() {
+    let headers = vec![
+        ("retry-after", "3".to_string()),
+        ("content-type", "application/json".to_string()),
+        (
+            "access-control-allow-origin",
+            "https://app.example.com".to_string(),
+        ),
+    ];
+    let (h, code) = grpc_answer(429, &headers, Some(r#"{"message":"Too Many Requests"}"#));
+    assert_eq!(code, 8);
+    assert_eq!(
+        h,
+        [
+            ("retry-after", "3".to_string()),
+            (
+                "access-control-allow-origin",
+                "https://app.example.com".to_string()
+            ),
+            ("grpc-status", "8".to_string()),
+            (
+                "grpc-message",
+                r#"{"message":"Too Many Requests"}"#.to_string()
+            ),
+        ]
+    );
+    let (h, code) = grpc_answer(403, &[], None);
+    assert_eq!(code, 7);
+    assert_eq!(
+        h,
+        [
+            ("grpc-status", "7".to_string()),
+            ("grpc-message", String::new())
+        ]
+    );
+    assert_eq!(grpc_answer(400, &[], None).1, 13);
 }
