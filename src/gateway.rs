@@ -181,7 +181,7 @@ pub struct Decision {
     pub spent: Spent,
     /// What the local checks told of their policies (`response_headers` renders them).
     reports: Vec<PolicyReport>,
-    /// The routes of this request's earlier legs (internal redirects), the first four: a leg
+    /// The routes of this request's earlier legs (internal redirects), the last four: a leg
     /// back on one of them is not checked against its throttle again.
     earlier_legs: [Option<usize>; 4],
 }
@@ -1184,8 +1184,17 @@ fn admit(
             decision.error = c.error;
             decision.service_headers = c.service_headers;
             decision.earlier_legs = c.earlier_legs;
-            if let Some(slot) = decision.earlier_legs.iter_mut().find(|s| s.is_none()) {
-                *slot = c.route;
+            // The previous leg's route; when every slot is taken, the oldest gives way (a
+            // chain that comes back comes back to a recent route more likely).
+            let legs = &mut decision.earlier_legs;
+            match legs.iter_mut().find(|s| s.is_none()) {
+                Some(slot) => *slot = c.route,
+                None => {
+                    legs.rotate_left(1);
+                    if let Some(last) = legs.last_mut() {
+                        *last = c.route;
+                    }
+                }
             }
             // What the earlier legs took stays spent: they reached the upstream. This leg
             // spends (and, refused, gives back) only its own.

@@ -2011,6 +2011,31 @@ fn a_redirect_back_to_an_earlier_legs_route_takes_no_second_token() {
     }
 }
 
+/// A chain longer than the legs remembered: the last four legs' routes are, so the fifth and
+/// sixth legs on one route (`/r5/a` -> `/r5/b`) take one token between them.
+#[test]
+fn a_long_redirect_chain_remembers_its_latest_legs() {
+    let gw = Gw::new(
+        r#"{"routes": [{"match": "GET /r1", "throttle": {"rate": 0.001, "burst": 9}},
+                       {"match": "GET /r2", "throttle": {"rate": 0.001, "burst": 9}},
+                       {"match": "GET /r3", "throttle": {"rate": 0.001, "burst": 9}},
+                       {"match": "GET /r4", "throttle": {"rate": 0.001, "burst": 9}},
+                       {"match": "GET /r5/{id}", "throttle": {"rate": 0.001, "burst": 9}}]}"#,
+    );
+    let mut leg = None;
+    for path in ["/r1", "/r2", "/r3", "/r4", "/r5/a", "/r5/b"] {
+        let d = gw.leg(Req::new("GET", path), leg.take());
+        assert_eq!(status(&d), 200, "{path}");
+        leg = Some(d);
+    }
+    let d = gw.leg(Req::new("GET", "/r5/c"), None);
+    assert!(
+        header(&d, "ratelimit").is_some_and(|v| v.starts_with(r#""route";r=7;"#)),
+        "one token for the chain, one for this request: {:?}",
+        header(&d, "ratelimit")
+    );
+}
+
 #[test]
 fn a_refused_request_tells_what_it_gave_back() {
     let gw = Gw::new(
