@@ -35,7 +35,7 @@ const CONFIG: &str = r#"{
   "throttle": {"rate": 0.5, "burst": 6},
   "client_throttle": {"by": "header:x-client", "rate": 1, "burst": 4, "slots": 8},
   "rate_limit_headers": "draft10",
-  "cors": {"allow_origins": ["https://app.example.com", "https://*.example.org", "null"],
+  "cors": {"allow_origins": ["https://app.example.com", "https://*.example.org"],
            "allow_methods": ["GET", "PUT", "DELETE"], "allow_headers": ["x-api-key", "content-type"],
            "expose_headers": ["ratelimit"], "max_age": 60, "allow_credentials": true},
   "routes": [
