@@ -28,9 +28,12 @@ WASM_OPT    ?= wasm-opt
 # the stack first (wasm-ld --stack-first: the 1 MiB stack is addresses 0 to 1 MiB, growing
 # down from the top), so no live object sits in the first 1 KiB unless the stack is within
 # 1 KiB of overflowing; wasm-opt may then fold constant offsets into loads and stores
-# (optimize-added-constants), 1,624 bytes less, no more instructions.
+# (optimize-added-constants), 1,624 bytes less, no more instructions. --reorder-functions -Oz
+# after the first -Oz: the most called functions get the lowest indexes (the shortest LEB128
+# call operands) and -Oz's passes run again on that order, 1,379 bytes less.
 WASM_OPT_FLAGS := -Oz --converge --low-memory-unused --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
-                  --enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue
+                  --enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue \
+                  --reorder-functions -Oz
 # The optimized module the e2e tests load (tests/ship.rs).
 export TOLLGATE_DIST_WASM := $(abspath $(DIST_WASM))
 
