@@ -184,6 +184,9 @@ pub struct Decision {
     /// The routes of this request's earlier legs (internal redirects), the last four: a leg
     /// back on one of them is not checked against its throttle again.
     earlier_legs: [Option<usize>; 4],
+    /// A later leg of an internal redirect: what its earlier legs took stays spent, whatever
+    /// becomes of it, and its reports are not refunded ([`refund_own`]).
+    later_leg: bool,
 }
 
 /// What the local checks took for one request: a token of each bucket that passed and a unit
@@ -201,6 +204,17 @@ pub struct Spent {
     client: Option<u32>,
     /// The API key (index) whose quota counted the request, and the window it counted in.
     quota: Option<(usize, i64)>,
+}
+
+/// [`refund`] of what a refused request took itself: every report of a first leg; for a later
+/// leg of an internal redirect only its route's, when it took that token (the earlier legs
+/// reached the upstream and stay charged).
+fn refund_own(spent: &Spent, later_leg: bool, reports: &mut [PolicyReport]) {
+    for r in reports {
+        if !later_leg || (r.name == "route" && spent.route.is_some()) {
+            refund(std::slice::from_mut(r));
+        }
+    }
 }
 
 /// The reports of policies whose checks passed (each took a token or a quota unit), as they
@@ -286,6 +300,7 @@ impl Decision {
             service_call: None,
             service_headers: Vec::new(),
             earlier_legs: [None; 4],
+            later_leg: false,
             spent: Spent::default(),
             reports: Vec::new(),
         }
@@ -995,7 +1010,7 @@ fn plan_cache(cfg: &Config, decision: &mut Decision, req: &dyn RequestSource) {
             };
             // (A report-only refusal by a throttle refunded them already.)
             if decision.error.is_none() {
-                refund(reports);
+                refund_own(&decision.spent, decision.later_leg, reports);
             }
             let rendered = headers::render(cfg.rate_limit_headers, reports);
             if route.enforce {
@@ -1179,6 +1194,7 @@ fn admit(
     }
     // The second leg of an internal redirect starts from what its first leg was charged.
     let first = first_leg.is_none();
+    decision.later_leg = !first;
     let (mut reports, mut spent) = match first_leg {
         Some(c) => {
             decision.error = c.error;
@@ -1270,14 +1286,15 @@ fn admit(
     let peek = |passed: bool, decision: &Decision| {
         !passed && route.enforce && decision.store_failure.is_none() && now_ns != 0
     };
+    if !first && check_route && route.throttle.is_some() {
+        // A redirect's next leg checks its own route (here or through the service): its
+        // report replaces the earlier leg's.
+        reports.retain(|r| r.name != "route");
+    }
     if check_route && local(rls::Check::Route) {
         if let (Some(spec), Some(i)) = (&route.throttle, route_idx) {
             if let Some(k) = keys.routes.get(i) {
                 if passed {
-                    // A redirect's next leg: its route's report replaces the earlier leg's.
-                    if let Some(at) = reports.iter().position(|r| r.name == "route") {
-                        reports.swap_remove(at);
-                    }
                     passed = run(
                         check_bucket("route", spec, k, store, now_ns),
                         &mut reports,
@@ -1498,12 +1515,7 @@ pub fn conclude(
         // What the local checks took goes back (below), and their reports say so. (When the
         // service answered, its reports then replace those of the checks it holds.) A later
         // leg's took only its route's token: the earlier legs' stay spent.
-        let own = reports
-            .iter_mut()
-            .filter(|r| !call.later_leg || r.name == "route");
-        for r in own {
-            refund(std::slice::from_mut(r));
-        }
+        refund_own(&decision.spent, call.later_leg, &mut reports);
     }
     if answer.failure.is_none() {
         // A check the service told a limit for is reported from the service; one it said

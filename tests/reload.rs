@@ -93,11 +93,13 @@ fn a_reconfigured_plugin_keeps_its_counters() {
     envoy.assert_no_wasm_failure();
 }
 
-const KEYS_V1: &str = r#"{"stage": "prod", "api_key": {"keys": [
+const KEYS_V1: &str = r#"{"stage": "prod", "throttle": {"rate": 0.001, "burst": 10},
+    "api_key": {"keys": [
     {"id": "k1", "value": "key-one-0123456789"}, {"id": "k2", "value": "key-two-0123456789"}]},
     "routes": [{"match": "GET /q", "api_key_required": true}]}"#;
 /// k1 revoked.
-const KEYS_V2: &str = r#"{"stage": "prod", "api_key": {"keys": [
+const KEYS_V2: &str = r#"{"stage": "prod", "throttle": {"rate": 0.001, "burst": 10},
+    "api_key": {"keys": [
     {"id": "k2", "value": "key-two-0123456789"}]},
     "routes": [{"match": "GET /q", "api_key_required": true}]}"#;
 
@@ -155,6 +157,16 @@ fn an_ecds_push_applies_to_open_connections_at_once() {
             .get("/q", &[("x-api-key", "key-one-0123456789")])
             .status,
         403
+    );
+    // The stage bucket carried over: two tokens taken, one before the push and one after
+    // (refused requests take none), and this request the third.
+    let r = envoy.get("/q", &[("x-api-key", "key-two-0123456789")]);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("ratelimit"),
+        Some(r#""stage";r=7;t=1000"#),
+        "{:?}",
+        r.headers
     );
 
     // A configuration tollgate refuses: Envoy rejects the update, the last good one serves.

@@ -581,7 +581,6 @@ fn grpc_web_clients_get_resource_exhausted_when_throttled() {
             r.headers
         );
         assert_eq!(up.count(), 1, "{what}");
-        // The record tells what the client got.
         envoy.assert_no_wasm_failure();
     }
 }

@@ -275,8 +275,9 @@ impl Main {
                 body,
             } => {
                 self.local_reply = true;
-                // A gRPC or gRPC-Web client reads it trailers-only (`grpc_answer`).
-                let sent = if self.grpc {
+                // A gRPC or gRPC-Web client reads a refusal trailers-only (`grpc_answer`).
+                let grpc = self.grpc && *status >= 400;
+                let sent = if grpc {
                     let (headers, code) = gateway::grpc_answer(*status, headers, *body);
                     let extra = &decision.service_headers;
                     host::send_response_with(200, &headers, extra, None, Some(code))
@@ -291,7 +292,7 @@ impl Main {
                     )
                 };
                 if sent {
-                    self.status = Some(if self.grpc { 200 } else { *status });
+                    self.status = Some(if grpc { 200 } else { *status });
                 } else {
                     // Fail closed: a refused request never goes on because the host would
                     // not take the refusal (Envoy 1.40 always does).

@@ -1316,6 +1316,54 @@ mod service {
         );
     }
 
+    /// A later leg whose route throttle the service holds (no local check) fails under
+    /// `deny`: its 429 tells no `"route"` item of the earlier leg's route, and refunds nothing
+    /// it did not take.
+    #[test]
+    fn a_later_legs_failed_call_tells_no_earlier_route_and_refunds_nothing_else() {
+        let gw = Gw::new(&format!(
+            r#"{{{KEYS}, "throttle": {{"rate": 0.001, "burst": 5}},
+                "routes": [{{"match": "ANY /v1", "throttle": {{"rate": 0.001, "burst": 9}}}},
+                           {{"match": "ANY /v2", "throttle": {{"rate": 0.001, "burst": 5}}}}],
+                "rate_limit_service": {{"cluster": "rls", "domain": "tg", "failure_mode": "deny",
+                                        "local_first": false, "checks": ["route"]}}}}"#
+        ));
+        let mut leg1 = gw.run(Req::new("GET", "/v1"), T0);
+        let call = leg1.service_call.take().unwrap();
+        let ok = answer(
+            Code::Ok,
+            vec![descriptor_status(
+                Code::Ok,
+                3,
+                Unit::Minute,
+                2,
+                Some((30, 0)),
+            )],
+            &[],
+        );
+        conclude(&gw.cfg, &gw.keys, &gw.store, &mut leg1, call, Ok(&ok));
+        let told = header(&leg1, "ratelimit").unwrap_or_default().to_string();
+        assert!(told.contains(r#""stage";r=4;"#), "{told}");
+        assert!(told.contains(r#""route";r=2;"#), "{told}");
+        let mut d = gw.leg(Req::new("GET", "/v2"), Some(leg1));
+        let call = d
+            .service_call
+            .take()
+            .expect("the route is asked of the service");
+        conclude(
+            &gw.cfg,
+            &gw.keys,
+            &gw.store,
+            &mut d,
+            call,
+            Err(CallFailure::Timeout),
+        );
+        assert_eq!(status(&d), 429);
+        let told = header(&d, "ratelimit").unwrap_or_default().to_string();
+        // The stage token the first leg took stays spent, and the answer says so.
+        assert_eq!(told, r#""stage";r=4;t=1000"#, "{told}");
+    }
+
     #[test]
     fn a_later_leg_on_another_route_asks_the_service_about_that_route_only() {
         let gw = Gw::new(&format!(
@@ -2009,6 +2057,27 @@ fn a_redirect_back_to_an_earlier_legs_route_takes_no_second_token() {
             header(&d, "ratelimit")
         );
     }
+}
+
+/// A later leg refused by cache invalidation (`FAIL_WITH_403`): its earlier leg's charges
+/// stay, and its answer tells them as spent.
+#[test]
+fn a_later_leg_refused_by_the_cache_tells_its_first_legs_charges_as_spent() {
+    let gw = Gw::new(
+        r#"{"throttle": {"rate": 0.001, "burst": 5},
+            "cache": {"ttl": 30, "require_authorization": true,
+                      "unauthorized_strategy": "FAIL_WITH_403"}}"#,
+    );
+    let leg1 = gw.run(Req::new("POST", "/orders"), T0);
+    assert_eq!(header(&leg1, "ratelimit"), Some(r#""stage";r=4;t=1000"#));
+    let d = gw.leg(
+        Req::new("GET", "/fail/1").with("cache-control", "no-cache"),
+        Some(leg1),
+    );
+    assert_eq!(status(&d), 403);
+    assert_eq!(header(&d, "ratelimit"), Some(r#""stage";r=4;t=1000"#));
+    let next = gw.run(Req::new("GET", "/x"), T0);
+    assert_eq!(header(&next, "ratelimit"), Some(r#""stage";r=3;t=1000"#));
 }
 
 /// A chain longer than the legs remembered: the last four legs' routes are, so the fifth and
