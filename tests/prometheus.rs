@@ -26,7 +26,8 @@ fn prometheus_bin() -> String {
 }
 
 /// A Prometheus on a free loopback port with the shipped rules, scraping Envoy's admin every
-/// second and evaluating every second; killed on drop.
+/// second (only the series that counted something with `usedonly`, as docs/OBSERVABILITY.md
+/// suggests for large configurations) and evaluating every second; killed on drop.
 struct Prometheus {
     child: Child,
     port: u16,
@@ -34,7 +35,7 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    fn start(envoy_admin: u16) -> Prometheus {
+    fn start(envoy_admin: u16, usedonly: bool) -> Prometheus {
         let dir = tempdir::Dir::new("prometheus");
         let rules = repo_root().join("deploy/prometheus/tollgate.rules.yaml");
         let config = format!(
@@ -42,8 +43,13 @@ impl Prometheus {
              rule_files: ['{}']\n\
              scrape_configs:\n\
              - job_name: envoy\n  metrics_path: /stats/prometheus\n  \
-             static_configs: [{{targets: ['127.0.0.1:{envoy_admin}']}}]\n",
-            rules.display()
+             static_configs: [{{targets: ['127.0.0.1:{envoy_admin}']}}]\n{}",
+            rules.display(),
+            if usedonly {
+                "  params: {usedonly: ['']}\n"
+            } else {
+                ""
+            }
         );
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).unwrap();
@@ -173,9 +179,15 @@ fn has(
 
 #[test]
 fn the_shipped_rules_raise_the_alerts_a_real_gateway_deserves_and_no_others() {
+    for usedonly in [false, true] {
+        rules_on_the_example(usedonly);
+    }
+}
+
+fn rules_on_the_example(usedonly: bool) {
     let (yaml, ports) = example_yaml("envoy.yaml");
     let envoy = YamlEnvoy::start(tempdir::Dir::new("prom-example"), &yaml, 1, ports.admin);
-    let prom = Prometheus::start(ports.admin);
+    let prom = Prometheus::start(ports.admin, usedonly);
     let gw = ports.gateway;
     let pets = "_pets_~7Bid~7D";
     let wanted = [
@@ -201,7 +213,7 @@ fn the_shipped_rules_raise_the_alerts_a_real_gateway_deserves_and_no_others() {
         }
         assert!(
             Instant::now() < deadline,
-            "{wanted:?} not pending: {alerts:?}\n{}",
+            "usedonly {usedonly}: {wanted:?} not pending: {alerts:?}\n{}",
             prom.log()
         );
         std::thread::sleep(Duration::from_millis(300));
@@ -243,6 +255,12 @@ fn the_shipped_rules_raise_the_alerts_a_real_gateway_deserves_and_no_others() {
 /// refusals show the example gateway's traffic.
 #[test]
 fn the_dashboards_queries_run_on_a_real_gateways_metrics() {
+    for usedonly in [false, true] {
+        dashboard_on_the_example(usedonly);
+    }
+}
+
+fn dashboard_on_the_example(usedonly: bool) {
     let dashboard: Value = serde_json::from_str(
         &std::fs::read_to_string(repo_root().join("deploy/grafana/tollgate.json")).unwrap(),
     )
@@ -280,7 +298,7 @@ fn the_dashboards_queries_run_on_a_real_gateways_metrics() {
 
     let (yaml, ports) = example_yaml("envoy.yaml");
     let _envoy = YamlEnvoy::start(tempdir::Dir::new("prom-grafana"), &yaml, 1, ports.admin);
-    let prom = Prometheus::start(ports.admin);
+    let prom = Prometheus::start(ports.admin, usedonly);
     // Panels that must show this traffic: requests, forbidden and throttled refusals.
     let must_show = [
         ("Requests/s by route", "{{method}} {{route}}"),
@@ -312,7 +330,7 @@ fn the_dashboards_queries_run_on_a_real_gateways_metrics() {
         }
         assert!(
             Instant::now() < deadline,
-            "no data in {missing:?}\n{}",
+            "usedonly {usedonly}: no data in {missing:?}\n{}",
             prom.log()
         );
         std::thread::sleep(Duration::from_millis(500));
@@ -353,7 +371,7 @@ fn the_shipped_rules_tell_a_gateway_whose_plugin_died() {
     );
     assert!(yaml.contains("crash.wasm"));
     let envoy = YamlEnvoy::start(dir, &yaml, 1, ports.admin);
-    let prom = Prometheus::start(ports.admin);
+    let prom = Prometheus::start(ports.admin, false);
     let instance = format!("127.0.0.1:{}", ports.admin);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut statuses = Vec::new();
