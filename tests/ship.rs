@@ -477,8 +477,12 @@ fn istio_manifests_are_consistent_and_their_envoy_pieces_load() {
     let mut protocol_options = protocol_options;
     protocol_options["http_filters"][0]["config_discovery"]["config_source"] =
         json!({"path_config_source": {"path": ecds.display().to_string()}});
-    // Istio sets the protocol on every cluster; the patch only merges the filters in.
-    protocol_options["explicit_http_config"] = json!({"http_protocol_options": {}});
+    // The patch's entry replaces Istio's whole (MERGE of a map entry), so it carries the
+    // protocol itself: taken as shipped, Envoy must accept it.
+    assert!(
+        protocol_options.get("explicit_http_config").is_some(),
+        "cache.yaml's HttpProtocolOptions must say the protocol: it replaces Istio's entry"
+    );
     boot["static_resources"]["clusters"][0]["typed_extension_protocol_options"] = json!({
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": protocol_options
     });
@@ -503,6 +507,53 @@ fn istio_manifests_are_consistent_and_their_envoy_pieces_load() {
     let ecds = "extension_config_discovery.upstream_http_filter.istio-ingress.tollgate-upstream";
     assert_eq!(stats.get(&format!("{ecds}.config_reload")), Some(&1));
     assert_eq!(stats.get(&format!("{ecds}.config_fail")), Some(&0));
+    envoy.assert_no_wasm_failure();
+}
+
+/// deploy/istio/hardening.yaml's settings, merged into a gateway's connection manager as Istio
+/// merges them, give tollgate the paths and headers SECURITY.md relies on: an escaped slash or
+/// an underscore header is refused by Envoy, and doubled slashes reach tollgate merged.
+#[test]
+fn istio_hardening_gives_tollgate_the_paths_it_relies_on() {
+    let filter = istio_doc("hardening.yaml", "EnvoyFilter");
+    let plugin = istio_doc("wasmplugin.yaml", "WasmPlugin");
+    assert_eq!(
+        filter["spec"]["workloadSelector"]["labels"],
+        plugin["spec"]["selector"]["matchLabels"]
+    );
+    let merge = patch(&filter, "NETWORK_FILTER");
+    assert_eq!(merge["patch"]["operation"], "MERGE");
+    let mut settings = merge["patch"]["value"]["typed_config"].clone();
+    settings.as_object_mut().unwrap().remove("@type");
+    let up = Upstream::start();
+    let config = json!({
+        "api_key": {"keys": [{"id": "a", "value": "key-a-0123456789"}]},
+        "routes": [{"match": "ANY /admin/{proxy+}", "api_key_required": true}]
+    });
+    let mut opts = EnvoyOptions::new(config, up.port);
+    // Istio's defaults (its pathNormalization BASE: normalize_path only), then the patch.
+    let mut hcm =
+        json!({"merge_slashes": false, "path_with_escaped_slashes_action": "KEEP_UNCHANGED"});
+    for (k, v) in settings.as_object().unwrap() {
+        hcm[k] = v.clone();
+    }
+    opts.hcm_extra = hcm;
+    let envoy = Envoy::start(&opts);
+    assert_eq!(envoy.get("/admin/x", &[]).status, 403);
+    assert_eq!(envoy.get("/admin%2Fx", &[]).status, 400, "escaped slash");
+    assert_eq!(
+        envoy.get("/admin%5cx", &[]).status,
+        400,
+        "escaped backslash"
+    );
+    assert_eq!(
+        envoy.get("//admin//x", &[]).status,
+        403,
+        "merged slashes reach the route"
+    );
+    let r = envoy.get("/pets", &[("x_api_key", "key-a-0123456789")]);
+    assert_eq!(r.status, 400, "underscore header");
+    assert_eq!(up.count(), 0);
     envoy.assert_no_wasm_failure();
 }
 
