@@ -493,6 +493,21 @@ pub fn is_ambiguous_path(path: &[u8]) -> bool {
     path.split(|&b| b == b'/').any(is_ambiguous_segment)
 }
 
+/// True when the path (before `?` or `#`) holds an escaped slash or backslash (`%2F`, `%5C`, any
+/// case). tollgate reads one as part of its segment; an upstream that decodes it before routing
+/// reads a separator, so the two can disagree on the route unless Envoy refuses or decodes such
+/// paths (`path_with_escaped_slashes_action`, SECURITY.md). Seeing one means Envoy did neither.
+pub fn has_escaped_slash(path: &[u8]) -> bool {
+    let end = path
+        .iter()
+        .position(|&b| b == b'?' || b == b'#')
+        .unwrap_or(path.len());
+    path.get(..end)
+        .unwrap_or(path)
+        .windows(3)
+        .any(|w| matches!(w, [b'%', b'2', b'f' | b'F'] | [b'%', b'5', b'c' | b'C']))
+}
+
 /// True when the raw segment has `;parameters` and its name (decoded) is empty, `.` or `..`.
 /// Reads no further than the name's first character that is not a dot; allocates nothing.
 fn is_ambiguous_segment(raw: &[u8]) -> bool {
@@ -902,6 +917,18 @@ mod tests {
         let t = table(&["ANY /x/{id}", "HEAD /x/{id}"]);
         assert_eq!(t.find(b"HEAD", b"/x/1"), Some(1));
         assert_eq!(t.find(b"GET", b"/x/1"), Some(0));
+    }
+
+    #[test]
+    fn escaped_slashes_are_told() {
+        for p in ["/admin%2Fx", "/a%2fb", "/a%5Cb", "/a%5c", "%2F"] {
+            assert!(has_escaped_slash(p.as_bytes()), "{p}");
+        }
+        for p in [
+            "/admin/x", "/a%252Fb", "/a?x=%2F", "/a#%2f", "/a%2", "/a%3F", "",
+        ] {
+            assert!(!has_escaped_slash(p.as_bytes()), "{p}");
+        }
     }
 
     #[test]

@@ -402,6 +402,32 @@ fn escaped_slashes_as_the_example_sets_them_are_refused() {
     assert_eq!(up.count(), 0);
     let yaml = std::fs::read_to_string(repo_root().join("envoy/envoy.yaml")).unwrap();
     assert!(yaml.contains("path_with_escaped_slashes_action: REJECT_REQUEST"));
+    assert!(
+        !envoy.log().contains("escaped slash"),
+        "Envoy refused them: tollgate saw none"
+    );
+    assert_vm_healthy(&envoy);
+}
+
+/// Where Envoy forwards escaped slashes unchanged (its default, and Istio's), tollgate tells
+/// the operator once per worker when it first sees one.
+#[test]
+fn escaped_slashes_forwarded_by_envoy_are_told_once() {
+    let up = Upstream::start();
+    let mut opts = EnvoyOptions::new(hostile_config(), up.port);
+    opts.hcm_extra = json!({"path_with_escaped_slashes_action": "KEEP_UNCHANGED"});
+    opts.concurrency = 1;
+    let envoy = Envoy::start(&opts);
+    assert_eq!(get(envoy.port, "/pets/1", &[]).status, 200);
+    assert_eq!(get(envoy.port, "/pets/a?x=%2F", &[]).status, 200);
+    assert!(!envoy.log().contains("escaped slash"));
+    for p in ["/admin%2Fusers", "/pets%5c1", "/admin%2fx"] {
+        get(envoy.port, p, &[]);
+    }
+    let line = "tollgate: a request path holds an escaped slash (%2F or %5C)";
+    envoy.wait_log("the escaped-slash warning", |l| l.contains(line));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(envoy.log().matches(line).count(), 1, "once per worker");
     assert_vm_healthy(&envoy);
 }
 

@@ -16,6 +16,7 @@ use crate::header_pairs::HeaderPairs;
 use crate::host::{self, HostRequest, HostStore};
 use crate::metrics;
 use crate::ratelimit_service::{self, CallFailure};
+use crate::routes;
 use crate::warn_limit::WarnLimit;
 
 thread_local! {
@@ -27,6 +28,8 @@ thread_local! {
     /// Upstream responses to requests tollgate never saw (a filter before it sent them on):
     /// logged likewise.
     static UNCHECKED_WARNINGS: Cell<WarnLimit> = Cell::new(WarnLimit::default());
+    /// An escaped slash in a request path was told (once per worker).
+    static ESCAPED_SLASH_TOLD: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Whether a warning of `kind` is written now, and how many were left out before it.
@@ -502,6 +505,16 @@ impl HttpContext for Main {
         });
         let mut decision =
             gateway::decide_leg(&rt.config, &rt.keys, &HostStore, now_ns, &req, first_leg);
+        if !rt.config.table.is_empty() && !ESCAPED_SLASH_TOLD.get() {
+            let path = gateway::RequestSource::header(&req, ":path").unwrap_or_default();
+            if routes::has_escaped_slash(path) {
+                ESCAPED_SLASH_TOLD.set(true);
+                host::log(
+                    LogLevel::Warn,
+                    "tollgate: a request path holds an escaped slash (%2F or %5C): Envoy forwards such paths unchanged, and an upstream that decodes them may route where tollgate did not; set path_with_escaped_slashes_action: REJECT_REQUEST or UNESCAPE_AND_FORWARD (SECURITY.md). Told once per worker.",
+                );
+            }
+        }
         if let Some(why) = decision.store_failure {
             if let Some(id) = rt.store_failures_id {
                 host::increment_metric(id, 1);
