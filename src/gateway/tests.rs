@@ -2080,6 +2080,28 @@ fn a_later_leg_refused_by_the_cache_tells_its_first_legs_charges_as_spent() {
     assert_eq!(header(&next, "ratelimit"), Some(r#""stage";r=3;t=1000"#));
 }
 
+/// A later leg refused by the cache after an earlier leg took a route token: that token stays
+/// spent, and the answer's `"route"` item (the earlier route's) is not told as refunded.
+#[test]
+fn a_later_leg_refused_by_the_cache_tells_an_earlier_route_token_as_spent() {
+    let gw = Gw::new(
+        r#"{"throttle": {"rate": 0.001, "burst": 5},
+            "routes": [{"match": "ANY /v1", "throttle": {"rate": 0.001, "burst": 9}},
+                       {"match": "ANY /fail/{id}"}],
+            "cache": {"ttl": 30, "require_authorization": true,
+                      "unauthorized_strategy": "FAIL_WITH_403"}}"#,
+    );
+    let leg1 = gw.run(Req::new("POST", "/v1"), T0);
+    let told = header(&leg1, "ratelimit").unwrap_or_default().to_string();
+    assert!(told.contains(r#""route";r=8;t=1000"#), "{told}");
+    let d = gw.leg(
+        Req::new("GET", "/fail/1").with("cache-control", "no-cache"),
+        Some(leg1),
+    );
+    assert_eq!(status(&d), 403);
+    assert_eq!(header(&d, "ratelimit"), Some(told.as_str()));
+}
+
 /// A chain longer than the legs remembered: the last four legs' routes are, so the fifth and
 /// sixth legs on one route (`/r5/a` -> `/r5/b`) take one token between them.
 #[test]
