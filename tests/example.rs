@@ -14,7 +14,20 @@ use common::*;
 fn example_gateway_serves_the_readme_walkthrough() {
     let (yaml, ports) = example_yaml("envoy.yaml");
     let gw = ports.gateway;
-    let _envoy = YamlEnvoy::start(tempdir::Dir::new("example"), &yaml, 2, ports.admin);
+    let envoy = YamlEnvoy::start(tempdir::Dir::new("example"), &yaml, 2, ports.admin);
+    // An edge proxy's connections are bounded (Envoy warns at start-up when they are not).
+    assert!(
+        !envoy
+            .log()
+            .contains("no configured limit to the number of allowed active downstream"),
+        "{}",
+        envoy.log()
+    );
+    let stats = request(ports.admin, "GET", "/stats?filter=overload", &[]).text();
+    assert!(
+        stats.contains("global_downstream_max_connections"),
+        "{stats}"
+    );
 
     let r = request(gw, "GET", "/pets/1", &[]);
     assert_eq!(r.status, 200, "{}", r.text());
