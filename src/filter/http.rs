@@ -511,7 +511,7 @@ impl HttpContext for Main {
                 ESCAPED_SLASH_TOLD.set(true);
                 host::log(
                     LogLevel::Warn,
-                    "tollgate: a request path holds an escaped slash (%2F or %5C): Envoy forwards such paths unchanged, and an upstream that decodes them may route where tollgate did not; set path_with_escaped_slashes_action: REJECT_REQUEST or UNESCAPE_AND_FORWARD (SECURITY.md). Told once per worker.",
+                    "tollgate: a request path holds an escaped slash (%2F or %5C): Envoy forwards such paths unchanged, and an upstream that decodes them may route where tollgate did not; set path_with_escaped_slashes_action: REJECT_REQUEST (or UNESCAPE_AND_FORWARD for an upstream that treats %2F as a separator; KEEP_UNCHANGED only if it never decodes them) (SECURITY.md). Told once per worker.",
                 );
             }
         }
