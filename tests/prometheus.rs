@@ -112,12 +112,7 @@ impl Prometheus {
                 // ("unknown" until the first evaluation; "err" is a broken query.)
                 assert_ne!(rule["health"], "err", "{rule}");
                 for a in rule["alerts"].as_array().unwrap() {
-                    let labels = a["labels"]
-                        .as_object()
-                        .unwrap()
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
-                        .collect();
+                    let labels = labels(&a["labels"]);
                     let state = a["state"].as_str().unwrap().to_string();
                     out.push((rule["name"].as_str().unwrap().to_string(), labels, state));
                 }
@@ -134,16 +129,21 @@ impl Prometheus {
             .unwrap()
             .iter()
             .map(|s| {
-                let labels = s["metric"]
-                    .as_object()
-                    .unwrap()
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
-                    .collect();
-                (labels, s["value"][1].as_str().unwrap().parse().unwrap())
+                let value = s["value"][1].as_str().unwrap().parse().unwrap();
+                (labels(&s["metric"]), value)
             })
             .collect()
     }
+}
+
+/// A label set of Prometheus's API (a JSON object of strings).
+fn labels(object: &Value) -> BTreeMap<String, String> {
+    object
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect()
 }
 
 /// Percent-encodes a query parameter's value.

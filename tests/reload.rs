@@ -29,6 +29,34 @@ fn publish(dir: &std::path::Path, lds: &Value) {
     publish_file(&dir.join("lds.json"), lds);
 }
 
+/// Envoy on LDS from a file in `dir`, first serving tollgate with `plugin` on `port`.
+fn lds_envoy(dir: &std::path::Path, port: u16, upstream_port: u16, plugin: &Value) -> Envoy {
+    publish(dir, &listener(port, plugin));
+    let mut boot = bootstrap(&EnvoyOptions::new(json!({}), upstream_port));
+    boot["static_resources"]["listeners"] = json!([]);
+    boot["node"] = json!({"id": "tollgate-test", "cluster": "tollgate-test"});
+    boot["dynamic_resources"] = json!({"lds_config": {
+        "resource_api_version": "V3",
+        "path_config_source": {"path": dir.join("lds.json").display().to_string()}
+    }});
+    let envoy = Envoy::try_start_bootstrap(&boot, 2).unwrap();
+    assert_eq!(envoy.port, port);
+    envoy
+}
+
+/// Pushes `plugin` on `port` through LDS and waits until Envoy took it (and its workers).
+fn push_lds(envoy: &Envoy, dir: &std::path::Path, port: u16, plugin: &Value) {
+    let before = lds_updates(envoy);
+    publish(dir, &listener(port, plugin));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while lds_updates(envoy) <= before {
+        assert!(Instant::now() < deadline, "no LDS update:\n{}", envoy.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The workers pick the new listener up right after the update.
+    std::thread::sleep(Duration::from_millis(300));
+}
+
 fn lds_updates(envoy: &Envoy) -> i64 {
     envoy
         .stats()
@@ -43,17 +71,7 @@ fn a_reconfigured_plugin_keeps_its_counters() {
     let port = free_port();
     let dir = tempdir::Dir::new("reload");
     let v1 = json!({"stage": "prod", "throttle": {"rate": 0.001, "burst": 5}});
-    publish(dir.path(), &listener(port, &v1));
-
-    let mut boot = bootstrap(&EnvoyOptions::new(json!({}), up.port));
-    boot["static_resources"]["listeners"] = json!([]);
-    boot["node"] = json!({"id": "tollgate-test", "cluster": "tollgate-test"});
-    boot["dynamic_resources"] = json!({"lds_config": {
-        "resource_api_version": "V3",
-        "path_config_source": {"path": dir.path().join("lds.json").display().to_string()}
-    }});
-    let envoy = Envoy::try_start_bootstrap(&boot, 2).unwrap();
-    assert_eq!(envoy.port, port);
+    let envoy = lds_envoy(dir.path(), port, up.port, &v1);
 
     for _ in 0..3 {
         let r = envoy.get("/pets", &[]);
@@ -65,15 +83,7 @@ fn a_reconfigured_plugin_keeps_its_counters() {
     let v2 = json!({"stage": "prod", "throttle": {"rate": 0.001, "burst": 5},
                     "rate_limit_headers": "x-ratelimit",
                     "routes": [{"match": "GET /pets"}]});
-    let before = lds_updates(&envoy);
-    publish(dir.path(), &listener(port, &v2));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while lds_updates(&envoy) <= before {
-        assert!(Instant::now() < deadline, "no LDS update:\n{}", envoy.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // The workers pick the new listener up right after the update.
-    std::thread::sleep(Duration::from_millis(300));
+    push_lds(&envoy, dir.path(), port, &v2);
     let r = envoy.get("/pets/7", &[]);
     assert_eq!(r.status, 200);
     assert!(r.header("ratelimit").is_none(), "{:?}", r.headers);
@@ -200,32 +210,17 @@ fn an_lds_push_leaves_open_connections_on_the_old_configuration() {
     let up = Upstream::start();
     let port = free_port();
     let dir = tempdir::Dir::new("reload-lds-drain");
-    publish(
-        dir.path(),
-        &listener(port, &serde_json::from_str(KEYS_V1).unwrap()),
-    );
-    let mut boot = bootstrap(&EnvoyOptions::new(json!({}), up.port));
-    boot["static_resources"]["listeners"] = json!([]);
-    boot["node"] = json!({"id": "tollgate-test", "cluster": "tollgate-test"});
-    boot["dynamic_resources"] = json!({"lds_config": {
-        "resource_api_version": "V3",
-        "path_config_source": {"path": dir.path().join("lds.json").display().to_string()}
-    }});
-    let envoy = Envoy::try_start_bootstrap(&boot, 2).unwrap();
+    let v1: Value = serde_json::from_str(KEYS_V1).unwrap();
+    let envoy = lds_envoy(dir.path(), port, up.port, &v1);
 
     let mut open = KeepAlive::connect(port);
     assert_eq!(open.get("/q", &[("x-api-key", "key-one-0123456789")]), 200);
-    let before = lds_updates(&envoy);
-    publish(
+    push_lds(
+        &envoy,
         dir.path(),
-        &listener(port, &serde_json::from_str(KEYS_V2).unwrap()),
+        port,
+        &serde_json::from_str(KEYS_V2).unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while lds_updates(&envoy) <= before {
-        assert!(Instant::now() < deadline, "no LDS update:\n{}", envoy.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(300));
     // A new connection gets the new listener; the open one keeps the old.
     assert_eq!(
         envoy
