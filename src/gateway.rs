@@ -787,13 +787,12 @@ impl std::fmt::Display for StoreFailure {
     }
 }
 
-/// [`store::UpdateError`]'s words for a [`StoreFailure`].
+/// A [`StoreFailure`] of `check` for why its update gave up.
 fn update_failure(check: &'static str, e: store::UpdateError) -> StoreFailure {
-    let why = match e {
-        store::UpdateError::Contended => "shared data stayed contended through every retry",
-        store::UpdateError::Host => "the host refused a shared data call",
-    };
-    StoreFailure { check, why }
+    StoreFailure {
+        check,
+        why: e.as_str(),
+    }
 }
 
 /// The filter's own answer to a refused request; `cors`: the policy of the request's route and

@@ -441,11 +441,7 @@ fn next_unit(raw: &[u8]) -> Option<(Unit, usize)> {
 /// The result starts with `/` and has no trailing `/` (except the root). It borrows when the
 /// path is already normal.
 pub fn normalize_path(path: &[u8]) -> Cow<'_, str> {
-    let end = path
-        .iter()
-        .position(|&b| b == b'?' || b == b'#')
-        .unwrap_or(path.len());
-    let path = path.get(..end).unwrap_or(path);
+    let path = path_part(path);
     if is_plain(path) {
         if let Ok(s) = std::str::from_utf8(path) {
             return Cow::Borrowed(s);
@@ -485,12 +481,18 @@ pub fn normalize_path(path: &[u8]) -> Cow<'_, str> {
 /// ordinary name) would route it differently. Such paths are refused rather than guessed at.
 /// A `;` sent as `%3B` counts as a raw one, as [`normalize_path`] reads it so.
 pub fn is_ambiguous_path(path: &[u8]) -> bool {
+    path_part(path)
+        .split(|&b| b == b'/')
+        .any(is_ambiguous_segment)
+}
+
+/// A request target's path, without its query or fragment.
+fn path_part(path: &[u8]) -> &[u8] {
     let end = path
         .iter()
         .position(|&b| b == b'?' || b == b'#')
         .unwrap_or(path.len());
-    let path = path.get(..end).unwrap_or(path);
-    path.split(|&b| b == b'/').any(is_ambiguous_segment)
+    path.get(..end).unwrap_or(path)
 }
 
 /// True when the path (before `?` or `#`) holds an escaped slash or backslash (`%2F`, `%5C`, any
@@ -498,12 +500,7 @@ pub fn is_ambiguous_path(path: &[u8]) -> bool {
 /// reads a separator, so the two can disagree on the route unless Envoy refuses or decodes such
 /// paths (`path_with_escaped_slashes_action`, SECURITY.md). Seeing one means Envoy did neither.
 pub fn has_escaped_slash(path: &[u8]) -> bool {
-    let end = path
-        .iter()
-        .position(|&b| b == b'?' || b == b'#')
-        .unwrap_or(path.len());
-    path.get(..end)
-        .unwrap_or(path)
+    path_part(path)
         .windows(3)
         .any(|w| matches!(w, [b'%', b'2', b'f' | b'F'] | [b'%', b'5', b'c' | b'C']))
 }

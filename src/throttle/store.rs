@@ -48,14 +48,19 @@ pub enum UpdateError {
     Host,
 }
 
+impl UpdateError {
+    /// What went wrong, in words.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpdateError::Contended => "shared data stayed contended through every retry",
+            UpdateError::Host => "the host refused a shared data call",
+        }
+    }
+}
+
 impl fmt::Display for UpdateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            UpdateError::Contended => {
-                f.write_str("shared data stayed contended through every retry")
-            }
-            UpdateError::Host => f.write_str("the host refused a shared data call"),
-        }
+        f.write_str(self.as_str())
     }
 }
 
