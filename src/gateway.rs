@@ -316,8 +316,6 @@ pub struct ServiceCall {
     pub checks: Vec<rls::Check>,
     /// The policies the local checks reported, merged with the service's in [`conclude`].
     pub reports: Vec<PolicyReport>,
-    /// A later leg's call (about its route): refused, only that leg's route token goes back.
-    pub later_leg: bool,
 }
 
 /// How a call to the rate limit service ended, for the metrics and the log.
@@ -563,7 +561,6 @@ fn embedded_ipv4(all: [u16; 8]) -> Option<[u8; 4]> {
 
 /// The eight groups of an IPv6 address in text form, or `None` when the text is not one.
 /// A small parser of our own: `std::net`'s costs several KB of wasm.
-#[inline(never)]
 pub(crate) fn ipv6_groups(text: &str) -> Option<[u16; 8]> {
     let text = text.split('%').next().unwrap_or(text); // zone id
     if !text.contains(':') || text.len() > 45 {
@@ -1417,7 +1414,6 @@ fn admit(
                 message: rls::encode_request(&rls::build_request(s, &descriptors)),
                 checks: descriptors.iter().map(|(c, _)| *c).collect(),
                 reports,
-                later_leg: !first,
             });
             return decision;
         }
@@ -1514,7 +1510,7 @@ pub fn conclude(
         // What the local checks took goes back (below), and their reports say so. (When the
         // service answered, its reports then replace those of the checks it holds.) A later
         // leg's took only its route's token: the earlier legs' stay spent.
-        refund_own(&decision.spent, call.later_leg, &mut reports);
+        refund_own(&decision.spent, decision.later_leg, &mut reports);
     }
     if answer.failure.is_none() {
         // A check the service told a limit for is reported from the service; one it said
