@@ -1385,6 +1385,13 @@ fn admit(
         }
     }
 
+    if !first {
+        // A later leg's own route report goes where a first leg lists it, not last.
+        if let Some(r) = reports.pop_if(|r| r.name == "route") {
+            headers::put_report(&mut reports, r);
+        }
+    }
+
     // 4. The rate limit service, for a request every local check admitted. A later leg's first
     //    leg made the call; a later leg on another route asks about that route's throttle
     //    only (when the service holds it), so a redirect cannot skip a fleet-wide route limit.
@@ -1516,8 +1523,9 @@ pub fn conclude(
         // A check the service told a limit for is reported from the service; one it said
         // nothing about (Limitador sends no per-descriptor statuses) keeps its local report
         // (`local_first`), if any.
-        reports.retain(|r| !answer.reports.iter().any(|a| a.name == r.name));
-        reports.extend(answer.reports.iter().cloned());
+        for a in &answer.reports {
+            headers::put_report(&mut reports, a.clone());
+        }
     }
     let rl_headers = headers::render(cfg.rate_limit_headers, &reports);
     // A later leg's call (about its route): the earlier call's headers stay, but for the names

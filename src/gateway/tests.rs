@@ -1237,9 +1237,10 @@ mod service {
         let call = d.service_call.take().unwrap();
         let told = answer(Code::Ok, vec![day_status(Code::Ok, 50, 49)], &[]);
         conclude(&gw.cfg, &gw.keys, &gw.store, &mut d, call, Ok(&told));
+        // The service's report replaces the local one where it stood.
         let told = header(&d, "ratelimit").unwrap();
         assert!(
-            told.ends_with(", \"plan\";r=49;t=3600") && !told.contains("r=1;"),
+            told.starts_with("\"plan\";r=49;t=3600, ") && !told.contains("r=1;"),
             "{told}"
         );
     }
@@ -1877,13 +1878,14 @@ fn a_followed_redirect_is_checked_but_not_charged_again() {
         Some(r#""stage";r=1;t=1000, "quota";r=3;t=28800"#)
     );
 
-    // A second leg on a route with its own throttle takes that route's token, and tells it.
+    // A second leg on a route with its own throttle takes that route's token, and tells it
+    // where a first leg would (route before stage).
     let leg1 = gw.run(keyed("/start"), T0);
     let d = leg("/moved", Some(leg1));
     assert_eq!(status(&d), 200);
     assert_eq!(
         header(&d, "ratelimit"),
-        Some(r#""stage";r=0;t=1000, "quota";r=2;t=28800, "route";r=0;t=1000"#)
+        Some(r#""route";r=0;t=1000, "stage";r=0;t=1000, "quota";r=2;t=28800"#)
     );
     // Refused there, its first leg's charges stay: that leg reached the upstream.
     assert_eq!(status(&gw.run(Req::new("GET", "/start"), T0)), 429);
@@ -1899,7 +1901,7 @@ fn a_followed_redirect_is_checked_but_not_charged_again() {
     assert_eq!(status(&d), 429);
     assert_eq!(
         header(&d, "ratelimit"),
-        Some(r#""stage";r=0;t=1000, "route";r=0;t=1000"#)
+        Some(r#""route";r=0;t=1000, "stage";r=0;t=1000"#)
     );
     assert_eq!(status(&run2(&gw2, "/start", None)), 429);
 

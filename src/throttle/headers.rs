@@ -80,6 +80,34 @@ pub fn render(mode: HeaderMode, reports: &[PolicyReport]) -> Vec<(&'static str, 
     }
 }
 
+/// The order a request's checks run in (and its reports are listed in): plan, route, stage,
+/// client, quota.
+const CHECK_ORDER: [&str; 5] = ["plan", "route", "stage", "client", "quota"];
+
+fn check_rank(name: &str) -> usize {
+    CHECK_ORDER
+        .iter()
+        .position(|n| *n == name)
+        .unwrap_or(CHECK_ORDER.len())
+}
+
+/// Puts `report` where a request's own checks would have listed it: in place of a report of
+/// the same name, else before the first report of a later check. (A redirect's later leg and
+/// the rate limit service's answer add reports after the others were listed; clients pick
+/// items by name, and an `x-ratelimit` tie goes to the first.)
+pub fn put_report(reports: &mut Vec<PolicyReport>, report: PolicyReport) {
+    if let Some(same) = reports.iter_mut().find(|r| r.name == report.name) {
+        *same = report;
+        return;
+    }
+    let rank = check_rank(report.name);
+    let at = reports
+        .iter()
+        .position(|r| check_rank(r.name) > rank)
+        .unwrap_or(reports.len());
+    reports.insert(at, report);
+}
+
 /// Retry-After value in whole seconds (>= 1) from a wait in nanoseconds (rounded up).
 pub fn retry_after_secs(wait_ns: u64) -> u64 {
     wait_ns.div_ceil(1_000_000_000).max(1)
@@ -191,6 +219,29 @@ mod tests {
 
     fn owned(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
         pairs.iter().map(|(k, v)| (*k, (*v).to_string())).collect()
+    }
+
+    #[test]
+    fn a_report_put_later_goes_where_its_check_runs() {
+        let names = |v: &[PolicyReport]| v.iter().map(|r| r.name).collect::<Vec<_>>();
+        let mut v = vec![
+            rep("plan", 1, 1, 1, 1),
+            rep("stage", 1, 1, 1, 1),
+            rep("quota", 9, 9, 9, 9),
+        ];
+        put_report(&mut v, rep("route", 2, 2, 2, 2));
+        assert_eq!(names(&v), ["plan", "route", "stage", "quota"]);
+        put_report(&mut v, rep("client", 3, 3, 3, 3));
+        assert_eq!(names(&v), ["plan", "route", "stage", "client", "quota"]);
+        // One of the same name is replaced where it stands.
+        put_report(&mut v, rep("stage", 7, 7, 0, 5));
+        assert_eq!(names(&v), ["plan", "route", "stage", "client", "quota"]);
+        assert_eq!(v.get(2), Some(&rep("stage", 7, 7, 0, 5)));
+        // Into an empty list, and before everything.
+        let mut w = Vec::new();
+        put_report(&mut w, rep("quota", 1, 1, 1, 1));
+        put_report(&mut w, rep("plan", 1, 1, 1, 1));
+        assert_eq!(names(&w), ["plan", "quota"]);
     }
 
     #[test]
