@@ -128,7 +128,10 @@ pub struct QuotaOutcome {
 /// The state the stored one stands for at `now_s`: its window (aligned to `period`) and count.
 ///
 /// * `None`, or a state from an older window: a fresh count of 0 in the current window.
-/// * A state from the current window: kept as is.
+/// * A state from the current window: kept as is, its start too, even when it is not this
+///   period's (a state begun under a shorter period the configuration had before): a change to
+///   a longer period and back within that window keeps the count (with the start moved to this
+///   period's, the shorter period would take it for an older window and count from 0 again).
 /// * A state from a future window (the clock went backwards): its count is kept, never
 ///   dropped, so no quota is minted. Its window is kept when it is the next one (a small clock
 ///   step back across a boundary: those requests really belong to that window) and pulled back
@@ -140,7 +143,7 @@ fn effective(period: Period, prior: Option<QuotaState>, now_s: i64) -> QuotaStat
         Some(p) if p.window_start >= start => {
             let end = window_end(period, now_s);
             QuotaState {
-                window_start: window_start(period, p.window_start.min(end)),
+                window_start: p.window_start.min(end),
                 used: p.used,
             }
         }
@@ -519,6 +522,37 @@ mod tests {
     }
 
     #[test]
+    fn a_longer_period_and_back_keeps_the_count() {
+        // Three of three used today under DAY; the plan goes to MONTH and back the same day.
+        let morning = ts(2026, 12, 7, 9, 0, 0);
+        let mut state = None;
+        for _ in 0..3 {
+            let (out, next) = consume(3, Period::Day, state, morning);
+            assert!(out.allowed);
+            state = next.or(state);
+        }
+        let (out, next) = consume(4, Period::Month, state, morning + 60);
+        assert!(out.allowed, "MONTH carries the day's count: 3 of 4");
+        state = next.or(state);
+        let (out, next) = consume(4, Period::Month, state, morning + 61);
+        assert!(!out.allowed);
+        state = next.or(state);
+        // Back to DAY: still today's window, the four admitted requests count.
+        let (out, _) = consume(4, Period::Day, state, morning + 120);
+        assert!(!out.allowed, "the round trip minted quota");
+        assert_eq!(out.remaining, 0);
+        // Tomorrow under DAY: a fresh day.
+        let (out, _) = consume(4, Period::Day, state, morning + 86_400);
+        assert!(out.allowed);
+        assert_eq!(out.remaining, 3);
+        // A count begun under MONTH on the 1st is older than today's DAY window: a change to
+        // the shorter period starts its window afresh (documented).
+        let (_, month) = consume(4, Period::Month, None, ts(2026, 12, 1, 0, 0, 1));
+        let (out, _) = consume(4, Period::Day, month, morning);
+        assert_eq!(out.remaining, 3);
+    }
+
+    #[test]
     fn clock_backwards_into_previous_window_keeps_counting() {
         // Two requests counted just after midnight, then the clock steps back 2 s.
         let tomorrow = day(2025, 6, 15);
@@ -590,8 +624,9 @@ mod tests {
     }
 
     #[test]
-    fn unaligned_state_in_current_window_is_realigned() {
-        // E.g. a DAY state read after the period was changed to MONTH.
+    fn unaligned_state_in_current_window_keeps_its_start() {
+        // E.g. a DAY state read after the period was changed to MONTH: counted on, its start
+        // kept (so a change back to DAY the same day finds its own window).
         let now = ts(2025, 6, 20, 10, 0, 0);
         let st = Some(QuotaState {
             window_start: day(2025, 6, 14),
@@ -603,10 +638,11 @@ mod tests {
         assert_eq!(
             next,
             Some(QuotaState {
-                window_start: day(2025, 6, 1),
+                window_start: day(2025, 6, 14),
                 used: 5
             })
         );
+        assert_eq!(o.reset_after_s, (day(2025, 7, 1) - now) as u64);
     }
 
     #[test]
