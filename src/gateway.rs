@@ -347,6 +347,9 @@ pub struct StoreKeys {
     plan: Vec<String>,
     quota: Vec<String>,
     client_prefix: String,
+    /// The secret that places clients in slots ([`client_slot`]): one per process, the same in
+    /// every worker ([`settle_client_seed`]). Zero until settled (tests, benches).
+    client_seed: [u8; 16],
 }
 
 impl StoreKeys {
@@ -378,6 +381,7 @@ impl StoreKeys {
             plan: per_plan("plan"),
             quota: per_plan("quota"),
             client_prefix: format!("{stage}:client:"),
+            client_seed: [0; 16],
             stage,
         }
     }
@@ -390,6 +394,11 @@ impl StoreKeys {
     /// endian), written once they all do.
     fn client_slots_made(&self) -> String {
         format!("{}:client-slots", self.stage)
+    }
+
+    /// `<stage key>:client-seed`: the stage's [`StoreKeys::client_seed`], 16 bytes.
+    fn client_seed_key(&self) -> String {
+        format!("{}:client-seed", self.stage)
     }
 
     /// `tollgate:<plugin name>:stage:<stage>`, under which the stage's keys are.
@@ -490,22 +499,39 @@ pub fn initialize_store(
     Ok(created)
 }
 
-/// FNV-1a, 64 bit: a stable hash (the same in every worker and across restarts) for spreading
-/// client identities over slots.
-fn fnv1a(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in data {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+/// Settles the secret that places this stage's clients in slots: `fresh` (random bytes from
+/// the host) unless another root context of the process put one in shared data first, which is
+/// then taken, so every worker places a client in the same slot. Envoy configures the main
+/// thread's root context before it hands the plugin to the workers, so the first one settles it
+/// for the process; it lasts until Envoy restarts (reloads keep it, and with it the slots).
+pub fn settle_client_seed(
+    store: &dyn SharedStore,
+    keys: &mut StoreKeys,
+    fresh: [u8; 16],
+) -> Result<(), StoreError> {
+    let key = keys.client_seed_key();
+    // (Nothing else writes this key: what is there is a seed.)
+    keys.client_seed = match store.get(&key)?.and_then(|(v, _)| v.first_chunk().copied()) {
+        Some(seed) => seed,
+        None => {
+            store.set(&key, &fresh, None)?;
+            fresh
+        }
+    };
+    Ok(())
 }
 
 /// The slot of a client identity. Two clients in the same slot share a bucket: a collision
 /// makes a limit stricter for both, never looser.
-pub fn client_slot(identity: &[u8], slots: u32) -> u32 {
+///
+/// The hash is SHA-256 over a secret `seed` and the identity (the module's one hash, which API
+/// keys need anyway): who does not know the seed cannot pick an identity (a header value, an
+/// address in their IPv6 range) that lands in another client's slot to drain its bucket.
+pub fn client_slot(identity: &[u8], slots: u32, seed: &[u8; 16]) -> u32 {
+    let h = crate::keys::sha256_pair(seed, identity);
+    let h = u64::from_le_bytes(h.first_chunk::<8>().copied().unwrap_or_default());
     let slots = u64::from(slots.max(1));
-    u32::try_from(fnv1a(identity) % slots).unwrap_or(0)
+    u32::try_from(h % slots).unwrap_or(0)
 }
 
 /// The IP of an address `ip:port`, `[v6]:port` or a bare IP (Envoy's `source.address`), in
@@ -1323,7 +1349,7 @@ fn admit(
             if passed {
                 let identity = client_identity_of(ct, key.map(|(_, k)| k), req);
                 if local(rls::Check::Client) {
-                    let slot = client_slot(&identity, ct.slots);
+                    let slot = client_slot(&identity, ct.slots, &keys.client_seed);
                     passed = run(
                         check_bucket("client", &ct.spec, &keys.client(slot), store, now_ns),
                         &mut reports,
@@ -1338,7 +1364,7 @@ fn admit(
             {
                 // (The identity, which may cost a host call, only when worth it.)
                 let identity = client_identity_of(ct, key.map(|(_, k)| k), req);
-                let k = keys.client(client_slot(&identity, ct.slots));
+                let k = keys.client(client_slot(&identity, ct.slots, &keys.client_seed));
                 later_wait_s = later_wait_s.max(wait_of(&ct.spec, &k));
             }
         }

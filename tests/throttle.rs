@@ -452,6 +452,38 @@ fn client_throttle_by_header_and_ip() {
 }
 
 #[test]
+fn client_slots_are_secret_and_the_same_in_every_worker() {
+    // Who knows how clients are placed in slots can pick a value that shares another client's
+    // slot and drain its bucket. Placed by FNV-1a (tollgate before 0.1 placed them so, as a
+    // public, unkeyed hash), a twin of "victim" takes a search of about 65,536 values.
+    let fnv = |d: &[u8]| {
+        d.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    let slots = 65_536u64;
+    // (A header's client identity is `hdr:` and its value.)
+    let victim = fnv(b"hdr:victim") % slots;
+    let twin = (0u64..)
+        .map(|i| format!("t{i}"))
+        .find(|t| fnv(format!("hdr:{t}").as_bytes()) % slots == victim)
+        .unwrap();
+    let up = Upstream::start();
+    let cfg = json!({"client_throttle": {"by": "header:x-tenant", "rate": 0.001, "burst": 2, "slots": 65536}});
+    let envoy = Envoy::start(&EnvoyOptions::new(cfg, up.port));
+    // The twin's requests, each on a connection of its own, spread over both workers: one
+    // bucket for it in every worker (the placement is the process's, not the worker's).
+    let codes: Vec<u16> = (0..12)
+        .map(|_| envoy.get("/", &[("x-tenant", twin.as_str())]).status)
+        .collect();
+    assert_eq!(codes.iter().filter(|c| **c == 200).count(), 2, "{codes:?}");
+    // The victim's bucket is its own (a secret seed, made at start-up, places clients; the
+    // twin shares its slot with a chance of one in 65,536).
+    assert_eq!(envoy.get("/", &[("x-tenant", "victim")]).status, 200);
+    envoy.assert_no_wasm_failure();
+}
+
+#[test]
 fn a_client_over_its_limit_leaves_the_stage_to_others() {
     // Requests the client bucket refuses give back the stage token they took: one busy client
     // cannot throttle everyone through the shared stage bucket.

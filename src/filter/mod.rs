@@ -135,11 +135,23 @@ impl RootContext for Root {
         let plugin = host::property(b"plugin_name")
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
-        let keys = StoreKeys::new(&format!("tollgate:{plugin}:"), &config);
+        let mut keys = StoreKeys::new(&format!("tollgate:{plugin}:"), &config);
         if !self.upstream_role {
-            if let Err(e) =
+            let seeded = match config.client_throttle {
+                Some(_) => {
+                    let [a, b] = [host::random_u64(), host::random_u64()];
+                    let mut fresh = [0u8; 16];
+                    let (x, y) = fresh.split_at_mut(8);
+                    x.copy_from_slice(&a.to_le_bytes());
+                    y.copy_from_slice(&b.to_le_bytes());
+                    gateway::settle_client_seed(&host::HostStore, &mut keys, fresh)
+                }
+                None => Ok(()),
+            };
+            if let Err(e) = seeded.and_then(|()| {
                 gateway::initialize_store(&config, &keys, &host::HostStore, host::now_ns())
-            {
+                    .map(|_| ())
+            }) {
                 host::log(
                     LogLevel::Error,
                     &format!("tollgate: cannot create counters in shared data: {e:?}"),
