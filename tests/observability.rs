@@ -10,6 +10,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
@@ -768,4 +769,144 @@ fn a_request_envoy_answers_first_has_a_start_and_a_latency() {
     assert!(rec["responseLatency"].as_u64().is_some(), "{rec}");
     assert_eq!(up.count(), 0);
     envoy.assert_no_wasm_failure();
+}
+
+/// The record of each plugin line that carries one (the text after Envoy's `wasm log <names>: `
+/// prefix).
+fn record_texts(envoy: &Envoy) -> Vec<String> {
+    envoy
+        .plugin_lines()
+        .iter()
+        .filter_map(|l| {
+            let after = &l[l.find("wasm log ")? + "wasm log ".len()..];
+            Some(after[after.find(": ")? + 2..].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn every_format_parses_with_a_standard_reader_whatever_the_client_sends() {
+    // What clients may put in the two headers a record shows (Envoy passes these bytes on).
+    let agents: [&[u8]; 5] = [
+        br#"x","ua2":"forged"#,
+        br#"a,b\",\x0Aliteral\"#,
+        b"<x>&amp;'\" ]]>",
+        "caf\u{e9} \u{2028}\u{85}".as_bytes(),
+        b"plain",
+    ];
+    let ids: [&[u8]; 5] = [
+        br#"a b"c\d,e<f>"#,
+        "abc\u{a0}200\u{2003}9\u{3000}9\u{202e}XYZ".as_bytes(),
+        b"id-3",
+        b"-",
+        b"x\ty",
+    ];
+    let parse = r#"
+import csv, json, re, sys, xml.etree.ElementTree as ET
+fmt = sys.argv[1]
+out = []
+for line in sys.stdin.read().split("\n")[:-1]:
+    if fmt == "csv":
+        rows = list(csv.reader([line], strict=True))
+        assert len(rows) == 1, line
+        out.append(rows[0])
+    elif fmt == "xml":
+        out.append({e.tag: e.text or "" for e in ET.fromstring(line)})
+    elif fmt == "clf":
+        m = re.fullmatch(r'(\S+) (\S+) (\S+) \[([^\]]+)\] "([^"]*)" (\S+) (\S+) (\S+)', line)
+        assert m, line
+        out.append(list(m.groups()))
+    else:
+        out.append(json.loads(line))
+print(json.dumps(out))
+"#;
+    let template =
+        r#"{"ua":"$context.identity.userAgent","id":"$context.requestId","s":"$context.status"}"#;
+    let up = Upstream::start();
+    for format in ["csv", "xml", "clf", template] {
+        let cfg = json!({"access_log": {"format": format}});
+        let envoy = Envoy::start(&options(cfg, up.port));
+        for (ua, id) in agents.iter().zip(ids) {
+            let mut raw = b"GET /p HTTP/1.1\r\nhost: x\r\nuser-agent: ".to_vec();
+            raw.extend_from_slice(ua);
+            raw.extend_from_slice(b"\r\nx-request-id: ");
+            raw.extend_from_slice(id);
+            raw.extend_from_slice(b"\r\nconnection: close\r\n\r\n");
+            assert_eq!(raw_request(envoy.port, &raw).unwrap().status, 200);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let lines = loop {
+            let lines = record_texts(&envoy);
+            if lines.len() >= agents.len() || Instant::now() > deadline {
+                break lines;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(
+            lines.len(),
+            agents.len(),
+            "{format}: one line per request: {lines:#?}"
+        );
+        let mut child = std::process::Command::new("python3")
+            .args([
+                "-c",
+                parse,
+                if format == template { "json" } else { format },
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{}\n", lines.join("\n")).as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{format} did not parse: {lines:#?}"
+        );
+        let parsed: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+        for (i, rec) in parsed.iter().enumerate() {
+            let ua = String::from_utf8_lossy(agents[i]);
+            let id = String::from_utf8_lossy(ids[i]);
+            match format {
+                "csv" => {
+                    let fields = rec.as_array().unwrap();
+                    assert_eq!(fields.len(), 18, "{rec}");
+                    // Column 13 is the user agent; `\` and control characters read as `\xHH`.
+                    let unescaped = fields[12].as_str().unwrap().replace("\\x5C", "\\");
+                    if !ua.contains(['\u{2028}', '\u{85}']) {
+                        assert_eq!(unescaped, *ua, "{rec}");
+                    }
+                    assert_eq!(fields[7], "200", "{rec}");
+                }
+                "xml" => {
+                    assert_eq!(rec["status"], "200", "{rec}");
+                    if !ua.contains('\u{2028}') {
+                        assert_eq!(rec["identity.userAgent"], *ua, "{rec}");
+                    }
+                    assert_eq!(rec.as_object().unwrap().len(), 18, "{rec}");
+                }
+                "clf" => {
+                    let f = rec.as_array().unwrap();
+                    assert_eq!(f[5], "200", "{rec}");
+                    assert!(
+                        !f[7].as_str().unwrap().chars().any(char::is_whitespace),
+                        "{rec}"
+                    );
+                }
+                _ => {
+                    let o = rec.as_object().unwrap();
+                    assert_eq!(o.len(), 3, "{rec}");
+                    assert_eq!(rec["ua"], *ua, "{rec}");
+                    assert_eq!(rec["id"], *id, "{rec}");
+                    assert_eq!(rec["s"], "200", "{rec}");
+                }
+            }
+        }
+        envoy.assert_no_wasm_failure();
+    }
 }

@@ -407,6 +407,23 @@ fn report_only_passes_everything_but_reports() {
     // Rate-limit headers still tell the client where it stands.
     let r = envoy.get("/", &[]);
     assert!(r.header("ratelimit").unwrap().contains("r=0"));
+    drop(envoy);
+
+    // With the access log on, the record tells it, and no other line joins the records (a
+    // log shipper parses every one of them).
+    let cfg = json!({"enforce": false, "throttle": {"rate": 0.001, "burst": 2},
+                     "access_log": {"format": "json"}});
+    let envoy = Envoy::start(&EnvoyOptions::new(cfg, up.port));
+    for _ in 0..5 {
+        assert_eq!(envoy.get("/", &[]).status, 200);
+    }
+    let log = envoy.wait_log("five records", |l| l.matches("\"requestId\"").count() >= 5);
+    assert_eq!(
+        log.matches("\"error.responseType\":\"THROTTLED\"").count(),
+        3,
+        "{log}"
+    );
+    assert!(!log.contains("report-only"), "{log}");
 }
 
 #[test]

@@ -24,9 +24,7 @@ pub use template::{Segment, Template};
 pub use text::{decimal, json_escape_into, push_u64, write_clf_time};
 
 use crate::error::FieldError;
-use text::{
-    csv_field_into, quoted_escape_into, text_escape_into, token_escape_into, xml_escape_into,
-};
+use text::{csv_field_into, quoted_escape_into, token_escape_into, xml_escape_into};
 
 /// One request's access record. Fields are None when unknown ("-" in text formats, null in JSON).
 #[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
@@ -566,12 +564,16 @@ fn format_xml(rec: &Record, out: &mut String) {
     out.push_str("</log>");
 }
 
-/// Writes one template variable: unknown or empty values are `-`; text is raw except that control
-/// characters (and U+2028/U+2029) are written as `\xHH` (`\uHHHH`) so a record stays one line.
-fn template_value_into(field: Field, rec: &Record, out: &mut String) {
+/// Writes one template variable: unknown or empty values are `-`; text through `escape`.
+fn template_value_into(
+    field: Field,
+    rec: &Record,
+    out: &mut String,
+    escape: fn(&str, &mut String),
+) {
     match field.value(rec) {
         None | Some(Value::Text("")) => out.push('-'),
-        Some(Value::Text(s)) => text_escape_into(s, out),
+        Some(Value::Text(s)) => escape(s, out),
         Some(Value::Number(n)) => push_u64(n, out),
         Some(Value::Time(ms)) => write_clf_time(ms, out),
     }

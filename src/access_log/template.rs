@@ -1,6 +1,7 @@
 //! Custom access log templates: literal text with `$context.NAME` variables, split into segments
 //! once at configuration time.
 
+use super::text::{json_escape_into, text_escape_into};
 use super::{template_value_into, Field, Record};
 use crate::error::FieldError;
 
@@ -19,6 +20,9 @@ pub enum Segment {
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Template {
     segments: Vec<Segment>,
+    /// A template shaped like JSON (its first non-blank character is `{`): values are written
+    /// JSON-escaped, so a client's quote or backslash cannot end a string and add a field.
+    json: bool,
 }
 
 impl Template {
@@ -35,7 +39,9 @@ impl Template {
     /// Errors carry the path `format`. A template without any variable parses (to one literal);
     /// [`super::LogFormat::parse`] is the one that refuses it.
     pub fn parse(s: &str) -> Result<Template, FieldError> {
-        if s.chars().any(|c| c != '\t' && c.is_control()) {
+        if s.chars()
+            .any(|c| (c != '\t' && c.is_control()) || c == '\u{2028}' || c == '\u{2029}')
+        {
             return Err(FieldError::new(
                 "format",
                 "must not contain line breaks or control characters",
@@ -71,7 +77,10 @@ impl Template {
         if !literal.is_empty() {
             segments.push(Segment::Literal(literal));
         }
-        Ok(Template { segments })
+        Ok(Template {
+            segments,
+            json: s.trim_start().starts_with('{'),
+        })
     }
 
     /// The segments, in order.
@@ -88,12 +97,21 @@ impl Template {
     }
 
     /// Appends the record as this template (no trailing newline). Unknown or empty values are
-    /// `-`; values are inserted raw, except that control characters are written as `\xHH`.
+    /// `-`; values are inserted raw, except that control characters are written as `\xHH`, or,
+    /// in a template shaped like JSON, escaped as in a JSON string (its quotes are the
+    /// template's).
     pub fn format_into(&self, rec: &Record, out: &mut String) {
         for segment in &self.segments {
             match segment {
                 Segment::Literal(text) => out.push_str(text),
-                Segment::Var(field) => template_value_into(*field, rec, out),
+                Segment::Var(field) => {
+                    let escape = if self.json {
+                        json_escape_into
+                    } else {
+                        text_escape_into
+                    };
+                    template_value_into(*field, rec, out, escape)
+                }
             }
         }
     }

@@ -169,6 +169,14 @@ fn parse_keywords_and_errors() {
         "must not contain line breaks or control characters"
     );
     assert!(LogFormat::parse("$context.path\t$context.status").is_ok());
+    // The Unicode line and paragraph separators break lines too.
+    for sep in ['\u{2028}', '\u{2029}', '\u{85}'] {
+        let e = LogFormat::parse(&format!("$context.status{sep}x")).unwrap_err();
+        assert_eq!(
+            e.message,
+            "must not contain line breaks or control characters"
+        );
+    }
 }
 
 #[test]
@@ -385,6 +393,18 @@ fn clf_cannot_be_forged() {
         fmt(&LogFormat::Clf, &rec),
         "- - - [-] \"- /café\\x85\\u2028 -\" - - -"
     );
+    // A token keeps no Unicode space (a reader splitting on whitespace would cut it) and no
+    // bidirectional control (a viewer would reorder the line).
+    let rec = Record {
+        request_id: Some("abc\u{a0}200\u{2003}9\u{3000}9\u{1680}9\u{202e}XYZ\u{2066}\u{feff}é"),
+        ..Record::default()
+    };
+    let line = fmt(&LogFormat::Clf, &rec);
+    assert_eq!(
+        line,
+        "- - - [-] \"- - -\" - - abc\\xA0200\\u20039\\u30009\\u16809\\u202EXYZ\\u2066\\uFEFFé"
+    );
+    assert_eq!(line.split_whitespace().count(), 10);
 }
 
 // ---- csv ----
@@ -424,6 +444,17 @@ fn csv_quoting() {
             "\"Mozilla/5.0 (X11; Linux x86_64), \"\"quoted\"\"\",,",
             "\"a\"\"b\",\"line1\\x0D\\x0Aline2\",,"
         )
+    );
+    // A backslash is escaped too: `\x0A` in a record is always an escape, never a value's text,
+    // and readers that take `\` as an escape character count the same fields.
+    let rec = Record {
+        user_agent: Some("x,\\"),
+        stage: Some("lit\\x0Aeral"),
+        ..Record::default()
+    };
+    assert_eq!(
+        fmt(&LogFormat::Csv, &rec),
+        ",,,,,,,,,,,,\"x,\\x5C\",,lit\\x5Cx0Aeral,,,"
     );
     let mut out = String::new();
     text::csv_field_into("", &mut out);
@@ -533,6 +564,33 @@ fn template_values() {
     assert_eq!(
         fmt_str("{\"ip\":\"$context.identity.sourceIp\"}", &full()),
         "{\"ip\":\"203.0.113.7\"}"
+    );
+}
+
+#[test]
+fn a_template_shaped_like_json_escapes_its_values_as_json() {
+    // The API Gateway habit: a JSON record written as a template. A client's quote cannot end
+    // the string and add a field of its own; every line parses.
+    let rec = Record {
+        user_agent: Some("x\",\"ua2\":\"forged \\ \u{85}\n"),
+        request_id: Some("a\"b"),
+        ..full()
+    };
+    let t = " {\"id\":\"$context.requestId\",\"ua\":\"$context.identity.userAgent\",\"s\":$context.status}";
+    let line = fmt_str(t, &rec);
+    assert_eq!(
+        line,
+        " {\"id\":\"a\\\"b\",\"ua\":\"x\\\",\\\"ua2\\\":\\\"forged \\\\ \\u0085\\u000a\",\"s\":429}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["ua"], "x\",\"ua2\":\"forged \\ \u{85}\n");
+    assert_eq!(v.as_object().unwrap().len(), 3);
+    // Other templates keep their values raw (a quote is a quote).
+    assert_eq!(
+        fmt_str("ua=$context.identity.userAgent", &rec)
+            .matches('"')
+            .count(),
+        4
     );
 }
 

@@ -15,10 +15,11 @@ fn is_line_unsafe(c: char) -> bool {
 }
 
 /// The lead bytes of the only non-ASCII characters an escape here ever needs to see: C1 controls
-/// (U+0080..U+009F, 0xC2), the line and paragraph separators (U+2028, U+2029, 0xE2) and XML's
-/// forbidden U+FFFE, U+FFFF (0xEF). Every predicate below flags ASCII characters or these only
-/// (a unit test checks every character), so other bytes are copied without decoding.
-const DECODE_LEADS: [u8; 3] = [0xC2, 0xE2, 0xEF];
+/// and U+00A0 (0xC2), U+1680 (0xE1), the line and paragraph separators, the other spaces and the
+/// bidirectional controls of U+2000..U+206F (0xE2), U+3000 (0xE3) and U+FEFF, U+FFFE, U+FFFF
+/// (0xEF). Every predicate below flags ASCII characters or these only (a unit test checks every
+/// character), so other bytes are copied without decoding.
+const DECODE_LEADS: [u8; 5] = [0xC2, 0xE1, 0xE2, 0xE3, 0xEF];
 
 /// The ASCII characters a predicate flags, as two 64-bit masks (a `u128` shift is a library
 /// call at `opt-level = "z"`): the line-unsafe ones (C0 controls and DEL) and `extra`. A unit
@@ -60,7 +61,7 @@ impl AsciiSet {
 
 pub(super) const QUOTED_SET: AsciiSet = AsciiSet::line_unsafe_and(b"\"\\");
 pub(super) const TOKEN_SET: AsciiSet = AsciiSet::line_unsafe_and(b" \"\\");
-pub(super) const CSV_SET: AsciiSet = AsciiSet::line_unsafe_and(b"\"");
+pub(super) const CSV_SET: AsciiSet = AsciiSet::line_unsafe_and(b"\"\\");
 pub(super) const XML_SET: AsciiSet = AsciiSet::line_unsafe_and(b"&<>\"'");
 pub(super) const LINE_SET: AsciiSet = AsciiSet::line_unsafe_and(b"");
 
@@ -120,12 +121,18 @@ fn quoted_needs(c: char) -> bool {
     c == '"' || c == '\\' || is_line_unsafe(c)
 }
 
+/// A CLF token must not split or reorder as a reader sees it: every Unicode space (U+00A0,
+/// U+3000, ...) and the bidirectional controls and byte order mark are escaped too.
 fn token_needs(c: char) -> bool {
-    c == ' ' || quoted_needs(c)
+    c.is_whitespace()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+        || quoted_needs(c)
 }
 
+/// `\` too, so that the `\xHH` escapes cannot be confused with a value's own text, and readers
+/// that take `\` as an escape character (Spark, Hive, MySQL's `LOAD DATA`) see the same fields.
 fn csv_needs(c: char) -> bool {
-    c == '"' || is_line_unsafe(c)
+    c == '"' || c == '\\' || is_line_unsafe(c)
 }
 
 fn xml_needs(c: char) -> bool {
@@ -198,8 +205,8 @@ pub(super) fn text_escape_into(s: &str, out: &mut String) {
     escape_with(s, out, LINE_SET, is_line_unsafe, push_backslash_hex);
 }
 
-/// An unquoted CLF field (source IP, request id): also space, `"` and `\` as `\xHH`, so the value
-/// stays one space-separated token.
+/// An unquoted CLF field (source IP, request id): also spaces, `"` and `\` as `\xHH` (`\uHHHH`),
+/// so the value stays one space-separated token.
 pub(super) fn token_escape_into(s: &str, out: &mut String) {
     escape_with(s, out, TOKEN_SET, token_needs, push_backslash_hex);
 }
@@ -210,7 +217,8 @@ pub(super) fn quoted_escape_into(s: &str, out: &mut String) {
 }
 
 /// One RFC 4180 CSV field: quoted when it contains a comma, a quote, CR or LF, with quotes doubled.
-/// Control characters (CR and LF included) are written as `\xHH` so the record stays one line.
+/// Control characters (CR and LF included) and `\` are written as `\xHH` so the record stays one
+/// line and an escape is always one.
 pub(super) fn csv_field_into(s: &str, out: &mut String) {
     let quote = s.bytes().any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n'));
     if quote {

@@ -244,8 +244,10 @@ impl Main {
     ) -> Action {
         let rt = Rc::clone(&self.rt);
         if let (Some(error), Outcome::Forward) = (decision.error, &decision.outcome) {
-            // Report-only mode: the request goes on; say what enforcement would have done.
-            if host::log_enabled(LogLevel::Info) {
+            // Report-only mode: the request goes on; say what enforcement would have done. The
+            // access record says it where there is one (`error.responseType`): no other line
+            // among the records, which log shippers parse one by one.
+            if rt.config.access_log.is_none() && host::log_enabled(LogLevel::Info) {
                 let route = rt.config.route(decision.route);
                 host::log(
                     LogLevel::Info,
