@@ -13,6 +13,7 @@ fi
 echo "installing binaryen $version (wasm-opt) from npm into $tools" >&2
 command -v npm >/dev/null || "$here/scripts/deb-install.sh" nodejs npm
 mkdir -p "$tools/binaryen" "$tools/bin"
-npm install --silent --no-audit --no-fund --prefix "$tools/binaryen" "binaryen@$version" >/dev/null
+npm install --silent --no-audit --no-fund --prefix "$tools/binaryen" "binaryen@$version" >/dev/null ||
+  { echo "npm could not install binaryen@$version (it needs the npm registry; WASM_OPT=/path/to/wasm-opt uses another)" >&2; exit 1; }
 ln -sf "$tools/binaryen/node_modules/binaryen/bin/wasm-opt" "$tools/bin/wasm-opt"
 "$tools/bin/wasm-opt" --version

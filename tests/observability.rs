@@ -713,6 +713,15 @@ fn a_report_only_refusal_does_not_hide_an_integration_failure() {
         assert_eq!(r["status"], 503, "{r}");
         assert_eq!(r["error.responseType"], "INTEGRATION_FAILURE", "{r}");
     }
+    // The second request's report-only refusal, which its record cannot tell, is logged on
+    // its own line.
+    let log = envoy.wait_log("the report-only line", |l| l.contains("report-only"));
+    assert_eq!(
+        log.matches("report-only: would answer 429 THROTTLED on route (stage)")
+            .count(),
+        1,
+        "{log}"
+    );
     envoy.assert_no_wasm_failure();
 }
 

@@ -424,6 +424,19 @@ fn report_only_passes_everything_but_reports() {
         "{log}"
     );
     assert!(!log.contains("report-only"), "{log}");
+    drop(envoy);
+
+    // A format without `error.responseType` (clf) leaves the decision to a line of its own.
+    let cfg = json!({"enforce": false, "throttle": {"rate": 0.001, "burst": 2},
+                     "access_log": {"format": "clf"}});
+    let envoy = Envoy::start(&EnvoyOptions::new(cfg, up.port));
+    for _ in 0..5 {
+        assert_eq!(envoy.get("/", &[]).status, 200);
+    }
+    let log = envoy.wait_log("three report-only lines", |l| {
+        l.matches("report-only: would answer 429 THROTTLED").count() >= 3
+    });
+    assert_eq!(log.matches("report-only").count(), 3, "{log}");
 }
 
 #[test]

@@ -396,13 +396,15 @@ fn clf_cannot_be_forged() {
     // A token keeps no Unicode space (a reader splitting on whitespace would cut it) and no
     // bidirectional control (a viewer would reorder the line).
     let rec = Record {
-        request_id: Some("abc\u{a0}200\u{2003}9\u{3000}9\u{1680}9\u{202e}XYZ\u{2066}\u{feff}é"),
+        request_id: Some(
+            "abc\u{a0}200\u{2003}9\u{3000}9\u{1680}9\u{202e}XYZ\u{2066}\u{feff}é\u{61c}ع",
+        ),
         ..Record::default()
     };
     let line = fmt(&LogFormat::Clf, &rec);
     assert_eq!(
         line,
-        "- - - [-] \"- - -\" - - abc\\xA0200\\u20039\\u30009\\u16809\\u202EXYZ\\u2066\\uFEFFé"
+        "- - - [-] \"- - -\" - - abc\\xA0200\\u20039\\u30009\\u16809\\u202EXYZ\\u2066\\uFEFFé\\u061Cع"
     );
     assert_eq!(line.split_whitespace().count(), 10);
 }

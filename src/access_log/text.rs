@@ -15,11 +15,11 @@ fn is_line_unsafe(c: char) -> bool {
 }
 
 /// The lead bytes of the only non-ASCII characters an escape here ever needs to see: C1 controls
-/// and U+00A0 (0xC2), U+1680 (0xE1), the line and paragraph separators, the other spaces and the
+/// and U+00A0 (0xC2), the Arabic letter mark U+061C (0xD8), U+1680 (0xE1), the line and paragraph separators, the other spaces and the
 /// bidirectional controls of U+2000..U+206F (0xE2), U+3000 (0xE3) and U+FEFF, U+FFFE, U+FFFF
 /// (0xEF). Every predicate below flags ASCII characters or these only (a unit test checks every
 /// character), so other bytes are copied without decoding.
-const DECODE_LEADS: [u8; 5] = [0xC2, 0xE1, 0xE2, 0xE3, 0xEF];
+const DECODE_LEADS: [u8; 6] = [0xC2, 0xD8, 0xE1, 0xE2, 0xE3, 0xEF];
 
 /// The ASCII characters a predicate flags, as two 64-bit masks (a `u128` shift is a library
 /// call at `opt-level = "z"`): the line-unsafe ones (C0 controls and DEL) and `extra`. A unit
@@ -122,10 +122,11 @@ fn quoted_needs(c: char) -> bool {
 }
 
 /// A CLF token must not split or reorder as a reader sees it: every Unicode space (U+00A0,
-/// U+3000, ...) and the bidirectional controls and byte order mark are escaped too.
+/// U+3000, ...) and every bidirectional control (Unicode's Bidi_Control: U+061C, U+200E,
+/// U+200F, U+202A..U+202E, U+2066..U+2069) and the byte order mark are escaped too.
 fn token_needs(c: char) -> bool {
     c.is_whitespace()
-        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+        || matches!(c, '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
         || quoted_needs(c)
 }
 

@@ -7,7 +7,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, LogLevel};
 
 use super::cache::{self, CacheState};
-use super::observe::{Observation, Timing};
+use super::observe::{self, Observation, Timing};
 use super::Runtime;
 use crate::access_log::{self, Field};
 use crate::cors::{self, ActualCors, CorsPolicy};
@@ -243,21 +243,18 @@ impl Main {
         waited: bool,
     ) -> Action {
         let rt = Rc::clone(&self.rt);
-        if let (Some(error), Outcome::Forward) = (decision.error, &decision.outcome) {
-            // Report-only mode: the request goes on; say what enforcement would have done. The
-            // access record says it where there is one (`error.responseType`): no other line
-            // among the records, which log shippers parse one by one.
-            if rt.config.access_log.is_none() && host::log_enabled(LogLevel::Info) {
-                let route = rt.config.route(decision.route);
-                host::log(
-                    LogLevel::Info,
-                    &format!(
-                        "tollgate: report-only: would answer {} {} on route {}",
-                        error.status(),
-                        error.as_str(),
-                        route.name.as_deref().unwrap_or("(stage)")
-                    ),
-                );
+        if decision.error.is_some() && decision.outcome == Outcome::Forward {
+            // Report-only mode: the request goes on; say what enforcement would have done,
+            // unless the access record will (`error.responseType`): no other line among the
+            // records, which log shippers parse one by one. (`on_log` says it after all when
+            // the record tells an integration failure instead.)
+            let recorded = rt
+                .config
+                .access_log
+                .as_ref()
+                .is_some_and(|f| f.uses(Field::ErrorResponseType));
+            if !recorded {
+                observe::log_report_only(&rt.config, &decision);
             }
         }
         let forward = decision.outcome == Outcome::Forward;

@@ -202,6 +202,17 @@ impl Observation {
             if integration.is_some() {
                 told = integration;
                 error = error.or(integration);
+                // A report-only decision the record would have told (`http::finish` left
+                // it to the record): said here instead.
+                if let Some(d) = decision.filter(|d| d.error.is_some()) {
+                    if cfg
+                        .access_log
+                        .as_ref()
+                        .is_some_and(|f| f.uses(Field::ErrorResponseType))
+                    {
+                        log_report_only(cfg, d);
+                    }
+                }
             }
         }
         if !cfg.filter_state.is_empty() {
@@ -306,5 +317,25 @@ impl Observation {
         let mut line = String::with_capacity(512);
         format.format_into(&record, &mut line);
         host::log(LogLevel::Info, &line);
+    }
+}
+
+/// Report-only mode: what enforcement would have answered a request that went on, as a line of
+/// its own (`tollgate: report-only: would answer 429 THROTTLED on route GET /pets/{id}`).
+pub fn log_report_only(cfg: &Config, decision: &Decision) {
+    let Some(error) = decision.error else {
+        return;
+    };
+    if host::log_enabled(LogLevel::Info) {
+        let route = cfg.route(decision.route);
+        host::log(
+            LogLevel::Info,
+            &format!(
+                "tollgate: report-only: would answer {} {} on route {}",
+                error.status(),
+                error.as_str(),
+                route.name.as_deref().unwrap_or("(stage)")
+            ),
+        );
     }
 }
