@@ -348,23 +348,18 @@ impl CorsPolicy {
     /// header and (if asked) private network access are allowed; `Denied` otherwise.
     /// Deciding allocates nothing; only an allowed preflight builds its answer's headers.
     pub fn preflight(&self, req: &Preflight<'_>) -> PreflightDecision {
-        if self.match_origin(req.origin).is_none() || !self.method_allowed(req.request_method) {
-            return PreflightDecision::Denied;
-        }
-        if let Some(raw) = req.request_headers {
-            if !self.request_headers_allowed(raw) {
-                return PreflightDecision::Denied;
-            }
-        }
-        if req.request_private_network && !self.allow_private_network {
-            return PreflightDecision::Denied;
-        }
-        let Some((acao, _)) = self.allow_origin_value(req.origin) else {
-            return PreflightDecision::Denied;
+        let acao = match self.admitted(req) {
+            Some(OriginMatch::Star) => "*".to_string(),
+            // A matched origin is ASCII, so this conversion always succeeds.
+            Some(OriginMatch::Echo) => match std::str::from_utf8(req.origin) {
+                Ok(s) => s.to_string(),
+                Err(_) => return PreflightDecision::Denied,
+            },
+            None => return PreflightDecision::Denied,
         };
 
         let mut out: Vec<(&'static str, String)> = Vec::with_capacity(7);
-        out.push((ALLOW_ORIGIN, acao.into_owned()));
+        out.push((ALLOW_ORIGIN, acao));
         if self.allow_credentials {
             out.push((ALLOW_CREDENTIALS, "true".to_string()));
         }
@@ -392,6 +387,25 @@ impl CorsPolicy {
         }
         out.push((VARY, self.preflight_vary().to_string()));
         PreflightDecision::Allowed(out)
+    }
+
+    /// Whether [`CorsPolicy::preflight`] would allow `req`; builds nothing.
+    pub fn admits(&self, req: &Preflight<'_>) -> bool {
+        self.admitted(req).is_some()
+    }
+
+    /// How the origin of a preflight matched, when origin, method, every requested header and
+    /// private network access are allowed.
+    fn admitted(&self, req: &Preflight<'_>) -> Option<OriginMatch> {
+        if !self.method_allowed(req.request_method)
+            || req
+                .request_headers
+                .is_some_and(|raw| !self.request_headers_allowed(raw))
+            || (req.request_private_network && !self.allow_private_network)
+        {
+            return None;
+        }
+        self.match_origin(req.origin)
     }
 
     /// The `Vary` value of this policy's preflight answers.
