@@ -99,16 +99,7 @@ pub fn presentable(key: &[u8]) -> bool {
 }
 
 pub fn sha256(data: &[u8]) -> [u8; 32] {
-    sha256_pair(data, &[])
-}
-
-/// SHA-256 of `a` then `b`, without joining them.
-pub fn sha256_pair(a: &[u8], b: &[u8]) -> [u8; 32] {
-    Sha256::new()
-        .chain_update(a)
-        .chain_update(b)
-        .finalize()
-        .into()
+    Sha256::digest(data).into()
 }
 
 /// Equality whose running time does not depend on where the inputs differ.
