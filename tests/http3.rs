@@ -14,9 +14,8 @@
 )]
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 use serde_json::{json, Value};
@@ -108,21 +107,12 @@ fn h3(port: u16, requests: &[H3Request]) -> Vec<H3Response> {
         .iter()
         .map(|(m, p, h)| json!({"method": m, "path": p, "headers": h}))
         .collect();
-    let mut child = Command::new(python)
-        .arg(repo_root().join("tests/h3/h3client.py"))
-        .arg(port.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(Value::Array(input).to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_input(
+        Command::new(python)
+            .arg(repo_root().join("tests/h3/h3client.py"))
+            .arg(port.to_string()),
+        Value::Array(input).to_string().as_bytes(),
+    );
     assert!(
         out.status.success(),
         "h3client failed: {}",

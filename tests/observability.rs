@@ -10,7 +10,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
@@ -856,23 +855,14 @@ print(json.dumps(out))
             agents.len(),
             "{format}: one line per request: {lines:#?}"
         );
-        let mut child = std::process::Command::new("python3")
-            .args([
+        let output = run_with_input(
+            std::process::Command::new("python3").args([
                 "-c",
                 parse,
                 if format == template { "json" } else { format },
-            ])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{}\n", lines.join("\n")).as_bytes())
-            .unwrap();
-        let output = child.wait_with_output().unwrap();
+            ]),
+            format!("{}\n", lines.join("\n")).as_bytes(),
+        );
         assert!(
             output.status.success(),
             "{format} did not parse: {lines:#?}"

@@ -844,6 +844,18 @@ pub fn try_request(
     raw_request(port, &raw)
 }
 
+/// Runs `cmd` with `input` on its standard input; its output, standard error included.
+pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// Sends raw bytes and reads the response: up to its `content-length` when it has one (Envoy
 /// may hold a closing connection open for a second after a local reply), else until the server
 /// closes.
