@@ -51,8 +51,9 @@ impl FieldError {
     }
 }
 
-/// Text in double quotes with escapes, exactly as `{:?}` writes a `str` (checked for every
-/// `char` by a test), without linking `<str as Debug>` (with it, ~2.5 KB of wasm).
+/// Text in double quotes with escapes: as `{:?}` writes a `str` for ASCII; other characters as
+/// they are, but for those [`hidden`] ones, as `\u{..}`. (`<str as Debug>`, or `char`'s
+/// `escape_debug`, would link Unicode's printable tables: ~2 KB of wasm.)
 pub struct Quoted<'a>(pub &'a str);
 
 impl fmt::Display for Quoted<'_> {
@@ -67,12 +68,30 @@ impl fmt::Display for Quoted<'_> {
                 '\\' => f.write_str("\\\\")?,
                 '"' => f.write_str("\\\"")?,
                 ' '..='~' => f.write_char(c)?,
-                // Other controls as `\u{1f}`; the rest as str's Debug shows them.
-                _ => fmt::Display::fmt(&c.escape_debug(), f)?,
+                // Controls, line separators and invisible format characters as `\u{1f}`.
+                _ if hidden(c) => fmt::Display::fmt(&c.escape_unicode(), f)?,
+                _ => f.write_char(c)?,
             }
         }
         f.write_char('"')
     }
+}
+
+/// Characters a message shows escaped though they are not ASCII controls: C1 controls, the line
+/// and paragraph separators, and the invisible format characters that could hide or reorder
+/// text (zero-width and bidirectional marks, U+FEFF), and noncharacters U+FFFE, U+FFFF.
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{61c}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{feff}'
+                | '\u{fffe}'
+                | '\u{ffff}'
+        )
 }
 
 /// `items` separated by ", " (by hand: `[T]::join` costs ~1 KB of wasm per element type).
@@ -118,21 +137,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quoted_is_str_debug() {
+    fn quoted_is_str_debug_for_ascii_and_hides_nothing() {
         for u in 0..=0x10_FFFFu32 {
             let Some(c) = char::from_u32(u) else {
                 continue;
             };
             let s = format!("a{c}");
-            assert_eq!(Quoted(&s).to_string(), format!("{s:?}"), "U+{u:04X}");
-            // First and last position too (a combining mark is escaped wherever it stands).
-            if u % 16 == 0 || u < 0x800 {
-                let s = format!("{c}b\u{301}");
-                assert_eq!(Quoted(&s).to_string(), format!("{s:?}"), "U+{u:04X}");
+            let q = Quoted(&s).to_string();
+            if c.is_ascii() {
+                assert_eq!(q, format!("{s:?}"), "U+{u:04X}");
+            } else if hidden(c) {
+                assert_eq!(q, format!("\"a{}\"", c.escape_unicode()), "U+{u:04X}");
+            } else {
+                assert_eq!(q, format!("\"a{c}\""), "U+{u:04X}");
             }
+            // Nothing that breaks or reorders a log line gets through.
+            assert!(
+                !q.chars().any(|x| x.is_control()
+                    || matches!(x, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{61c}')),
+                "U+{u:04X}"
+            );
         }
         assert_eq!(Quoted("").to_string(), "\"\"");
         assert_eq!(Quoted("GET /a\"b'\\").to_string(), "\"GET /a\\\"b'\\\\\"");
+        assert_eq!(
+            Quoted("caf\u{e9}\u{202e}").to_string(),
+            "\"caf\u{e9}\\u{202e}\""
+        );
     }
 
     #[test]
