@@ -407,10 +407,13 @@ impl StoreKeys {
     }
 }
 
-/// The mark of a configuration's start-up warnings: the first 16 bytes of the SHA-256 of the
-/// module's version and the warnings' texts (none is a mark too).
-pub fn warnings_mark(version: &str, warnings: &[String]) -> [u8; 16] {
+/// The mark of a configuration's load (its summary line and start-up warnings): the first 16
+/// bytes of the SHA-256 of the module's version, the configuration's digest and the warnings'
+/// texts (none is a mark too).
+pub fn warnings_mark(version: &str, config_digest: &[u8], warnings: &[String]) -> [u8; 16] {
     let mut text = version.as_bytes().to_vec();
+    text.push(0);
+    text.extend_from_slice(config_digest);
     for w in warnings {
         text.push(0);
         text.extend_from_slice(w.as_bytes());
@@ -419,10 +422,10 @@ pub fn warnings_mark(version: &str, warnings: &[String]) -> [u8; 16] {
     sha.first_chunk::<16>().copied().unwrap_or_default()
 }
 
-/// Whether a configuration's start-up warnings are this root context's to log: Envoy configures
-/// one per worker, one on the main thread and a canary, each of which would log them. The first
-/// to put `mark` ([`warnings_mark`]) in `key` logs; the others, and a reload with the same
-/// warnings, find it there. One key per plugin and stage, so shared data stays fixed. A store
+/// Whether a configuration's load is this root context's to log: Envoy configures one per
+/// worker, one on the main thread and a canary, each of which would log it. The first to put
+/// `mark` ([`warnings_mark`]) in `key` logs; the others, and a reload of the same
+/// configuration, find it there. One key per plugin and stage, so shared data stays fixed. A store
 /// that fails lets every context log.
 pub fn first_to_warn(store: &dyn SharedStore, key: &str, mark: [u8; 16]) -> bool {
     store::update(store, key, |current| {

@@ -8,7 +8,7 @@
 mod common;
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[test]
 fn empty_config_passes_traffic_untouched() {
@@ -166,4 +166,65 @@ fn config_as_struct_is_accepted() {
     let envoy = Envoy::try_start_bootstrap(&boot, 1).unwrap_or_else(|f| panic!("{}", f.log));
     assert_eq!(envoy.get("/", &[]).status, 200);
     assert_eq!(envoy.get("/", &[]).status, 429);
+}
+
+/// Sets every `root_id` in an Envoy configuration.
+fn set_root_ids(v: &mut Value, root_id: &str) {
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map.iter_mut() {
+                if k == "root_id" {
+                    *child = json!(root_id);
+                } else {
+                    set_root_ids(child, root_id);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|c| set_root_ids(c, root_id)),
+        _ => {}
+    }
+}
+
+#[test]
+fn each_load_is_logged_once_and_a_misspelt_upstream_root_id_is_refused() {
+    let up = Upstream::start();
+    // `{}` at two workers: one line says what was loaded, one warning that it checks nothing
+    // (a configuration forgotten in Istio's pluginConfig reads the same), for the whole
+    // process, not per worker.
+    let envoy = Envoy::start(&EnvoyOptions::new(json!({}), up.port));
+    assert_eq!(envoy.get("/", &[]).status, 200);
+    let log = envoy.wait_log("the load line", |l| {
+        l.contains("tollgate: configuration loaded: stage \"default\", 0 route(s)")
+    });
+    assert_eq!(
+        log.matches("tollgate: configuration loaded").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("tollgate: the configuration checks nothing")
+            .count(),
+        1,
+        "{log}"
+    );
+    drop(envoy);
+
+    // The upstream role's root_id spelt with a dash would make a main role of it (on a
+    // cluster: every cache fill charged twice): refused, naming the spelling.
+    let mut config = bootstrap(&EnvoyOptions::new(
+        json!({"throttle": {"rate": 1, "burst": 1}}),
+        up.port,
+    ));
+    set_root_ids(&mut config, "tollgate-upstream");
+    let failure = match Envoy::try_start_bootstrap(&config, 1) {
+        Ok(_) => panic!("Envoy must refuse a misspelt upstream root_id"),
+        Err(f) => f,
+    };
+    assert!(
+        failure.log.contains(
+            "tollgate: invalid configuration: root_id \"tollgate-upstream\" is not the upstream role's, \"tollgate_upstream\" exactly"
+        ),
+        "{}",
+        failure.log
+    );
 }

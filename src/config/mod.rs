@@ -110,7 +110,58 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
+/// The role a root_id picks: `Ok(true)` for the upstream role (`tollgate_upstream`, exactly),
+/// `Ok(false)` for the main filter (any other root_id, or none). A root_id that names an
+/// upstream role in another spelling (`tollgate-upstream`, `Tollgate_Upstream`) is refused: as
+/// the main role on a cluster it would charge every cache fill a second time (and Envoy 1.40
+/// crashes on a property read there).
+pub fn role_of(root_id: &str) -> Result<bool, String> {
+    const UPSTREAM: &str = "tollgate_upstream";
+    if root_id == UPSTREAM {
+        return Ok(true);
+    }
+    // (`find_str`: `str::contains` brings 4 KB of std's substring search into the module.)
+    if crate::token::find_str(&root_id.to_ascii_lowercase(), "upstream").is_some() {
+        return Err(format!(
+            "root_id \"{root_id}\" is not the upstream role's, \"{UPSTREAM}\" exactly"
+        ));
+    }
+    Ok(false)
+}
+
 impl Config {
+    /// One line telling what a loaded configuration holds, for the log: the stage, what it
+    /// checks, and `digest` (of the bytes Envoy passed), which tells loads apart.
+    pub fn summary(&self, digest: &[u8]) -> String {
+        use crate::access_log::push_u64;
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        let mut s = String::from("stage \"");
+        s.push_str(&self.stage);
+        s.push_str("\", ");
+        push_u64(count(self.routes.len()), &mut s);
+        s.push_str(" route(s), ");
+        push_u64(
+            count(self.api_keys.as_ref().map_or(0, |k| k.keys().len())),
+            &mut s,
+        );
+        s.push_str(" API key(s), ");
+        push_u64(count(self.plans.len()), &mut s);
+        s.push_str(" usage plan(s)");
+        if !self.enforce {
+            s.push_str(", report-only");
+        }
+        s.push_str("; digest ");
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for b in digest.iter().take(6) {
+            for nibble in [b >> 4, b & 15] {
+                s.push(char::from(
+                    HEX.get(usize::from(nibble)).copied().unwrap_or(b'0'),
+                ));
+            }
+        }
+        s
+    }
+
     /// Parses and compiles a configuration: JSON text, or a binary `google.protobuf.Struct`
     /// (what Envoy passes when the configuration is given as a Struct). Empty input is the
     /// empty configuration `{}`.
@@ -844,6 +895,19 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
     {
         warnings.push(
             "api_key.header is authorization, and Envoy's cache filter neither answers nor stores a request with Authorization: requests with a key are never cached".to_string(),
+        );
+    }
+
+    let checks_nothing = api_keys.is_none()
+        && stage_throttle.is_none()
+        && client_throttle.is_none()
+        && stage_cors.is_none()
+        && routes.is_empty()
+        && !caching
+        && rate_limit_service.is_none();
+    if checks_nothing {
+        warnings.push(
+            "the configuration checks nothing (no keys, throttles, CORS, routes or cache): every request passes unchecked; is the filter's configuration (Istio: pluginConfig) missing?".to_string(),
         );
     }
 

@@ -966,3 +966,64 @@ fn the_key_header_is_never_one_the_access_record_prints() {
         assert!(e.message.contains("no key may be logged"), "{e}");
     }
 }
+
+#[test]
+fn a_configuration_that_checks_nothing_is_warned_about() {
+    let nothing = "the configuration checks nothing";
+    // Empty (no configuration given, or an empty Struct: the same bytes), `{}`, or observing
+    // only.
+    for json in [
+        "",
+        "{}",
+        r#"{"stage": "prod", "access_log": {"format": "json"}}"#,
+    ] {
+        let c = ok(json);
+        assert!(c.warnings.iter().any(|w| w.starts_with(nothing)), "{json}");
+    }
+    for json in [
+        r#"{"throttle": {"rate": 1, "burst": 1}}"#,
+        r#"{"client_throttle": {"by": "ip", "rate": 1, "burst": 1}}"#,
+        r#"{"cors": {"allow_origins": ["https://a.example"]}}"#,
+        r#"{"routes": [{"match": "GET /a"}]}"#,
+        r#"{"api_key": {"keys": [{"id": "a", "sha256": "0000000000000000000000000000000000000000000000000000000000000000"}]}}"#,
+        r#"{"cache": {"ttl": 60}}"#,
+    ] {
+        let c = ok(json);
+        assert!(!c.warnings.iter().any(|w| w.starts_with(nothing)), "{json}");
+    }
+}
+
+#[test]
+fn the_root_id_picks_the_role_and_refuses_a_misspelt_upstream_one() {
+    assert_eq!(role_of("tollgate_upstream"), Ok(true));
+    for main in ["", "tollgate", "gateway", "edge-1"] {
+        assert_eq!(role_of(main), Ok(false), "{main}");
+    }
+    for wrong in [
+        "tollgate-upstream",
+        "Tollgate_Upstream",
+        "upstream",
+        "tollgate_upstream ",
+    ] {
+        let e = role_of(wrong).unwrap_err();
+        assert!(e.contains("\"tollgate_upstream\" exactly"), "{e}");
+        assert!(e.contains(&format!("\"{wrong}\"")), "{e}");
+    }
+}
+
+#[test]
+fn the_load_summary_tells_what_a_configuration_holds() {
+    let c = ok(r#"{"stage": "prod", "throttle": {"rate": 1, "burst": 1},
+                   "cors": {"allow_origins": ["https://a.example"]},
+                   "routes": [{"match": "GET /a"}, {"match": "POST /a"}],
+                   "access_log": {"format": "clf"}, "enforce": false}"#);
+    assert_eq!(
+        c.summary(&[0x6b, 0x0c, 0x2a, 0x91, 0xf3, 0xde, 0x77]),
+        "stage \"prod\", 2 route(s), 0 API key(s), 0 usage plan(s), report-only; digest \
+         6b0c2a91f3de"
+    );
+    assert_eq!(
+        ok("").summary(&[1]),
+        "stage \"default\", 0 route(s), 0 API key(s), 0 usage plan(s); digest 01"
+    );
+}

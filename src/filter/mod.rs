@@ -120,7 +120,16 @@ impl RootContext for Root {
         let root_id = host::property(b"plugin_root_id")
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
-        self.upstream_role = root_id == UPSTREAM_ROOT_ID;
+        self.upstream_role = match crate::config::role_of(&root_id) {
+            Ok(upstream) => upstream,
+            Err(why) => {
+                host::log(
+                    LogLevel::Error,
+                    &format!("tollgate: invalid configuration: {why}"),
+                );
+                return false;
+            }
+        };
         let bytes = host::plugin_configuration().unwrap_or_default();
         let config = match Config::from_json(&bytes) {
             Ok(c) => c,
@@ -158,16 +167,34 @@ impl RootContext for Root {
                 );
                 return false;
             }
-            // The upstream role has the same configuration: the main role speaks for both,
-            // and of its root contexts (one per worker, one on the main thread, a canary) the
-            // first to mark these warnings (none too, so that warnings that come back are
-            // logged again).
-            let mark = gateway::warnings_mark(env!("CARGO_PKG_VERSION"), &config.warnings);
-            let key = format!("{}:warned", keys.stage_prefix());
-            if gateway::first_to_warn(&host::HostStore, &key, mark) {
-                for w in &config.warnings {
-                    host::log(LogLevel::Warn, &format!("tollgate: {w}"));
-                }
+        }
+        // What was loaded, and its warnings: the upstream role has the same configuration, so
+        // the main role speaks for both, and of its root contexts (one per worker, one on the
+        // main thread, a canary) the first to mark this load (a configuration that comes back
+        // is logged again). The upstream role says once that it is one.
+        let digest = crate::keys::sha256(&bytes);
+        let summary = config.summary(&digest);
+        let (key, warnings) = if self.upstream_role {
+            (format!("{}:loaded-upstream", keys.stage_prefix()), &[][..])
+        } else {
+            (
+                format!("{}:warned", keys.stage_prefix()),
+                &config.warnings[..],
+            )
+        };
+        let mark = gateway::warnings_mark(env!("CARGO_PKG_VERSION"), &digest, warnings);
+        if gateway::first_to_warn(&host::HostStore, &key, mark) {
+            let what = if self.upstream_role {
+                "upstream role (cache fetches only)"
+            } else {
+                "configuration"
+            };
+            host::log(
+                LogLevel::Info,
+                &format!("tollgate: {what} loaded: {summary}"),
+            );
+            for w in warnings {
+                host::log(LogLevel::Warn, &format!("tollgate: {w}"));
             }
         }
         let metrics = MetricTable::for_config(&config);

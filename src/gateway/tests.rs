@@ -2403,8 +2403,8 @@ fn client_identities_stay_apart_as_descriptor_values() {
 fn start_up_warnings_are_logged_by_the_first_context_of_a_configuration() {
     let store = MemoryStore::new();
     let key = "tollgate:p:stage:s:warned";
-    let a = warnings_mark("0.1.0", &["plain value".to_string()]);
-    let none = warnings_mark("0.1.0", &[]);
+    let a = warnings_mark("0.1.0", b"d1", &["plain value".to_string()]);
+    let none = warnings_mark("0.1.0", b"d1", &[]);
     // Main thread, two workers, with one configuration: one logs.
     let logged: Vec<bool> = (0..3).map(|_| first_to_warn(&store, key, a)).collect();
     assert_eq!(logged, [true, false, false]);
@@ -2414,9 +2414,17 @@ fn start_up_warnings_are_logged_by_the_first_context_of_a_configuration() {
     assert!(first_to_warn(&store, key, a));
     assert!(!first_to_warn(&store, key, a));
     // Another module's version, or other warnings, is another mark.
-    assert_ne!(warnings_mark("0.2.0", &["plain value".to_string()]), a);
     assert_ne!(
-        warnings_mark("0.1.0", &["plain".to_string(), "value".to_string()]),
+        warnings_mark("0.2.0", b"d1", &["plain value".to_string()]),
+        a
+    );
+    assert_ne!(
+        warnings_mark("0.1.0", b"d1", &["plain".to_string(), "value".to_string()]),
+        a
+    );
+    // And so is another configuration with the same warnings: its load is logged too.
+    assert_ne!(
+        warnings_mark("0.1.0", b"d2", &["plain value".to_string()]),
         a
     );
     assert_eq!(store.len(), 1, "one key, however many configurations");
