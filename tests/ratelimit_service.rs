@@ -215,7 +215,7 @@ fn an_unknown_cluster_is_a_failure_not_a_crash() {
     // Envoy refuses to start a call to a cluster it does not know.
     envoy.wait_log("the failure warning", |l| {
         l.contains(
-            "rate limit service: grpc_error (the call could not be started); failure_mode deny",
+            "rate limit service: grpc_error (the call could not be started: is there a cluster \"no-such-cluster\"?); failure_mode deny",
         )
     });
     assert_eq!(stat(&envoy, "rate_limit_service_failure_grpc_error"), 3);

@@ -235,3 +235,44 @@ fn an_lds_push_leaves_open_connections_on_the_old_configuration() {
     );
     envoy.assert_no_wasm_failure();
 }
+
+#[test]
+fn a_configuration_with_an_access_log_says_when_envoy_would_drop_its_records() {
+    // Envoy's wasm component at warning: records are never written. A configuration with an
+    // access log says so when it loads (and each load is logged once, with its digest).
+    let up = Upstream::start();
+    let dir = tempdir::Dir::new("reload-level");
+    let ecds = dir.path().join("ecds.json");
+    publish_file(&ecds, &ecds_resource(KEYS_V1));
+    let opts = EnvoyOptions::new(json!({}), up.port);
+    let boot = ecds_bootstrap(&opts, "tollgate", &ecds);
+    let envoy = Envoy::try_start_bootstrap(&boot, 2).unwrap_or_else(|f| panic!("{}", f.log));
+    let reloads = "extension_config_discovery.http_filter.tollgate.config_reload";
+    assert_eq!(
+        raw_request(
+            envoy.admin_port,
+            b"POST /logging?wasm=warning HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        )
+        .unwrap()
+        .status,
+        200
+    );
+    let before = envoy.stats().get(reloads).copied().unwrap_or(0);
+    let with_log = KEYS_V1.replacen('{', r#"{"access_log": {"format": "json"}, "#, 1);
+    publish_file(&ecds, &ecds_resource(&with_log));
+    wait_stat(&envoy, reloads, before);
+    let log = envoy.wait_log("the level warning", |l| {
+        l.contains("tollgate: access_log is set, but Envoy logs the wasm component above info")
+    });
+    assert_eq!(
+        log.matches("access_log is set, but Envoy logs").count(),
+        1,
+        "{log}"
+    );
+    // The first load was logged at info (before the level changed), the second not at all.
+    assert_eq!(
+        log.matches("tollgate: configuration loaded").count(),
+        1,
+        "{log}"
+    );
+}

@@ -188,8 +188,13 @@ impl Config {
                     }
                     let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
                     let text = matches!(first, Some(b'{' | b'['));
+                    let yaml = std::str::from_utf8(bytes)
+                        .is_ok_and(|t| !t.chars().any(|c| c.is_control() && !c.is_whitespace()));
                     let why = if text {
                         format!("not valid JSON: {json_error}")
+                    } else if yaml {
+                        // Text, but not JSON: YAML, as Envoy's own configuration is written.
+                        format!("not valid JSON ({json_error}); a StringValue holds JSON text, not YAML")
                     } else {
                         format!(
                             "neither JSON nor a protobuf Struct ({})",

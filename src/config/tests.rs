@@ -1027,3 +1027,14 @@ fn the_load_summary_tells_what_a_configuration_holds() {
         "stage \"default\", 0 route(s), 0 API key(s), 0 usage plan(s); digest 01"
     );
 }
+
+#[test]
+fn yaml_in_a_string_value_is_told_apart() {
+    let e = Config::from_json(b"stage: prod\nthrottle:\n  rate: 1\n  burst: 1\n").unwrap_err();
+    assert!(
+        e.message
+            .ends_with("a StringValue holds JSON text, not YAML"),
+        "{e}"
+    );
+    assert!(e.message.starts_with("not valid JSON ("), "{e}");
+}

@@ -336,7 +336,15 @@ impl Main {
             if let Some(left_out) = due {
                 let more = left_out_note(left_out);
                 let status = match (f, elapsed_ms) {
-                    (CallFailure::Grpc(None), _) => " (the call could not be started)".to_string(),
+                    (CallFailure::Grpc(None), _) => format!(
+                        " (the call could not be started: is there a cluster \"{}\"?)",
+                        svc.cluster
+                    ),
+                    // Status 2 at once: often a cluster that does not speak HTTP/2.
+                    (CallFailure::Grpc(Some(2)), Some(0)) => format!(
+                        " (gRPC status 2 after 0 ms: does cluster \"{}\" speak HTTP/2?)",
+                        svc.cluster
+                    ),
                     (CallFailure::Grpc(Some(s)), Some(ms)) => {
                         format!(" (gRPC status {s} after {ms} ms)")
                     }

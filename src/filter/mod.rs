@@ -196,6 +196,15 @@ impl RootContext for Root {
             for w in warnings {
                 host::log(LogLevel::Warn, &format!("tollgate: {w}"));
             }
+            if !self.upstream_role
+                && config.access_log.is_some()
+                && !host::log_enabled(LogLevel::Info)
+            {
+                host::log(
+                    LogLevel::Warn,
+                    "tollgate: access_log is set, but Envoy logs the wasm component above info: no record is written until it is info (-l info, or POST /logging?wasm=info)",
+                );
+            }
         }
         let metrics = MetricTable::for_config(&config);
         let metric_ids = if self.upstream_role {
