@@ -106,6 +106,41 @@ fn metric_sum(envoy: &Envoy, metric: &str) -> i64 {
 }
 
 #[test]
+fn envoys_file_system_cache_with_a_size_limit_works_the_same() {
+    // The production choice (docs/CACHING.md): Envoy's in-memory cache never evicts.
+    let up = upstream();
+    let dir = tempdir::Dir::new("fs-cache");
+    let mut opts = EnvoyOptions::new(
+        json!({"cache": {"ttl": 60}, "access_log": {"format": "json"}}),
+        up.port,
+    );
+    opts.cache = true;
+    opts.cache_dir = Some(dir.path().to_path_buf());
+    let envoy = Envoy::start(&opts);
+    let first = envoy.get("/pets/1", &[]);
+    assert_eq!(first.text(), "n=1 GET /pets/1");
+    // The entry is written by the cache's own thread, after the response.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::fs::read_dir(dir.path()).unwrap().count() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing stored on disk"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let second = envoy.get("/pets/1", &[]);
+    assert_eq!(second.text(), "n=1 GET /pets/1");
+    assert!(second.header("age").is_some(), "{:?}", second.headers);
+    assert_eq!(up.count(), 1);
+    assert_clean(&up, &[&first, &second]);
+    let statuses = cache_statuses(&envoy, 2);
+    let s: Vec<&str> = statuses.iter().map(|(_, s)| s.as_str().unwrap()).collect();
+    assert_eq!(s, ["miss", "hit"], "{statuses:?}");
+    envoy.assert_no_wasm_failure();
+}
+
+#[test]
 fn hit_within_ttl_is_served_by_the_cache_with_age() {
     let up = upstream();
     let envoy = start(

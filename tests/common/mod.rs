@@ -250,6 +250,9 @@ pub struct EnvoyOptions {
     pub cache: bool,
     /// The upstream role's configuration when it is not `plugin_config` (two pushes apart).
     pub upstream_config: Option<Value>,
+    /// With `cache`: Envoy's file-system cache in this directory (size-limited, evicting),
+    /// instead of its in-memory one.
+    pub cache_dir: Option<PathBuf>,
     /// More clusters (the rate limit service's, ...).
     pub extra_clusters: Vec<Value>,
 }
@@ -370,6 +373,7 @@ impl EnvoyOptions {
             stats_tags: false,
             cache: false,
             upstream_config: None,
+            cache_dir: None,
             extra_clusters: Vec::new(),
         }
     }
@@ -438,7 +442,10 @@ pub fn bootstrap(opts: &EnvoyOptions) -> Value {
     let wasm = opts.wasm.clone().unwrap_or_else(wasm_path);
     let mut filters = vec![wasm_filter(&opts.plugin_config, &wasm, "tollgate")];
     if opts.cache {
-        filters.push(cache_filter());
+        filters.push(match &opts.cache_dir {
+            Some(dir) => file_system_cache_filter(dir),
+            None => cache_filter(),
+        });
     }
     filters.extend(opts.extra_filters.iter().cloned());
     filters.push(json!({
@@ -527,6 +534,23 @@ pub fn cache_filter() -> Value {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.cache.v3.CacheConfig",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.http.cache.simple_http_cache.v3.SimpleHttpCacheConfig"
+            }
+        }
+    })
+}
+
+/// Envoy's cache filter with its file-system cache in `dir`, bounded as docs/CACHING.md shows.
+pub fn file_system_cache_filter(dir: &Path) -> Value {
+    json!({
+        "name": "envoy.filters.http.cache",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.cache.v3.CacheConfig",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.http.cache.file_system_http_cache.v3.FileSystemHttpCacheConfig",
+                "manager_config": {"thread_pool": {"thread_count": 1}},
+                "cache_path": dir.display().to_string(),
+                "max_cache_size_bytes": 104857600,
+                "max_cache_entry_count": 100000
             }
         }
     })
