@@ -52,7 +52,8 @@ impl FieldError {
 }
 
 /// Text in double quotes with escapes: as `{:?}` writes a `str` for ASCII; other characters as
-/// they are, but for those [`hidden`] ones, as `\u{..}`. (`<str as Debug>`, or `char`'s
+/// they are, but for the [`hidden`] ones, as `\u{..}` (a combining mark first in the text then
+/// joins the opening quote, where `{:?}` would escape it). (`<str as Debug>`, or `char`'s
 /// `escape_debug`, would link Unicode's printable tables: ~2 KB of wasm.)
 pub struct Quoted<'a>(pub &'a str);
 
@@ -78,8 +79,10 @@ impl fmt::Display for Quoted<'_> {
 }
 
 /// Characters a message shows escaped though they are not ASCII controls: C1 controls, the line
-/// and paragraph separators, and the invisible format characters that could hide or reorder
-/// text (zero-width and bidirectional marks, U+FEFF), and noncharacters U+FFFE, U+FFFF.
+/// and paragraph separators (nothing splits a log line), the bidirectional controls (nothing
+/// reorders it), zero-width characters, U+FEFF and the noncharacters U+FFFE, U+FFFF. Other
+/// invisible characters (tag characters, a soft hyphen, variation selectors) pass as they are:
+/// quoted names come from the operator's configuration, not from requests.
 fn hidden(c: char) -> bool {
     c.is_control()
         || matches!(
@@ -137,7 +140,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quoted_is_str_debug_for_ascii_and_hides_nothing() {
+    fn quoted_is_str_debug_for_ascii_and_breaks_or_reorders_no_line() {
         for u in 0..=0x10_FFFFu32 {
             let Some(c) = char::from_u32(u) else {
                 continue;

@@ -111,19 +111,23 @@ pub struct Config {
 }
 
 /// The role a root_id picks: `Ok(true)` for the upstream role (`tollgate_upstream`, exactly),
-/// `Ok(false)` for the main filter (any other root_id, or none). A root_id that names an
-/// upstream role in another spelling (`tollgate-upstream`, `Tollgate_Upstream`) is refused: as
-/// the main role on a cluster it would charge every cache fill a second time (and Envoy 1.40
-/// crashes on a property read there).
+/// `Ok(false)` for the main filter (any other root_id, or none). A misspelling of the upstream
+/// role's (the same letters in another case or with other separators: `tollgate-upstream`,
+/// `Tollgate_Upstream`) is refused: as the main role on a cluster it would charge every cache
+/// fill a second time (and Envoy 1.40 crashes on a property read there).
 pub fn role_of(root_id: &str) -> Result<bool, String> {
     const UPSTREAM: &str = "tollgate_upstream";
     if root_id == UPSTREAM {
         return Ok(true);
     }
-    // (`find_str`: `str::contains` brings 4 KB of std's substring search into the module.)
-    if crate::token::find_str(&root_id.to_ascii_lowercase(), "upstream").is_some() {
+    let letters = root_id.bytes().filter(u8::is_ascii_alphanumeric);
+    if letters
+        .map(|b| b.to_ascii_lowercase())
+        .eq(b"tollgateupstream".iter().copied())
+    {
         return Err(format!(
-            "root_id \"{root_id}\" is not the upstream role's, \"{UPSTREAM}\" exactly"
+            "root_id {} is not the upstream role's, \"{UPSTREAM}\" exactly",
+            Quoted(root_id)
         ));
     }
     Ok(false)

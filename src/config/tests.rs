@@ -996,13 +996,23 @@ fn a_configuration_that_checks_nothing_is_warned_about() {
 #[test]
 fn the_root_id_picks_the_role_and_refuses_a_misspelt_upstream_one() {
     assert_eq!(role_of("tollgate_upstream"), Ok(true));
-    for main in ["", "tollgate", "gateway", "edge-1"] {
+    // Main roles may name "upstream" in other words (Istio's root_id is the WasmPlugin's name).
+    for main in [
+        "",
+        "tollgate",
+        "gateway",
+        "edge-1",
+        "upstream",
+        "upstream-edge",
+        "api_upstream_v2",
+        "tollgate_upstreams",
+    ] {
         assert_eq!(role_of(main), Ok(false), "{main}");
     }
     for wrong in [
         "tollgate-upstream",
         "Tollgate_Upstream",
-        "upstream",
+        "tollgate.upstream",
         "tollgate_upstream ",
     ] {
         let e = role_of(wrong).unwrap_err();

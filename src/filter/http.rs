@@ -340,11 +340,6 @@ impl Main {
                         " (the call could not be started: is there a cluster \"{}\"?)",
                         svc.cluster
                     ),
-                    // Status 2 at once: often a cluster that does not speak HTTP/2.
-                    (CallFailure::Grpc(Some(2)), Some(0)) => format!(
-                        " (gRPC status 2 after 0 ms: does cluster \"{}\" speak HTTP/2?)",
-                        svc.cluster
-                    ),
                     (CallFailure::Grpc(Some(s)), Some(ms)) => {
                         format!(" (gRPC status {s} after {ms} ms)")
                     }
