@@ -216,7 +216,16 @@ MAIN_VARIANTS = {
     "T-nofs": ("tollgate: T with \"filter_state\": false (no exports for Envoy's loggers)",
                lambda: tollgate({"stage": "bench", "throttle": TG_THROTTLE, "cors": TG_CORS,
                                  "access_log": TG_LOG, "filter_state": False})),
+    # A browser's CORS preflight (OPTIONS with Origin, Access-Control-Request-Method and
+    # -Headers) instead of the GET: answered by the filter, never forwarded.
+    "N-preflight": ("N, a CORS preflight", lambda: dict(native_equivalent(), preflight=True)),
+    "T-preflight": ("T, a CORS preflight",
+                    lambda: dict(MAIN_VARIANTS["T"][1](), preflight=True)),
 }
+
+# What a preflight variant sends instead of the GET.
+PREFLIGHT_HEADERS = {"Access-Control-Request-Method": "PUT",
+                     "Access-Control-Request-Headers": "content-type"}
 
 # Host-call probes: each repeats one call REPS times per request (see bench/probe/src/lib.rs).
 # REPS=1 measures a call made once per request, as tollgate makes most of them (one call among
@@ -549,8 +558,9 @@ def foreign_cpu_ticks(ours):
     return total
 
 
-def get(port, path=PATH, headers=None):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
+def get(port, path=PATH, headers=None, method="GET"):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {},
+                                 method=method)
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, dict((k.lower(), v) for k, v in r.getheaders()), r.read()
@@ -569,10 +579,14 @@ def parse_latency(text):
     return float(m.group(1)) * UNITS[m.group(2)] if m else float("nan")
 
 
-def run_wrk(port, seconds, connections, out_path):
+def run_wrk(port, seconds, connections, out_path, preflight=False):
     cmd = ["taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
            "--latency", "-H", f"Origin: {ORIGIN}", "-H", "User-Agent: tollgate-bench",
            f"http://127.0.0.1:{port}{PATH}"]
+    if preflight:
+        for name, value in PREFLIGHT_HEADERS.items():
+            cmd[-1:-1] = ["-H", f"{name}: {value}"]
+        cmd[-1:-1] = ["-s", os.path.join(ROOT, "bench", "options.lua")]
     with open(out_path, "w") as out:
         p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(p.pid, 0)
@@ -616,6 +630,13 @@ def envoy_version():
 
 def sanity_check(name, envoy, spec):
     name = spec.get("base", name)
+    if spec.get("preflight"):
+        status, headers, _ = get(envoy.port, headers={"Origin": ORIGIN, **PREFLIGHT_HEADERS},
+                                 method="OPTIONS")
+        # Envoy's CORS filter answers 200, tollgate 204.
+        if status not in (200, 204) or headers.get("access-control-allow-origin") != ORIGIN:
+            raise RuntimeError(f"{name}: the preflight answered {status} {headers}")
+        return
     status, headers, _ = get(envoy.port, headers={"Origin": ORIGIN})
     if status != 200:
         raise RuntimeError(f"{name}: GET {PATH} answered {status}")
@@ -779,7 +800,8 @@ def main():
               + f"; warming up {warmup:g} s each")
         for name, e in envoys.items():
             before = count_log_lines(e, specs[name], name)
-            run_wrk(e.port, warmup, connections, os.path.join(work, name, "warmup.txt"))
+            run_wrk(e.port, warmup, connections, os.path.join(work, name, "warmup.txt"),
+                    preflight=specs[name].get("preflight", False))
             # The access log really is written, one JSON line per request.
             if before is not None and count_log_lines(e, specs[name], name) <= before:
                 time.sleep(1.5)
@@ -800,7 +822,8 @@ def main():
                 busy0, foreign0, cpu0 = cpu_busy_ticks(), foreign_cpu_ticks(ours), e.cpu_ticks()
                 t0 = time.time()
                 res = run_wrk(e.port, duration, connections,
-                              os.path.join(work, name, f"round{r}.txt"))
+                              os.path.join(work, name, f"round{r}.txt"),
+                              preflight=specs[name].get("preflight", False))
                 elapsed = time.time() - t0
                 cpu1, foreign1, busy1 = e.cpu_ticks(), foreign_cpu_ticks(ours), cpu_busy_ticks()
                 envoy_s = (cpu1 - cpu0) / CLK_TCK
@@ -866,7 +889,12 @@ def main():
               + ("(one process, a listener and VM per variant) " if process_mode == "one"
                  else "(a process per variant) ")
               + f"on CPU {ENVOY_CPU}, wrk `-t1 -c{connections}` on CPU {CLIENT_CPU}, "
-              f"`GET {PATH}` with `Origin`, keep-alive; upstream: "
+              f"`GET {PATH}` with `Origin`, keep-alive"
+              + ("" if not any(s.get("preflight") for s in specs.values()) else
+                 " (the *-preflight rows: `OPTIONS` with `Origin`, "
+                 "`Access-Control-Request-Method: PUT` and `-Headers: content-type`, answered "
+                 "in one pass; compare them with each other)")
+              + "; upstream: "
               + ("a direct_response listener in the same Envoy (two passes per request)"
                  if upstream_mode == "same" else "a separate Envoy on CPU 1")
               + f"; {rounds} interleaved rounds x {duration:g} s"

@@ -57,17 +57,21 @@ def valgrind_pid(launcher_pid):
     return launcher_pid
 
 
-def send(port, n):
-    """n GETs of bench.PATH as wrk sends them, one after another on one connection."""
+def send(port, n, preflight=False):
+    """n GETs of bench.PATH as wrk sends them (or, for a preflight variant, CORS preflights),
+    one after another on one connection."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    method = "OPTIONS" if preflight else "GET"
+    headers = {"Origin": bench.ORIGIN, "User-Agent": "tollgate-bench"}
+    if preflight:
+        headers.update(bench.PREFLIGHT_HEADERS)
     try:
         for _ in range(n):
-            conn.request("GET", bench.PATH, headers={"Origin": bench.ORIGIN,
-                                                     "User-Agent": "tollgate-bench"})
+            conn.request(method, bench.PATH, headers=headers)
             r = conn.getresponse()
             r.read()
-            if r.status != 200:
-                raise RuntimeError(f"port {port}: GET {bench.PATH} answered {r.status}")
+            if r.status not in ((200, 204) if preflight else (200,)):
+                raise RuntimeError(f"port {port}: {method} {bench.PATH} answered {r.status}")
     finally:
         conn.close()
 
@@ -148,14 +152,15 @@ def main():
         pid = valgrind_pid(envoy.pid)
         for name, front in fronts_by_name.items():
             bench.sanity_check(name, front, specs[name])
-            send(front.port, 20)  # warm: V8's code, Envoy's connection pools
+            # Warm: V8's code, Envoy's connection pools.
+            send(front.port, 20, specs[name].get("preflight", False))
         seen = set()
         names = list(variants)
         for r in range(rounds):
             for name in names[r % len(names):] + names[:r % len(names)]:
                 control(pid, "-z")
                 t0 = time.time()
-                send(fronts_by_name[name].port, n)
+                send(fronts_by_name[name].port, n, specs[name].get("preflight", False))
                 control(pid, "-d")
                 keep = (os.path.join(work, f"{name}.round{r + 1}.callgrind")
                         if os.environ.get("KEEP", "") not in ("", "0") else None)

@@ -1,0 +1,2 @@
+-- make bench's preflight variants: wrk sends OPTIONS (the headers come from -H).
+wrk.method = "OPTIONS"
