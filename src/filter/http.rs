@@ -248,12 +248,7 @@ impl Main {
             // unless the access record will (`error.responseType`): no other line among the
             // records, which log shippers parse one by one. (`on_log` says it after all when
             // the record tells an integration failure instead.)
-            let recorded = rt
-                .config
-                .access_log
-                .as_ref()
-                .is_some_and(|f| f.uses(Field::ErrorResponseType));
-            if !recorded {
+            if !observe::record_tells_errors(&rt.config) {
                 observe::log_report_only(&rt.config, &decision);
             }
         }

@@ -205,11 +205,7 @@ impl Observation {
                 // A report-only decision the record would have told (`http::finish` left
                 // it to the record): said here instead.
                 if let Some(d) = decision.filter(|d| d.error.is_some()) {
-                    if cfg
-                        .access_log
-                        .as_ref()
-                        .is_some_and(|f| f.uses(Field::ErrorResponseType))
-                    {
+                    if record_tells_errors(cfg) {
                         log_report_only(cfg, d);
                     }
                 }
@@ -318,6 +314,14 @@ impl Observation {
         format.format_into(&record, &mut line);
         host::log(LogLevel::Info, &line);
     }
+}
+
+/// Whether this configuration's access record shows `error.responseType` (and so tells a
+/// report-only decision itself).
+pub fn record_tells_errors(cfg: &Config) -> bool {
+    cfg.access_log
+        .as_ref()
+        .is_some_and(|f| f.uses(Field::ErrorResponseType))
 }
 
 /// Report-only mode: what enforcement would have answered a request that went on, as a line of
