@@ -160,7 +160,7 @@ pub(super) fn decoded_lead(b: u8) -> bool {
 }
 
 /// Appends the hex digits of `v`, at least `width` of them, upper- or lowercase.
-fn push_hex(v: u32, width: u32, upper: bool, out: &mut String) {
+pub fn push_hex(v: u32, width: u32, upper: bool, out: &mut String) {
     let mut digits = 1;
     while digits < 8 && (v >> (4 * digits)) != 0 {
         digits += 1;

@@ -155,13 +155,8 @@ impl Config {
             s.push_str(", report-only");
         }
         s.push_str("; digest ");
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         for b in digest.iter().take(6) {
-            for nibble in [b >> 4, b & 15] {
-                s.push(char::from(
-                    HEX.get(usize::from(nibble)).copied().unwrap_or(b'0'),
-                ));
-            }
+            crate::access_log::push_hex(u32::from(*b), 2, false, &mut s);
         }
         s
     }
