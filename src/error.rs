@@ -85,12 +85,13 @@ impl fmt::Display for Quoted<'_> {
 /// quoted names come from the operator's configuration, not from requests.
 fn hidden(c: char) -> bool {
     c.is_control()
+        || crate::access_log::is_bidi_control(c)
         || matches!(
             c,
-            '\u{61c}'
-                | '\u{200b}'..='\u{200f}'
-                | '\u{2028}'..='\u{202e}'
-                | '\u{2060}'..='\u{2069}'
+            '\u{200b}'..='\u{200d}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{2060}'..='\u{2065}'
                 | '\u{feff}'
                 | '\u{fffe}'
                 | '\u{ffff}'

@@ -21,7 +21,7 @@ mod text;
 mod tests;
 
 pub use template::{Segment, Template};
-pub use text::{decimal, json_escape_into, push_hex, push_u64, write_clf_time};
+pub use text::{decimal, is_bidi_control, json_escape_into, push_hex, push_u64, write_clf_time};
 
 use crate::error::FieldError;
 use text::{csv_field_into, quoted_escape_into, token_escape_into, xml_escape_into};

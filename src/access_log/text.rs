@@ -121,13 +121,16 @@ fn quoted_needs(c: char) -> bool {
     c == '"' || c == '\\' || is_line_unsafe(c)
 }
 
+/// Unicode's Bidi_Control characters (U+061C, U+200E, U+200F, U+202A..U+202E,
+/// U+2066..U+2069): invisible, and they reorder the text around them as a viewer shows it.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// A CLF token must not split or reorder as a reader sees it: every Unicode space (U+00A0,
-/// U+3000, ...) and every bidirectional control (Unicode's Bidi_Control: U+061C, U+200E,
-/// U+200F, U+202A..U+202E, U+2066..U+2069) and the byte order mark are escaped too.
+/// U+3000, ...), every bidirectional control and the byte order mark are escaped too.
 fn token_needs(c: char) -> bool {
-    c.is_whitespace()
-        || matches!(c, '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
-        || quoted_needs(c)
+    c.is_whitespace() || is_bidi_control(c) || c == '\u{feff}' || quoted_needs(c)
 }
 
 /// `\` too, so that the `\xHH` escapes cannot be confused with a value's own text, and readers
