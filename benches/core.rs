@@ -55,6 +55,29 @@ const ROUTES: [&str; 20] = [
     "GET /static/{proxy+}",
 ];
 
+/// `resources` resources of ten routes each under `/v1`: `/v1/res<i>`, `/v1/res<i>/{id}` and
+/// deeper, with the methods a REST API gives them.
+pub fn large_table(resources: usize) -> RouteTable {
+    let mut matches = Vec::new();
+    for i in 0..resources {
+        for shape in [
+            "GET /v1/res{i}",
+            "POST /v1/res{i}",
+            "GET /v1/res{i}/{id}",
+            "PUT /v1/res{i}/{id}",
+            "PATCH /v1/res{i}/{id}",
+            "DELETE /v1/res{i}/{id}",
+            "GET /v1/res{i}/{id}/items",
+            "POST /v1/res{i}/{id}/items",
+            "GET /v1/res{i}/{id}/items/{itemId}",
+            "DELETE /v1/res{i}/{id}/items/{itemId}",
+        ] {
+            matches.push(shape.replace("{i}", &i.to_string()));
+        }
+    }
+    RouteTable::compile(matches.iter().map(String::as_str)).unwrap()
+}
+
 fn routes(c: &mut Criterion) {
     let table = RouteTable::compile(ROUTES).unwrap();
     let mut g = c.benchmark_group("route_match_20");
@@ -70,6 +93,21 @@ fn routes(c: &mut Criterion) {
         assert!(name == "miss" || table.find(method.as_bytes(), path.as_bytes()).is_some());
         g.bench_function(name, |b| {
             b.iter(|| table.find(black_box(method.as_bytes()), black_box(path.as_bytes())))
+        });
+    }
+    g.finish();
+    // A large API: 1,000 routes, 100 resources of ten routes each, all under one `/v1` prefix
+    // as versioned APIs are; the request matches a resource in the middle of the table.
+    let large = large_table(100);
+    let mut g = c.benchmark_group("route_match_1000");
+    for (name, method, path) in [
+        ("param", "GET", "/v1/res50/123"),
+        ("deep_param", "GET", "/v1/res50/123/items/9"),
+        ("miss", "GET", "/v1/nothing/here"),
+    ] {
+        assert!(name == "miss" || large.find(method.as_bytes(), path.as_bytes()).is_some());
+        g.bench_function(name, |b| {
+            b.iter(|| large.find(black_box(method.as_bytes()), black_box(path.as_bytes())))
         });
     }
     g.finish();

@@ -106,6 +106,53 @@ fn route_matching_allocates_nothing() {
 }
 
 #[test]
+fn matching_in_a_large_table_allocates_nothing() {
+    // 1,000 routes: 100 resources of ten under `/v1`, each level with a `{id}` branch the
+    // table's walk keeps for later beside the literal one.
+    let mut matches = Vec::new();
+    for i in 0..100 {
+        for shape in [
+            "GET /v1/r{i}",
+            "POST /v1/r{i}",
+            "GET /v1/r{i}/{id}",
+            "PUT /v1/r{i}/{id}",
+            "GET /v1/{v}/{id}",
+            "GET /v1/r{i}/{id}/items",
+            "GET /v1/r{i}/{id}/{sub}",
+            "GET /v1/r{i}/{id}/items/{itemId}",
+            "ANY /v1/r{i}/{proxy+}",
+            "DELETE /v1/r{i}/{id}/items/{itemId}",
+        ] {
+            let m = shape.replace("{i}", &i.to_string());
+            if !matches.contains(&m) {
+                matches.push(m);
+            }
+        }
+    }
+    let table = RouteTable::compile(matches.iter().map(String::as_str)).unwrap();
+    for (method, path) in [
+        ("GET", "/v1/r50/7"),
+        ("GET", "/v1/r50/7/items/9"),
+        ("GET", "/v1/r50/7/other"),
+        ("PATCH", "/v1/r99/7/a/b/c"),
+        ("GET", "/v1/zzz/7"),
+        ("GET", "/v2/r50"),
+    ] {
+        let (n, found) = allocations(|| table.find(method.as_bytes(), path.as_bytes()));
+        assert_eq!(n, 0, "{method} {path}");
+        assert_eq!(
+            found,
+            table.find_by_scan(method.as_bytes(), path.as_bytes()),
+            "{method} {path}"
+        );
+        assert!(
+            found.is_some() || path.starts_with("/v2"),
+            "{method} {path}"
+        );
+    }
+}
+
+#[test]
 fn the_ambiguity_check_allocates_nothing() {
     for (path, want) in [
         ("/pets/1", false),

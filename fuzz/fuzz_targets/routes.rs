@@ -2,6 +2,7 @@
 //! - the normal form starts with `/`, has no empty, `.` or `..` segment, no trailing `/` (but
 //!   the root), no `;`, `?` or `#`, and only printable ASCII;
 //! - normalising is idempotent, and matching a path equals matching its normal form;
+//! - the route table's tree finds the route a scan of every route finds;
 //! - a path that normalises under `/admin` is matched by an admin route, however it is spelled;
 //! - a path that a servlet container, a server that decodes before it drops `;params`, or any
 //!   other server would route under `/admin` is matched by an admin route or refused as
@@ -154,6 +155,11 @@ fuzz_target!(|input: Input| {
             let b = table.find(&input.method, n.as_bytes());
             assert_eq!(a, b, "{path:?} and its normal form {n:?} match differently");
             assert!(a.is_none_or(|i| i < table.len()));
+            assert_eq!(
+                a,
+                table.find_by_scan(&input.method, path),
+                "the tree and a scan of every route disagree on {path:?}"
+            );
         }
         if let Some(t) = &admin {
             let under_admin = n == "/admin" || n.starts_with("/admin/");
