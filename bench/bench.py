@@ -195,6 +195,18 @@ def probe(ops, wasm=PROBE_WASM):
             "probe": True}
 
 
+def large_route_table():
+    """1,000 routes: 100 resources of ten routes each under /v1, as a large versioned API has,
+    with the benchmark's GET /pets/{id} in the middle of the table."""
+    shapes = ["GET /v1/res{i}", "POST /v1/res{i}", "GET /v1/res{i}/{id}", "PUT /v1/res{i}/{id}",
+              "PATCH /v1/res{i}/{id}", "DELETE /v1/res{i}/{id}", "GET /v1/res{i}/{id}/items",
+              "POST /v1/res{i}/{id}/items", "GET /v1/res{i}/{id}/items/{itemId}",
+              "DELETE /v1/res{i}/{id}/items/{itemId}"]
+    routes = [{"match": s.replace("{i}", str(i))} for i in range(100) for s in shapes]
+    routes[500] = {"match": "GET /pets/{id}"}
+    return routes
+
+
 # name -> (description, builder). The order is the table's order.
 MAIN_VARIANTS = {
     "A": ("router only", lambda: {"filters": []}),
@@ -216,12 +228,37 @@ MAIN_VARIANTS = {
     "T-nofs": ("tollgate: T with \"filter_state\": false (no exports for Envoy's loggers)",
                lambda: tollgate({"stage": "bench", "throttle": TG_THROTTLE, "cors": TG_CORS,
                                  "access_log": TG_LOG, "filter_state": False})),
+    "T-routes": ("tollgate: T with 1,000 routes, the request's in the middle of the table",
+                 lambda: tollgate({"stage": "bench", "throttle": TG_THROTTLE, "cors": TG_CORS,
+                                   "access_log": TG_LOG, "routes": large_route_table()})),
     # A browser's CORS preflight (OPTIONS with Origin, Access-Control-Request-Method and
     # -Headers) instead of the GET: answered by the filter, never forwarded.
     "N-preflight": ("N, a CORS preflight", lambda: dict(native_equivalent(), preflight=True)),
     "T-preflight": ("T, a CORS preflight",
                     lambda: dict(MAIN_VARIANTS["T"][1](), preflight=True)),
 }
+
+def extra_wasm_variants():
+    """Other builds of the module side by side, e.g. before/after a change:
+    EXTRA_WASM=old=/tmp/old.wasm,new=target/.../tollgate.wasm EXTRA_BASE=T-empty.
+    EXTRA_BASE (default T) may name several tollgate variants (T,T-routes): each extra module
+    then runs each of their configurations (and requests), as `label@variant`."""
+    bases = os.environ.get("EXTRA_BASE", "T").split(",")
+    variants = {}
+    for item in filter(None, os.environ.get("EXTRA_WASM", "").split(",")):
+        label, _, path = item.partition("=")
+        if any(b not in MAIN_VARIANTS or b in ("A", "N", "N-preflight") for b in bases) \
+                or not path:
+            sys.exit("EXTRA_WASM is label=path,...; EXTRA_BASE names tollgate variants")
+        for base in bases:
+            name = label if len(bases) == 1 else f"{label}@{base}"
+
+            def build(base=base, path=os.path.abspath(path)):
+                spec = MAIN_VARIANTS[base][1]()
+                return dict(spec, **tollgate(spec["tollgate"], path), base=base)
+            variants[name] = (f"{base} config, module {path}", build)
+    return variants
+
 
 # What a preflight variant sends instead of the GET.
 PREFLIGHT_HEADERS = {"Access-Control-Request-Method": "PUT",
@@ -640,10 +677,11 @@ def sanity_check(name, envoy, spec):
     status, headers, _ = get(envoy.port, headers={"Origin": ORIGIN})
     if status != 200:
         raise RuntimeError(f"{name}: GET {PATH} answered {status}")
-    if (name in ("N", "T", "T-cors", "T-nofs", "T-envoylog")
+    if (name in ("N", "T", "T-cors", "T-nofs", "T-envoylog", "T-routes")
             and headers.get("access-control-allow-origin") != ORIGIN):
         raise RuntimeError(f"{name}: no CORS headers in {headers}")
-    if name in ("T", "T-throttle", "T-nofs", "T-envoylog") and "ratelimit" not in headers:
+    if (name in ("T", "T-throttle", "T-nofs", "T-envoylog", "T-routes")
+            and "ratelimit" not in headers):
         raise RuntimeError(f"{name}: no RateLimit header in {headers}")
     if name == "N" and "x-ratelimit-limit" not in headers:
         raise RuntimeError(f"{name}: no X-RateLimit headers in {headers}")
@@ -664,7 +702,7 @@ def count_log_lines(envoy, spec, name):
         path, needle = os.path.join(envoy.dir, "access.log"), b'"stage":"bench"'
     elif spec.get("access_log"):
         path, needle = os.path.join(envoy.dir, "access.log"), b'"requestId"'
-    elif name in ("T", "T-log", "T-nofs"):
+    elif name in ("T", "T-log", "T-nofs", "T-routes"):
         path, needle = envoy.log_path, b'"requestId"'
     else:
         return None
@@ -714,19 +752,9 @@ def main():
     # EXTRA_WASM=old=/tmp/old.wasm,new=target/.../tollgate.wasm EXTRA_BASE=T-empty
     # EXTRA_BASE may name several variants (T,T-empty): each extra module then runs each of
     # their configurations, as `label@variant`.
-    bases = os.environ.get("EXTRA_BASE", "T").split(",")
-    extras = set()
-    for item in filter(None, os.environ.get("EXTRA_WASM", "").split(",")):
-        label, _, path = item.partition("=")
-        if any(b not in MAIN_VARIANTS or b in ("A", "N") for b in bases) or not path:
-            sys.exit("EXTRA_WASM is label=path,...; EXTRA_BASE names tollgate variants")
-        for base in bases:
-            plugin = MAIN_VARIANTS[base][1]()["tollgate"]
-            name = label if len(bases) == 1 else f"{label}@{base}"
-            variants[name] = (f"{base} config, module {path}",
-                              lambda plugin=plugin, path=os.path.abspath(path), base=base:
-                              dict(tollgate(plugin, path), base=base))
-            extras.add(name)
+    extra = extra_wasm_variants()
+    variants.update(extra)
+    extras = set(extra)
     if os.environ.get("VARIANTS"):
         wanted = os.environ["VARIANTS"].split(",")
         unknown = [v for v in wanted if v not in variants]

@@ -18,8 +18,8 @@ request; `make bench` stays the measure of time.
 Environment: VARIANTS (comma list; default A,N,T,T-empty,T-envoylog; the probe's P-* variants
 of bench-hostcalls too, with REPS calls per request: A,P-none,P-mimic,T splits T's cost into
 the VM's floor, its host calls and tollgate's own code), EXTRA_WASM=label=path,...
-(other builds of the module with T's configuration, as in bench.py; valgrind holds about four
-Wasm VMs), N (requests per round, default 500), ROUNDS (default 2, interleaved; the table gives
+(other builds of the module with T's configuration, or EXTRA_BASE's, as in bench.py; valgrind
+holds about four Wasm VMs), N (requests per round, default 500), ROUNDS (default 2, interleaved; the table gives
 the median), BENCH_OUT (default target/bench: envoy-instructions.md and .json), KEEP=1 (keep
 each round's callgrind profile as run-envoy-instructions/<variant>.round<r>.callgrind, for
 `callgrind_annotate`; the PyPI Envoy is stripped, so only an Envoy built with symbols names its
@@ -114,14 +114,7 @@ def main():
         if name not in known:
             sys.exit(f"unknown variant {name}; known: {', '.join(known)}")
         variants[name] = known[name]
-    for item in filter(None, os.environ.get("EXTRA_WASM", "").split(",")):
-        label, _, path = item.partition("=")
-        if not path:
-            sys.exit("EXTRA_WASM is label=path,...")
-        plugin = bench.MAIN_VARIANTS["T"][1]()["tollgate"]
-        variants[label] = (f"T config, module {path}",
-                           lambda plugin=plugin, path=os.path.abspath(path):
-                           dict(bench.tollgate(plugin, path), base="T"))
+    variants.update(bench.extra_wasm_variants())
 
     out_dir = os.environ.get("BENCH_OUT") or os.path.join(bench.ROOT, "target/bench")
     work = os.path.join(out_dir, "run-envoy-instructions")
