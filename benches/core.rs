@@ -191,6 +191,31 @@ fn cors(c: &mut Criterion) {
     c.bench_function("cors/actual_denied", |b| {
         b.iter(|| policy.actual(black_box(Some(b"https://evil.example.org".as_slice()))))
     });
+    // A multi-tenant list: 1,000 exact origins and 100 subdomain wildcards.
+    let mut many: Vec<String> = (0..1000)
+        .map(|i| format!("https://tenant{i}.apps.example"))
+        .collect();
+    many.extend((0..100).map(|i| format!("https://*.t{i}.example.net")));
+    let large = CorsPolicy::compile(&CorsSpec {
+        allow_origins: &many,
+        allow_methods: &methods,
+        allow_headers: &headers,
+        expose_headers: &expose,
+        max_age: Some(600),
+        allow_credentials: true,
+        allow_private_network: false,
+    })
+    .unwrap();
+    for (name, origin) in [
+        ("exact", "https://tenant999.apps.example"),
+        ("subdomain", "https://a.b.t99.example.net"),
+        ("denied", "https://tenant999.apps.exampl"),
+    ] {
+        assert_eq!(large.origin_allowed(origin.as_bytes()), name != "denied");
+        c.bench_function(&format!("cors_1100_origins/actual_{name}"), |b| {
+            b.iter(|| large.actual(black_box(Some(origin.as_bytes()))))
+        });
+    }
     c.bench_function("cors/merge_vary", |b| {
         b.iter(|| tollgate::cors::merge_vary(black_box(Some(b"Accept-Encoding")), &["Origin"]))
     });
