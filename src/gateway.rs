@@ -502,6 +502,28 @@ pub fn initialize_store(
     Ok(created)
 }
 
+/// [`initialize_store`] unless a root context of the process loaded this configuration (and
+/// version) before: Envoy configures a root context per worker, one on the main thread and a
+/// canary, each on its own thread, and only the first needs to look at every counter (two per
+/// API key with a plan: 60,000 host calls for 30,000 keys, in each worker's thread, for each
+/// configuration pushed). The first puts `mark` ([`warnings_mark`]) in `loaded_key` once its
+/// counters exist ([`first_to_warn`], after this); the others find it there. Counters are never
+/// deleted (shared data outlives reloads and the VM, and goes only with the process, marks
+/// too), so the mark stands for counters that exist. Returns how many keys were created.
+pub fn initialize_store_once(
+    cfg: &Config,
+    keys: &StoreKeys,
+    store: &dyn SharedStore,
+    now_ns: u64,
+    loaded: (&str, [u8; 16]),
+) -> Result<usize, StoreError> {
+    let (loaded_key, mark) = loaded;
+    if store.get(loaded_key)?.is_some_and(|(v, _)| v == mark) {
+        return Ok(0);
+    }
+    initialize_store(cfg, keys, store, now_ns)
+}
+
 /// Settles the secret that places this stage's clients in slots: `fresh` (random bytes from
 /// the host) unless another root context of the process put one in shared data first, which is
 /// then taken, so every worker places a client in the same slot. Envoy configures the main

@@ -145,6 +145,18 @@ impl RootContext for Root {
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
         let mut keys = StoreKeys::new(&format!("tollgate:{plugin}:"), &config);
+        let digest = crate::keys::sha256(&bytes);
+        let warnings = match self.upstream_role {
+            true => &[][..],
+            false => &config.warnings[..],
+        };
+        // Stands for this configuration (and tollgate's version) in `key`, once a root context
+        // of the process loaded it: its counters exist and its load was logged.
+        let mark = gateway::warnings_mark(env!("CARGO_PKG_VERSION"), &digest, warnings);
+        let key = match self.upstream_role {
+            true => format!("{}:loaded-upstream", keys.stage_prefix()),
+            false => format!("{}:warned", keys.stage_prefix()),
+        };
         if !self.upstream_role {
             let seeded = match config.client_throttle {
                 Some(_) => {
@@ -158,8 +170,14 @@ impl RootContext for Root {
                 None => Ok(()),
             };
             if let Err(e) = seeded.and_then(|()| {
-                gateway::initialize_store(&config, &keys, &host::HostStore, host::now_ns())
-                    .map(|_| ())
+                gateway::initialize_store_once(
+                    &config,
+                    &keys,
+                    &host::HostStore,
+                    host::now_ns(),
+                    (&key, mark),
+                )
+                .map(|_| ())
             }) {
                 host::log(
                     LogLevel::Error,
@@ -172,17 +190,7 @@ impl RootContext for Root {
         // the main role speaks for both, and of its root contexts (one per worker, one on the
         // main thread, a canary) the first to mark this load (a configuration that comes back
         // is logged again). The upstream role says once that it is one.
-        let digest = crate::keys::sha256(&bytes);
         let summary = config.summary(&digest);
-        let (key, warnings) = if self.upstream_role {
-            (format!("{}:loaded-upstream", keys.stage_prefix()), &[][..])
-        } else {
-            (
-                format!("{}:warned", keys.stage_prefix()),
-                &config.warnings[..],
-            )
-        };
-        let mark = gateway::warnings_mark(env!("CARGO_PKG_VERSION"), &digest, warnings);
         if gateway::first_to_warn(&host::HostStore, &key, mark) {
             let what = if self.upstream_role {
                 "upstream role (cache fetches only)"

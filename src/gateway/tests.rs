@@ -716,6 +716,92 @@ fn a_store_failure_refusal_tells_the_tokens_it_gave_back() {
     }
 }
 
+/// The counters of a configuration are made by the first root context that loads it; the
+/// others (one per worker, in the worker's thread) read one mark instead of every counter. A
+/// changed configuration makes what it adds and keeps the counts.
+#[test]
+fn counters_are_made_once_per_configuration() {
+    struct Counting(MemoryStore, std::cell::Cell<usize>);
+    impl SharedStore for Counting {
+        fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+            self.1.set(self.1.get() + 1);
+            self.0.get(key)
+        }
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+            self.0.set(key, value, cas)
+        }
+    }
+    let config = |n: usize| {
+        let keys: Vec<String> = (0..n)
+            .map(|i| format!(r#"{{"id": "k{i}", "value": "v{i}", "usage_plan": "p"}}"#))
+            .collect();
+        let text = format!(
+            r#"{{"api_key": {{"keys": [{}]}},
+                "usage_plans": {{"p": {{"throttle": {{"rate": 0.001, "burst": 1}},
+                                       "quota": {{"limit": 5, "period": "DAY"}}}}}}}}"#,
+            keys.join(",")
+        );
+        let cfg = Config::from_json(text.as_bytes()).unwrap();
+        let digest = crate::keys::sha256(text.as_bytes());
+        (cfg, warnings_mark("test", &digest, &[]))
+    };
+    let store = Counting(MemoryStore::new(), std::cell::Cell::new(0));
+    let (cfg, mark) = config(300);
+    let keys = StoreKeys::new("p:", &cfg);
+    // The first root context: the mark, and a bucket and a quota per key; then it logs the
+    // load, which marks it.
+    let loaded = "p:warned";
+    assert_eq!(
+        initialize_store_once(&cfg, &keys, &store, T0, (loaded, mark)).unwrap(),
+        600
+    );
+    assert_eq!(store.1.get(), 601);
+    assert!(first_to_warn(&store, loaded, mark));
+    let keyed = || Req::new("GET", "/").with("x-api-key", "v7");
+    assert_eq!(status(&decide(&cfg, &keys, &store, T0, &keyed())), 200);
+    assert_eq!(status(&decide(&cfg, &keys, &store, T0, &keyed())), 429);
+    // Every other root context of that configuration: one read, nothing made or reset.
+    for _ in 0..3 {
+        store.1.set(0);
+        assert_eq!(
+            initialize_store_once(&cfg, &keys, &store, T0, (loaded, mark)).unwrap(),
+            0
+        );
+        assert_eq!(store.1.get(), 1);
+        assert!(!first_to_warn(&store, loaded, mark));
+    }
+    assert_eq!(status(&decide(&cfg, &keys, &store, T0, &keyed())), 429);
+    // A configuration with 10 keys more: the mark, then every counter is looked at and only the
+    // new ones made; key 7's bucket keeps its state.
+    let (more, more_mark) = config(310);
+    assert_ne!(mark, more_mark);
+    let more_keys = StoreKeys::new("p:", &more);
+    store.1.set(0);
+    assert_eq!(
+        initialize_store_once(&more, &more_keys, &store, T0, (loaded, more_mark)).unwrap(),
+        20
+    );
+    assert_eq!(store.1.get(), 621);
+    assert!(first_to_warn(&store, loaded, more_mark));
+    assert_eq!(
+        status(&decide(&more, &more_keys, &store, T0, &keyed())),
+        429
+    );
+    store.1.set(0);
+    assert_eq!(
+        initialize_store_once(&more, &more_keys, &store, T0, (loaded, more_mark)).unwrap(),
+        0
+    );
+    assert_eq!(store.1.get(), 1);
+    // The first configuration back: its mark is gone, so it looks at every counter again.
+    store.1.set(0);
+    assert_eq!(
+        initialize_store_once(&cfg, &keys, &store, T0, (loaded, mark)).unwrap(),
+        0
+    );
+    assert_eq!(store.1.get(), 601);
+}
+
 /// A reload reads one mark instead of every client slot, and makes only the slots it adds;
 /// the slots keep their state.
 #[test]
