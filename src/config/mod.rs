@@ -559,6 +559,8 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
                 ));
             }
             let mut keys: Vec<ApiKey> = Vec::new();
+            // Keys given as plain `value`: how many, and the first.
+            let mut plain = (0usize, String::new());
             for (i, k) in ak.keys.into_iter().enumerate() {
                 let path = item("api_key", "keys", i);
                 if !is_name(k.id) {
@@ -584,10 +586,11 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
                                 "must not start or end with whitespace or hold control characters: no request could present it",
                             ));
                         }
-                        warnings.push(format!(
-                            "{path} ({}): key given as plain `value`, for local development only; use `sha256` in production",
-                            k.id
-                        ));
+                        // One warning for them all: a list of thousands would log thousands.
+                        if plain.0 == 0 {
+                            plain.1 = format!("{path} ({})", k.id);
+                        }
+                        plain.0 += 1;
                         sha256(v.as_bytes())
                     }
                     _ => return Err(err(
@@ -621,6 +624,16 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
                     digest,
                     plan,
                     k.invalidate_cache.unwrap_or(false),
+                ));
+            }
+            if let (n @ 1.., first) = plain {
+                let more = match n - 1 {
+                    0 => String::new(),
+                    1 => " and 1 more key".to_string(),
+                    m => format!(" and {m} more keys"),
+                };
+                warnings.push(format!(
+                    "{first}{more}: key given as plain `value`, for local development only; use `sha256` in production"
                 ));
             }
             // Sorted, not compared pairwise: a list of many thousands of keys loads at once.

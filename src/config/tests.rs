@@ -118,6 +118,7 @@ fn contract_example_loads() {
     assert_eq!(c.warnings.len(), 1);
     assert!(c.warnings[0].contains("local-dev"));
     assert!(!c.warnings[0].contains("dev-key-123"));
+    assert!(!c.warnings[0].contains("more"), "{}", c.warnings[0]);
     assert_eq!(c.routes.len(), 3);
     assert!(c.caching);
     assert_eq!(c.routes[0].cache.as_ref().unwrap().ttl_s, 60);
@@ -1047,4 +1048,22 @@ fn yaml_in_a_string_value_is_told_apart() {
         "{e}"
     );
     assert!(e.message.starts_with("not valid JSON ("), "{e}");
+}
+
+#[test]
+fn keys_given_as_plain_values_make_one_warning() {
+    let keys: Vec<String> = (0..5000)
+        .map(|i| format!(r#"{{"id": "k{i}", "value": "secret-{i}"}}"#))
+        .collect();
+    let c =
+        Config::from_json(format!(r#"{{"api_key": {{"keys": [{}]}}}}"#, keys.join(",")).as_bytes())
+            .unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings.first());
+    assert!(
+        c.warnings[0]
+            .starts_with("api_key.keys[0] (k0) and 4999 more keys: key given as plain `value`"),
+        "{}",
+        c.warnings[0]
+    );
+    assert!(!c.warnings[0].contains("secret"));
 }
