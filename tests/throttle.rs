@@ -150,7 +150,7 @@ fn api_keys_gate_key_routes() {
     );
     assert!(envoy
         .log()
-        .contains("api_key.keys[0] (gold-1) and 2 more keys: key given as plain `value`"));
+        .contains("api_key.keys[0] (gold-1): key given as plain `value` (3 in all)"));
     // The upstream still receives the key header (the service may want the key id; it is
     // never logged by tollgate).
     assert!(

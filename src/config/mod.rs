@@ -627,13 +627,8 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
                 ));
             }
             if let (n @ 1.., first) = plain {
-                let more = match n - 1 {
-                    0 => String::new(),
-                    1 => " and 1 more key".to_string(),
-                    m => format!(" and {m} more keys"),
-                };
                 warnings.push(format!(
-                    "{first}{more}: key given as plain `value`, for local development only; use `sha256` in production"
+                    "{first}: key given as plain `value` ({n} in all), for local development only; use `sha256` in production"
                 ));
             }
             // Sorted, not compared pairwise: a list of many thousands of keys loads at once.
