@@ -20,8 +20,12 @@ use crate::metrics::{self, Metric, MetricKind, MetricTable};
 pub const UPSTREAM_ROOT_ID: &str = "tollgate_upstream";
 
 proxy_wasm::main! {{
-    // The host filters by its own level too; `host::log_enabled` asks it before building lines.
-    proxy_wasm::set_log_level(LogLevel::Trace);
+    // tollgate logs through `host::log` (which asks the host's level before building a line),
+    // not the `log` crate, so the SDK's logger is not installed: `proxy_wasm::set_log_level`
+    // would link it, its panic hook and `log`'s machinery (1.7 KB of module). A panic, which
+    // the lints forbid in tollgate's code, still reaches Envoy's log: Rust's own hook writes it
+    // to stderr, which Envoy logs at error (`wasm log ...: thread '<unnamed>' panicked at
+    // ...`), before the trap.
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
