@@ -22,7 +22,8 @@
 //! The encoding is reversible ([`decode_tag_value`]), so distinct routes never share a series.
 //!
 //! The set of series is bounded by the configuration, never by traffic: one per route and method
-//! that can reach it. A route with an explicit method gets that method and `OPTIONS` (CORS
+//! that can reach it, defined with the host on its first request (so only the routes and methods
+//! requests use take Envoy memory). A route with an explicit method gets that method and `OPTIONS` (CORS
 //! preflights are routed by the method they ask about); an `ANY` route and requests that match no
 //! route (route `-`) get one series per method in [`METHODS`], where `OTHER` takes any method not
 //! listed.

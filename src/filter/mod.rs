@@ -38,9 +38,12 @@ pub struct Runtime {
     pub keys: StoreKeys,
     /// The metric series of this configuration (route x method).
     pub metrics: MetricTable,
-    /// Host metric ids per series (same index as `metrics.series()`); empty when metrics are
-    /// off (the upstream role, or the host refused to define them).
-    pub metric_ids: Vec<SeriesIds>,
+    /// Host metric ids per series (same index as `metrics.series()`), defined with the host on
+    /// the series' first request in this VM ([`Runtime::series_ids`]); empty for the upstream
+    /// role, which counts nothing.
+    pub metric_ids: Vec<Cell<Option<SeriesIds>>>,
+    /// The host refused to define a metric: metrics are off (logged once).
+    pub metrics_refused: Cell<bool>,
     /// Host ids of the rate limit service's counters ([`metrics::SERVICE_COUNTERS`] order);
     /// empty without a service.
     pub service_ids: Vec<u32>,
@@ -53,6 +56,45 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// Whether requests are counted in metric series.
+    pub fn metrics_on(&self) -> bool {
+        !self.metric_ids.is_empty() && !self.metrics_refused.get()
+    }
+
+    /// The host ids of series `i`'s metrics, defined on its first use: a configuration's series
+    /// (routes x methods x metrics: 64,000 for 2,000 routes) then cost host calls, and Envoy
+    /// memory, only for the routes and methods requests use, instead of all of them in every
+    /// root context at each load. None when metrics are off.
+    pub fn series_ids(&self, i: usize) -> Option<SeriesIds> {
+        if self.metrics_refused.get() {
+            return None;
+        }
+        let cell = self.metric_ids.get(i)?;
+        if let Some(ids) = cell.get() {
+            return Some(ids);
+        }
+        let mut ids: SeriesIds = [0; Metric::ALL.len()];
+        for (slot, metric) in ids.iter_mut().zip(Metric::ALL) {
+            let id = self
+                .metrics
+                .stat_name(i, metric)
+                .and_then(|name| host::define_metric(metric.kind(), &name));
+            match id {
+                Some(id) => *slot = id,
+                None => {
+                    self.metrics_refused.set(true);
+                    host::log(
+                        LogLevel::Warn,
+                        "tollgate: the host refused to define a metric; metrics are off",
+                    );
+                    return None;
+                }
+            }
+        }
+        cell.set(Some(ids));
+        Some(ids)
+    }
+
     /// What the first leg of an internal redirect handed over, if the request whose headers
     /// came at `now_ns` is its second leg: its stream started when the first leg's did (Envoy
     /// copies the start time to the second leg's stream; no client can set it). Not every
@@ -79,32 +121,6 @@ impl Runtime {
         self.handovers.set(handovers);
         r
     }
-}
-
-/// Defines every metric of every series with the host, once per configuration. Empty if the
-/// host refuses any (logged once; requests are then not counted, never failed).
-fn define_metrics(table: &MetricTable) -> Vec<SeriesIds> {
-    let mut ids = Vec::with_capacity(table.len());
-    for i in 0..table.len() {
-        let mut series: SeriesIds = [0; Metric::ALL.len()];
-        for (slot, metric) in series.iter_mut().zip(Metric::ALL) {
-            let id = table
-                .stat_name(i, metric)
-                .and_then(|name| host::define_metric(metric.kind(), &name));
-            match id {
-                Some(id) => *slot = id,
-                None => {
-                    host::log(
-                        LogLevel::Warn,
-                        "tollgate: the host refused to define a metric; metrics are off",
-                    );
-                    return Vec::new();
-                }
-            }
-        }
-        ids.push(series);
-    }
-    ids
 }
 
 #[derive(Default)]
@@ -219,10 +235,9 @@ impl RootContext for Root {
             }
         }
         let metrics = MetricTable::for_config(&config);
-        let metric_ids = if self.upstream_role {
-            Vec::new()
-        } else {
-            define_metrics(&metrics)
+        let metric_ids = match self.upstream_role {
+            true => Vec::new(),
+            false => (0..metrics.len()).map(|_| Cell::new(None)).collect(),
         };
         let service_ids = if self.upstream_role || config.rate_limit_service.is_none() {
             Vec::new()
@@ -245,6 +260,7 @@ impl RootContext for Root {
             keys,
             metrics,
             metric_ids,
+            metrics_refused: Cell::new(false),
             service_ids,
             store_failures_id,
             handovers: Cell::default(),

@@ -101,7 +101,7 @@ impl Observation {
     /// pipeline read.
     pub fn on_request(rt: &Runtime, decision: &Decision, req: HostRequest) -> Observation {
         let mut obs = Observation::default();
-        if !rt.metric_ids.is_empty() {
+        if rt.metrics_on() {
             let method = req.header(":method").unwrap_or_default();
             obs.series = rt.metrics.find(decision.route, method);
         }
@@ -219,14 +219,14 @@ impl Observation {
         // Without request headers the filter never ran: read them now for the unmatched series
         // and the record.
         let late = match (&self.captured, decision) {
-            (None, None) if log_on || !rt.metric_ids.is_empty() => Some(HostRequest::read()),
+            (None, None) if log_on || rt.metrics_on() => Some(HostRequest::read()),
             (None, _) if log_on => Some(HostRequest::read()),
             _ => None,
         };
         let request: Option<&HostRequest> = self.captured.as_deref().or(late.as_ref());
         let series = match (self.series, decision) {
             (Some(i), _) => Some(i),
-            (None, None) if !rt.metric_ids.is_empty() => rt.metrics.find(
+            (None, None) if rt.metrics_on() => rt.metrics.find(
                 None,
                 request
                     .and_then(|r| r.header(":method"))
@@ -234,7 +234,7 @@ impl Observation {
             ),
             (None, _) => None,
         };
-        let ids = series.and_then(|i| rt.metric_ids.get(i));
+        let ids = series.and_then(|i| rt.series_ids(i));
         if ids.is_none() && !log_on {
             return;
         }
