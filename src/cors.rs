@@ -336,8 +336,7 @@ impl CorsPolicy {
         })
     }
 
-    /// True when `origin` (an `Origin` header value) is allowed. Allocates only for a host in
-    /// upper case (browsers send it in lower case).
+    /// True when `origin` (an `Origin` header value) is allowed. Never allocates.
     pub fn origin_allowed(&self, origin: &[u8]) -> bool {
         self.match_origin(origin).is_some()
     }
@@ -357,31 +356,41 @@ impl CorsPolicy {
         } else {
             return None;
         };
-        // The host in lower case, as the rules hold theirs; browsers send it so, others pay
-        // for a copy.
-        let host: Cow<'_, [u8]> = if parsed.host.iter().any(u8::is_ascii_uppercase) {
-            Cow::Owned(parsed.host.to_ascii_lowercase())
+        let port = parsed.port;
+        // The host in lower case, as the rules hold theirs: browsers send it so; another
+        // client's is copied to the stack (an origin is at most MAX_ORIGIN_LEN bytes).
+        let allowed = if parsed.host.iter().any(u8::is_ascii_uppercase) {
+            let mut lower = [0u8; MAX_ORIGIN_LEN];
+            let host = lower.get_mut(..parsed.host.len())?;
+            host.copy_from_slice(parsed.host);
+            host.make_ascii_lowercase();
+            self.listed(scheme, port, host)
         } else {
-            Cow::Borrowed(parsed.host)
+            self.listed(scheme, port, parsed.host)
         };
-        let host: &[u8] = &host;
-        // The rules are sorted by kind, scheme, port and name: an exact rule for the host, or
-        // a subdomain rule for what follows one of its dots (with a label before it: a host is
-        // `<one or more labels>.<base>` of a rule `*.<base>`), is a binary search each. So an
-        // origin costs the same against 3 entries or 10,000 (multi-tenant lists), and the
-        // origin of no entry, which any client can send, too.
-        let (exact, subdomain) = self.rules.split_at_checked(self.subdomain_rules_from)?;
+        allowed.then_some(OriginMatch::Echo)
+    }
+
+    /// Whether an origin of `scheme`, `port` and `host` (in lower case) is listed. The rules
+    /// are sorted by kind, scheme, port and name: an exact rule for the host, or a subdomain
+    /// rule for what follows one of its dots (with a label before it: a host is
+    /// `<one or more labels>.<base>` of a rule `*.<base>`), is a binary search each. So an
+    /// origin costs the same against 3 entries or 10,000 (multi-tenant lists), and the origin
+    /// of no entry, which any client can send, too.
+    fn listed(&self, scheme: Scheme, port: Option<u16>, host: &[u8]) -> bool {
+        let (exact, subdomain) = self
+            .rules
+            .split_at_checked(self.subdomain_rules_from)
+            .unwrap_or_default();
         let found = |rules: &[OriginRule], kind: u32, name: &[u8]| {
-            let key = (OriginRule::packed(kind, scheme, parsed.port), name);
+            let key = (OriginRule::packed(kind, scheme, port), name);
             rules.binary_search_by(|rule| rule.key().cmp(&key)).is_ok()
         };
-        let by_subdomain = || {
-            !subdomain.is_empty()
+        found(exact, 0, host)
+            || (!subdomain.is_empty()
                 && (host.iter().enumerate())
                     .filter(|&(at, &b)| b == b'.' && at > 0)
-                    .any(|(at, _)| found(subdomain, 1, host.get(at + 1..).unwrap_or_default()))
-        };
-        (found(exact, 0, host) || by_subdomain()).then_some(OriginMatch::Echo)
+                    .any(|(at, _)| found(subdomain, 1, host.get(at + 1..).unwrap_or_default())))
     }
 
     /// The value of `Access-Control-Allow-Origin` for `origin` and whether it echoes the origin,

@@ -194,6 +194,9 @@ fn cors_decisions_allocate_nothing() {
         (Some("null"), false),
         (Some("http://localhost:3000/path"), false),
         (Some("https://app.example.com.evil.org"), false),
+        // Upper case: looked up in a lower-case copy on the stack.
+        (Some("https://APP.EXAMPLE.COM.EVIL.ORG"), false),
+        (Some("HTTP://LOCALHOST:3000"), true),
         (None, false),
     ] {
         let (n, actual) = allocations(|| policy.actual(origin.map(str::as_bytes)));
@@ -221,6 +224,7 @@ fn cors_decisions_allocate_nothing() {
         (pre(app, "PUT", "content-type", true), false),
         (pre(app, "P T", "", false), false),
         (pre("https://evil.example.org", "PUT", "", false), false),
+        (pre("https://EVIL.example.org", "PUT", "", false), false),
     ] {
         let (n, d) = allocations(|| policy.preflight(&p));
         assert_eq!(matches!(d, PreflightDecision::Allowed(_)), allowed, "{p:?}");
