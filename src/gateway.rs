@@ -407,9 +407,15 @@ impl StoreKeys {
     }
 }
 
-/// The mark of a configuration's load (its summary line and start-up warnings): the first 16
-/// bytes of the SHA-256 of the module's version, the configuration's digest and the warnings'
-/// texts (none is a mark too).
+/// What a load's mark ([`warnings_mark`]) stands for besides the configuration: tollgate's
+/// version and the layout of its keys and values in shared data. A module swapped into a running
+/// Envoy (Istio keeps shared data across module updates of one VM id) with another layout must
+/// make its own counters: bump the `store` number with any change to a key or an encoding.
+pub const MARK_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "+store.1");
+
+/// The mark of a configuration's load (its summary line and start-up warnings, and that its
+/// counters exist): the first 16 bytes of the SHA-256 of `version` ([`MARK_VERSION`]), the
+/// configuration's digest and the warnings' texts (none is a mark too).
 pub fn warnings_mark(version: &str, config_digest: &[u8], warnings: &[String]) -> [u8; 16] {
     let mut text = version.as_bytes().to_vec();
     text.push(0);
@@ -518,7 +524,8 @@ pub fn initialize_store_once(
     loaded: (&str, [u8; 16]),
 ) -> Result<usize, StoreError> {
     let (loaded_key, mark) = loaded;
-    if store.get(loaded_key)?.is_some_and(|(v, _)| v == mark) {
+    // A store that cannot read the mark makes the counters (and says so if it fails there).
+    if matches!(store.get(loaded_key), Ok(Some((v, _))) if v == mark) {
         return Ok(0);
     }
     initialize_store(cfg, keys, store, now_ns)

@@ -172,7 +172,7 @@ impl RootContext for Root {
         };
         // Stands for this configuration (and tollgate's version) in `key`, once a root context
         // of the process loaded it: its counters exist and its load was logged.
-        let mark = gateway::warnings_mark(env!("CARGO_PKG_VERSION"), &digest, warnings);
+        let mark = gateway::warnings_mark(gateway::MARK_VERSION, &digest, warnings);
         let key = match self.upstream_role {
             true => format!("{}:loaded-upstream", keys.stage_prefix()),
             false => format!("{}:warned", keys.stage_prefix()),
