@@ -4,8 +4,9 @@
 Starts Envoy with tollgate at `--concurrency 2` (client_throttle by ip, X-Forwarded-For trusted
 for one hop, as in tests/memory.rs) and reports its RSS and heap idle, after 10,000 distinct
 clients and after 1,000,000 distinct clients (wrk with bench/distinct_clients.lua: every
-request has its own X-Forwarded-For address; all traffic is loopback). The same is measured for
-an Envoy without tollgate (router only) as the reference. The upstream is a separate Envoy, so
+request has its own X-Forwarded-For address; all traffic is loopback); then, idle only,
+tollgate with make bench's T-routes configuration (1,000 routes) and its start-up time. The same
+is measured for an Envoy without tollgate (router only) as the reference. The upstream is a separate Envoy, so
 the measured process holds nothing but the gateway.
 
 Environment: CLIENTS (default 1000000), SLOTS (client_throttle.slots, default 4096),
@@ -106,6 +107,24 @@ def measure(name, plugin_config, work, up_port, total):
         envoy.stop()
 
 
+def measure_idle(name, plugin_config, work, up_port):
+    """Start-up time and idle memory of a configuration: started, one request, 2 s."""
+    front = bench.free_port()
+    started = time.monotonic()
+    envoy = bench.Envoy(name, gateway_bootstrap(plugin_config, front, up_port), work, None,
+                        front, log_level="wasm:warning", concurrency=2)
+    try:
+        envoy.wait_ready()
+        ready = time.monotonic() - started
+        bench.get(envoy.port, "/", {"X-Forwarded-For": "192.0.2.1"})
+        time.sleep(2)
+        m = memory(envoy)
+        print(f"  {name}: ready in {ready:.1f} s", flush=True)
+        return [(f"idle (ready in {ready:.1f} s, 1 request)", m)]
+    finally:
+        envoy.stop()
+
+
 def main():
     total = int(os.environ.get("CLIENTS", 1_000_000))
     slots = int(os.environ.get("SLOTS", 4096))
@@ -130,6 +149,11 @@ def main():
     try:
         upstream.wait_ready()
         results["tollgate"] = measure("tollgate", plugin, work, up_port, total)
+        # A large configuration: make bench's T-routes (1,000 routes); memory then follows
+        # the routes and methods requests use (their metric series), not the table.
+        routes = bench.MAIN_VARIANTS["T-routes"][1]()["tollgate"]
+        results["tollgate, T with 1,000 routes"] = measure_idle("tollgate-routes", routes, work,
+                                                               up_port)
         if reference:
             results["router only"] = measure("router-only", None, work, up_port, total)
     finally:
