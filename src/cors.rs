@@ -50,6 +50,11 @@ pub const MAX_ORIGIN_LEN: usize = 1024;
 /// Largest accepted `max_age`, in seconds (24 hours).
 pub const MAX_MAX_AGE: u32 = 86_400;
 
+/// The most header names a preflight may ask for: browsers ask for the request's headers that
+/// are not CORS-safelisted, a handful; a client that sends thousands (60 KiB of
+/// `Access-Control-Request-Headers`) is denied after this many, not checked name by name.
+pub const MAX_REQUESTED_HEADERS: usize = 128;
+
 pub const ALLOW_ORIGIN: &str = "access-control-allow-origin";
 pub const ALLOW_CREDENTIALS: &str = "access-control-allow-credentials";
 pub const EXPOSE_HEADERS: &str = "access-control-expose-headers";
@@ -523,7 +528,11 @@ impl CorsPolicy {
     }
 
     fn request_headers_allowed(&self, raw: &[u8]) -> bool {
-        list_elements(raw).all(|name| is_token(name) && self.header_allowed(name))
+        let mut names = 0;
+        list_elements(raw).all(|name| {
+            names += 1;
+            names <= MAX_REQUESTED_HEADERS && is_token(name) && self.header_allowed(name)
+        })
     }
 
     /// `name` (any case) is in `allow_headers`: a binary search of the sorted lower-case
@@ -1305,6 +1314,41 @@ mod tests {
         p.actual_headers(&a)
             .map(|(n, v)| (n, v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_preflight_may_ask_for_at_most_128_header_names() {
+        let o = b"https://a.com".as_slice();
+        for p in [
+            Cfg::new(&["https://a.com"])
+                .headers(&["x-a", "x-b"])
+                .policy(),
+            Cfg::new(&["https://a.com"]).headers(&["*"]).policy(),
+        ] {
+            // Pairs of names: 64 pairs are 128 names, the most a preflight may ask for.
+            for pairs in [1, 63, 64, 65, 4000] {
+                let asked = vec!["x-a, X-B"; pairs].join(", ");
+                let req = pf(o, b"POST", Some(asked.as_bytes()));
+                let allowed = p.preflight(&req) != PreflightDecision::Denied;
+                assert_eq!(allowed, 2 * pairs <= MAX_REQUESTED_HEADERS, "{pairs} pairs");
+            }
+            let ok = vec!["x-a"; 128].join(",");
+            assert_ne!(
+                p.preflight(&pf(o, b"POST", Some(ok.as_bytes()))),
+                PreflightDecision::Denied
+            );
+            let over = vec!["x-a"; 129].join(",");
+            assert_eq!(
+                p.preflight(&pf(o, b"POST", Some(over.as_bytes()))),
+                PreflightDecision::Denied
+            );
+            // Empty elements are not names.
+            let sparse = format!("{ok},,, ,");
+            assert_ne!(
+                p.preflight(&pf(o, b"POST", Some(sparse.as_bytes()))),
+                PreflightDecision::Denied
+            );
+        }
     }
 
     fn pf<'a>(origin: &'a [u8], method: &'a [u8], headers: Option<&'a [u8]>) -> Preflight<'a> {
