@@ -53,27 +53,32 @@ pub(crate) fn sorted_order(items: &[&[u8]]) -> Vec<usize> {
 }
 
 /// The first item that equals an earlier one, as (the earliest equal item's index, its index):
-/// the smallest such later index. O(n log n), for long configuration lists.
+/// the smallest such later index. O(n): the items go into a hash table in order (linear
+/// probing over twice as many slots), and an item meets only earlier items of equal hash. A
+/// sort of 20,000 key ids as slices took a quarter of a large configuration's load.
 pub(crate) fn first_duplicate(items: &[&[u8]]) -> Option<(usize, usize)> {
-    let order = sorted_order(items);
-    let mut found: Option<(usize, usize)> = None;
-    let mut run_start = None;
-    for pair in order.windows(2) {
-        let (a, b) = match pair {
-            [a, b] => (*a, *b),
-            _ => continue,
-        };
-        if items.get(a) == items.get(b) {
-            // `a` is the run's first item only if the run starts here.
-            let first = *run_start.get_or_insert(a);
-            if found.is_none_or(|(_, i)| b < i) {
-                found = Some((first, b));
+    use std::hash::Hasher;
+    let mask = (items.len() * 2).next_power_of_two() - 1;
+    // (hash, index + 1); 0: an empty slot.
+    let mut table: Vec<(u64, usize)> = vec![(0, 0); mask + 1];
+    for (b, item) in items.iter().enumerate() {
+        let mut hasher = std::hash::DefaultHasher::new();
+        hasher.write(item);
+        let hash = hasher.finish();
+        let mut slot = hash as usize & mask;
+        loop {
+            let entry = table.get_mut(slot)?;
+            match *entry {
+                (_, 0) => {
+                    *entry = (hash, b + 1);
+                    break;
+                }
+                (h, a) if h == hash && items.get(a - 1) == Some(item) => return Some((a - 1, b)),
+                _ => slot = (slot + 1) & mask,
             }
-        } else {
-            run_start = None;
         }
     }
-    found
+    None
 }
 
 #[cfg(test)]
@@ -111,6 +116,18 @@ mod tests {
         assert_eq!(dup(&[3, 1, 2]), None);
         assert_eq!(dup(&[5, 1, 5, 1, 5]), Some((0, 2)));
         assert_eq!(first_duplicate(&[b"ab", b"a", b"ab"]), Some((0, 2)));
+        // Many items: 20,000 ids, then repeats of two of them.
+        let mut ids: Vec<String> = (0..20_000).map(|i| format!("k{i}")).collect();
+        let refs =
+            |v: &[String]| -> Vec<Vec<u8>> { v.iter().map(|s| s.clone().into_bytes()).collect() };
+        let owned = refs(&ids);
+        let slices: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+        assert_eq!(first_duplicate(&slices), None);
+        ids.push("k19999".to_string());
+        ids.push("k7".to_string());
+        let owned = refs(&ids);
+        let slices: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+        assert_eq!(first_duplicate(&slices), Some((19_999, 20_000)));
     }
 
     #[test]
