@@ -90,6 +90,11 @@ impl Map {
 
     /// Builds a map from entries in document order; of duplicate keys the last one wins.
     pub fn from_entries(entries: Vec<(String, Value)>) -> Self {
+        // Keys already in order and unique (as in most configurations' small objects): kept
+        // as they are, without the sort's four allocations.
+        if entries.windows(2).all(|w| matches!(w, [a, b] if a.0 < b.0)) {
+            return Map { entries };
+        }
         // In (key, position) order, so that equal keys stay in document order and the last of
         // each run is the one kept. (The indexes are sorted, not the entries: one sort function
         // serves this and `sort::first_duplicate`.)
@@ -495,12 +500,11 @@ impl Parser<'_> {
         let mut out = Vec::new();
         let mut start = self.i;
         loop {
-            while let Some(b) = self.peek() {
-                if b == b'"' || b == b'\\' || b < 0x20 {
-                    break;
-                }
-                self.i += 1;
-            }
+            let rest = self.s.get(self.i..).unwrap_or_default();
+            self.i += rest
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .unwrap_or(rest.len());
             let Some(b) = self.peek() else {
                 return Err(self.error(EOF_STRING));
             };
