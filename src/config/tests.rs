@@ -173,6 +173,16 @@ fn errors_name_the_field() {
             "expected a string",
         ),
         (
+            r#"{"api_key": {"keys": [{"id": "a", "value": "x"}, {"id": "b"}, 5]}}"#,
+            "api_key.keys[2]",
+            "expected an object",
+        ),
+        (
+            r#"{"api_key": {"keys": [{"id": "a", "value": "x"}, {"id": "b", "valeu": "y"}]}}"#,
+            "api_key.keys[1]",
+            "unknown field `valeu`",
+        ),
+        (
             r#"{"usage_plans": []}"#,
             "usage_plans",
             "expected an object",
