@@ -562,39 +562,40 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
             // Keys given as plain `value`: how many, and the first.
             let mut plain = (0usize, String::new());
             for (i, k) in ak.keys.into_iter().enumerate() {
-                let path = item("api_key", "keys", i);
+                // Written only for an error or the warning (20,000 keys would format 20,000).
+                let path = || item("api_key", "keys", i);
                 if !is_name(k.id) {
                     return Err(err(
-                        join(&path, "id"),
+                        join(&path(), "id"),
                         "must be 1 to 128 characters of letters, digits, '-', '_' or '.'",
                     ));
                 }
                 let digest = match (&k.sha256, &k.value) {
                     (Some(h), None) => parse_sha256_hex(h).ok_or_else(|| {
                         err(
-                            join(&path, "sha256"),
+                            join(&path(), "sha256"),
                             "must be 64 lowercase hex digits (the SHA-256 of the key)",
                         )
                     })?,
                     (None, Some(v)) => {
                         if v.is_empty() {
-                            return Err(err(join(&path, "value"), "must not be empty"));
+                            return Err(err(join(&path(), "value"), "must not be empty"));
                         }
                         if !crate::keys::presentable(v.as_bytes()) {
                             return Err(err(
-                                join(&path, "value"),
+                                join(&path(), "value"),
                                 "must not start or end with whitespace or hold control characters: no request could present it",
                             ));
                         }
                         // One warning for them all: a list of thousands would log thousands.
                         if plain.0 == 0 {
-                            plain.1 = format!("{path} ({})", k.id);
+                            plain.1 = format!("{} ({})", path(), k.id);
                         }
                         plain.0 += 1;
                         sha256(v.as_bytes())
                     }
                     _ => return Err(err(
-                        path,
+                        path(),
                         "give exactly one of `sha256` (production) or `value` (local development)",
                     )),
                 };
@@ -609,7 +610,7 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
                                 .ok()
                                 .ok_or_else(|| {
                                     err(
-                                        join(&path, "usage_plan"),
+                                        join(&path(), "usage_plan"),
                                         format!(
                                             "names no plan in usage_plans: {name}",
                                             name = Quoted(name)
