@@ -9,10 +9,13 @@ its own connection, timing each, PUSHES new configurations (default 6, GAP secon
 default 6) are published, each adding one key.
 
 Each worker compiles a pushed configuration in its own thread, between two requests: what the
-probe shows is how long requests wait for that. Reported for each module: how long after a
-push its new key is accepted; the probe's slowest request in the 3 s after each push, against
-its slowest in the quiet seconds before the first; wrk's p99 over the pushes; and that no
-request failed and no configuration was refused.
+probe (one connection, so one worker) and wrk (8 connections, both workers) show is how long
+requests wait for that. Reported for each module: how long after a push every worker has it
+(Envoy's `config_reload` counts a push once all workers load it; the new key is then checked);
+the probe's slowest request in the 3 s after each push, against its slowest in the quiet
+seconds before the first; wrk's p99 and slowest request over the whole run; and that no request
+failed or timed out and no configuration was refused. The configurations are written out
+before the run, so the script's own work does not compete with Envoy during a push.
 
 Environment: KEYS, PUSHES, GAP, ENVOY, TOLLGATE_WASM, EXTRA_WASM=label=path,... (other builds of
 the module, run after it in turn), BENCH_OUT.
@@ -25,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -62,16 +66,21 @@ def plugin_config(keys, push):
             "cors": bench.TG_CORS, "access_log": bench.TG_LOG, "routes": routes}
 
 
-def publish(path, wasm, configuration):
-    """Writes the ECDS file whole, then moves it into place (Envoy watches for the move)."""
+def ecds_file(path, wasm, configuration):
+    """Writes the ECDS document of `configuration` to `path` (not yet in place)."""
     doc = {"resources": [{
         "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
         "name": "tollgate",
         "typed_config": bench.wasm_filter(wasm, configuration)["typed_config"],
     }]}
-    with open(path + ".tmp", "w") as f:
+    with open(path, "w") as f:
         json.dump(doc, f)
-    os.rename(path + ".tmp", path)
+    return path
+
+
+def publish(prepared, path):
+    """Moves a written ECDS document into place: Envoy watches for the move."""
+    os.rename(prepared, path)
 
 
 def gateway_bootstrap(ecds_path, front_port, upstream_port):
@@ -104,7 +113,7 @@ class Probe(threading.Thread):
                 r = conn.getresponse()
                 r.read()
                 self.rows.append((t0, time.monotonic() - t0, r.status))
-            except OSError:
+            except (OSError, http.client.HTTPException):
                 self.rows.append((t0, time.monotonic() - t0, -1))
                 conn = None
             time.sleep(max(0.0, PROBE_EVERY_S - (time.monotonic() - t0)))
@@ -122,61 +131,83 @@ def stat_sum(envoy, pattern):
     return sum(int(v) for v in re.findall(r": (\d+)$", text, re.M))
 
 
-def accepted_after(port, key, since, timeout=30):
-    """Seconds from `since` until a request with `key` is answered 200."""
+RELOADS = "extension_config_discovery.*config_reload$"
+
+
+def loaded_after(envoy, reloads, since, timeout=30):
+    """Seconds from `since` until Envoy counts `reloads` configuration loads (a push counts
+    once every worker has it)."""
     deadline = since + timeout
     while time.monotonic() < deadline:
-        status, _, _ = bench.get(port, bench.PATH, {"x-api-key": key})
-        if status == 200:
+        if stat_sum(envoy, RELOADS) >= reloads:
             return time.monotonic() - since
         time.sleep(0.01)
-    raise RuntimeError(f"key {key} not accepted {timeout} s after its push")
+    raise RuntimeError(f"load {reloads} not counted {timeout} s after its push")
+
+
+def accepted(port, key):
+    status, _, _ = bench.get(port, bench.PATH, {"x-api-key": key})
+    return status == 200
 
 
 def measure(label, wasm, keys, pushes, gap, work, up_port):
     d = os.path.join(work, label)
     os.makedirs(d, exist_ok=True)
     ecds = os.path.join(d, "tollgate-ecds.json")
-    publish(ecds, wasm, plugin_config(keys, 0))
+    publish(ecds_file(ecds + ".0", wasm, plugin_config(keys, 0)), ecds)
     size = os.path.getsize(ecds)
+    prepared = [ecds_file(f"{ecds}.{n}", wasm, plugin_config(keys, n))
+                for n in range(1, pushes + 1)]
     front = bench.free_port()
     envoy = bench.Envoy(label, gateway_bootstrap(ecds, front, up_port), work, None, front,
                         log_level="wasm:warning", concurrency=2)
     probe = Probe(front)
     wrk = None
+    step = max(gap, AFTER_PUSH_S + 0.5)
     try:
         envoy.wait_ready()
-        accepted_after(front, LOAD_KEY, time.monotonic())
-        seconds = QUIET_S + pushes * gap + 2
-        wrk_out = open(os.path.join(d, "wrk.txt"), "w")
-        wrk = subprocess.Popen(["wrk", "-t1", "-c8", f"-d{seconds:.0f}s", "--latency",
-                                "-H", f"x-api-key: {LOAD_KEY}",
+        if not accepted(front, LOAD_KEY):
+            raise RuntimeError(f"{label}: the load's key is refused")
+        # wrk runs past the last push; it is interrupted (SIGINT: it reports) once done.
+        wrk_path = os.path.join(d, "wrk.txt")
+        wrk_out = open(wrk_path, "w")
+        wrk = subprocess.Popen(["wrk", "-t1", "-c8", f"-d{QUIET_S + pushes * step + 60:.0f}s",
+                                "--latency", "-H", f"x-api-key: {LOAD_KEY}",
                                 f"http://127.0.0.1:{front}{bench.PATH}"],
                                stdout=wrk_out, stderr=subprocess.STDOUT)
         probe.start()
         time.sleep(QUIET_S)
         quiet = probe.slowest_ms(time.monotonic() - QUIET_S + 1, time.monotonic())
         rows = []
-        for n in range(1, pushes + 1):
+        for n, path in enumerate(prepared, start=1):
             pushed = time.monotonic()
-            publish(ecds, wasm, plugin_config(keys, n))
-            visible = accepted_after(front, f"new-{n}", pushed)
-            time.sleep(max(0.0, pushed + gap - time.monotonic()))
-            rows.append({"accepted_s": visible,
+            publish(path, ecds)
+            loaded = loaded_after(envoy, n + 1, pushed)
+            if not accepted(front, f"new-{n}"):
+                raise RuntimeError(f"{label}: push {n} loaded but its key is refused")
+            time.sleep(max(0.0, pushed + step - time.monotonic()))
+            rows.append({"loaded_s": loaded,
                          "slowest_ms": probe.slowest_ms(pushed, pushed + AFTER_PUSH_S)})
         probe.done.set()
         probe.join(timeout=15)
-        wrk.wait(timeout=seconds + 30)
+        wrk.send_signal(signal.SIGINT)
+        wrk.wait(timeout=30)
         wrk_out.close()
-        text = open(os.path.join(d, "wrk.txt")).read()
+        text = open(wrk_path).read()
         p99 = re.search(r"^\s+99%\s+(\S+)", text, re.M)
+        slowest = re.search(r"^\s+Latency\s+\S+\s+\S+\s+(\S+)", text, re.M)
         non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+        errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), "
+                           r"timeout (\d+)", text)
+        if not p99:
+            raise RuntimeError(f"{label}: wrk gave no latency:\n{text}")
         return {
             "ecds_bytes": size, "pushes": rows, "quiet_slowest_ms": quiet,
-            "wrk_p99": p99.group(1) if p99 else "?",
-            "wrk_non2xx": int(non2xx.group(1)) if non2xx else 0,
+            "wrk_p99": p99.group(1), "wrk_max": slowest.group(1) if slowest else "?",
+            "wrk_failed": (int(non2xx.group(1)) if non2xx else 0)
+            + (sum(int(x) for x in errors.groups()) if errors else 0),
             "probe_failures": probe.failures(), "probe_requests": len(probe.rows),
-            "config_reload": stat_sum(envoy, "extension_config_discovery.*config_reload$"),
+            "config_reload": stat_sum(envoy, RELOADS),
             "config_fail": stat_sum(envoy, "extension_config_discovery.*config_fail$"),
         }
     finally:
@@ -229,17 +260,19 @@ def main():
              f"{next(iter(results.values()))['ecds_bytes'] / 1e6:.1f} MB ({keys:,} keys, "
              f"{PLANS} plans, 1,000 routes) pushed through ECDS {pushes} times under load.",
              "",
-             "| module | new key accepted after, median (max) | slowest request in the 3 s "
-             "after a push, median (max) | slowest request before the pushes | wrk p99 | "
-             "failed requests | pushes refused |",
+             "| module | loaded by every worker after, median (max) | probe's slowest request "
+             "in the 3 s after a push, median (max) | probe's slowest before the pushes | "
+             "wrk p99 (slowest) | failed requests | pushes refused |",
              "|---|---:|---:|---:|---:|---:|---:|"]
+    ms = lambda v: "-" if v is None else f"{v:.0f} ms"  # noqa: E731
     for label, r in results.items():
-        acc = [p["accepted_s"] for p in r["pushes"]]
+        loaded = [p["loaded_s"] for p in r["pushes"]]
         slow = [p["slowest_ms"] for p in r["pushes"] if p["slowest_ms"] is not None]
         lines.append(
-            f"| {label} | {median(acc):.2f} s ({max(acc):.2f}) | "
-            f"{median(slow):.0f} ms ({max(slow):.0f}) | {r['quiet_slowest_ms']:.0f} ms | "
-            f"{r['wrk_p99']} | {r['wrk_non2xx'] + r['probe_failures']} | {r['config_fail']} |")
+            f"| {label} | {median(loaded):.2f} s ({max(loaded):.2f}) | "
+            f"{ms(median(slow))} ({ms(max(slow, default=None))}) | "
+            f"{ms(r['quiet_slowest_ms'])} | {r['wrk_p99']} ({r['wrk_max']}) | "
+            f"{r['wrk_failed'] + r['probe_failures']} | {r['config_fail']} |")
     table = "\n".join(lines)
     print()
     print(table)
@@ -248,7 +281,7 @@ def main():
     with open(os.path.join(out_dir, "reload.json"), "w") as f:
         json.dump({"machine": info, "keys": keys, "results": results}, f, indent=1)
     bad = [label for label, r in results.items()
-           if r["wrk_non2xx"] or r["probe_failures"] or r["config_fail"]
+           if r["wrk_failed"] or r["probe_failures"] or r["config_fail"]
            or r["config_reload"] != pushes + 1]
     if bad:
         sys.exit(f"requests failed, or pushes were refused or not all loaded: {', '.join(bad)}")

@@ -316,8 +316,7 @@ impl CorsPolicy {
             None => None,
         };
 
-        // Sorted: a preflight's requested names are looked up by binary search (a name
-        // listed twice stays twice, as an origin does).
+        // Sorted: a preflight's requested names are looked up by binary search.
         let mut headers = headers;
         headers.retain(|h| h != "*");
         crate::sort::heapsort(&mut headers, |a, b| a < b);

@@ -55,16 +55,18 @@ pub(crate) fn sorted_order(items: &[&[u8]]) -> Vec<usize> {
 /// The first item that equals an earlier one, as (the earliest equal item's index, its index):
 /// the smallest such later index. O(n): the items go into a hash table in order (linear
 /// probing over twice as many slots), and an item meets only earlier items of equal hash. A
-/// sort of 20,000 key ids as slices took a quarter of a large configuration's load.
+/// sort of 20,000 key ids as slices took a quarter of a large configuration's load. (The
+/// hash's keys are fixed: only a configuration's author could choose ids that collide, and
+/// make their own load quadratic.)
 pub(crate) fn first_duplicate(items: &[&[u8]]) -> Option<(usize, usize)> {
     use std::hash::Hasher;
     let mask = (items.len() * 2).next_power_of_two() - 1;
-    // (hash, index + 1); 0: an empty slot.
-    let mut table: Vec<(u64, usize)> = vec![(0, 0); mask + 1];
+    // (hash, index + 1); 0: an empty slot. 32 bits of hash: 8 bytes a slot in wasm32.
+    let mut table: Vec<(u32, usize)> = vec![(0, 0); mask + 1];
     for (b, item) in items.iter().enumerate() {
         let mut hasher = std::hash::DefaultHasher::new();
         hasher.write(item);
-        let hash = hasher.finish();
+        let hash = hasher.finish() as u32;
         let mut slot = hash as usize & mask;
         loop {
             let entry = table.get_mut(slot)?;
