@@ -33,24 +33,32 @@ impl ApiKey {
 pub struct ApiKeys {
     pub header: String,
     keys: Vec<ApiKey>,
-    /// (First 8 bytes of the digest as a big-endian u64, key index), sorted: found by binary
-    /// search. A prefix of a SHA-256 digest says nothing useful about the key, so the lookup's
-    /// timing leaks nothing; the full digest is then compared in constant time.
-    by_prefix: Vec<(u64, usize)>,
+    /// A hash table over the first 8 bytes of the digests (linear probing, at most half full):
+    /// a key's index + 1, 0 for an empty slot. A prefix of a SHA-256 digest says nothing useful
+    /// about the key, so where the search goes leaks nothing; each key met on the way is
+    /// compared in constant time. (A sorted list, searched by halves, took 8% of the load of
+    /// 20,000 keys to sort and ~15 steps a lookup.)
+    slots: Vec<u32>,
 }
 
 impl ApiKeys {
     pub fn new(header: String, keys: Vec<ApiKey>) -> Self {
-        let mut by_prefix: Vec<(u64, usize)> = keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| (prefix(&k.digest), i))
-            .collect();
-        crate::sort::heapsort(&mut by_prefix, |a, b| a < b);
+        let mask = (keys.len() * 2).next_power_of_two() - 1;
+        let mut slots = vec![0u32; mask + 1];
+        for (i, k) in keys.iter().enumerate() {
+            let mut s = prefix(&k.digest) as usize & mask;
+            while let Some(slot) = slots.get_mut(s) {
+                if *slot == 0 {
+                    *slot = u32::try_from(i + 1).unwrap_or(0);
+                    break;
+                }
+                s = (s + 1) & mask;
+            }
+        }
         ApiKeys {
             header,
             keys,
-            by_prefix,
+            slots,
         }
     }
 
@@ -66,19 +74,22 @@ impl ApiKeys {
     /// The key whose digest matches the presented value, with its index.
     pub fn lookup_index(&self, presented: &[u8]) -> Option<(usize, &ApiKey)> {
         let digest = sha256(presented);
-        let p = prefix(&digest);
-        // The keys with this prefix (almost always none or one).
-        let start = self.by_prefix.partition_point(|(q, _)| *q < p);
-        let candidates = self.by_prefix.get(start..).unwrap_or_default();
-        let mut found = None;
-        for &(_, i) in candidates.iter().take_while(|(q, _)| *q == p) {
+        let mask = self.slots.len().wrapping_sub(1);
+        let mut s = prefix(&digest) as usize & mask;
+        // Until an empty slot: the table is at most half full.
+        while let Some(i) = self
+            .slots
+            .get(s)
+            .and_then(|&slot| (slot as usize).checked_sub(1))
+        {
             if let Some(k) = self.keys.get(i) {
                 if constant_time_eq(&k.digest, &digest) {
-                    found = Some((i, k));
+                    return Some((i, k));
                 }
             }
+            s = (s + 1) & mask;
         }
-        found
+        None
     }
 }
 
@@ -217,6 +228,33 @@ mod tests {
         assert!(ApiKeys::new("x".into(), Vec::new())
             .lookup(b"key-1")
             .is_none());
+    }
+
+    #[test]
+    fn lookup_among_20000_keys() {
+        let keys: Vec<ApiKey> = (0..20_000)
+            .map(|i| {
+                ApiKey::new(
+                    format!("k{i}"),
+                    sha256(format!("key-{i}").as_bytes()),
+                    None,
+                    false,
+                )
+            })
+            .collect();
+        let keys = ApiKeys::new("x-api-key".into(), keys);
+        assert_eq!(keys.slots.len(), 65_536);
+        assert_eq!(keys.slots.iter().filter(|&&s| s != 0).count(), 20_000);
+        for i in (0..20_000).step_by(7) {
+            assert_eq!(
+                keys.lookup_index(format!("key-{i}").as_bytes())
+                    .map(|(j, _)| j),
+                Some(i)
+            );
+        }
+        for i in 20_000..25_000 {
+            assert!(keys.lookup(format!("key-{i}").as_bytes()).is_none());
+        }
     }
 
     #[test]
