@@ -7,20 +7,22 @@
 //! checks all of this against serde_json itself. (serde_json's parser and `Value` cost ~20 KB of
 //! the wasm module; this a few.)
 
+use std::borrow::Cow;
 use std::fmt;
 
-/// A JSON value.
+/// A JSON value. Its strings and keys borrow the input where it spells them without escapes
+/// (20,000 API keys' objects then allocate no string to build or free).
 #[derive(Clone, Debug, PartialEq)]
-pub enum Value {
+pub enum Value<'a> {
     Null,
     Bool(bool),
     Number(Number),
-    String(String),
-    Array(Vec<Value>),
-    Object(Map),
+    String(Cow<'a, str>),
+    Array(Vec<Value<'a>>),
+    Object(Map<'a>),
 }
 
-impl Value {
+impl Value<'_> {
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
     }
@@ -79,17 +81,17 @@ impl From<i64> for Number {
 
 /// A JSON object: entries sorted by key, keys unique.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Map {
-    entries: Vec<(String, Value)>,
+pub struct Map<'a> {
+    entries: Vec<(Cow<'a, str>, Value<'a>)>,
 }
 
-impl Map {
+impl<'a> Map<'a> {
     pub fn new() -> Self {
         Map::default()
     }
 
     /// Builds a map from entries in document order; of duplicate keys the last one wins.
-    pub fn from_entries(entries: Vec<(String, Value)>) -> Self {
+    pub fn from_entries(entries: Vec<(Cow<'a, str>, Value<'a>)>) -> Self {
         // Keys already in order and unique (as in most configurations' small objects): kept
         // as they are, without the sort's four allocations.
         if entries.windows(2).all(|w| matches!(w, [a, b] if a.0 < b.0)) {
@@ -102,8 +104,9 @@ impl Map {
             let keys: Vec<&[u8]> = entries.iter().map(|(k, _)| k.as_bytes()).collect();
             crate::sort::sorted_order(&keys)
         };
-        let mut slots: Vec<Option<(String, Value)>> = entries.into_iter().map(Some).collect();
-        let mut sorted: Vec<(String, Value)> = Vec::with_capacity(slots.len());
+        let mut slots: Vec<Option<(Cow<'a, str>, Value<'a>)>> =
+            entries.into_iter().map(Some).collect();
+        let mut sorted: Vec<(Cow<'a, str>, Value<'a>)> = Vec::with_capacity(slots.len());
         for i in order {
             let Some((k, v)) = slots.get_mut(i).and_then(Option::take) else {
                 continue;
@@ -117,22 +120,22 @@ impl Map {
     }
 
     fn find(&self, key: &str) -> Result<usize, usize> {
-        self.entries.binary_search_by(|(k, _)| k.as_str().cmp(key))
+        self.entries.binary_search_by(|(k, _)| (**k).cmp(key))
     }
 
-    pub fn get(&self, key: &str) -> Option<&Value> {
+    pub fn get(&self, key: &str) -> Option<&Value<'a>> {
         let i = self.find(key).ok()?;
         self.entries.get(i).map(|(_, v)| v)
     }
 
     /// The keys in order.
-    pub fn keys(&self) -> impl Iterator<Item = &String> {
-        self.entries.iter().map(|(k, _)| k)
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(k, _)| &**k)
     }
 
     /// The entries in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Value)> {
-        self.entries.iter().map(|(k, v)| (k, v))
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value<'a>)> {
+        self.entries.iter().map(|(k, v)| (&**k, v))
     }
 
     pub fn len(&self) -> usize {
@@ -218,17 +221,17 @@ const DUPLICATE_KEY: &str = "duplicate key";
 
 /// Parses one JSON value (with optional surrounding whitespace). Of an object's duplicate keys
 /// the last one wins, as in serde_json.
-pub fn parse(input: &[u8]) -> Result<Value, Error> {
+pub fn parse(input: &[u8]) -> Result<Value<'_>, Error> {
     parse_with(input, false)
 }
 
 /// Parses a configuration: as [`parse`], but a key that appears twice in one object is an
 /// error (it would silently override or cancel the first, a strict configuration's mistake).
-pub fn parse_strict(input: &[u8]) -> Result<Value, Error> {
+pub fn parse_strict(input: &[u8]) -> Result<Value<'_>, Error> {
     parse_with(input, true)
 }
 
-fn parse_with(input: &[u8], reject_duplicates: bool) -> Result<Value, Error> {
+fn parse_with(input: &[u8], reject_duplicates: bool) -> Result<Value<'_>, Error> {
     let mut p = Parser {
         s: input,
         i: 0,
@@ -260,7 +263,7 @@ struct Parser<'a> {
     duplicate: Option<String>,
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     fn peek(&self) -> Option<u8> {
         self.s.get(self.i).copied()
     }
@@ -311,7 +314,7 @@ impl Parser<'_> {
         self.peek()
     }
 
-    fn value(&mut self) -> Result<Value, Fault> {
+    fn value(&mut self) -> Result<Value<'a>, Fault> {
         let Some(b) = self.whitespace() else {
             return Err(self.peek_error(EOF_VALUE));
         };
@@ -372,7 +375,7 @@ impl Parser<'_> {
     }
 
     /// The elements of an array after its `[`, up to (not past) its `]`.
-    fn array(&mut self) -> Result<Value, Fault> {
+    fn array(&mut self) -> Result<Value<'a>, Fault> {
         let mut items = Vec::new();
         loop {
             let Some(b) = self.whitespace() else {
@@ -400,8 +403,8 @@ impl Parser<'_> {
     }
 
     /// The members of an object after its `{`, up to (not past) its `}`.
-    fn object(&mut self) -> Result<Value, Fault> {
-        let mut entries: Vec<(String, Value)> = Vec::new();
+    fn object(&mut self) -> Result<Value<'a>, Fault> {
+        let mut entries: Vec<(Cow<'a, str>, Value<'a>)> = Vec::new();
         // Where each key ends (its path step and the offset after it), for a duplicate's error.
         let mut key_ends: Vec<(Step, usize)> = Vec::new();
         loop {
@@ -495,12 +498,15 @@ impl Parser<'_> {
         out
     }
 
-    /// A string after its opening quote, through its closing quote.
-    fn string(&mut self) -> Result<String, Fault> {
+    /// A string after its opening quote, through its closing quote: borrowed from the input
+    /// when it has no escape.
+    fn string(&mut self) -> Result<Cow<'a, str>, Fault> {
+        let s = self.s;
         let mut out = Vec::new();
         let mut start = self.i;
+        let first = start;
         loop {
-            let rest = self.s.get(self.i..).unwrap_or_default();
+            let rest = s.get(self.i..).unwrap_or_default();
             self.i += rest
                 .iter()
                 .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
@@ -508,25 +514,40 @@ impl Parser<'_> {
             let Some(b) = self.peek() else {
                 return Err(self.error(EOF_STRING));
             };
-            out.extend_from_slice(self.s.get(start..self.i).unwrap_or_default());
+            let plain = s.get(start..self.i).unwrap_or_default();
             self.i += 1;
             match b {
-                b'"' => break,
+                b'"' if start == first => {
+                    return match std::str::from_utf8(plain) {
+                        Ok(text) => Ok(Cow::Borrowed(text)),
+                        Err(e) => Err(self.invalid_utf8(plain.len() - e.valid_up_to())),
+                    };
+                }
+                b'"' => {
+                    out.extend_from_slice(plain);
+                    break;
+                }
                 b'\\' => {
+                    out.extend_from_slice(plain);
                     self.escape(&mut out)?;
                     start = self.i;
                 }
                 _ => return Err(self.error(CONTROL_CHARACTER)),
             }
         }
-        String::from_utf8(out).map_err(|e| {
-            // As serde_json: the column of the closing quote's successor, minus the bytes from
-            // the first invalid one to the end of the (unescaped) string.
-            let mut err = self.error(INVALID_UNICODE_CODE_POINT);
-            let invalid = e.as_bytes().len() - e.utf8_error().valid_up_to();
-            err.column = err.column.saturating_sub(invalid);
-            err
-        })
+        match String::from_utf8(out) {
+            Ok(text) => Ok(Cow::Owned(text)),
+            Err(e) => Err(self.invalid_utf8(e.as_bytes().len() - e.utf8_error().valid_up_to())),
+        }
+    }
+
+    /// As serde_json: the column of the closing quote's successor, minus the `invalid` bytes
+    /// from the first invalid one to the end of the (unescaped) string.
+    #[cold]
+    fn invalid_utf8(&self, invalid: usize) -> Fault {
+        let mut err = self.error(INVALID_UNICODE_CODE_POINT);
+        err.column = err.column.saturating_sub(invalid);
+        err
     }
 
     fn escape(&mut self, out: &mut Vec<u8>) -> Result<(), Fault> {
@@ -815,7 +836,7 @@ fn pow10(k: u32) -> Option<f64> {
 }
 
 #[cfg(test)]
-impl From<serde_json::Value> for Value {
+impl From<serde_json::Value> for Value<'static> {
     fn from(v: serde_json::Value) -> Self {
         match v {
             serde_json::Value::Null => Value::Null,
@@ -827,10 +848,12 @@ impl From<serde_json::Value> for Value {
             } else {
                 Number::Float(n.as_f64().unwrap_or(f64::NAN))
             }),
-            serde_json::Value::String(s) => Value::String(s),
+            serde_json::Value::String(s) => Value::String(Cow::Owned(s)),
             serde_json::Value::Array(a) => Value::Array(a.into_iter().map(Value::from).collect()),
             serde_json::Value::Object(m) => Value::Object(Map::from_entries(
-                m.into_iter().map(|(k, v)| (k, Value::from(v))).collect(),
+                m.into_iter()
+                    .map(|(k, v)| (Cow::Owned(k), Value::from(v)))
+                    .collect(),
             )),
         }
     }

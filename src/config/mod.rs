@@ -303,10 +303,10 @@ fn throttle(t: &RawThrottle, path: &str) -> Result<BucketSpec, FieldError> {
 enum Switch<'a> {
     Stage,
     Off,
-    Own(&'a Value),
+    Own(&'a Value<'a>),
 }
 
-fn switch<'a>(value: Option<&'a Value>, path: &str) -> Result<Switch<'a>, FieldError> {
+fn switch<'a>(value: Option<&'a Value<'a>>, path: &str) -> Result<Switch<'a>, FieldError> {
     match value {
         None | Some(Value::Bool(true)) => Ok(Switch::Stage),
         Some(Value::Bool(false)) => Ok(Switch::Off),

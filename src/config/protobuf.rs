@@ -4,6 +4,7 @@
 
 use super::json::{Map, Number, Value};
 use crate::error::FieldError;
+use std::borrow::Cow;
 
 /// A fault in the framing has no path; one inside a value gets the path of the keys and list
 /// indexes it is under (`cors.max_age`, `routes[2].match`), as the JSON reader gives.
@@ -98,16 +99,16 @@ const TRUNCATED: &str = "truncated protobuf";
 const TOO_LARGE: &str = "length too large";
 
 /// Decodes a binary `google.protobuf.Struct` into a JSON object.
-pub fn struct_to_json(buf: &[u8]) -> Result<Value, FieldError> {
+pub fn struct_to_json(buf: &[u8]) -> Result<Value<'_>, FieldError> {
     decode_struct(buf, 0)
 }
 
-fn decode_struct(buf: &[u8], depth: u32) -> Result<Value, FieldError> {
+fn decode_struct(buf: &[u8], depth: u32) -> Result<Value<'_>, FieldError> {
     if depth > MAX_DEPTH {
         return Err("nesting too deep".into());
     }
     let mut r = Reader::new(buf);
-    let mut entries: Vec<(String, Value)> = Vec::new();
+    let mut entries: Vec<(Cow<'_, str>, Value<'_>)> = Vec::new();
     while !r.done() {
         let tag = r.varint()?;
         if tag >> 3 == 1 && tag & 7 == 2 {
@@ -129,24 +130,22 @@ fn decode_struct(buf: &[u8], depth: u32) -> Result<Value, FieldError> {
     Ok(Value::Object(Map::from_entries(entries)))
 }
 
-fn decode_entry(buf: &[u8], depth: u32) -> Result<(String, Value), FieldError> {
+fn decode_entry(buf: &[u8], depth: u32) -> Result<(Cow<'_, str>, Value<'_>), FieldError> {
     let mut r = Reader::new(buf);
-    let mut key = String::new();
+    let mut key = "";
     let mut value = Value::Null;
     while !r.done() {
         let tag = r.varint()?;
         match (tag >> 3, tag & 7) {
-            (1, 2) => {
-                key = String::from_utf8(r.bytes()?.to_vec()).map_err(|_| "key is not UTF-8")?
-            }
-            (2, 2) => value = decode_value(r.bytes()?, depth + 1).map_err(|e| e.within(&key))?,
+            (1, 2) => key = std::str::from_utf8(r.bytes()?).map_err(|_| "key is not UTF-8")?,
+            (2, 2) => value = decode_value(r.bytes()?, depth + 1).map_err(|e| e.within(key))?,
             (_, wire) => r.skip(wire)?,
         }
     }
-    Ok((key, value))
+    Ok((Cow::Borrowed(key), value))
 }
 
-fn decode_value(buf: &[u8], depth: u32) -> Result<Value, FieldError> {
+fn decode_value(buf: &[u8], depth: u32) -> Result<Value<'_>, FieldError> {
     if depth > MAX_DEPTH {
         return Err("nesting too deep".into());
     }
@@ -172,9 +171,9 @@ fn decode_value(buf: &[u8], depth: u32) -> Result<Value, FieldError> {
                     }
                 }
             }
-            (3, 2) => Value::String(
-                String::from_utf8(r.bytes()?.to_vec()).map_err(|_| "string is not UTF-8")?,
-            ),
+            (3, 2) => Value::String(Cow::Borrowed(
+                std::str::from_utf8(r.bytes()?).map_err(|_| "string is not UTF-8")?,
+            )),
             (4, 0) => Value::Bool(r.varint()? != 0),
             (5, 2) => decode_struct(r.bytes()?, depth + 1)?,
             (6, 2) => decode_list(r.bytes()?, depth + 1)?,
@@ -187,7 +186,7 @@ fn decode_value(buf: &[u8], depth: u32) -> Result<Value, FieldError> {
     Ok(value)
 }
 
-fn decode_list(buf: &[u8], depth: u32) -> Result<Value, FieldError> {
+fn decode_list(buf: &[u8], depth: u32) -> Result<Value<'_>, FieldError> {
     let mut r = Reader::new(buf);
     let mut items = Vec::new();
     while !r.done() {

@@ -18,14 +18,14 @@ pub struct RawConfig<'a> {
     pub client_throttle: Option<RawClientThrottle<'a>>,
     pub rate_limit_headers: Option<&'a str>,
     /// A CORS object (read in `compile`, so that errors keep their path).
-    pub cors: Option<&'a Value>,
-    pub cache: Option<&'a Value>,
+    pub cors: Option<&'a Value<'a>>,
+    pub cache: Option<&'a Value<'a>>,
     pub access_log: Option<RawAccessLog<'a>>,
     /// `true`, `false` or a list of variable names (read in `compile`).
-    pub filter_state: Option<&'a Value>,
+    pub filter_state: Option<&'a Value<'a>>,
     pub routes: Option<Vec<RawRoute<'a>>>,
     /// The `rate_limit_service` object (read in `compile`, so that errors keep their path).
-    pub rate_limit_service: Option<&'a Value>,
+    pub rate_limit_service: Option<&'a Value<'a>>,
 }
 
 #[derive(Debug)]
@@ -104,8 +104,8 @@ pub struct RawRoute<'a> {
     pub throttle: Option<RawThrottle>,
     pub enforce: Option<bool>,
     /// `false` (CORS off), `true` (the stage policy) or a CORS object of the route's own.
-    pub cors: Option<&'a Value>,
-    pub cache: Option<&'a Value>,
+    pub cors: Option<&'a Value<'a>>,
+    pub cache: Option<&'a Value<'a>>,
 }
 
 const TOP: &[&str] = &[
@@ -124,7 +124,7 @@ const TOP: &[&str] = &[
     "rate_limit_service",
 ];
 
-pub fn read_config(v: &Value) -> Result<RawConfig<'_>, FieldError> {
+pub fn read_config<'a>(v: &'a Value<'a>) -> Result<RawConfig<'a>, FieldError> {
     let o = Obj::open(v, "", TOP)?;
     let api_key = match o.object("api_key", &["header", "keys"])? {
         None => None,
@@ -156,7 +156,7 @@ pub fn read_config(v: &Value) -> Result<RawConfig<'_>, FieldError> {
                     }),
                 };
                 plans.push((
-                    name.as_str(),
+                    name,
                     RawPlan {
                         throttle: read_throttle(&po, "throttle")?,
                         quota,
@@ -228,7 +228,7 @@ pub fn read_config(v: &Value) -> Result<RawConfig<'_>, FieldError> {
     })
 }
 
-fn read_key<'a>(v: &'a Value, path: &str) -> Result<RawKey<'a>, FieldError> {
+fn read_key<'a>(v: &'a Value<'a>, path: &str) -> Result<RawKey<'a>, FieldError> {
     let k = Obj::open(
         v,
         path,
@@ -254,7 +254,7 @@ fn read_throttle(parent: &Obj<'_, '_>, key: &str) -> Result<Option<RawThrottle>,
 }
 
 /// Reads a CORS object at `path`.
-pub fn read_cors(v: &Value, path: &str) -> Result<RawCors, FieldError> {
+pub fn read_cors(v: &Value<'_>, path: &str) -> Result<RawCors, FieldError> {
     let c = Obj::open(
         v,
         path,
@@ -280,7 +280,7 @@ pub fn read_cors(v: &Value, path: &str) -> Result<RawCors, FieldError> {
 }
 
 /// Reads a `cache` object at `path`.
-pub fn read_cache<'a>(v: &'a Value, path: &str) -> Result<RawCache<'a>, FieldError> {
+pub fn read_cache<'a>(v: &'a Value<'a>, path: &str) -> Result<RawCache<'a>, FieldError> {
     let c = Obj::open(
         v,
         path,

@@ -65,7 +65,7 @@ fn path_of(parent: Option<&Obj<'_, '_>>, name: &str) -> String {
 /// Its path is not kept as a `String`: an object opened at a path borrows it, a nested object
 /// points at its parent and names its key, and the text is built only for an error.
 pub struct Obj<'a, 'p> {
-    map: &'a Map,
+    map: &'a Map<'a>,
     parent: Option<&'p Obj<'a, 'p>>,
     /// The path it was opened at, or (with a parent) its key in the parent.
     name: &'p str,
@@ -73,12 +73,16 @@ pub struct Obj<'a, 'p> {
 
 impl<'a, 'p> Obj<'a, 'p> {
     /// Opens `v` as an object with the given known fields.
-    pub fn open(v: &'a Value, path: &'p str, known: &[&str]) -> Result<Obj<'a, 'p>, FieldError> {
+    pub fn open(
+        v: &'a Value<'a>,
+        path: &'p str,
+        known: &[&str],
+    ) -> Result<Obj<'a, 'p>, FieldError> {
         Obj::open_in(v, None, path, known)
     }
 
     fn open_in(
-        v: &'a Value,
+        v: &'a Value<'a>,
         parent: Option<&'p Obj<'a, 'p>>,
         name: &'p str,
         known: &[&str],
@@ -87,7 +91,7 @@ impl<'a, 'p> Obj<'a, 'p> {
             return Err(invalid(&path_of(parent, name), v, "an object"));
         };
         let o = Obj { map, parent, name };
-        if let Some(k) = map.keys().find(|k| !known.contains(&k.as_str())) {
+        if let Some(k) = map.keys().find(|k| !known.contains(k)) {
             let mut message = format!("unknown field `{k}`, expected one of ");
             for (i, f) in known.iter().enumerate() {
                 if i > 0 {
@@ -118,7 +122,7 @@ impl<'a, 'p> Obj<'a, 'p> {
     }
 
     /// A field's value; `null` counts as absent.
-    pub fn get(&self, key: &str) -> Option<&'a Value> {
+    pub fn get(&self, key: &str) -> Option<&'a Value<'a>> {
         self.map.get(key).filter(|v| !v.is_null())
     }
 
@@ -153,7 +157,7 @@ impl<'a, 'p> Obj<'a, 'p> {
             Some(Value::String(t))
                 if t.bytes().any(|b| b.is_ascii_digit())
                     && t.bytes().all(|b| b.is_ascii_digit() || b".eE+-".contains(&b))
-                    && (t.len() > 10 || (t.len() == 10 && t.as_str() > "2147483647")
+                    && (t.len() > 10 || (t.len() == 10 && &**t > "2147483647")
                         || !t.bytes().all(|b| b.is_ascii_digit())) =>
             {
                 Err(FieldError::new(
@@ -183,7 +187,7 @@ impl<'a, 'p> Obj<'a, 'p> {
     }
 
     /// A nested object read as a map of names to values.
-    pub fn map(&self, key: &str) -> Result<Option<&'a Map>, FieldError> {
+    pub fn map(&self, key: &str) -> Result<Option<&'a Map<'a>>, FieldError> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Object(m)) => Ok(Some(m)),
@@ -191,7 +195,7 @@ impl<'a, 'p> Obj<'a, 'p> {
         }
     }
 
-    pub fn array(&self, key: &str) -> Result<Option<&'a Vec<Value>>, FieldError> {
+    pub fn array(&self, key: &str) -> Result<Option<&'a Vec<Value<'a>>>, FieldError> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Array(a)) => Ok(Some(a)),
@@ -207,7 +211,7 @@ impl<'a, 'p> Obj<'a, 'p> {
         let mut out = Vec::with_capacity(items.len());
         for (i, v) in items.iter().enumerate() {
             match v {
-                Value::String(s) => out.push(s.clone()),
+                Value::String(s) => out.push(s.to_string()),
                 _ => return Err(invalid(&self.item(key, i), v, "a string")),
             }
         }

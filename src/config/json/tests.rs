@@ -229,7 +229,7 @@ fn keys_are_sorted_and_the_last_duplicate_wins() {
     let Value::Object(m) = parse(br#"{"b": 1, "a": 2, "b": 3, "c": 4, "a": 5}"#).unwrap() else {
         panic!()
     };
-    let pairs: Vec<(&str, &Value)> = m.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let pairs: Vec<(&str, &Value)> = m.iter().collect();
     assert_eq!(
         pairs,
         [
@@ -366,4 +366,33 @@ fn agrees_with_serde_json_on_mutated_documents() {
         }
         check(&doc);
     }
+}
+
+#[test]
+fn strings_without_escapes_borrow_the_input() {
+    let input = br#"{"id": "k1", "sha\u0032": "a\"b", "list": ["x", "y\n"]}"#;
+    let Value::Object(m) = parse(input).unwrap() else {
+        panic!("not an object")
+    };
+    let borrowed = |v: &Value| matches!(v, Value::String(Cow::Borrowed(_)));
+    assert!(borrowed(m.get("id").unwrap()));
+    assert_eq!(
+        m.get("sha2"),
+        Some(&Value::String(Cow::Owned("a\"b".into())))
+    );
+    assert!(!borrowed(m.get("sha2").unwrap()));
+    let Some(Value::Array(list)) = m.get("list") else {
+        panic!("no list")
+    };
+    assert!(borrowed(&list[0]));
+    assert_eq!(list[1], Value::String("y\n".into()));
+    assert!(!borrowed(&list[1]));
+    // Keys too: only the escaped one was copied.
+    assert_eq!(m.keys().collect::<Vec<_>>(), ["id", "list", "sha2"]);
+    let keys_borrowed: Vec<bool> = m
+        .entries
+        .iter()
+        .map(|(k, _)| matches!(k, Cow::Borrowed(_)))
+        .collect();
+    assert_eq!(keys_borrowed, [true, true, false]);
 }
