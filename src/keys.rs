@@ -1,6 +1,7 @@
 //! API keys and their lookup. Keys are held only as SHA-256 digests; a presented key is hashed
 //! and compared with the stored digest in constant time. No key value is ever logged.
 
+use crate::hash_index::HashIndex;
 use sha2::{Digest, Sha256};
 
 /// One configured key.
@@ -33,33 +34,24 @@ impl ApiKey {
 pub struct ApiKeys {
     pub header: String,
     keys: Vec<ApiKey>,
-    /// A hash table over the first 8 bytes of the digests (linear probing, at most half full):
-    /// a key's index + 1, 0 for an empty slot. How far a lookup probes depends on which slots
-    /// are filled, so many timed requests could tell the low bits of the stored digests'
-    /// prefixes (about 16 for 20,000 keys); bits of a SHA-256 digest bring no key closer, and
-    /// each key met on the way is compared in constant time. (A sorted list, searched by
-    /// halves, took 8% of the load of 20,000 keys to sort and ~15 steps a lookup.)
-    slots: Vec<u32>,
+    /// The keys by the first 8 bytes of their digests. How far a lookup probes depends on
+    /// which slots are filled, so many timed requests could tell the low bits of the stored
+    /// digests' prefixes (about 16 for 20,000 keys); bits of a SHA-256 digest bring no key
+    /// closer, and each key met on the way is compared in constant time. (A sorted list,
+    /// searched by halves, took 8% of the load of 20,000 keys to sort and ~15 steps a lookup.)
+    index: HashIndex,
 }
 
 impl ApiKeys {
     pub fn new(header: String, keys: Vec<ApiKey>) -> Self {
-        let mask = (keys.len() * 2).next_power_of_two() - 1;
-        let mut slots = vec![0u32; mask + 1];
+        let mut index = HashIndex::with_capacity(keys.len());
         for (i, k) in keys.iter().enumerate() {
-            let mut s = prefix(&k.digest) as usize & mask;
-            while let Some(slot) = slots.get_mut(s) {
-                if *slot == 0 {
-                    *slot = u32::try_from(i + 1).unwrap_or(0);
-                    break;
-                }
-                s = (s + 1) & mask;
-            }
+            index.insert(prefix(&k.digest), i);
         }
         ApiKeys {
             header,
             keys,
-            slots,
+            index,
         }
     }
 
@@ -75,22 +67,10 @@ impl ApiKeys {
     /// The key whose digest matches the presented value, with its index.
     pub fn lookup_index(&self, presented: &[u8]) -> Option<(usize, &ApiKey)> {
         let digest = sha256(presented);
-        let mask = self.slots.len().wrapping_sub(1);
-        let mut s = prefix(&digest) as usize & mask;
-        // Until an empty slot: the table is at most half full.
-        while let Some(i) = self
-            .slots
-            .get(s)
-            .and_then(|&slot| (slot as usize).checked_sub(1))
-        {
-            if let Some(k) = self.keys.get(i) {
-                if constant_time_eq(&k.digest, &digest) {
-                    return Some((i, k));
-                }
-            }
-            s = (s + 1) & mask;
-        }
-        None
+        self.index.candidates(prefix(&digest)).find_map(|i| {
+            let k = self.keys.get(i)?;
+            constant_time_eq(&k.digest, &digest).then_some((i, k))
+        })
     }
 }
 
@@ -199,9 +179,9 @@ mod tests {
         assert!(keys.lookup(b"\xff\xfe").is_none());
     }
 
-    #[test]
-    fn lookup_among_many_keys_and_shared_prefixes() {
-        let mut keys: Vec<ApiKey> = (0..300)
+    /// Keys `k0`, `k1`, ... whose values are `key-0`, `key-1`, ...
+    fn numbered(n: usize) -> Vec<ApiKey> {
+        (0..n)
             .map(|i| {
                 ApiKey::new(
                     format!("k{i}"),
@@ -210,7 +190,12 @@ mod tests {
                     false,
                 )
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn lookup_among_many_keys_and_shared_prefixes() {
+        let mut keys = numbered(300);
         // Digests that share the 8-byte prefix of key-7's (no key hashes to them).
         let real = sha256(b"key-7");
         for (j, last) in [0u8, 0xff].into_iter().enumerate() {
@@ -233,19 +218,12 @@ mod tests {
 
     #[test]
     fn lookup_among_20000_keys() {
-        let keys: Vec<ApiKey> = (0..20_000)
-            .map(|i| {
-                ApiKey::new(
-                    format!("k{i}"),
-                    sha256(format!("key-{i}").as_bytes()),
-                    None,
-                    false,
-                )
-            })
-            .collect();
-        let keys = ApiKeys::new("x-api-key".into(), keys);
-        assert_eq!(keys.slots.len(), 65_536);
-        assert_eq!(keys.slots.iter().filter(|&&s| s != 0).count(), 20_000);
+        let keys = ApiKeys::new("x-api-key".into(), numbered(20_000));
+        assert_eq!(keys.index.slots().len(), 65_536);
+        assert_eq!(
+            keys.index.slots().iter().filter(|&&s| s != 0).count(),
+            20_000
+        );
         for i in (0..20_000).step_by(7) {
             assert_eq!(
                 keys.lookup_index(format!("key-{i}").as_bytes())

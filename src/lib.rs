@@ -10,6 +10,7 @@ pub mod config;
 pub mod cors;
 pub mod error;
 pub mod gateway;
+mod hash_index;
 pub mod header_pairs;
 pub mod keys;
 pub mod metrics;

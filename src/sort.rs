@@ -1,6 +1,8 @@
 //! A heapsort for the configuration's few sorts: O(n log n) in the worst case and a few hundred
 //! bytes of wasm, where the standard library's sorts cost kilobytes per element type.
 
+use crate::hash_index::HashIndex;
+
 /// Sorts `v` by `less` (not stable).
 pub(crate) fn heapsort<T>(v: &mut [T], less: impl Fn(&T, &T) -> bool) {
     let len = v.len();
@@ -53,32 +55,20 @@ pub(crate) fn sorted_order(items: &[&[u8]]) -> Vec<usize> {
 }
 
 /// The first item that equals an earlier one, as (the earliest equal item's index, its index):
-/// the smallest such later index. O(n): the items go into a hash table in order (linear
-/// probing over twice as many slots), and an item meets only earlier items of equal hash. A
-/// sort of 20,000 key ids as slices took a quarter of a large configuration's load. (The
-/// hash's keys are fixed: only a configuration's author could choose ids that collide, and
-/// make their own load quadratic.)
+/// the smallest such later index. O(n): the items go into a [`HashIndex`] in order, and an item
+/// meets only earlier items it may equal. (The hash's keys are fixed: only a configuration's
+/// author could choose ids that collide, and make their own load quadratic.)
 pub(crate) fn first_duplicate(items: &[&[u8]]) -> Option<(usize, usize)> {
     use std::hash::Hasher;
-    let mask = (items.len() * 2).next_power_of_two() - 1;
-    // (hash, index + 1); 0: an empty slot. 32 bits of hash: 8 bytes a slot in wasm32.
-    let mut table: Vec<(u32, usize)> = vec![(0, 0); mask + 1];
+    let mut index = HashIndex::with_capacity(items.len());
     for (b, item) in items.iter().enumerate() {
         let mut hasher = std::hash::DefaultHasher::new();
         hasher.write(item);
-        let hash = hasher.finish() as u32;
-        let mut slot = hash as usize & mask;
-        loop {
-            let entry = table.get_mut(slot)?;
-            match *entry {
-                (_, 0) => {
-                    *entry = (hash, b + 1);
-                    break;
-                }
-                (h, a) if h == hash && items.get(a - 1) == Some(item) => return Some((a - 1, b)),
-                _ => slot = (slot + 1) & mask,
-            }
+        let hash = hasher.finish();
+        if let Some(a) = index.candidates(hash).find(|&a| items.get(a) == Some(item)) {
+            return Some((a, b));
         }
+        index.insert(hash, b);
     }
     None
 }
