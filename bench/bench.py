@@ -713,6 +713,17 @@ def count_log_lines(envoy, spec, name):
         return 0
 
 
+def report(out_dir, name, text, data):
+    """Prints a run's table and writes it to `<name>.md`, its data to `<name>.json`."""
+    print()
+    print(text)
+    with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
+        f.write(text + "\n")
+    with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
+        json.dump(data, f, indent=1)
+    print(f"\n(written to {os.path.relpath(out_dir, ROOT)}/{name}.md and .json)")
+
+
 def median(xs):
     xs = [x for x in xs if x == x]
     return statistics.median(xs) if xs else float("nan")

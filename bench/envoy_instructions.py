@@ -28,7 +28,6 @@ functions there).
 import datetime
 import glob
 import http.client
-import json
 import os
 import re
 import shutil
@@ -184,16 +183,9 @@ def main():
               f"count over the variant's, as a throughput ratio would read; +k: thousands of "
               f"instructions more per request). Largest spread between rounds of one variant: "
               f"{spread:.1f}%.")
-    print()
-    print(header)
-    print()
-    print(table)
-    with open(os.path.join(out_dir, "envoy-instructions.md"), "w") as f:
-        f.write(header + "\n\n" + table + "\n")
-    with open(os.path.join(out_dir, "envoy-instructions.json"), "w") as f:
-        json.dump({"started": started.isoformat(), "finished": finished.isoformat(), "n": n,
-                   "rounds": rounds, "summary": summary, "results": results}, f, indent=1)
-    print(f"\n(written to {os.path.relpath(out_dir, bench.ROOT)}/envoy-instructions.md and .json)")
+    bench.report(out_dir, "envoy-instructions", header + "\n\n" + table,
+                 {"started": started.isoformat(), "finished": finished.isoformat(), "n": n,
+                  "rounds": rounds, "summary": summary, "results": results})
 
 
 if __name__ == "__main__":

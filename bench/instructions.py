@@ -17,6 +17,9 @@ import shutil
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402  (the shared report writer)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -147,14 +150,8 @@ def main():
         lines += ["| case | what | instructions |", "|---|---|---:|"]
         for r in rows:
             lines.append(f"| {r['case']} | {r['what']} | {r['instructions']:,.0f} |")
-    text = "\n".join(lines) + "\n"
-    print()
-    print(text)
-    with open(os.path.join(out_dir, "instructions.md"), "w") as f:
-        f.write(text)
-    with open(os.path.join(out_dir, "instructions.json"), "w") as f:
-        json.dump({"n": n, "commit": head, "base": base_rev, "rows": rows}, f, indent=1)
-    print(f"(written to {out_dir}/instructions.md and .json)")
+    bench.report(out_dir, "instructions", "\n".join(lines),
+                 {"n": n, "commit": head, "base": base_rev, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -171,14 +171,8 @@ def main():
             lines.append(f"| {envoy_name} | {when_name} | {m['rss_kib'] / 1024:.1f} MiB | "
                          f"{m['heap_allocated_kib'] / 1024:.1f} MiB | "
                          f"{m['heap_size_kib'] / 1024:.1f} MiB |")
-    table = "\n".join(lines)
-    print()
-    print(table)
-    with open(os.path.join(out_dir, "memory.md"), "w") as f:
-        f.write(table + "\n")
-    with open(os.path.join(out_dir, "memory.json"), "w") as f:
-        json.dump({"machine": info, "clients": total, "slots": slots, "results": results}, f,
-                  indent=1)
+    bench.report(out_dir, "memory", "\n".join(lines),
+                 {"machine": info, "clients": total, "slots": slots, "results": results})
 
 
 if __name__ == "__main__":

@@ -217,11 +217,6 @@ def measure(label, wasm, keys, pushes, gap, work, up_port):
         envoy.stop()
 
 
-def median(xs):
-    xs = sorted(xs)
-    return xs[len(xs) // 2] if xs else None
-
-
 def main():
     keys = int(os.environ.get("KEYS", 20_000))
     pushes = int(os.environ.get("PUSHES", 6))
@@ -264,22 +259,17 @@ def main():
              "in the 3 s after a push, median (max) | probe's slowest before the pushes | "
              "wrk p99 (slowest) | failed requests | pushes refused |",
              "|---|---:|---:|---:|---:|---:|---:|"]
-    ms = lambda v: "-" if v is None else f"{v:.0f} ms"  # noqa: E731
+    ms = lambda v: "-" if v is None or v != v else f"{v:.0f} ms"  # noqa: E731
     for label, r in results.items():
         loaded = [p["loaded_s"] for p in r["pushes"]]
         slow = [p["slowest_ms"] for p in r["pushes"] if p["slowest_ms"] is not None]
         lines.append(
-            f"| {label} | {median(loaded):.2f} s ({max(loaded):.2f}) | "
-            f"{ms(median(slow))} ({ms(max(slow, default=None))}) | "
+            f"| {label} | {bench.median(loaded):.2f} s ({max(loaded):.2f}) | "
+            f"{ms(bench.median(slow))} ({ms(max(slow, default=None))}) | "
             f"{ms(r['quiet_slowest_ms'])} | {r['wrk_p99']} ({r['wrk_max']}) | "
             f"{r['wrk_failed'] + r['probe_failures']} | {r['config_fail']} |")
-    table = "\n".join(lines)
-    print()
-    print(table)
-    with open(os.path.join(out_dir, "reload.md"), "w") as f:
-        f.write(table + "\n")
-    with open(os.path.join(out_dir, "reload.json"), "w") as f:
-        json.dump({"machine": info, "keys": keys, "results": results}, f, indent=1)
+    bench.report(out_dir, "reload", "\n".join(lines),
+                 {"machine": info, "keys": keys, "results": results})
     bad = [label for label, r in results.items()
            if r["wrk_failed"] or r["probe_failures"] or r["config_fail"]
            or r["config_reload"] != pushes + 1]
