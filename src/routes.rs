@@ -375,7 +375,7 @@ impl RouteTable {
                 }
             }
         }
-        // Sorted, not compared pairwise: tables of thousands of routes load at once. A
+        // Hashed, not compared pairwise: tables of thousands of routes load at once. A
         // duplicate comes before an invalid route that follows it, as in a scan.
         let shapes: Vec<Vec<u8>> = patterns.iter().map(Pattern::shape).collect();
         let keys: Vec<&[u8]> = shapes.iter().map(Vec::as_slice).collect();

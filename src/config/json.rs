@@ -94,7 +94,7 @@ impl<'a> Map<'a> {
     pub fn from_entries(entries: Vec<(Cow<'a, str>, Value<'a>)>) -> Self {
         // Keys already in order and unique (as in most configurations' small objects): kept
         // as they are, without the sort's four allocations.
-        if entries.windows(2).all(|w| matches!(w, [a, b] if a.0 < b.0)) {
+        if Self::in_order(&entries) {
             return Map { entries };
         }
         // In (key, position) order, so that equal keys stay in document order and the last of
@@ -117,6 +117,12 @@ impl<'a> Map<'a> {
             }
         }
         Map { entries: sorted }
+    }
+
+    /// Whether the keys of `entries` are in order, each greater than the one before (so none
+    /// is repeated).
+    fn in_order(entries: &[(Cow<'a, str>, Value<'a>)]) -> bool {
+        entries.windows(2).all(|w| matches!(w, [a, b] if a.0 < b.0))
     }
 
     fn find(&self, key: &str) -> Result<usize, usize> {
@@ -412,8 +418,9 @@ impl<'a> Parser<'a> {
                 return Err(self.peek_error(EOF_OBJECT));
             };
             if b == b'}' {
-                if self.reject_duplicates {
-                    // Sorted, not compared pairwise: an object of thousands of usage plans
+                // (Keys in order repeat none: most objects need no search.)
+                if self.reject_duplicates && !Map::in_order(&entries) {
+                    // Hashed, not compared pairwise: an object of thousands of usage plans
                     // loads at once. The error is the one a scan would give at the first
                     // repeated key, but comes after the errors of the values that follow it.
                     let keys: Vec<&[u8]> = entries.iter().map(|(k, _)| k.as_bytes()).collect();

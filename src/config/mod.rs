@@ -632,7 +632,7 @@ fn compile(raw: RawConfig<'_>) -> Result<Config, FieldError> {
                     "{first}: key given as plain `value` ({n} in all), for local development only; use `sha256` in production"
                 ));
             }
-            // Sorted, not compared pairwise: a list of many thousands of keys loads at once.
+            // Hashed, not compared pairwise: a list of many thousands of keys loads at once.
             let ids: Vec<&[u8]> = keys.iter().map(|k| k.id.as_bytes()).collect();
             if let Some((j, i)) = crate::sort::first_duplicate(&ids) {
                 return Err(err(

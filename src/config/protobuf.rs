@@ -121,7 +121,7 @@ fn decode_struct(buf: &[u8], depth: u32) -> Result<Value<'_>, FieldError> {
         }
     }
     // Protobuf lets the last of repeated map keys win; a strict configuration does not (one
-    // would silently override or cancel the other). Sorted, not compared pairwise: a Struct of
+    // would silently override or cancel the other). Hashed, not compared pairwise: a Struct of
     // thousands of usage plans loads at once.
     let keys: Vec<&[u8]> = entries.iter().map(|(k, _)| k.as_bytes()).collect();
     if let Some((key, _)) = crate::sort::first_duplicate(&keys).and_then(|(_, i)| entries.get(i)) {
