@@ -280,6 +280,15 @@ HOSTCALL_VARIANTS = {
     "P-mimic": ("probe making T's 22 host calls per request, nothing else",
                 lambda: probe("mimic=1")),
     "P-lean": ("probe getting the same with 19 host calls", lambda: probe("lean=1")),
+    # Lower bounds: the fewest host calls a filter doing T's job makes, nothing else (no clock,
+    # no metrics, no filter state). P-floor: the request's headers (route, CORS, client), the
+    # bucket's get and CAS, the six response headers N sends too (three RateLimit, three CORS),
+    # the line left to Envoy's logger. P-floor-log: the line written by the filter, so the
+    # response's map (status, length), the source address and protocol, and the line itself.
+    "P-floor": ("probe: the fewest host calls for T's features, Envoy writing the line",
+                lambda: probe("mapraw=1,cas=1,radd=6")),
+    "P-floor-log": ("probe: the fewest host calls for T's features, the filter writing the line",
+                    lambda: probe("mapraw=1,cas=1,radd=6,rmapraw=1,props2=1,log=1")),
     "P-hdr": (f"{REPS} x get_header_map_value (request, present)", lambda: probe(f"hdr={REPS}")),
     "P-hdrmiss": (f"{REPS} x get_header_map_value (request, absent)",
                   lambda: probe(f"hdrmiss={REPS}")),
