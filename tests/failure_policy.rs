@@ -18,6 +18,7 @@ mod common;
 use common::standin::crashing_plugin;
 use common::*;
 use serde_json::{json, Value};
+use std::time::Duration;
 
 fn start(policy: &str, up: &Upstream, dir: &tempdir::Dir) -> Envoy {
     let wasm = dir.path().join("crash.wasm");
@@ -192,4 +193,81 @@ fn fail_closed_recovers_on_a_changed_configuration_only() {
     push(&resource("{ }", 3));
     assert_eq!(statuses(&envoy, 3), [200, 503, 503]);
     assert_eq!(up.count(), 2);
+}
+
+/// A worker whose VM cannot be made. Envoy 1.40 then leaves the wasm filter out of that
+/// worker's chain whatever `failure_policy` says (FAIL_CLOSED included): its requests pass with
+/// no key, throttle or CORS check. Produced here as it happens in production, with V8 short of
+/// address space: the example runs under an `RLIMIT_AS` (`prlimit --as`) where the main thread's
+/// VM fits and a worker's does not. Without the example's guard (an RBAC filter after tollgate
+/// requiring the filter state tollgate sets on every request it checks), a request the
+/// configuration refuses (POST /pets without a key) passes; with it, every such request is
+/// refused, and the guard counts those it refused. SECURITY.md, "If the VM dies".
+#[test]
+fn a_worker_without_a_vm_passes_requests_unchecked_unless_the_guard_refuses_them() {
+    let (yaml, ports) = example_yaml("envoy.yaml");
+    let guard_at = yaml
+        .find("          - name: tollgate_guard\n")
+        .expect("envoy/envoy.yaml has the guard");
+    let guard_len = yaml[guard_at..]
+        .find("          # Envoy's own cache")
+        .expect("the cache filter follows the guard");
+    let unguarded = format!("{}{}", &yaml[..guard_at], &yaml[guard_at + guard_len..]);
+    const GIB: u64 = 1 << 30;
+    const WORKER_FAILED: &str = "Failed to initialize Wasm code";
+
+    // The smallest limit (in steps of 2 GiB) under which Envoy starts, the plugin loaded on the
+    // main thread: there, at least one of the two workers could not make its VM.
+    let started = |yaml: &str, gib: u64| {
+        let dir = tempdir::Dir::new("worker-vm");
+        let envoy =
+            YamlEnvoy::try_start_limited(dir, yaml, 2, ports.admin, Some(gib * GIB)).ok()?;
+        // (Workers make their VMs as Envoy starts; the log is flushed every 50 ms.)
+        std::thread::sleep(Duration::from_millis(300));
+        Some(envoy)
+    };
+    let (gib, envoy) = (8..=96)
+        .step_by(2)
+        .find_map(|gib| started(&unguarded, gib).map(|e| (gib, e)))
+        .expect("Envoy started under no limit up to 96 GiB");
+    assert!(
+        envoy.log().contains(WORKER_FAILED),
+        "at {gib} GiB, the smallest limit Envoy starts under, every worker made its VM: \
+         no limit here leaves a worker without one\n{}",
+        envoy.log()
+    );
+    let posts = || -> Vec<u16> {
+        (0..24)
+            .map(|_| request(ports.gateway, "POST", "/pets", &[]).status)
+            .collect()
+    };
+    let got = posts();
+    assert!(
+        got.iter().any(|s| *s != 403),
+        "no request passed unchecked at {gib} GiB: {got:?}"
+    );
+    drop(envoy);
+
+    let envoy = started(&yaml, gib).expect("the guarded example starts under the same limit");
+    assert!(envoy.log().contains(WORKER_FAILED), "{}", envoy.log());
+    let got = posts();
+    assert!(got.iter().all(|s| *s == 403), "{got:?}");
+    // A request tollgate lets through passes the guard where tollgate ran (the example's
+    // tests check that without a limit); where it did not, the guard refuses it.
+    let gets: Vec<u16> = (0..8)
+        .map(|_| request(ports.gateway, "GET", "/pets/1", &[]).status)
+        .collect();
+    assert!(gets.iter().all(|s| *s == 200 || *s == 403), "{gets:?}");
+    let stats =
+        String::from_utf8(request(ports.admin, "GET", "/stats?filter=tollgate_guard", &[]).body)
+            .unwrap();
+    let denied: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("http.gateway.rbac.tollgate_guard.denied: "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no guard counter in {stats}"));
+    assert!(
+        (1..=32).contains(&denied),
+        "the guard refused {denied} of 32: {stats}"
+    );
 }

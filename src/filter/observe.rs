@@ -1,13 +1,14 @@
 //! What the main filter observes of one request: the access record, the filter state exported
 //! for Envoy's own access loggers, and the metrics (contract, "Access log and metrics").
 //!
-//! Costs per request. Request headers: no host call of its own (the metric series' method and
-//! the record's request-side values come from the pipeline's one read of the header map, kept
-//! until the log when there is an access log). Response headers: `:status`, read with the
-//! response header map when CORS or caching reads it anyway, else on its own. Log: no
+//! Costs per request. Request headers: one `set_property`, the stage as filter state (when
+//! exported), so that later filters see tollgate checked the request; the metric series'
+//! method and the record's request-side values come from the pipeline's one read of the header
+//! map, kept until the log when there is an access log. Response headers: `:status`, read with
+//! the response header map when CORS or caching reads it anyway, else on its own. Log: no
 //! `response.code` read unless the response headers never passed the filter, `set_property`
-//! for each value exported as filter state (`stage`, then the route, key id, error, integration
-//! latency and cache status when the request has them; only the `filter_state` names, none with
+//! for each other value exported as filter state (the route, key id, error, integration latency
+//! and cache status when the request has them; only the `filter_state` names, none with
 //! `"filter_state": false`), one clock read and 2 to 5 metric updates by precomputed id; with
 //! `access_log` off or the host's level above info, no record is built; with it,
 //! `request.protocol`, `response.size` and (unless a client throttle read it) `source.address`
@@ -67,6 +68,16 @@ fn export(exports: Exports, field: Field, value: &[u8]) {
     }
 }
 
+/// Exports the stage as filter state (`wasm.tollgate.stage`) as soon as the request headers
+/// reached tollgate, if the configuration exports it: later filters see during the request
+/// that tollgate checked it. An RBAC filter after tollgate that requires it refuses what a
+/// worker without a VM would let through unchecked (Envoy skips a filter whose VM could not be
+/// made on a worker, whatever `failure_policy` says; SECURITY.md). Costs a `set_property`
+/// while the request is under way instead of at its end.
+pub fn export_stage(cfg: &Config) {
+    export(cfg.filter_state, Field::Stage, cfg.stage.as_bytes());
+}
+
 /// Request header text for the record (lossy: a header need not be UTF-8).
 fn text<'a>(request: &'a HostRequest, name: &str) -> Option<Cow<'a, str>> {
     request.header(name).map(String::from_utf8_lossy)
@@ -119,9 +130,10 @@ impl Observation {
     }
 
     /// Exports the request's values as filter state (`wasm.tollgate.*`), the ones `filter_state`
-    /// names: the stage and, when the request has them, the route, key id, error, integration
-    /// latency and cache status. All of them here, at the end of the stream, where a
-    /// `set_property` costs Envoy about half what it costs while the request is under way.
+    /// names: when the request has them, the route, key id, error, integration latency and
+    /// cache status (the stage went with the request headers, `export_stage`). All of them
+    /// here, at the end of the stream, where a `set_property` costs Envoy about half what it
+    /// costs while the request is under way.
     fn export_all(
         &self,
         cfg: &Config,
@@ -131,7 +143,6 @@ impl Observation {
     ) {
         let exports = cfg.filter_state;
         if let Some(d) = decision {
-            export(exports, Field::Stage, cfg.stage.as_bytes());
             if let Some(p) = d.route.and_then(|i| cfg.table.pattern(i)) {
                 export(exports, Field::ResourcePath, p.resource_path().as_bytes());
             }

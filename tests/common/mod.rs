@@ -1104,10 +1104,32 @@ pub struct YamlEnvoy {
 
 impl YamlEnvoy {
     pub fn start(dir: tempdir::Dir, yaml: &str, concurrency: u32, admin: u16) -> YamlEnvoy {
+        YamlEnvoy::try_start_limited(dir, yaml, concurrency, admin, None)
+            .unwrap_or_else(|log| panic!("Envoy did not start:\n{log}"))
+    }
+
+    /// As `start`, with the process's virtual address space limited to `address_space` bytes
+    /// (`RLIMIT_AS`, set by util-linux's `prlimit`), where V8 may not reserve what a Wasm VM
+    /// needs. Err: Envoy exited; its log.
+    pub fn try_start_limited(
+        dir: tempdir::Dir,
+        yaml: &str,
+        concurrency: u32,
+        admin: u16,
+        address_space: Option<u64>,
+    ) -> Result<YamlEnvoy, String> {
         let cfg = dir.path().join("envoy.yaml");
         std::fs::write(&cfg, yaml).unwrap();
         let log_path = dir.path().join("envoy.log");
-        let child = Command::new(envoy_bin())
+        let mut cmd = match address_space {
+            None => Command::new(envoy_bin()),
+            Some(bytes) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--as={bytes}")).arg("--").arg(envoy_bin());
+                c
+            }
+        };
+        let child = cmd
             .arg("-c")
             .arg(&cfg)
             .args([
@@ -1136,11 +1158,11 @@ impl YamlEnvoy {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = envoy.child.try_wait() {
-                panic!("Envoy exited ({status}):\n{}", envoy.log());
+                return Err(format!("exit {status}\n{}", envoy.log()));
             }
             let ready = try_request(admin, "GET", "/ready", &[], b"").map(|r| r.status);
             if matches!(ready, Ok(200)) {
-                return envoy;
+                return Ok(envoy);
             }
             assert!(
                 Instant::now() < deadline,
