@@ -415,6 +415,21 @@ fn istio_manifests_are_consistent_and_their_envoy_pieces_load() {
         cache_filter["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"],
         "envoy.filters.http.router"
     );
+    // The guard (hardening.yaml) is inserted before the router too, by an EnvoyFilter Istio
+    // applies first (lower priority), so the cache filter lands between it and the router.
+    let hardening = istio_doc("hardening.yaml", "EnvoyFilter");
+    let guard = patch(&hardening, "HTTP_FILTER");
+    assert_eq!(guard["patch"]["operation"], "INSERT_BEFORE");
+    assert_eq!(
+        guard["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"],
+        "envoy.filters.http.router"
+    );
+    let priority = |f: &Value| f["spec"]["priority"].as_i64().unwrap_or(0);
+    assert!(
+        priority(&hardening) < priority(&cache),
+        "hardening.yaml (the guard) must be applied before cache.yaml"
+    );
+    assert_eq!(guard["patch"]["value"], example_guard());
 
     // Metrics: the gateway's ProxyConfig names tollgate's tags in extraStatTags, for which Istio
     // generates exactly the stats_tags tollgate's names need, and includes tollgate's stats.
@@ -452,6 +467,13 @@ fn istio_manifests_are_consistent_and_their_envoy_pieces_load() {
         .as_array()
         .unwrap();
     assert!(prefixes.iter().any(|p| p == "wasmcustom.tollgate"));
+    // The guard's counters, which Istio drops unless named, for TollgateGuardRefusing.
+    let suffixes: Vec<&str> = proxy_config["proxyStatsMatcher"]["inclusionSuffixes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
 
     // The Envoy pieces in a real Envoy: the main filter with the pluginConfig, the cache filter
     // before the router, the cluster's upstream filters with the upstream role delivered by ECDS
@@ -460,7 +482,10 @@ fn istio_manifests_are_consistent_and_their_envoy_pieces_load() {
     let module = dist_wasm();
     let up = Upstream::start();
     let mut opts = EnvoyOptions::new(json!({}), up.port);
-    opts.extra_filters = vec![cache_filter["patch"]["value"].clone()];
+    opts.extra_filters = vec![
+        guard["patch"]["value"].clone(),
+        cache_filter["patch"]["value"].clone(),
+    ];
     let mut boot = bootstrap(&opts);
     boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
         ["http_filters"][0] = wasm_filter(&config, &module, "tollgate");
@@ -507,7 +532,46 @@ fn istio_manifests_are_consistent_and_their_envoy_pieces_load() {
     let ecds = "extension_config_discovery.upstream_http_filter.istio-ingress.tollgate-upstream";
     assert_eq!(stats.get(&format!("{ecds}.config_reload")), Some(&1));
     assert_eq!(stats.get(&format!("{ecds}.config_fail")), Some(&0));
+    for name in [
+        "http.ingress.rbac.tollgate_guard.allowed",
+        "http.ingress.rbac.tollgate_guard.denied",
+    ] {
+        assert!(
+            suffixes.iter().any(|s| name.ends_with(s)),
+            "{name}: not kept by {suffixes:?}"
+        );
+    }
+    // The guard let the two requests tollgate passed through (its 403 never reached it).
+    assert_eq!(
+        stats.get("http.ingress.rbac.tollgate_guard.allowed"),
+        Some(&2)
+    );
+    assert_eq!(
+        stats.get("http.ingress.rbac.tollgate_guard.denied"),
+        Some(&0)
+    );
     envoy.assert_no_wasm_failure();
+}
+
+/// envoy/envoy.yaml's fail-closed guard (SECURITY.md, "If the VM dies"), as JSON.
+fn example_guard() -> Value {
+    let docs = yaml_docs(&repo_root().join("envoy/envoy.yaml"));
+    let gateway = gateway_filters(&docs[0]);
+    gateway
+        .into_iter()
+        .find(|f| f["name"] == "tollgate_guard")
+        .expect("envoy/envoy.yaml has the guard")
+}
+
+/// The HTTP filters of the connection manager whose stat_prefix is `gateway`.
+fn gateway_filters(doc: &Value) -> Vec<Value> {
+    let mut hcms = Vec::new();
+    typed(doc, ".HttpConnectionManager", &mut hcms);
+    let gw = hcms
+        .into_iter()
+        .find(|h| h["stat_prefix"] == "gateway")
+        .expect("a gateway listener");
+    gw["http_filters"].as_array().unwrap().clone()
 }
 
 /// deploy/istio/hardening.yaml's settings, merged into a gateway's connection manager as Istio
@@ -617,6 +681,25 @@ fn every_example_listener_has_the_edge_settings_tollgate_relies_on() {
                 h["common_http_protocol_options"]["headers_with_underscores_action"],
                 "REJECT_REQUEST",
                 "{at}"
+            );
+        }
+        // The fail-closed guard right after tollgate's main filter, the same everywhere.
+        for d in &docs {
+            let mut hcms = Vec::new();
+            typed(d, ".HttpConnectionManager", &mut hcms);
+            if !hcms.iter().any(|h| h["stat_prefix"] == "gateway") {
+                continue;
+            }
+            let filters = gateway_filters(d);
+            let at = filters
+                .iter()
+                .position(|f| f["name"] == "envoy.filters.http.wasm")
+                .unwrap_or_else(|| panic!("{}: no tollgate", file.display()));
+            assert_eq!(
+                filters.get(at + 1),
+                Some(&example_guard()),
+                "{}: the guard must follow tollgate",
+                file.display()
             );
         }
     }
