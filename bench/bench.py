@@ -152,6 +152,27 @@ def tollgate(configuration, wasm=None):
     return {"filters": [wasm_filter(wasm or WASM, configuration)], "tollgate": configuration}
 
 
+# envoy/envoy.yaml's fail-closed guard (SECURITY.md, "A worker without a VM"): an RBAC filter
+# after tollgate that passes only requests with the filter state tollgate sets on each it checks.
+GUARD = {
+    "name": "tollgate_guard",
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+        "rules_stat_prefix": "tollgate_guard.",
+        "rules": {"action": "ALLOW", "policies": {"checked_by_tollgate": {
+            "permissions": [{"any": True}],
+            "principals": [{"filter_state": {
+                "key": "wasm.tollgate.stage",
+                "string_match": {"safe_regex": {"regex": ".*"}}}}],
+        }}},
+    },
+}
+
+
+def guarded(spec):
+    return dict(spec, filters=spec["filters"] + [GUARD])
+
+
 def native_equivalent():
     local_ratelimit = {
         "name": "envoy.filters.http.local_ratelimit",
@@ -225,6 +246,9 @@ MAIN_VARIANTS = {
                    lambda: dict(tollgate({"stage": "bench", "throttle": TG_THROTTLE,
                                           "cors": TG_CORS}),
                                 access_log=TOLLGATE_FS_LOG_FORMAT)),
+    "T-guard": ("tollgate: T followed by the examples' fail-closed guard (an RBAC filter)",
+                lambda: guarded(tollgate({"stage": "bench", "throttle": TG_THROTTLE,
+                                          "cors": TG_CORS, "access_log": TG_LOG}))),
     "T-nofs": ("tollgate: T with \"filter_state\": false (no exports for Envoy's loggers)",
                lambda: tollgate({"stage": "bench", "throttle": TG_THROTTLE, "cors": TG_CORS,
                                  "access_log": TG_LOG, "filter_state": False})),
@@ -255,7 +279,10 @@ def extra_wasm_variants():
 
             def build(base=base, path=os.path.abspath(path)):
                 spec = MAIN_VARIANTS[base][1]()
-                return dict(spec, **tollgate(spec["tollgate"], path), base=base)
+                module = tollgate(spec["tollgate"], path)
+                if GUARD in spec["filters"]:
+                    module = guarded(module)
+                return dict(spec, **module, base=base)
             variants[name] = (f"{base} config, module {path}", build)
     return variants
 
@@ -686,10 +713,10 @@ def sanity_check(name, envoy, spec):
     status, headers, _ = get(envoy.port, headers={"Origin": ORIGIN})
     if status != 200:
         raise RuntimeError(f"{name}: GET {PATH} answered {status}")
-    if (name in ("N", "T", "T-cors", "T-nofs", "T-envoylog", "T-routes")
+    if (name in ("N", "T", "T-cors", "T-nofs", "T-envoylog", "T-routes", "T-guard")
             and headers.get("access-control-allow-origin") != ORIGIN):
         raise RuntimeError(f"{name}: no CORS headers in {headers}")
-    if (name in ("T", "T-throttle", "T-nofs", "T-envoylog", "T-routes")
+    if (name in ("T", "T-throttle", "T-nofs", "T-envoylog", "T-routes", "T-guard")
             and "ratelimit" not in headers):
         raise RuntimeError(f"{name}: no RateLimit header in {headers}")
     if name == "N" and "x-ratelimit-limit" not in headers:
@@ -711,7 +738,7 @@ def count_log_lines(envoy, spec, name):
         path, needle = os.path.join(envoy.dir, "access.log"), b'"stage":"bench"'
     elif spec.get("access_log"):
         path, needle = os.path.join(envoy.dir, "access.log"), b'"requestId"'
-    elif name in ("T", "T-log", "T-nofs", "T-routes"):
+    elif name in ("T", "T-log", "T-nofs", "T-routes", "T-guard"):
         path, needle = envoy.log_path, b'"requestId"'
     else:
         return None

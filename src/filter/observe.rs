@@ -72,8 +72,9 @@ fn export(exports: Exports, field: Field, value: &[u8]) {
 /// reached tollgate, if the configuration exports it: later filters see during the request
 /// that tollgate checked it. An RBAC filter after tollgate that requires it refuses what a
 /// worker without a VM would let through unchecked (Envoy skips a filter whose VM could not be
-/// made on a worker, whatever `failure_policy` says; SECURITY.md). Costs a `set_property`
-/// while the request is under way instead of at its end.
+/// made on a worker, whatever `failure_policy` says; SECURITY.md). Its `set_property` moved
+/// here from the end of the stream, counted no dearer (T: 432,013 instructions per request in
+/// Envoy against 431,880, 2026-12-07).
 pub fn export_stage(cfg: &Config) {
     export(cfg.filter_state, Field::Stage, cfg.stage.as_bytes());
 }
@@ -132,8 +133,8 @@ impl Observation {
     /// Exports the request's values as filter state (`wasm.tollgate.*`), the ones `filter_state`
     /// names: when the request has them, the route, key id, error, integration latency and
     /// cache status (the stage went with the request headers, `export_stage`). All of them
-    /// here, at the end of the stream, where a `set_property` costs Envoy about half what it
-    /// costs while the request is under way.
+    /// here, at the end of the stream: only the access loggers read them, and the integration
+    /// latency and cache status are known only now.
     fn export_all(
         &self,
         cfg: &Config,
