@@ -200,9 +200,9 @@ fn fail_closed_recovers_on_a_changed_configuration_only() {
 /// no key, throttle or CORS check. Produced here as it happens in production, with V8 short of
 /// address space: the example runs under an `RLIMIT_AS` (`prlimit --as`) where the main thread's
 /// VM fits and a worker's does not. Without the example's guard (an RBAC filter after tollgate
-/// requiring the filter state tollgate sets on every request it checks), a request the
+/// requiring the filter state tollgate sets on every request it lets through), a request the
 /// configuration refuses (POST /pets without a key) passes; with it, every such request is
-/// refused, and the guard counts those it refused. SECURITY.md, "If the VM dies".
+/// refused (by tollgate on the worker with a VM, by the guard, which counts them, on the other). SECURITY.md, "A worker without a VM".
 #[test]
 fn a_worker_without_a_vm_passes_requests_unchecked_unless_the_guard_refuses_them() {
     let (yaml, ports) = example_yaml("envoy.yaml");

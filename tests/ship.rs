@@ -553,7 +553,7 @@ fn istio_manifests_are_consistent_and_their_envoy_pieces_load() {
     envoy.assert_no_wasm_failure();
 }
 
-/// envoy/envoy.yaml's fail-closed guard (SECURITY.md, "If the VM dies"), as JSON.
+/// envoy/envoy.yaml's fail-closed guard (SECURITY.md, "A worker without a VM"), as JSON.
 fn example_guard() -> Value {
     let docs = yaml_docs(&repo_root().join("envoy/envoy.yaml"));
     let gateway = gateway_filters(&docs[0]);

@@ -131,7 +131,6 @@ impl Main {
         if self.decision.is_none() {
             if let Some(h) = self.rt.followed_redirect(host::now_ns()) {
                 self.start_ns = h.started_ns;
-                observe::export_stage(&self.rt.config);
                 self.obs = Observation::on_request(&self.rt, &h.first_leg, HostRequest::read());
                 self.obs.set_series(h.series);
                 self.decision = Some(h.first_leg);
@@ -262,6 +261,7 @@ impl Main {
         }
         let action = match &decision.outcome {
             Outcome::Forward => {
+                self.obs.export_stage(&rt.config);
                 if waited {
                     self.forward_ns = host::now_ns();
                 }
@@ -503,7 +503,6 @@ impl HttpContext for Main {
         });
         let mut decision =
             gateway::decide_leg(&rt.config, &rt.keys, &HostStore, now_ns, &req, first_leg);
-        observe::export_stage(&rt.config);
         if !rt.config.table.is_empty() && !ESCAPED_SLASH_TOLD.get() {
             let path = gateway::RequestSource::header(&req, ":path").unwrap_or_default();
             if routes::has_escaped_slash(path) {

@@ -1,14 +1,14 @@
 //! What the main filter observes of one request: the access record, the filter state exported
 //! for Envoy's own access loggers, and the metrics (contract, "Access log and metrics").
 //!
-//! Costs per request. Request headers: one `set_property`, the stage as filter state (when
-//! exported), so that later filters see tollgate checked the request; the metric series'
-//! method and the record's request-side values come from the pipeline's one read of the header
+//! Costs per request. Request headers: for a request tollgate lets through, one
+//! `set_property`, the stage as filter state (when exported), so that later filters see
+//! tollgate checked it; the metric series' method and the record's request-side values come from the pipeline's one read of the header
 //! map, kept until the log when there is an access log. Response headers: `:status`, read with
 //! the response header map when CORS or caching reads it anyway, else on its own. Log: no
 //! `response.code` read unless the response headers never passed the filter, `set_property`
-//! for each other value exported as filter state (the route, key id, error, integration latency
-//! and cache status when the request has them; only the `filter_state` names, none with
+//! for each other value exported as filter state (the stage of a request tollgate answered, the
+//! route, key id, error, integration latency and cache status when the request has them; only the `filter_state` names, none with
 //! `"filter_state": false`), one clock read and 2 to 5 metric updates by precomputed id; with
 //! `access_log` off or the host's level above info, no record is built; with it,
 //! `request.protocol`, `response.size` and (unless a client throttle read it) `source.address`
@@ -68,17 +68,6 @@ fn export(exports: Exports, field: Field, value: &[u8]) {
     }
 }
 
-/// Exports the stage as filter state (`wasm.tollgate.stage`) as soon as the request headers
-/// reached tollgate, if the configuration exports it: later filters see during the request
-/// that tollgate checked it. An RBAC filter after tollgate that requires it refuses what a
-/// worker without a VM would let through unchecked (Envoy skips a filter whose VM could not be
-/// made on a worker, whatever `failure_policy` says; SECURITY.md). Its `set_property` moved
-/// here from the end of the stream, counted no dearer (T: 432,013 instructions per request in
-/// Envoy against 431,880, 2026-12-07).
-pub fn export_stage(cfg: &Config) {
-    export(cfg.filter_state, Field::Stage, cfg.stage.as_bytes());
-}
-
 /// Request header text for the record (lossy: a header need not be UTF-8).
 fn text<'a>(request: &'a HostRequest, name: &str) -> Option<Cow<'a, str>> {
     request.header(name).map(String::from_utf8_lossy)
@@ -95,6 +84,8 @@ pub struct Observation {
     captured: Option<Box<HostRequest>>,
     /// `$context.cacheStatus` (`hit`, `miss`, `bypass`); None until caching decides.
     cache_status: Option<&'static str>,
+    /// The stage went out as filter state with the request (`export_stage`).
+    stage_exported: bool,
 }
 
 impl Observation {
@@ -130,10 +121,23 @@ impl Observation {
         self.cache_status = Some(status);
     }
 
+    /// Exports the stage as filter state (`wasm.tollgate.stage`), if the configuration exports
+    /// it, as tollgate lets the request go on: later filters see during the request that
+    /// tollgate checked it and let it through. An RBAC filter after tollgate that requires it
+    /// refuses what a worker without a VM would let through unchecked (Envoy skips a filter
+    /// whose VM could not be made on a worker, whatever `failure_policy` says; SECURITY.md, "A
+    /// worker without a VM"). A request tollgate answers itself gets it at the end of the
+    /// stream with the other values. The `set_property` here counted no dearer than at the end
+    /// (T: 432,013 instructions per request in Envoy against 431,880, 2026-12-07).
+    pub fn export_stage(&mut self, cfg: &Config) {
+        export(cfg.filter_state, Field::Stage, cfg.stage.as_bytes());
+        self.stage_exported = true;
+    }
+
     /// Exports the request's values as filter state (`wasm.tollgate.*`), the ones `filter_state`
-    /// names: when the request has them, the route, key id, error, integration latency and
-    /// cache status (the stage went with the request headers, `export_stage`). All of them
-    /// here, at the end of the stream: only the access loggers read them, and the integration
+    /// names: the stage (unless it went with the request, `export_stage`) and, when the
+    /// request has them, the route, key id, error, integration latency and cache status. Here,
+    /// at the end of the stream: only the access loggers read them, and the integration
     /// latency and cache status are known only now.
     fn export_all(
         &self,
@@ -144,6 +148,9 @@ impl Observation {
     ) {
         let exports = cfg.filter_state;
         if let Some(d) = decision {
+            if !self.stage_exported {
+                export(exports, Field::Stage, cfg.stage.as_bytes());
+            }
             if let Some(p) = d.route.and_then(|i| cfg.table.pattern(i)) {
                 export(exports, Field::ResourcePath, p.resource_path().as_bytes());
             }
