@@ -161,6 +161,8 @@ fn throttle_cors_record_and_metrics_hold_over_http3() {
     let (cert, key) = certificate(dir.path());
     let mut opts = EnvoyOptions::new(cfg, up.port);
     opts.stats_tags = true;
+    // The examples' fail-closed guard: HTTP/3 requests tollgate lets through pass it.
+    opts.extra_filters.push(guard_filter());
     let file_log = dir.path().join("access.log");
     opts.access_log_path = Some(file_log.clone());
     let envoy = Envoy::try_start_bootstrap(&http3_bootstrap(&opts, &cert, &key), 2)

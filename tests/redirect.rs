@@ -34,6 +34,8 @@ fn redirecting_upstream() -> Upstream {
 
 fn options(cfg: Value, upstream_port: u16) -> EnvoyOptions {
     let mut opts = EnvoyOptions::new(cfg, upstream_port);
+    // The examples' fail-closed guard after tollgate: every leg tollgate lets through passes it.
+    opts.extra_filters.push(guard_filter());
     opts.hcm_extra = json!({
         "delayed_close_timeout": "0s",
         // Loopback clients count as internal: Envoy keeps their x-envoy-* headers, so a client
@@ -44,10 +46,15 @@ fn options(cfg: Value, upstream_port: u16) -> EnvoyOptions {
             "domains": ["*"],
             "routes": [
                 // tollgate is off here: a redirect's second leg to it never reaches tollgate.
+                // (The guard after it too, as SECURITY.md says.)
                 {"match": {"prefix": "/untolled"}, "route": {"cluster": "upstream"},
-                 "typed_per_filter_config": {"envoy.filters.http.wasm": {
-                     "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
-                     "disabled": true}}},
+                 "typed_per_filter_config": {
+                     "envoy.filters.http.wasm": {
+                         "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+                         "disabled": true},
+                     "tollgate_guard": {
+                         "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+                         "disabled": true}}},
                 {"match": {"prefix": "/"}, "route": {
                     "cluster": "upstream",
                     "internal_redirect_policy": {"redirect_response_codes": [302]}

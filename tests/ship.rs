@@ -557,10 +557,13 @@ fn istio_manifests_are_consistent_and_their_envoy_pieces_load() {
 fn example_guard() -> Value {
     let docs = yaml_docs(&repo_root().join("envoy/envoy.yaml"));
     let gateway = gateway_filters(&docs[0]);
-    gateway
+    let guard = gateway
         .into_iter()
         .find(|f| f["name"] == "tollgate_guard")
-        .expect("envoy/envoy.yaml has the guard")
+        .expect("envoy/envoy.yaml has the guard");
+    // The e2e tests that run with the guard use the harness's copy.
+    assert_eq!(guard, guard_filter(), "tests/common's guard_filter differs");
+    guard
 }
 
 /// The HTTP filters of the connection manager whose stat_prefix is `gateway`.

@@ -438,6 +438,26 @@ pub fn publish_file(path: &Path, doc: &Value) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// The fail-closed guard of the examples (envoy/envoy.yaml's `tollgate_guard`; tests/ship.rs
+/// checks they are equal): an RBAC filter after tollgate that lets through only requests
+/// carrying the filter state tollgate sets on those it lets go on (SECURITY.md).
+pub fn guard_filter() -> Value {
+    json!({
+        "name": "tollgate_guard",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+            "rules_stat_prefix": "tollgate_guard.",
+            "rules": {"action": "ALLOW", "policies": {"checked_by_tollgate": {
+                "permissions": [{"any": true}],
+                "principals": [{"filter_state": {
+                    "key": "wasm.tollgate.stage",
+                    "string_match": {"safe_regex": {"regex": ".*"}}
+                }}]
+            }}}
+        }
+    })
+}
+
 pub fn bootstrap(opts: &EnvoyOptions) -> Value {
     let wasm = opts.wasm.clone().unwrap_or_else(wasm_path);
     let mut filters = vec![wasm_filter(&opts.plugin_config, &wasm, "tollgate")];
