@@ -93,4 +93,27 @@ fn example_gateway_serves_the_readme_walkthrough() {
     );
     assert_eq!(r.status, 200);
     assert!(r.header("age").is_none(), "{:?}", r.headers);
+
+    // HEAD and HTTP/2 requests pass tollgate and its guard alike. (HTTP/1.0 gets Envoy's own
+    // 426 before any filter: `accept_http_10` is off.)
+    assert_eq!(request(gw, "HEAD", "/pets/1", &[]).status, 200);
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg("--http2-prior-knowledge")
+        .arg(format!("http://127.0.0.1:{gw}/pets/2"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    // The fail-closed guard after tollgate let every request tollgate passed through and
+    // refused none: each worker has its VM here.
+    let stats = request(ports.admin, "GET", "/stats?filter=tollgate_guard", &[]).text();
+    let count = |name: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("http.gateway.rbac.tollgate_guard.{name}: ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {stats}"))
+    };
+    assert_eq!(count("denied"), 0, "{stats}");
+    assert!(count("allowed") >= 10, "{stats}");
 }
