@@ -154,6 +154,10 @@ impl Config {
         if !self.enforce {
             s.push_str(", report-only");
         }
+        // The examples' fail-closed guard lets through only requests carrying the stage.
+        if !self.filter_state.contains(Field::Stage) {
+            s.push_str(", stage not exported as filter state (a guard after tollgate refuses all)");
+        }
         s.push_str("; digest ");
         for b in digest.iter().take(6) {
             crate::access_log::push_hex(u32::from(*b), 2, false, &mut s);

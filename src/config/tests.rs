@@ -1047,6 +1047,18 @@ fn the_load_summary_tells_what_a_configuration_holds() {
         ok("").summary(&[1]),
         "stage \"default\", 0 route(s), 0 API key(s), 0 usage plan(s); digest 01"
     );
+    // Without the stage's export, SECURITY.md's guard would refuse every request.
+    for exports in [r#"false"#, r#"["resourcePath"]"#] {
+        let c = ok(&format!(r#"{{"filter_state": {exports}}}"#));
+        assert!(
+            c.summary(&[1])
+                .ends_with(", stage not exported as filter state (a guard after tollgate refuses all); digest 01"),
+            "{exports}"
+        );
+    }
+    assert!(!ok(r#"{"filter_state": ["stage"]}"#)
+        .summary(&[1])
+        .contains("not exported"));
 }
 
 #[test]
