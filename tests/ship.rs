@@ -655,6 +655,7 @@ fn every_example_listener_has_the_edge_settings_tollgate_relies_on() {
         .collect();
     files.sort();
     assert!(files.len() >= 3, "{files:?}");
+    let guard = example_guard();
     for file in files {
         let docs = yaml_docs(&file);
         let mut hcms = Vec::new();
@@ -685,24 +686,16 @@ fn every_example_listener_has_the_edge_settings_tollgate_relies_on() {
                 "REJECT_REQUEST",
                 "{at}"
             );
-        }
-        // The fail-closed guard right after tollgate's main filter, the same everywhere.
-        for d in &docs {
-            let mut hcms = Vec::new();
-            typed(d, ".HttpConnectionManager", &mut hcms);
-            if !hcms.iter().any(|h| h["stat_prefix"] == "gateway") {
-                continue;
-            }
-            let filters = gateway_filters(d);
-            let at = filters
+            // The fail-closed guard right after tollgate's main filter, the same everywhere.
+            let filters = h["http_filters"].as_array().unwrap();
+            let wasm = filters
                 .iter()
                 .position(|f| f["name"] == "envoy.filters.http.wasm")
-                .unwrap_or_else(|| panic!("{}: no tollgate", file.display()));
+                .unwrap_or_else(|| panic!("{at}: no tollgate"));
             assert_eq!(
-                filters.get(at + 1),
-                Some(&example_guard()),
-                "{}: the guard must follow tollgate",
-                file.display()
+                filters.get(wasm + 1),
+                Some(&guard),
+                "{at}: the guard must follow tollgate"
             );
         }
     }
