@@ -749,6 +749,20 @@ def count_log_lines(envoy, spec, name):
         return 0
 
 
+def output_dir():
+    """Where the scripts write their tables: BENCH_OUT, else target/bench."""
+    return os.environ.get("BENCH_OUT") or os.path.join(ROOT, "target/bench")
+
+
+def fresh_run_dir(name):
+    """The output directory and, inside it, an emptied `run-<name>` for a run's Envoy files."""
+    out_dir = output_dir()
+    work = os.path.join(out_dir, f"run-{name}")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    return out_dir, work
+
+
 def report(out_dir, name, text, data):
     """Prints a run's table and writes it to `<name>.md`, its data to `<name>.json`."""
     print()
@@ -817,10 +831,7 @@ def main():
     if not os.path.exists(needed):
         sys.exit(f"{needed} missing (`make bench` builds it)")
 
-    out_dir = os.environ.get("BENCH_OUT") or os.path.join(ROOT, "target/bench")
-    work = os.path.join(out_dir, f"run-{args.suite}")
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
+    out_dir, work = fresh_run_dir(args.suite)
 
     info = machine()
     started = datetime.datetime.now(datetime.timezone.utc)

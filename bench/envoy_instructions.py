@@ -115,10 +115,7 @@ def main():
         variants[name] = known[name]
     variants.update(bench.extra_wasm_variants())
 
-    out_dir = os.environ.get("BENCH_OUT") or os.path.join(bench.ROOT, "target/bench")
-    work = os.path.join(out_dir, "run-envoy-instructions")
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
+    out_dir, work = bench.fresh_run_dir("envoy-instructions")
     prefix = os.path.join(work, "callgrind.out")
     specs = {}
     for name, (_, build) in variants.items():

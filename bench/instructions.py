@@ -100,7 +100,7 @@ def main():
     if not shutil.which("valgrind"):
         sys.exit("instructions: valgrind is not installed (make bench-instructions installs it)")
     n = int(os.environ.get("N", 2000))
-    out_dir = os.environ.get("BENCH_OUT") or os.path.join(ROOT, "target/bench")
+    out_dir = bench.output_dir()
     os.makedirs(out_dir, exist_ok=True)
     exe = build(ROOT, os.path.join(ROOT, "target"))
     listed = cases(exe)

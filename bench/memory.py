@@ -133,10 +133,7 @@ def main():
         sys.exit("wrk not found (`make bench-memory` installs it)")
     if not os.path.exists(bench.WASM):
         sys.exit(f"{bench.WASM} missing (`make bench-memory` builds it)")
-    out_dir = os.environ.get("BENCH_OUT") or os.path.join(bench.ROOT, "target/bench")
-    work = os.path.join(out_dir, "run-memory")
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
+    out_dir, work = bench.fresh_run_dir("memory")
     plugin = {"stage": "bench",
               "client_throttle": {"by": "ip", "rate": 100, "burst": 100, "slots": slots}}
     info = bench.machine()

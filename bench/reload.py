@@ -230,10 +230,7 @@ def main():
     for label, path in modules:
         if not os.path.exists(path):
             sys.exit(f"{label}: {path} missing (`make bench-reload` builds the module)")
-    out_dir = os.environ.get("BENCH_OUT") or os.path.join(bench.ROOT, "target/bench")
-    work = os.path.join(out_dir, "run-reload")
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
+    out_dir, work = bench.fresh_run_dir("reload")
     info = bench.machine()
     print(f"tollgate reload: Envoy {bench.envoy_version()} --concurrency 2; {keys:,} keys, "
           f"{PLANS} plans, 1,000 routes; {pushes} pushes {gap:g} s apart under load", flush=True)
