@@ -1,18 +1,18 @@
 //! What the main filter observes of one request: the access record, the filter state exported
 //! for Envoy's own access loggers, and the metrics (contract, "Access log and metrics").
 //!
-//! Costs per request. Request headers: for a request tollgate lets through, one
-//! `set_property`, the stage as filter state (when exported), so that later filters see
-//! tollgate checked it; the metric series' method and the record's request-side values come from the pipeline's one read of the header
-//! map, kept until the log when there is an access log. Response headers: `:status`, read with
-//! the response header map when CORS or caching reads it anyway, else on its own. Log: no
-//! `response.code` read unless the response headers never passed the filter, `set_property`
-//! for each other value exported as filter state (the stage of a request tollgate answered, the
-//! route, key id, error, integration latency and cache status when the request has them; only the `filter_state` names, none with
-//! `"filter_state": false`), one clock read and 2 to 5 metric updates by precomputed id; with
-//! `access_log` off or the host's level above info, no record is built; with it,
-//! `request.protocol`, `response.size` and (unless a client throttle read it) `source.address`
-//! are read.
+//! Costs per request. Request headers: the metric series' method and the record's request-side
+//! values come from the pipeline's one read of the header map, kept until the log when there
+//! is an access log; as tollgate lets a request go on, one `set_property`, the stage as filter
+//! state (when exported), so that later filters see tollgate checked it. Response headers:
+//! `:status`, read with the response header map when CORS or caching reads it anyway, else on
+//! its own. Log: no `response.code` read unless the response headers never passed the filter,
+//! `set_property` for each other value exported as filter state (the stage of a request
+//! tollgate answered, the route, key id, error, integration latency and cache status when the
+//! request has them; only the `filter_state` names, none with `"filter_state": false`), one
+//! clock read and 2 to 5 metric updates by precomputed id; with `access_log` off or the host's
+//! level above info, no record is built; with it, `request.protocol`, `response.size` and
+//! (unless a client throttle read it) `source.address` are read.
 //!
 //! Secrets: the record reads no header but `user-agent` and `x-request-id` (the kept header map
 //! never leaves the VM); an API key appears by its `id`; the path is logged without its query
